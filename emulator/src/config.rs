@@ -1,0 +1,254 @@
+//! The daemon's configuration, `/etc/nexus/backupd.toml`: every key, its default, and the checks
+//! that turn a typo into an error at start instead of a surprise later.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Where the configuration lives on the device.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/nexus/backupd.toml";
+
+/// Errors reading or checking the configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}; create it or pass --config PATH")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {message}; fix the file (see images/etc/nexus/backupd.toml for every key and its default)")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: {key} = {value} is not allowed: {why}")]
+    Value {
+        path: PathBuf,
+        key: &'static str,
+        value: String,
+        why: &'static str,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub paths: Paths,
+    pub backup: BackupConfig,
+    pub https: HttpsConfig,
+}
+
+/// File-system locations.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Paths {
+    /// Root of the btrfs file system on the SD card.
+    pub broot: PathBuf,
+    /// Daemon state kept on the SD card (next snapshot id, pending switch, last backup result).
+    /// Relative paths are taken below `broot`.
+    pub state_dir: PathBuf,
+    /// Where the HTTPS CA and server certificate are made on first start and kept.
+    pub tls_dir: PathBuf,
+}
+
+/// How backups are made, and how gently.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// CPU nice value of the backup threads (-20..19).
+    pub nice: i32,
+    /// I/O scheduling class of the backup threads: "idle", "best-effort" or "none".
+    pub io_class: IoClass,
+    /// Read-bandwidth cap in bytes per second; 0 turns the cap off.
+    pub read_bytes_per_sec: u64,
+    /// Bytes read (and encrypted) per step; the threads yield the CPU between steps.
+    pub chunk_bytes: usize,
+    /// OpenPGP S2K iteration count byte (RFC 4880 3.7.1.3); 0x60..=0xff.
+    pub s2k_count: u8,
+    /// Least time between two `Progress` signals, in milliseconds.
+    pub progress_interval_ms: u64,
+}
+
+/// I/O priority class for the backup threads (ioprio_set).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum IoClass {
+    Idle,
+    BestEffort,
+    None,
+}
+
+/// The HTTPS file server.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpsConfig {
+    /// Addresses to listen on; empty turns the server off.
+    pub listen: Vec<SocketAddr>,
+    /// Extra host names or IP addresses for the server certificate.
+    pub names: Vec<String>,
+    /// When set, requests need HTTP Basic auth with user `token` and this password.
+    pub token: Option<String>,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Self {
+            broot: PathBuf::from("/broot"),
+            state_dir: PathBuf::from(".nexus-backupd"),
+            tls_dir: PathBuf::from("/etc/nexus/tls"),
+        }
+    }
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            nice: 19,
+            io_class: IoClass::Idle,
+            read_bytes_per_sec: 32 * 1024 * 1024,
+            chunk_bytes: 1024 * 1024,
+            s2k_count: 0xe0,
+            progress_interval_ms: 250,
+        }
+    }
+}
+
+impl Default for HttpsConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec!["0.0.0.0:443".parse().expect("static address")],
+            names: Vec::new(),
+            token: None,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            paths: Paths::default(),
+            backup: BackupConfig::default(),
+            https: HttpsConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks a configuration file. A missing file at the default path means defaults.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_CONFIG_PATH) => {
+                return Ok(Self::default());
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks configuration text; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        config.check(path)?;
+        Ok(config)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key, value: String, why| ConfigError::Value {
+            path: path.to_owned(),
+            key,
+            value,
+            why,
+        };
+        let b = &self.backup;
+        if !(-20..=19).contains(&b.nice) {
+            return Err(bad("backup.nice", b.nice.to_string(), "use -20..19 (19 is the gentlest)"));
+        }
+        if !(4096..=64 * 1024 * 1024).contains(&b.chunk_bytes) {
+            return Err(bad("backup.chunk_bytes", b.chunk_bytes.to_string(), "use 4096..67108864"));
+        }
+        if b.read_bytes_per_sec != 0 && b.read_bytes_per_sec < 64 * 1024 {
+            return Err(bad(
+                "backup.read_bytes_per_sec",
+                b.read_bytes_per_sec.to_string(),
+                "use 0 (no cap) or at least 65536",
+            ));
+        }
+        if b.s2k_count < 0x60 {
+            return Err(bad("backup.s2k_count", b.s2k_count.to_string(), "use 96..255 (0x60..0xff); lower is too weak"));
+        }
+        if !(50..=60_000).contains(&b.progress_interval_ms) {
+            return Err(bad(
+                "backup.progress_interval_ms",
+                b.progress_interval_ms.to_string(),
+                "use 50..60000",
+            ));
+        }
+        if !self.paths.broot.is_absolute() {
+            return Err(bad(
+                "paths.broot",
+                self.paths.broot.display().to_string(),
+                "must be an absolute path",
+            ));
+        }
+        if let Some(token) = &self.https.token {
+            if token.is_empty() || token.chars().any(|c| c.is_control()) {
+                return Err(bad("https.token", "(hidden)".into(), "must be non-empty printable text"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The state directory, resolved below `broot` when relative.
+    pub fn state_dir(&self) -> PathBuf {
+        self.paths.broot.join(&self.paths.state_dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("backupd.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.backup.nice, 19);
+        assert_eq!(c.backup.io_class, IoClass::Idle);
+        assert_eq!(c.state_dir(), PathBuf::from("/broot/.nexus-backupd"));
+    }
+
+    #[test]
+    fn typo_in_key_is_named() {
+        let err = parse("[backup]\nnicee = 5\n").unwrap_err().to_string();
+        assert!(err.contains("nicee"), "{err}");
+        assert!(err.contains("backupd.toml"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        let err = parse("[backup]\nnice = 40\n").unwrap_err().to_string();
+        assert!(err.contains("backup.nice") && err.contains("-20..19"), "{err}");
+        let err = parse("[backup]\nio_class = \"fast\"\n").unwrap_err().to_string();
+        assert!(err.contains("fast"), "{err}");
+        let err = parse("[backup]\nread_bytes_per_sec = 10\n").unwrap_err().to_string();
+        assert!(err.contains("read_bytes_per_sec"), "{err}");
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        let err = Config::load(Path::new("/nonexistent/backupd.toml")).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/backupd.toml"), "{err}");
+    }
+}

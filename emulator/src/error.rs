@@ -1,0 +1,94 @@
+//! The daemon's one error type. Each variant is one D-Bus error name of the contract, and every
+//! message says what to do next.
+
+use zbus::message::{Header, Message};
+use zbus::names::ErrorName;
+
+/// Errors a caller of `tech.noreya.Snapshot1` or `tech.noreya.Backup1` can get.
+#[derive(Debug, thiserror::Error)]
+pub enum NexusError {
+    #[error("{0}")]
+    Busy(String),
+    #[error("{0}")]
+    NoSuchSnapshot(String),
+    #[error("{0}")]
+    NoSuchBackup(String),
+    #[error("{0}")]
+    InUse(String),
+    #[error("{0}")]
+    NotRunning(String),
+    #[error("{0}")]
+    NoSpace(String),
+    #[error("{0}")]
+    Exists(String),
+    #[error("{0}")]
+    InvalidPassword(String),
+    /// `org.freedesktop.DBus.Error.InvalidArgs`.
+    #[error("{0}")]
+    InvalidArgs(String),
+    /// `org.freedesktop.DBus.Error.AccessDenied`; the message names the polkit action.
+    #[error("{0}")]
+    AccessDenied(String),
+    /// `org.freedesktop.DBus.Error.Failed`: the device itself failed (I/O, btrfs).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl NexusError {
+    /// The D-Bus error name of this error.
+    pub fn dbus_name(&self) -> &'static str {
+        match self {
+            Self::Busy(_) => "tech.noreya.Error.Busy",
+            Self::NoSuchSnapshot(_) => "tech.noreya.Error.NoSuchSnapshot",
+            Self::NoSuchBackup(_) => "tech.noreya.Error.NoSuchBackup",
+            Self::InUse(_) => "tech.noreya.Error.InUse",
+            Self::NotRunning(_) => "tech.noreya.Error.NotRunning",
+            Self::NoSpace(_) => "tech.noreya.Error.NoSpace",
+            Self::Exists(_) => "tech.noreya.Error.Exists",
+            Self::InvalidPassword(_) => "tech.noreya.Error.InvalidPassword",
+            Self::InvalidArgs(_) => "org.freedesktop.DBus.Error.InvalidArgs",
+            Self::AccessDenied(_) => "org.freedesktop.DBus.Error.AccessDenied",
+            Self::Failed(_) => "org.freedesktop.DBus.Error.Failed",
+        }
+    }
+
+    /// An I/O failure: ENOSPC becomes `NoSpace`, anything else `Failed`, both naming `what`.
+    pub fn io(what: &str, err: &std::io::Error) -> Self {
+        if err.raw_os_error() == Some(libc::ENOSPC) {
+            Self::NoSpace(format!(
+                "{what}: no space left on /broot; delete old backups or snapshots and try again"
+            ))
+        } else {
+            Self::Failed(format!("{what}: {err}; see the nexus-backupd journal"))
+        }
+    }
+}
+
+impl zbus::DBusError for NexusError {
+    fn create_reply(&self, call: &Header<'_>) -> zbus::Result<Message> {
+        Message::error(call, self.name()).build(&(self.to_string(),))
+    }
+
+    fn name(&self) -> ErrorName<'_> {
+        ErrorName::from_static_str_unchecked(self.dbus_name())
+    }
+
+    fn description(&self) -> Option<&str> {
+        match self {
+            Self::Busy(m)
+            | Self::NoSuchSnapshot(m)
+            | Self::NoSuchBackup(m)
+            | Self::InUse(m)
+            | Self::NotRunning(m)
+            | Self::NoSpace(m)
+            | Self::Exists(m)
+            | Self::InvalidPassword(m)
+            | Self::InvalidArgs(m)
+            | Self::AccessDenied(m)
+            | Self::Failed(m) => Some(m),
+        }
+    }
+}
+
+/// Results of the daemon's D-Bus facing operations.
+pub type NexusResult<T> = Result<T, NexusError>;

@@ -1,0 +1,324 @@
+//! The HTTPS file server: `GET`/`HEAD` of `/nexus-backups/nexus_backup_N.tar.gpg` (with Range,
+//! Content-Length, ETag) and of the CA at `/noreya-nexus/certificates/ca.pem`; everything else 404.
+//! Paths are matched exactly, never decoded or joined, files are opened without following links,
+//! and slow or idle clients are cut off so others keep being served.
+
+use std::convert::Infallible;
+use std::fs;
+use std::io::{self, Read, Seek};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Frame, Incoming};
+use hyper::header::{HeaderValue, ACCEPT_RANGES, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_RANGE, RANGE, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::layout::Layout;
+
+/// At most this many connections are served at once; more wait in the listen queue.
+const MAX_CONNECTIONS: usize = 256;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+const CA_PATH: &str = "/noreya-nexus/certificates/ca.pem";
+const BACKUPS_PREFIX: &str = "/nexus-backups/";
+
+/// What the server serves.
+#[derive(Debug)]
+pub struct FileServer {
+    pub backups_dir: PathBuf,
+    pub ca_pem: String,
+    /// `Basic base64(token:<value>)` when auth is on.
+    pub expected_auth: Option<String>,
+}
+
+impl FileServer {
+    pub fn new(backups_dir: PathBuf, ca_pem: String, token: Option<&str>) -> Self {
+        use base64::Engine;
+        let expected_auth =
+            token.map(|t| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("token:{t}"))));
+        Self {
+            backups_dir,
+            ca_pem,
+            expected_auth,
+        }
+    }
+
+    /// Answers one request.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+        let (parts, _body) = req.into_parts();
+        let is_head = parts.method == Method::HEAD;
+        if parts.method != Method::GET && !is_head {
+            let mut r = simple(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD are served\n");
+            r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return Ok(r);
+        }
+        if let Some(expected) = &self.expected_auth {
+            let given = parts.headers.get(AUTHORIZATION).map(|v| v.as_bytes());
+            if !given.is_some_and(|g| constant_time_eq(g, expected.as_bytes())) {
+                let mut r = simple(StatusCode::UNAUTHORIZED, "this device needs HTTP Basic auth with user 'token'\n");
+                r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"NOREYA NEXUS\""));
+                return Ok(r);
+            }
+        }
+        let path = parts.uri.path();
+        let response = if path == CA_PATH {
+            let mut r = Response::new(if is_head { Body::Empty } else { Body::Full(Some(Bytes::from(self.ca_pem.clone()))) });
+            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/x-pem-file"));
+            r.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(self.ca_pem.len()));
+            r
+        } else if let Some(id) = path.strip_prefix(BACKUPS_PREFIX).and_then(Layout::parse_backup_name) {
+            let file = self.backups_dir.join(Layout::backup_name(id));
+            let headers = parts.headers.clone();
+            tokio::task::spawn_blocking(move || serve_file(file, &headers, is_head))
+                .await
+                .unwrap_or_else(|_| simple(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n"))
+        } else {
+            not_found()
+        };
+        Ok(response)
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn simple(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut r = Response::new(Body::Full(Some(Bytes::from_static(text.as_bytes()))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+fn not_found() -> Response<Body> {
+    simple(StatusCode::NOT_FOUND, "not found\n")
+}
+
+/// A single byte range of a file of `len` bytes: `Ok(None)` means the whole file,
+/// `Err(())` a range that cannot be satisfied.
+fn parse_range(header: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+        return Ok(None); // other units are ignored (RFC 9110 14.2)
+    };
+    if spec.contains(',') {
+        return Ok(None); // several ranges: serve the whole file, as RFC 9110 allows
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (a, b) = (a.trim(), b.trim());
+    let num = |s: &str| -> Result<u64, ()> {
+        if s.is_empty() || s.len() > 19 || !s.bytes().all(|c| c.is_ascii_digit()) {
+            Err(())
+        } else {
+            s.parse().map_err(|_| ())
+        }
+    };
+    let (start, end) = if a.is_empty() {
+        let n = num(b)?;
+        if n == 0 || len == 0 {
+            return Err(());
+        }
+        (len.saturating_sub(n), len - 1)
+    } else {
+        let start = num(a)?;
+        let end = if b.is_empty() { len.saturating_sub(1) } else { num(b)?.min(len.saturating_sub(1)) };
+        if start >= len || end < start {
+            return Err(());
+        }
+        (start, end)
+    };
+    Ok(Some((start, end)))
+}
+
+fn serve_file(path: PathBuf, headers: &hyper::HeaderMap, is_head: bool) -> Response<Body> {
+    let file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(_) => return not_found(),
+    };
+    let meta = match file.metadata() {
+        Ok(m) if m.is_file() => m,
+        _ => return not_found(),
+    };
+    let len = meta.len();
+    let etag = format!("\"{:x}-{:x}-{:x}.{:x}\"", meta.ino(), len, meta.mtime(), meta.mtime_nsec());
+    let range_header = headers.get(RANGE).and_then(|v| v.to_str().ok());
+    let if_range_ok = headers
+        .get(IF_RANGE)
+        .map(|v| v.as_bytes() == etag.as_bytes())
+        .unwrap_or(true);
+    let range = match range_header.filter(|_| if_range_ok) {
+        Some(h) => parse_range(h, len),
+        None => Ok(None),
+    };
+    let (status, start, count) = match range {
+        Ok(None) => (StatusCode::OK, 0, len),
+        Ok(Some((s, e))) => (StatusCode::PARTIAL_CONTENT, s, e - s + 1),
+        Err(()) => {
+            let mut r = simple(StatusCode::RANGE_NOT_SATISFIABLE, "range not satisfiable\n");
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                r.headers_mut().insert(CONTENT_RANGE, v);
+            }
+            return r;
+        }
+    };
+    let body = if is_head || count == 0 {
+        Body::Empty
+    } else {
+        match FileBody::start(file, start, count) {
+            Ok(b) => Body::File(b),
+            Err(_) => return simple(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file\n"),
+        }
+    };
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/pgp-encrypted"));
+    h.insert(CONTENT_LENGTH, HeaderValue::from(count));
+    h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(ETAG, v);
+    }
+    if status == StatusCode::PARTIAL_CONTENT {
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{len}", start + count - 1)) {
+            h.insert(CONTENT_RANGE, v);
+        }
+    }
+    r
+}
+
+/// Response bodies: nothing, a buffer, or a file read on a blocking thread.
+pub enum Body {
+    Empty,
+    Full(Option<Bytes>),
+    File(FileBody),
+}
+
+/// A file range streamed by a reader thread through a small channel.
+pub struct FileBody {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+}
+
+impl FileBody {
+    fn start(mut file: fs::File, start: u64, count: u64) -> io::Result<Self> {
+        file.seek(io::SeekFrom::Start(start))?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            let mut left = count;
+            while left > 0 {
+                let mut buf = vec![0u8; (256 * 1024).min(left as usize)];
+                match file.read(&mut buf) {
+                    Ok(0) => {
+                        let _ = tx.blocking_send(Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank")));
+                        return;
+                    }
+                    Ok(n) => {
+                        buf.truncate(n);
+                        left -= n as u64;
+                        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                            return; // client went away
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Self { rx })
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match &mut *self {
+            Body::Empty => Poll::Ready(None),
+            Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Body::File(f) => f.rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Empty => true,
+            Body::Full(b) => b.is_none(),
+            Body::File(_) => false,
+        }
+    }
+}
+
+/// Accepts connections forever: TLS handshake, then HTTP/1.1 with header timeouts.
+pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, files: Arc<FileServer>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let files = files.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let service = hyper::service::service_fn(move |req| files.clone().handle(req));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_HEADER_BYTES.max(8192))
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_range;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Ok(Some((0, 9))));
+        assert_eq!(parse_range("bytes=90-", 100), Ok(Some((90, 99))));
+        assert_eq!(parse_range("bytes=-10", 100), Ok(Some((90, 99))));
+        assert_eq!(parse_range("bytes=50-1000", 100), Ok(Some((50, 99))));
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), Ok(None));
+        assert_eq!(parse_range("items=0-1", 100), Ok(None));
+        assert_eq!(parse_range("bytes=100-", 100), Err(()));
+        assert_eq!(parse_range("bytes=9-3", 100), Err(()));
+        assert_eq!(parse_range("bytes=-0", 100), Err(()));
+        assert_eq!(parse_range("bytes=x-3", 100), Err(()));
+        assert_eq!(parse_range("bytes=99999999999999999999999-", 100), Err(()));
+    }
+}

@@ -1,0 +1,62 @@
+//! `nexus-backupd`: the NOREYA NEXUS backup daemon (emulator).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use nexus_emulator::config::{Config, DEFAULT_CONFIG_PATH};
+
+/// Serves tech.noreya.Snapshot1 and tech.noreya.Backup1 on the system bus, and the finished
+/// backups over HTTPS, on the btrfs file system mounted at /broot.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Configuration file (every key is optional; see images/etc/nexus/backupd.toml).
+    #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Check the configuration file and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NEXUS_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("nexus-backupd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        println!("{}: ok", args.config.display());
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("nexus-backupd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(nexus_emulator::service::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut msg = format!("nexus-backupd: {e}");
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            eprintln!("{msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
