@@ -120,7 +120,11 @@ pub fn header(entry: &Entry, out: &mut Vec<u8>) -> io::Result<()> {
     let ft = meta.file_type();
     let mut h = tar::Header::new_ustar();
     let mut pax = Vec::new();
-    let size = if ft.is_file() && entry.link_to.is_none() { meta.len() } else { 0 };
+    let size = if ft.is_file() && entry.link_to.is_none() {
+        meta.len()
+    } else {
+        0
+    };
     let kind = if entry.link_to.is_some() {
         tar::EntryType::Link
     } else if ft.is_dir() {
@@ -188,7 +192,13 @@ pub fn header(entry: &Entry, out: &mut Vec<u8>) -> io::Result<()> {
         ph.set_entry_type(tar::EntryType::XHeader);
         ph.set_mode(0o644);
         ph.set_size(pax.len() as u64);
-        set_raw_name(&mut ph, &format!("PaxHeaders/{}", entry.name.trim_end_matches('/').rsplit('/').next().unwrap_or("x")));
+        set_raw_name(
+            &mut ph,
+            &format!(
+                "PaxHeaders/{}",
+                entry.name.trim_end_matches('/').rsplit('/').next().unwrap_or("x")
+            ),
+        );
         ph.set_cksum();
         out.extend_from_slice(ph.as_bytes());
         let len = pax.len() as u64;
@@ -218,14 +228,10 @@ pub fn trailer(written: u64, out: &mut Vec<u8>) {
 
 /// Reads a regular file's content in chunks of at most `chunk` bytes, exactly `size` bytes in all
 /// (zero-filled if the file shrank), then the padding to a whole block. `each` gets every chunk.
-pub fn content(
-    entry: &Entry,
-    chunk: usize,
-    mut each: impl FnMut(&[u8]) -> io::Result<()>,
-) -> io::Result<()> {
+pub fn content(entry: &Entry, chunk: usize, mut each: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
     let size = entry.meta.len();
-    let mut file = fs::File::open(&entry.path)
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", entry.path.display())))?;
+    let mut file =
+        fs::File::open(&entry.path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", entry.path.display())))?;
     let mut buf = vec![0u8; chunk.min(size.max(1) as usize + 511).max(512)];
     let mut left = size;
     while left > 0 {

@@ -124,7 +124,9 @@ impl BackupManager {
     /// Checks a password given to `Create`, without ever echoing it.
     pub fn check_password(password: &str) -> NexusResult<()> {
         if password.is_empty() {
-            return Err(NexusError::InvalidPassword("the password is empty; give a non-empty password".into()));
+            return Err(NexusError::InvalidPassword(
+                "the password is empty; give a non-empty password".into(),
+            ));
         }
         if password.len() > MAX_PASSWORD {
             return Err(NexusError::InvalidPassword(format!(
@@ -133,7 +135,9 @@ impl BackupManager {
             )));
         }
         if password.contains('\0') {
-            return Err(NexusError::InvalidPassword("the password contains a NUL character; remove it".into()));
+            return Err(NexusError::InvalidPassword(
+                "the password contains a NUL character; remove it".into(),
+            ));
         }
         Ok(())
     }
@@ -230,7 +234,11 @@ impl BackupManager {
             Some(job) => Status {
                 id: job.id,
                 progress: job.percent(),
-                state: if job.cancel.load(Ordering::Relaxed) { "cancelling" } else { "running" },
+                state: if job.cancel.load(Ordering::Relaxed) {
+                    "cancelling"
+                } else {
+                    "running"
+                },
                 bytes_done: job.done.load(Ordering::Relaxed),
                 bytes_total: job.total.load(Ordering::Relaxed),
                 last_id: state.last_id,
@@ -283,11 +291,15 @@ impl BackupManager {
             let Some(id) = e.file_name().to_str().and_then(Layout::parse_backup_name) else {
                 continue;
             };
-            let Ok(meta) = fs::symlink_metadata(e.path()) else { continue };
+            let Ok(meta) = fs::symlink_metadata(e.path()) else {
+                continue;
+            };
             if !meta.is_file() {
                 continue;
             }
-            let Some(known) = self.meta_for(id, meta.len(), &meta) else { continue };
+            let Some(known) = self.meta_for(id, meta.len(), &meta) else {
+                continue;
+            };
             out.push(BackupInfo {
                 id,
                 path: e.path().to_string_lossy().into_owned(),
@@ -305,7 +317,10 @@ impl BackupManager {
     fn meta_for(&self, id: u32, size: u64, meta: &fs::Metadata) -> Option<BackupMeta> {
         use std::os::unix::fs::MetadataExt;
         let path = self.layout().backup_meta(id);
-        if let Some(m) = fs::read(&path).ok().and_then(|b| serde_json::from_slice::<BackupMeta>(&b).ok()) {
+        if let Some(m) = fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<BackupMeta>(&b).ok())
+        {
             if m.size == size {
                 return Some(m);
             }
@@ -414,7 +429,9 @@ impl BackupManager {
             })?;
 
         let read_result = self.read_plain(job, &scan, &dir, tx);
-        let write_result = writer.join().map_err(|_| io::Error::other("backup writer thread panicked"))?;
+        let write_result = writer
+            .join()
+            .map_err(|_| io::Error::other("backup writer thread panicked"))?;
         // The writer's error (e.g. ENOSPC) is the cause when both failed.
         let (file, sha256, size) = match (read_result, write_result) {
             (_, Err(e)) => return Err(e),
@@ -438,7 +455,13 @@ impl BackupManager {
     }
 
     /// Scans, archives and frames the snapshot, sending plaintext chunks to the writer.
-    fn read_plain(&self, job: &Job, scan: &archive::Scan, dir: &std::path::Path, tx: std::sync::mpsc::SyncSender<Vec<u8>>) -> io::Result<()> {
+    fn read_plain(
+        &self,
+        job: &Job,
+        scan: &archive::Scan,
+        dir: &std::path::Path,
+        tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    ) -> io::Result<()> {
         let chunk = self.config.chunk_bytes;
         let mut bucket = TokenBucket::new(self.config.read_bytes_per_sec);
         let name = format!("{}.tar", Layout::backup_name(job.id).trim_end_matches(".tar.gpg"));
@@ -505,7 +528,8 @@ impl BackupManager {
         plain.finish(&mut out);
         tx.send(out).map_err(|_| io::Error::other("backup writer stopped"))?;
         // An empty chunk marks the end, so the writer can tell a finished stream from an abort.
-        tx.send(Vec::new()).map_err(|_| io::Error::other("backup writer stopped"))?;
+        tx.send(Vec::new())
+            .map_err(|_| io::Error::other("backup writer stopped"))?;
         Ok(())
     }
 }

@@ -32,7 +32,12 @@ fn value(v: impl Into<Value<'static>>) -> OwnedValue {
 impl BackupService {
     /// Starts an encrypted backup of a snapshot and returns once Status shows it. The backup runs
     /// on when the caller disconnects. The password is used for the encryption and stored nowhere.
-    async fn create(&self, #[zbus(header)] hdr: Header<'_>, snapshot_id: u32, password: String) -> Result<(), NexusError> {
+    async fn create(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        snapshot_id: u32,
+        password: String,
+    ) -> Result<(), NexusError> {
         let password = Zeroizing::new(password);
         self.auth.check(sender(&hdr), "tech.noreya.Backup1.Create").await?;
         let backups = self.backups.clone();

@@ -13,10 +13,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/nexus/backupd.toml";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}; create it or pass --config PATH")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("config file {path} is invalid: {message}; fix the file (see images/etc/nexus/backupd.toml for every key and its default)")]
     Parse { path: PathBuf, message: String },
     #[error("config file {path}: {key} = {value} is not allowed: {why}")]
@@ -29,7 +26,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub paths: Paths,
@@ -122,16 +119,6 @@ impl Default for HttpsConfig {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            paths: Paths::default(),
-            backup: BackupConfig::default(),
-            https: HttpsConfig::default(),
-        }
-    }
-}
-
 impl Config {
     /// Reads and checks a configuration file. A missing file at the default path means defaults.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -169,10 +156,18 @@ impl Config {
         };
         let b = &self.backup;
         if !(-20..=19).contains(&b.nice) {
-            return Err(bad("backup.nice", b.nice.to_string(), "use -20..19 (19 is the gentlest)"));
+            return Err(bad(
+                "backup.nice",
+                b.nice.to_string(),
+                "use -20..19 (19 is the gentlest)",
+            ));
         }
         if !(4096..=64 * 1024 * 1024).contains(&b.chunk_bytes) {
-            return Err(bad("backup.chunk_bytes", b.chunk_bytes.to_string(), "use 4096..67108864"));
+            return Err(bad(
+                "backup.chunk_bytes",
+                b.chunk_bytes.to_string(),
+                "use 4096..67108864",
+            ));
         }
         if b.read_bytes_per_sec != 0 && b.read_bytes_per_sec < 64 * 1024 {
             return Err(bad(
@@ -182,7 +177,11 @@ impl Config {
             ));
         }
         if b.s2k_count < 0x60 {
-            return Err(bad("backup.s2k_count", b.s2k_count.to_string(), "use 96..255 (0x60..0xff); lower is too weak"));
+            return Err(bad(
+                "backup.s2k_count",
+                b.s2k_count.to_string(),
+                "use 96..255 (0x60..0xff); lower is too weak",
+            ));
         }
         if !(50..=60_000).contains(&b.progress_interval_ms) {
             return Err(bad(
@@ -200,7 +199,11 @@ impl Config {
         }
         if let Some(token) = &self.https.token {
             if token.is_empty() || token.chars().any(|c| c.is_control()) {
-                return Err(bad("https.token", "(hidden)".into(), "must be non-empty printable text"));
+                return Err(bad(
+                    "https.token",
+                    "(hidden)".into(),
+                    "must be non-empty printable text",
+                ));
             }
         }
         Ok(())
@@ -248,7 +251,9 @@ mod tests {
 
     #[test]
     fn missing_explicit_file_is_an_error() {
-        let err = Config::load(Path::new("/nonexistent/backupd.toml")).unwrap_err().to_string();
+        let err = Config::load(Path::new("/nonexistent/backupd.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/nonexistent/backupd.toml"), "{err}");
     }
 }

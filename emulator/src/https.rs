@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Frame, Incoming};
-use hyper::header::{HeaderValue, ACCEPT_RANGES, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_RANGE, RANGE, WWW_AUTHENTICATE};
+use hyper::header::{
+    HeaderValue, ACCEPT_RANGES, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_RANGE,
+    RANGE, WWW_AUTHENTICATE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
@@ -42,8 +45,12 @@ pub struct FileServer {
 impl FileServer {
     pub fn new(backups_dir: PathBuf, ca_pem: String, token: Option<&str>) -> Self {
         use base64::Engine;
-        let expected_auth =
-            token.map(|t| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("token:{t}"))));
+        let expected_auth = token.map(|t| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("token:{t}"))
+            )
+        });
         Self {
             backups_dir,
             ca_pem,
@@ -63,16 +70,28 @@ impl FileServer {
         if let Some(expected) = &self.expected_auth {
             let given = parts.headers.get(AUTHORIZATION).map(|v| v.as_bytes());
             if !given.is_some_and(|g| constant_time_eq(g, expected.as_bytes())) {
-                let mut r = simple(StatusCode::UNAUTHORIZED, "this device needs HTTP Basic auth with user 'token'\n");
-                r.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"NOREYA NEXUS\""));
+                let mut r = simple(
+                    StatusCode::UNAUTHORIZED,
+                    "this device needs HTTP Basic auth with user 'token'\n",
+                );
+                r.headers_mut().insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"NOREYA NEXUS\""),
+                );
                 return Ok(r);
             }
         }
         let path = parts.uri.path();
         let response = if path == CA_PATH {
-            let mut r = Response::new(if is_head { Body::Empty } else { Body::Full(Some(Bytes::from(self.ca_pem.clone()))) });
-            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/x-pem-file"));
-            r.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(self.ca_pem.len()));
+            let mut r = Response::new(if is_head {
+                Body::Empty
+            } else {
+                Body::Full(Some(Bytes::from(self.ca_pem.clone())))
+            });
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/x-pem-file"));
+            r.headers_mut()
+                .insert(CONTENT_LENGTH, HeaderValue::from(self.ca_pem.len()));
             r
         } else if let Some(id) = path.strip_prefix(BACKUPS_PREFIX).and_then(Layout::parse_backup_name) {
             let file = self.backups_dir.join(Layout::backup_name(id));
@@ -94,7 +113,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 fn simple(status: StatusCode, text: &'static str) -> Response<Body> {
     let mut r = Response::new(Body::Full(Some(Bytes::from_static(text.as_bytes()))));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     r
 }
 
@@ -128,7 +148,11 @@ fn parse_range(header: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
         (len.saturating_sub(n), len - 1)
     } else {
         let start = num(a)?;
-        let end = if b.is_empty() { len.saturating_sub(1) } else { num(b)?.min(len.saturating_sub(1)) };
+        let end = if b.is_empty() {
+            len.saturating_sub(1)
+        } else {
+            num(b)?.min(len.saturating_sub(1))
+        };
         if start >= len || end < start {
             return Err(());
         }
@@ -151,7 +175,13 @@ fn serve_file(path: PathBuf, headers: &hyper::HeaderMap, is_head: bool) -> Respo
         _ => return not_found(),
     };
     let len = meta.len();
-    let etag = format!("\"{:x}-{:x}-{:x}.{:x}\"", meta.ino(), len, meta.mtime(), meta.mtime_nsec());
+    let etag = format!(
+        "\"{:x}-{:x}-{:x}.{:x}\"",
+        meta.ino(),
+        len,
+        meta.mtime(),
+        meta.mtime_nsec()
+    );
     let range_header = headers.get(RANGE).and_then(|v| v.to_str().ok());
     let if_range_ok = headers
         .get(IF_RANGE)
@@ -266,7 +296,9 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, files:
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {

@@ -252,7 +252,15 @@ mod tests {
         let file = dir.path().join("in.gpg");
         std::fs::write(&file, cipher).unwrap();
         let mut child = Command::new("gpg")
-            .args(["--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase-fd", "0", "--decrypt"])
+            .args([
+                "--batch",
+                "--quiet",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase-fd",
+                "0",
+                "--decrypt",
+            ])
             .arg(&file)
             .env("GNUPGHOME", home.path())
             .stdin(Stdio::piped())
@@ -299,7 +307,10 @@ mod tests {
         let mut cipher = Vec::new();
         encrypt_all(&mut &b"secret data"[..], &mut cipher, b"right", 0x60, "x").unwrap();
         let err = gpg_decrypt(&cipher, "wrong").unwrap_err();
-        assert!(err.contains("decryption failed") || err.contains("Bad session key"), "{err}");
+        assert!(
+            err.contains("decryption failed") || err.contains("Bad session key"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use zbus::Variant as Value;
 use zbus::Connection;
+use zbus::Variant as Value;
 
 use crate::error::{NexusError, NexusResult};
 

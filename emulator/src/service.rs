@@ -28,7 +28,10 @@ pub enum StartError {
     #[error("cannot set up HTTPS: {0}")]
     Tls(std::io::Error),
     #[error("cannot listen for HTTPS on {addr}: {source}; free the port or change https.listen")]
-    Listen { addr: std::net::SocketAddr, source: std::io::Error },
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot serve on the system bus: {0}; is dbus running, and is the policy file tech.noreya.Backup1.conf installed?")]
     Bus(#[from] zbus::Error),
 }
@@ -41,7 +44,10 @@ pub struct Daemon {
 
 impl Daemon {
     /// Opens the layout under `config.paths.broot`; returns the daemon and its backup events.
-    pub fn open(config: &Config, subvols: Subvolumes) -> Result<(Self, mpsc::UnboundedReceiver<BackupEvent>), StartError> {
+    pub fn open(
+        config: &Config,
+        subvols: Subvolumes,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<BackupEvent>), StartError> {
         let layout = Layout::new(&config.paths.broot, &config.state_dir());
         let bad = |path: PathBuf, why: String| StartError::Layout { path, why };
         if !layout.broot().is_dir() {
@@ -52,13 +58,20 @@ impl Daemon {
         }
         for part in Part::ALL {
             if !layout.live(part).is_dir() {
-                return Err(bad(layout.live(part), format!("the live subvolume '{}' is missing; the SD-card image is not laid out as the device's", part.name())));
+                return Err(bad(
+                    layout.live(part),
+                    format!(
+                        "the live subvolume '{}' is missing; the SD-card image is not laid out as the device's",
+                        part.name()
+                    ),
+                ));
             }
         }
         for dir in [layout.snapshots_dir(), layout.backups_dir()] {
             std::fs::create_dir_all(&dir).map_err(|e| bad(dir.clone(), e.to_string()))?;
         }
-        let state = SharedState::open(layout.state_dir()).map_err(|e| bad(layout.state_dir().to_owned(), e.to_string()))?;
+        let state =
+            SharedState::open(layout.state_dir()).map_err(|e| bad(layout.state_dir().to_owned(), e.to_string()))?;
         let store = Arc::new(SnapshotStore::new(layout, subvols, Arc::new(state)));
         let (tx, rx) = mpsc::unbounded_channel();
         let backups = BackupManager::new(
@@ -112,6 +125,12 @@ impl Daemon {
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> Result<(), StartError> {
     let broot = &config.paths.broot;
+    if !broot.is_dir() {
+        return Err(StartError::Layout {
+            path: broot.clone(),
+            why: "it does not exist; mount the SD card's btrfs partition there (broot.mount)".into(),
+        });
+    }
     let subvols = match Subvolumes::is_btrfs(broot) {
         Ok(true) => Subvolumes::Btrfs,
         Ok(false) => {
@@ -150,7 +169,11 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     daemon.serve(&conn, Authorizer::Polkit(conn.clone()), events).await?;
     conn.request_name(snapshot_iface::NAME).await?;
     conn.request_name(backup_iface::NAME).await?;
-    tracing::info!("nexus-backupd ready: {} and {} on the system bus", snapshot_iface::NAME, backup_iface::NAME);
+    tracing::info!(
+        "nexus-backupd ready: {} and {} on the system bus",
+        snapshot_iface::NAME,
+        backup_iface::NAME
+    );
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| StartError::Recover(format!("cannot watch SIGTERM: {e}")))?;

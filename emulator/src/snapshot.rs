@@ -153,7 +153,9 @@ impl SnapshotStore {
     /// The snapshot with this id, if it exists and is complete.
     pub fn info(&self, id: u32) -> Option<SnapshotInfo> {
         let bytes = fs::read(self.layout.snapshot_dir(id).join("info.json")).ok()?;
-        serde_json::from_slice::<SnapshotInfo>(&bytes).ok().filter(|i| i.id == id)
+        serde_json::from_slice::<SnapshotInfo>(&bytes)
+            .ok()
+            .filter(|i| i.id == id)
     }
 
     /// The snapshot with this id, or `NoSuchSnapshot`.
@@ -232,7 +234,10 @@ impl SnapshotStore {
             return Ok(None);
         };
         let Some(info) = self.info(target) else {
-            tracing::warn!(target, "activated snapshot no longer exists; staying on the current state");
+            tracing::warn!(
+                target,
+                "activated snapshot no longer exists; staying on the current state"
+            );
             self.state
                 .update(|s| s.pending = None)
                 .map_err(|e| NexusError::io("cannot clear the activation", &e))?;

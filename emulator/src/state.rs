@@ -48,7 +48,10 @@ impl StateFile {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
-                    format!("{} is damaged ({e}); restore it or remove it to start afresh", self.path.display()),
+                    format!(
+                        "{} is damaged ({e}); restore it or remove it to start afresh",
+                        self.path.display()
+                    ),
                 )
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State {

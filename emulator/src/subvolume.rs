@@ -67,7 +67,10 @@ impl Subvolumes {
 
 fn run(cmd: &mut Command) -> io::Result<()> {
     let out = cmd.stdin(std::process::Stdio::null()).output().map_err(|e| {
-        io::Error::new(e.kind(), format!("cannot run {:?}: {e}; is btrfs-progs installed?", cmd.get_program()))
+        io::Error::new(
+            e.kind(),
+            format!("cannot run {:?}: {e}; is btrfs-progs installed?", cmd.get_program()),
+        )
     })?;
     if out.status.success() {
         return Ok(());

@@ -37,7 +37,11 @@ fn ca_params() -> CertificateParams {
     dn.push(DnType::CommonName, "NOREYA NEXUS device CA");
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     p.not_before = rcgen::date_time_ymd(2024, 1, 1);
     p.not_after = rcgen::date_time_ymd(2049, 12, 31);
     p
@@ -49,10 +53,20 @@ pub fn load_or_make(dir: &Path, extra_names: &[String]) -> io::Result<TlsIdentit
     let ca_pem_path = dir.join("ca.pem");
     let ca_key_path = dir.join("ca-key.pem");
     let (ca_pem, ca_key) = match (fs::read_to_string(&ca_pem_path), fs::read_to_string(&ca_key_path)) {
-        (Ok(cert), Ok(key)) => (cert, KeyPair::from_pem(&key).map_err(|e| tls_err("the kept CA key is unreadable; remove the TLS directory to make a new CA", e))?),
+        (Ok(cert), Ok(key)) => (
+            cert,
+            KeyPair::from_pem(&key).map_err(|e| {
+                tls_err(
+                    "the kept CA key is unreadable; remove the TLS directory to make a new CA",
+                    e,
+                )
+            })?,
+        ),
         _ => {
             let key = KeyPair::generate().map_err(|e| tls_err("cannot make a CA key", e))?;
-            let cert = ca_params().self_signed(&key).map_err(|e| tls_err("cannot make the CA", e))?;
+            let cert = ca_params()
+                .self_signed(&key)
+                .map_err(|e| tls_err("cannot make the CA", e))?;
             write_atomic(&ca_key_path, key.serialize_pem().as_bytes(), 0o600)?;
             write_atomic(&ca_pem_path, cert.pem().as_bytes(), 0o644)?;
             tracing::info!("made a new device CA in {}", dir.display());
@@ -70,7 +84,11 @@ pub fn load_or_make(dir: &Path, extra_names: &[String]) -> io::Result<TlsIdentit
     let cert_path = dir.join("server.pem");
     let key_path = dir.join("server-key.pem");
     let names_path = dir.join("server-names");
-    let kept = match (fs::read_to_string(&cert_path), fs::read_to_string(&key_path), fs::read_to_string(&names_path)) {
+    let kept = match (
+        fs::read_to_string(&cert_path),
+        fs::read_to_string(&key_path),
+        fs::read_to_string(&names_path),
+    ) {
         (Ok(c), Ok(k), Ok(n)) if n == names_line => Some((c, k)),
         _ => None,
     };
@@ -86,7 +104,9 @@ pub fn load_or_make(dir: &Path, extra_names: &[String]) -> io::Result<TlsIdentit
             params.not_before = rcgen::date_time_ymd(2024, 1, 1);
             params.not_after = rcgen::date_time_ymd(2049, 12, 31);
             let issuer = Issuer::new(ca_params(), &ca_key);
-            let cert = params.signed_by(&key, &issuer).map_err(|e| tls_err("cannot sign the server certificate", e))?;
+            let cert = params
+                .signed_by(&key, &issuer)
+                .map_err(|e| tls_err("cannot sign the server certificate", e))?;
             write_atomic(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
             write_atomic(&cert_path, cert.pem().as_bytes(), 0o644)?;
             write_atomic(&names_path, names_line.as_bytes(), 0o644)?;
@@ -95,7 +115,8 @@ pub fn load_or_make(dir: &Path, extra_names: &[String]) -> io::Result<TlsIdentit
         }
     };
 
-    let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| tls_err("the kept server certificate is unreadable", e))?;
+    let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+        .map_err(|e| tls_err("the kept server certificate is unreadable", e))?;
     let key = KeyPair::from_pem(&key_pem).map_err(|e| tls_err("the kept server key is unreadable", e))?;
     let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let server = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))

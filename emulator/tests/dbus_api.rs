@@ -60,7 +60,8 @@ async fn peer() -> Peer {
 
 /// (Re)starts the daemon on `dir`'s device, as a restart of nexus-backupd would.
 async fn connect(dir: tempfile::TempDir, backup_toml: &str) -> Peer {
-    let (daemon, events) = Daemon::open(&config(&dir.path().join("broot"), backup_toml), Subvolumes::PlainCopy).unwrap();
+    let (daemon, events) =
+        Daemon::open(&config(&dir.path().join("broot"), backup_toml), Subvolumes::PlainCopy).unwrap();
     daemon.recover().unwrap();
     let auth = Authorizer::fixed(ACTIONS);
     let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
@@ -87,7 +88,10 @@ where
     R: for<'d> zbus::zvariant::DynamicDeserialize<'d>,
 {
     match conn.call_method(None::<&str>, obj.0, Some(obj.1), method, body).await {
-        Ok(reply) => Ok(reply.body().deserialize::<R>().expect("reply has the contract's signature")),
+        Ok(reply) => Ok(reply
+            .body()
+            .deserialize::<R>()
+            .expect("reply has the contract's signature")),
         Err(zbus::Error::MethodError(name, desc, _)) => Err((name.to_string(), desc.unwrap_or_default())),
         Err(zbus::Error::FDO(e)) => Err((
             zbus::DBusError::name(&*e).to_string(),
@@ -103,7 +107,13 @@ fn get<T: TryFrom<OwnedVariant>>(d: &Dict, key: &str) -> T
 where
     T::Error: std::fmt::Debug,
 {
-    T::try_from(d.get(key).unwrap_or_else(|| panic!("key {key} missing in {d:?}")).try_clone().unwrap()).unwrap()
+    T::try_from(
+        d.get(key)
+            .unwrap_or_else(|| panic!("key {key} missing in {d:?}"))
+            .try_clone()
+            .unwrap(),
+    )
+    .unwrap()
 }
 
 async fn create_snapshot(p: &Peer) -> u32 {
@@ -134,9 +144,14 @@ fn assert_err<T: std::fmt::Debug>(r: Result<T, (String, String)>, name: &str, wo
 async fn introspection_matches_the_contract() {
     let p = peer().await;
     for (path, name) in [SNAP, BACKUP] {
-        let xml: String = call(&p.client, (path, "org.freedesktop.DBus.Introspectable"), "Introspect", &())
-            .await
-            .unwrap();
+        let xml: String = call(
+            &p.client,
+            (path, "org.freedesktop.DBus.Introspectable"),
+            "Introspect",
+            &(),
+        )
+        .await
+        .unwrap();
         insta::assert_snapshot!(name, xml);
     }
 }
@@ -145,9 +160,19 @@ async fn introspection_matches_the_contract() {
 async fn snapshots_get_growing_ids_that_are_never_reused() {
     let p = peer().await;
     assert_eq!(create_snapshot(&p).await, 1);
-    assert_eq!(call::<_, u32>(&p.client, SNAP, "Create", &(true, false, "only system")).await.unwrap(), 2);
+    assert_eq!(
+        call::<_, u32>(&p.client, SNAP, "Create", &(true, false, "only system"))
+            .await
+            .unwrap(),
+        2
+    );
     call::<_, ()>(&p.client, SNAP, "Delete", &(2u32,)).await.unwrap();
-    assert_eq!(call::<_, u32>(&p.client, SNAP, "Create", &(false, true, "only data")).await.unwrap(), 3);
+    assert_eq!(
+        call::<_, u32>(&p.client, SNAP, "Create", &(false, true, "only data"))
+            .await
+            .unwrap(),
+        3
+    );
 
     let list: Vec<Dict> = call(&p.client, SNAP, "GetList", &()).await.unwrap();
     let ids: Vec<u32> = list.iter().map(|d| get(d, "id")).collect();
@@ -170,15 +195,27 @@ async fn snapshots_get_growing_ids_that_are_never_reused() {
 async fn created_and_deleted_signals_carry_the_id() {
     use futures_util::StreamExt;
     let p = peer().await;
-    let rule = zbus::MatchRule::builder().msg_type(zbus::message::Type::Signal).build().unwrap();
-    let mut signals = zbus::MessageStream::for_match_rule(rule, &p.client, None).await.unwrap();
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .build()
+        .unwrap();
+    let mut signals = zbus::MessageStream::for_match_rule(rule, &p.client, None)
+        .await
+        .unwrap();
     let id = create_snapshot(&p).await;
     call::<_, ()>(&p.client, SNAP, "Delete", &(id,)).await.unwrap();
     let mut seen = Vec::new();
     while seen.len() < 2 {
-        let msg = tokio::time::timeout(Duration::from_secs(5), signals.next()).await.unwrap().unwrap().unwrap();
+        let msg = tokio::time::timeout(Duration::from_secs(5), signals.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         let h = msg.header();
-        seen.push((h.member().unwrap().to_string(), msg.body().deserialize::<u32>().unwrap()));
+        seen.push((
+            h.member().unwrap().to_string(),
+            msg.body().deserialize::<u32>().unwrap(),
+        ));
     }
     assert_eq!(seen, [("Created".to_string(), id), ("Deleted".to_string(), id)]);
 }
@@ -202,7 +239,9 @@ async fn bad_snapshot_arguments_are_refused_and_change_nothing() {
         &["control"],
     );
     // Wrong types and arity are refused by the D-Bus layer itself.
-    let (name, _) = call::<_, u32>(&p.client, SNAP, "Create", &("yes", 1u32)).await.unwrap_err();
+    let (name, _) = call::<_, u32>(&p.client, SNAP, "Create", &("yes", 1u32))
+        .await
+        .unwrap_err();
     assert_eq!(name, "org.freedesktop.DBus.Error.InvalidArgs");
     let (name, _) = call::<_, ()>(&p.client, SNAP, "Frobnicate", &()).await.unwrap_err();
     assert_eq!(name, "org.freedesktop.DBus.Error.UnknownMethod");
@@ -228,12 +267,17 @@ async fn bad_snapshot_arguments_are_refused_and_change_nothing() {
 async fn polkit_refusal_names_the_action_and_changes_nothing() {
     let p = peer().await;
     let id = create_snapshot(&p).await;
-    p.auth.set_allowed(["tech.noreya.Snapshot1.GetList", "tech.noreya.Backup1.Status"]);
+    p.auth
+        .set_allowed(["tech.noreya.Snapshot1.GetList", "tech.noreya.Backup1.Status"]);
     for (obj, method, action) in [
         (SNAP, "Delete", "tech.noreya.Snapshot1.Delete"),
         (SNAP, "Activate", "tech.noreya.Snapshot1.Activate"),
     ] {
-        assert_err(call::<_, ()>(&p.client, obj, method, &(id,)).await, "org.freedesktop.DBus.Error.AccessDenied", &[action]);
+        assert_err(
+            call::<_, ()>(&p.client, obj, method, &(id,)).await,
+            "org.freedesktop.DBus.Error.AccessDenied",
+            &[action],
+        );
     }
     assert_err(
         call::<_, u32>(&p.client, SNAP, "Create", &(true, true, "")).await,
@@ -245,15 +289,27 @@ async fn polkit_refusal_names_the_action_and_changes_nothing() {
         "org.freedesktop.DBus.Error.AccessDenied",
         &["tech.noreya.Backup1.Create"],
     );
-    assert_err(call::<_, ()>(&p.client, BACKUP, "Cancel", &()).await, "org.freedesktop.DBus.Error.AccessDenied", &["Backup1.Cancel"]);
-    assert_err(call::<_, Vec<Dict>>(&p.client, BACKUP, "GetList", &()).await, "org.freedesktop.DBus.Error.AccessDenied", &["Backup1.GetList"]);
+    assert_err(
+        call::<_, ()>(&p.client, BACKUP, "Cancel", &()).await,
+        "org.freedesktop.DBus.Error.AccessDenied",
+        &["Backup1.Cancel"],
+    );
+    assert_err(
+        call::<_, Vec<Dict>>(&p.client, BACKUP, "GetList", &()).await,
+        "org.freedesktop.DBus.Error.AccessDenied",
+        &["Backup1.GetList"],
+    );
     // Granted calls still work; refused ones changed nothing.
     let list: Vec<Dict> = call(&p.client, SNAP, "GetList", &()).await.unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(get::<u32>(&status(&p).await, "id"), 0);
     assert_eq!(p.daemon.store.state().get().pending, None);
     p.auth.set_allowed([]);
-    assert_err(call::<_, Dict>(&p.client, BACKUP, "Status", &()).await, "org.freedesktop.DBus.Error.AccessDenied", &["Backup1.Status"]);
+    assert_err(
+        call::<_, Dict>(&p.client, BACKUP, "Status", &()).await,
+        "org.freedesktop.DBus.Error.AccessDenied",
+        &["Backup1.Status"],
+    );
 }
 
 #[tokio::test]
@@ -261,7 +317,9 @@ async fn backup_is_listed_with_its_checksum_and_restores_the_snapshot() {
     let p = peer().await;
     let id = create_snapshot(&p).await;
     let password = "correct horse battery staple";
-    call::<_, ()>(&p.client, BACKUP, "Create", &(id, password)).await.unwrap();
+    call::<_, ()>(&p.client, BACKUP, "Create", &(id, password))
+        .await
+        .unwrap();
     let s = wait_idle(&p).await;
     assert_eq!(get::<u32>(&s, "last_id"), id);
     assert_eq!(get::<String>(&s, "last_result"), "ok");
@@ -274,7 +332,10 @@ async fn backup_is_listed_with_its_checksum_and_restores_the_snapshot() {
     let b = &list[0];
     assert_eq!(get::<u32>(b, "id"), id);
     assert_eq!(get::<String>(b, "path"), file.to_string_lossy());
-    assert_eq!(get::<String>(b, "url"), format!("/nexus-backups/nexus_backup_{id}.tar.gpg"));
+    assert_eq!(
+        get::<String>(b, "url"),
+        format!("/nexus-backups/nexus_backup_{id}.tar.gpg")
+    );
     assert_eq!(get::<u64>(b, "size"), std::fs::metadata(&file).unwrap().len());
     let sha = {
         use sha2::Digest;
@@ -291,10 +352,18 @@ async fn backup_is_listed_with_its_checksum_and_restores_the_snapshot() {
     assert!(gpg_decrypt(&file, "wrong password", &p.dir.path().join("x.tar")).is_err());
 
     // A second backup of the same snapshot is refused until the first is deleted.
-    assert_err(call::<_, ()>(&p.client, BACKUP, "Create", &(id, password)).await, "tech.noreya.Error.Exists", &["Delete"]);
+    assert_err(
+        call::<_, ()>(&p.client, BACKUP, "Create", &(id, password)).await,
+        "tech.noreya.Error.Exists",
+        &["Delete"],
+    );
     call::<_, ()>(&p.client, BACKUP, "Delete", &(id,)).await.unwrap();
     assert!(!file.exists());
-    assert_err(call::<_, ()>(&p.client, BACKUP, "Delete", &(id,)).await, "tech.noreya.Error.NoSuchBackup", &["GetList"]);
+    assert_err(
+        call::<_, ()>(&p.client, BACKUP, "Delete", &(id,)).await,
+        "tech.noreya.Error.NoSuchBackup",
+        &["GetList"],
+    );
 }
 
 #[tokio::test]
@@ -303,12 +372,22 @@ async fn progress_and_finished_signals_report_the_backup() {
     // 8 MiB at 16 MiB/s: about half a second of progress.
     let p = peer_with("read_bytes_per_sec = 16777216\nchunk_bytes = 65536", 8 << 20).await;
     let id = create_snapshot(&p).await;
-    let rule = zbus::MatchRule::builder().msg_type(zbus::message::Type::Signal).interface("tech.noreya.Backup1").build().unwrap();
-    let mut signals = zbus::MessageStream::for_match_rule(rule, &p.client, None).await.unwrap();
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .interface("tech.noreya.Backup1")
+        .build()
+        .unwrap();
+    let mut signals = zbus::MessageStream::for_match_rule(rule, &p.client, None)
+        .await
+        .unwrap();
     call::<_, ()>(&p.client, BACKUP, "Create", &(id, "pw")).await.unwrap();
     let mut percents = Vec::new();
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(30), signals.next()).await.unwrap().unwrap().unwrap();
+        let msg = tokio::time::timeout(Duration::from_secs(30), signals.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         match msg.header().member().unwrap().as_str() {
             "Progress" => {
                 let (sid, pct): (u32, u32) = msg.body().deserialize().unwrap();
@@ -324,7 +403,10 @@ async fn progress_and_finished_signals_report_the_backup() {
         }
     }
     assert!(!percents.is_empty(), "no Progress signal");
-    assert!(percents.windows(2).all(|w| w[0] <= w[1]) && percents.iter().all(|&p| p <= 100), "{percents:?}");
+    assert!(
+        percents.windows(2).all(|w| w[0] <= w[1]) && percents.iter().all(|&p| p <= 100),
+        "{percents:?}"
+    );
     // Status already shows the end when Finished arrives.
     assert_eq!(get::<u32>(&status(&p).await, "id"), 0);
 }
@@ -335,7 +417,11 @@ async fn one_backup_at_a_time_and_cancel_removes_the_partial_file() {
     let p = peer_with("read_bytes_per_sec = 65536\nchunk_bytes = 65536", 4 << 20).await;
     let id = create_snapshot(&p).await;
     let other = create_snapshot(&p).await;
-    assert_err(call::<_, ()>(&p.client, BACKUP, "Cancel", &()).await, "tech.noreya.Error.NotRunning", &["no backup"]);
+    assert_err(
+        call::<_, ()>(&p.client, BACKUP, "Cancel", &()).await,
+        "tech.noreya.Error.NotRunning",
+        &["no backup"],
+    );
     call::<_, ()>(&p.client, BACKUP, "Create", &(id, "pw")).await.unwrap();
 
     // Status shows the job as soon as Create returns, as the vendor's client relies on.
@@ -347,11 +433,26 @@ async fn one_backup_at_a_time_and_cancel_removes_the_partial_file() {
     })
     .await;
     assert!(total > 4 << 20, "bytes_total {total}");
-    assert_err(call::<_, ()>(&p.client, BACKUP, "Create", &(other, "pw")).await, "tech.noreya.Error.Busy", &["Cancel"]);
-    assert_err(call::<_, ()>(&p.client, SNAP, "Delete", &(id,)).await, "tech.noreya.Error.InUse", &["Cancel"]);
-    assert_err(call::<_, ()>(&p.client, BACKUP, "Delete", &(id,)).await, "tech.noreya.Error.InUse", &["Cancel"]);
+    assert_err(
+        call::<_, ()>(&p.client, BACKUP, "Create", &(other, "pw")).await,
+        "tech.noreya.Error.Busy",
+        &["Cancel"],
+    );
+    assert_err(
+        call::<_, ()>(&p.client, SNAP, "Delete", &(id,)).await,
+        "tech.noreya.Error.InUse",
+        &["Cancel"],
+    );
+    assert_err(
+        call::<_, ()>(&p.client, BACKUP, "Delete", &(id,)).await,
+        "tech.noreya.Error.InUse",
+        &["Cancel"],
+    );
     let partial = p.broot().join(format!("backups/.nexus_backup_{id}.tar.gpg.partial"));
-    wait_for("the partial file", Duration::from_secs(10), || async { partial.exists().then_some(()) }).await;
+    wait_for("the partial file", Duration::from_secs(10), || async {
+        partial.exists().then_some(())
+    })
+    .await;
     assert!(!p.broot().join(format!("backups/nexus_backup_{id}.tar.gpg")).exists());
 
     call::<_, ()>(&p.client, BACKUP, "Cancel", &()).await.unwrap();
@@ -370,15 +471,24 @@ async fn one_backup_at_a_time_and_cancel_removes_the_partial_file() {
 async fn bad_passwords_are_refused_without_echoing_them() {
     let p = peer().await;
     let id = create_snapshot(&p).await;
-    assert_err(call::<_, ()>(&p.client, BACKUP, "Create", &(id, "")).await, "tech.noreya.Error.InvalidPassword", &["empty"]);
+    assert_err(
+        call::<_, ()>(&p.client, BACKUP, "Create", &(id, "")).await,
+        "tech.noreya.Error.InvalidPassword",
+        &["empty"],
+    );
     let long = "s3cr3t".repeat(200);
-    let (name, msg) = call::<_, ()>(&p.client, BACKUP, "Create", &(id, &long)).await.unwrap_err();
+    let (name, msg) = call::<_, ()>(&p.client, BACKUP, "Create", &(id, &long))
+        .await
+        .unwrap_err();
     assert_eq!(name, "tech.noreya.Error.InvalidPassword");
     assert!(msg.contains("1024") && !msg.contains("s3cr3t"), "{msg}");
     assert_eq!(get::<u32>(&status(&p).await, "id"), 0);
     // NUL cannot travel in a D-Bus string; the check behind it still refuses it.
     let err = nexus_emulator::backup::BackupManager::check_password("a\0b").unwrap_err();
-    assert_eq!(zbus::DBusError::name(&err).as_str(), "tech.noreya.Error.InvalidPassword");
+    assert_eq!(
+        zbus::DBusError::name(&err).as_str(),
+        "tech.noreya.Error.InvalidPassword"
+    );
 }
 
 #[tokio::test]
@@ -390,21 +500,38 @@ async fn activate_switches_the_system_at_the_next_start_and_keeps_the_state_left
     call::<_, ()>(&p.client, SNAP, "Activate", &(id,)).await.unwrap();
     // Nothing switches before the restart.
     assert!(marker.exists());
-    assert_err(call::<_, ()>(&p.client, SNAP, "Delete", &(id,)).await, "tech.noreya.Error.InUse", &["activate"]);
+    assert_err(
+        call::<_, ()>(&p.client, SNAP, "Delete", &(id,)).await,
+        "tech.noreya.Error.InUse",
+        &["activate"],
+    );
 
     let Peer { dir, .. } = p;
     let p = connect(dir, "").await;
     assert!(!marker.exists(), "the live system must now be snapshot {id}'s");
     let list: Vec<Dict> = call(&p.client, SNAP, "GetList", &()).await.unwrap();
     assert_eq!(list.len(), 2);
-    let active: Vec<u32> = list.iter().filter(|d| get::<bool>(d, "active")).map(|d| get(d, "id")).collect();
+    let active: Vec<u32> = list
+        .iter()
+        .filter(|d| get::<bool>(d, "active"))
+        .map(|d| get(d, "id"))
+        .collect();
     assert_eq!(active, [id]);
     // The state that was left is kept as an automatic snapshot.
     let left = list.iter().find(|d| get::<u32>(d, "id") != id).unwrap();
     assert!(get::<String>(left, "description").contains("Automatic"));
     let left_id: u32 = get(left, "id");
-    assert!(p.broot().join(format!("snapshot/snapshots/{left_id}/system/etc/changed-after-snapshot")).exists());
-    assert_err(call::<_, ()>(&p.client, SNAP, "Delete", &(id,)).await, "tech.noreya.Error.InUse", &["runs on"]);
+    assert!(p
+        .broot()
+        .join(format!(
+            "snapshot/snapshots/{left_id}/system/etc/changed-after-snapshot"
+        ))
+        .exists());
+    assert_err(
+        call::<_, ()>(&p.client, SNAP, "Delete", &(id,)).await,
+        "tech.noreya.Error.InUse",
+        &["runs on"],
+    );
 }
 
 #[tokio::test]
@@ -422,7 +549,10 @@ async fn restart_reports_an_interrupted_backup_and_removes_its_partial_file() {
     assert_eq!(get::<u32>(&s, "id"), 0);
     assert_eq!(get::<u32>(&s, "last_id"), id);
     let result: String = get(&s, "last_result");
-    assert!(result.starts_with("failed: interrupted") && result.contains("start the backup again"), "{result}");
+    assert!(
+        result.starts_with("failed: interrupted") && result.contains("start the backup again"),
+        "{result}"
+    );
     // The same snapshot can be backed up again.
     call::<_, ()>(&p.client, BACKUP, "Create", &(id, "pw")).await.unwrap();
     assert_eq!(get::<String>(&wait_idle(&p).await, "last_result"), "ok");
@@ -431,7 +561,10 @@ async fn restart_reports_an_interrupted_backup_and_removes_its_partial_file() {
 #[test]
 fn shipped_config_is_the_documented_defaults() {
     let text = std::fs::read_to_string(images_dir().join("etc/nexus/backupd.toml")).unwrap();
-    assert_eq!(Config::parse(&text, Path::new("backupd.toml")).unwrap(), Config::default());
+    assert_eq!(
+        Config::parse(&text, Path::new("backupd.toml")).unwrap(),
+        Config::default()
+    );
 }
 
 #[test]

@@ -40,10 +40,26 @@ pub fn fill_sample(root: &Path, data_bytes: usize) {
         fs::write(p, content).unwrap();
         fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
     };
-    w(&sys.join("etc/openhab/services/runtime.cfg"), b"org.openhab.restauth:enabled=true\n", 0o644);
-    w(&sys.join("etc/openhab/things/zwave.things"), b"Bridge zwave:serial_zstick:controller\n", 0o640);
-    w(&sys.join("etc/ssh/ssh_host_ed25519_key"), b"-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n", 0o600);
-    w(&sys.join("opt/automation/bin/run.sh"), b"#!/bin/sh\nexec automation\n", 0o755);
+    w(
+        &sys.join("etc/openhab/services/runtime.cfg"),
+        b"org.openhab.restauth:enabled=true\n",
+        0o644,
+    );
+    w(
+        &sys.join("etc/openhab/things/zwave.things"),
+        b"Bridge zwave:serial_zstick:controller\n",
+        0o640,
+    );
+    w(
+        &sys.join("etc/ssh/ssh_host_ed25519_key"),
+        b"-----BEGIN OPENSSH PRIVATE KEY-----\nfake\n",
+        0o600,
+    );
+    w(
+        &sys.join("opt/automation/bin/run.sh"),
+        b"#!/bin/sh\nexec automation\n",
+        0o755,
+    );
     w(&sys.join("opt/automation/bin/setuid-helper"), b"\x7fELF", 0o4755);
     fs::create_dir_all(sys.join("var/lib/automation/empty-dir")).unwrap();
     std::os::unix::fs::symlink("../../etc/openhab", sys.join("opt/automation/conf")).unwrap();
@@ -57,7 +73,11 @@ pub fn fill_sample(root: &Path, data_bytes: usize) {
     let mut db = vec![0u8; data_bytes];
     getrandom::fill(&mut db).unwrap();
     w(&data.join("persistence/rrd4j/items.db"), &db, 0o660);
-    w(&data.join("logs/events.log"), "2026-11-26 sensor.kitchen ON\n".repeat(2000).as_bytes(), 0o644);
+    w(
+        &data.join("logs/events.log"),
+        "2026-11-26 sensor.kitchen ON\n".repeat(2000).as_bytes(),
+        0o644,
+    );
     w(&data.join("logs/empty.log"), b"", 0o644);
     fs::hard_link(data.join("logs/events.log"), data.join("logs/events.log.1")).unwrap();
     fs::create_dir_all(data.join("cache/empty")).unwrap();
@@ -80,13 +100,19 @@ pub fn fill_sample(root: &Path, data_bytes: usize) {
 }
 
 fn filetime(secs: i64) -> libc::timespec {
-    libc::timespec { tv_sec: secs, tv_nsec: 0 }
+    libc::timespec {
+        tv_sec: secs,
+        tv_nsec: 0,
+    }
 }
 
 fn set_mtime(p: &Path, t: libc::timespec) {
     let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
     let times = [t, t];
-    assert_eq!(unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) }, 0);
+    assert_eq!(
+        unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) },
+        0
+    );
 }
 
 /// Every difference a user would notice between two trees: names, types, content, symlink
@@ -129,7 +155,13 @@ pub fn compare_trees(a: &Path, b: &Path) -> Vec<String> {
             diffs.push(format!("{name}: mode {:o} vs {:o}", ma.mode(), mb.mode()));
         }
         if (ma.uid(), ma.gid()) != (mb.uid(), mb.gid()) {
-            diffs.push(format!("{name}: owner {}:{} vs {}:{}", ma.uid(), ma.gid(), mb.uid(), mb.gid()));
+            diffs.push(format!(
+                "{name}: owner {}:{} vs {}:{}",
+                ma.uid(),
+                ma.gid(),
+                mb.uid(),
+                mb.gid()
+            ));
         }
         if !ma.file_type().is_symlink() && ma.mtime() != mb.mtime() {
             diffs.push(format!("{name}: mtime {} vs {}", ma.mtime(), mb.mtime()));
@@ -165,7 +197,14 @@ pub fn compare_trees(a: &Path, b: &Path) -> Vec<String> {
 pub fn gpg_decrypt(file: &Path, password: &str, out: &Path) -> Result<(), String> {
     let home = tempfile::tempdir().unwrap();
     let mut child = Command::new("gpg")
-        .args(["--batch", "--pinentry-mode", "loopback", "--passphrase-fd", "0", "--output"])
+        .args([
+            "--batch",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase-fd",
+            "0",
+            "--output",
+        ])
         .arg(out)
         .arg("--decrypt")
         .arg(file)
@@ -202,7 +241,11 @@ pub fn assert_backup_restores(backup: &Path, password: &str, snapshot_dir: &Path
     let out = work.path().join("restored");
     tar_extract(&tar, &out);
     let diffs = compare_trees(snapshot_dir, &out);
-    assert!(diffs.is_empty(), "restored backup differs from the snapshot:\n{}", diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "restored backup differs from the snapshot:\n{}",
+        diffs.join("\n")
+    );
 }
 
 /// Polls `f` until it returns Some, or panics after `timeout` naming `what`.
@@ -216,7 +259,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -241,8 +287,8 @@ pub struct Device {
     pub https_port: u16,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
-    dbus: Child,
-    polkit: Child,
+    dbus: Option<Child>,
+    polkit: Option<Child>,
     daemon: Option<Child>,
 }
 
@@ -270,7 +316,11 @@ impl Default for DeviceOptions {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Device {
@@ -286,15 +336,31 @@ impl Device {
         fs::File::create(&image).unwrap().set_len(opts.image_mib << 20).unwrap();
         run(Command::new("mkfs.btrfs").arg("-q").arg(&image));
         run(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(&broot));
+        // From here on, Drop unmounts and stops whatever was started, also when set-up fails.
+        let log_path = d.join("nexus-backupd.log");
+        let config_path = d.join("backupd.toml");
+        let sock = d.join("system_bus_socket");
+        let mut dev = Device {
+            broot: broot.clone(),
+            bus_addr: format!("unix:path={}", sock.display()),
+            https_port: free_port(),
+            config_path: config_path.clone(),
+            log_path,
+            dbus: None,
+            polkit: None,
+            daemon: None,
+            dir,
+        };
+        let d = dev.dir.path().to_owned();
+        let d = d.as_path();
         for sub in ["system", "data"] {
-            run(Command::new("btrfs").args(["subvolume", "create", "-q"]).arg(broot.join(sub)));
+            run(Command::new("btrfs").args(["subvolume", "create"]).arg(broot.join(sub)));
         }
         fs::create_dir_all(broot.join("snapshot/snapshots")).unwrap();
         fs::create_dir_all(broot.join("backups")).unwrap();
         fill_sample(&broot, opts.data_bytes);
 
         // A private system bus with the device's policy files.
-        let sock = d.join("system_bus_socket");
         let conf = d.join("bus.conf");
         fs::write(
             &conf,
@@ -328,14 +394,15 @@ impl Device {
             ),
         )
         .unwrap();
-        let dbus = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", conf.display()))
-            .arg("--nofork")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dbus-daemon is installed");
-        let bus_addr = format!("unix:path={}", sock.display());
+        dev.dbus = Some(
+            Command::new("dbus-daemon")
+                .arg(format!("--config-file={}", conf.display()))
+                .arg("--nofork")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("dbus-daemon is installed"),
+        );
         let start = Instant::now();
         while !sock.exists() {
             assert!(start.elapsed() < Duration::from_secs(10), "dbus-daemon did not start");
@@ -348,7 +415,11 @@ impl Device {
         let pkla = d.join("pkla");
         fs::create_dir(&actions).unwrap();
         fs::create_dir(&pkla).unwrap();
-        fs::copy(images_dir().join("polkit/tech.noreya.backup.policy"), actions.join("tech.noreya.backup.policy")).unwrap();
+        fs::copy(
+            images_dir().join("polkit/tech.noreya.backup.policy"),
+            actions.join("tech.noreya.backup.policy"),
+        )
+        .unwrap();
         if !opts.grant_nobody.is_empty() {
             fs::write(
                 pkla.join("10-backup.pkla"),
@@ -359,22 +430,20 @@ impl Device {
             )
             .unwrap();
         }
-        let polkit = Command::new("unshare")
+        dev.polkit = Some(Command::new("unshare")
             .args(["--mount", "--propagation", "private", "sh", "-c"])
             .arg(format!(
                 "mount --bind {} /usr/share/polkit-1/actions && mount --bind {} /etc/polkit-1/localauthority/50-local.d && exec /usr/lib/polkit-1/polkitd --no-debug",
                 actions.display(),
                 pkla.display()
             ))
-            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus_addr)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &dev.bus_addr)
             .stdout(Stdio::null())
             .stderr(fs::File::create(d.join("polkitd.log")).unwrap())
             .spawn()
-            .expect("unshare and polkitd are installed");
+            .expect("unshare and polkitd are installed"));
 
-        let log_path = d.join("nexus-backupd.log");
-        let config_path = d.join("backupd.toml");
-        let https_port = free_port();
+        let https_port = dev.https_port;
         fs::write(
             &config_path,
             format!(
@@ -385,17 +454,6 @@ impl Device {
             ),
         )
         .unwrap();
-        let mut dev = Device {
-            dir,
-            broot,
-            bus_addr,
-            https_port,
-            config_path,
-            log_path,
-            dbus,
-            polkit,
-            daemon: None,
-        };
         dev.wait_name("org.freedesktop.PolicyKit1");
         dev.start_daemon();
         dev
@@ -404,7 +462,12 @@ impl Device {
     fn names(&self) -> String {
         let out = Command::new("dbus-send")
             .arg(format!("--bus={}", self.bus_addr))
-            .args(["--print-reply", "--dest=org.freedesktop.DBus", "/", "org.freedesktop.DBus.ListNames"])
+            .args([
+                "--print-reply",
+                "--dest=org.freedesktop.DBus",
+                "/",
+                "org.freedesktop.DBus.ListNames",
+            ])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -418,7 +481,11 @@ impl Device {
                     panic!("nexus-backupd exited ({status}) before owning {name}:\n{}", self.log());
                 }
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "{name} did not appear on the bus:\n{}", self.log());
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{name} did not appear on the bus:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(25));
         }
     }
@@ -426,7 +493,11 @@ impl Device {
     /// Starts nexus-backupd and waits until it owns both names.
     pub fn start_daemon(&mut self) {
         assert!(self.daemon.is_none(), "daemon already running");
-        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_nexus-backupd"))
             .arg("--config")
             .arg(&self.config_path)
@@ -477,7 +548,9 @@ impl Device {
     pub fn dbus_send_as(&self, user: &str, args: &[&str]) -> Output {
         let mut cmd = Command::new("setpriv");
         if user != "root" {
-            cmd.args([&format!("--reuid={user}"), &format!("--regid={user}"), "--clear-groups"]);
+            let gid = Command::new("id").args(["-g", user]).output().unwrap();
+            let gid = String::from_utf8_lossy(&gid.stdout).trim().to_string();
+            cmd.args([&format!("--reuid={user}"), &format!("--regid={gid}"), "--clear-groups"]);
         }
         cmd.arg("dbus-send")
             .arg(format!("--bus={}", self.bus_addr))
@@ -506,7 +579,8 @@ impl Drop for Device {
             let _ = d.kill();
             let _ = d.wait();
         }
-        for c in [&mut self.polkit, &mut self.dbus] {
+        for c in [self.polkit.take(), self.dbus.take()].into_iter().flatten() {
+            let mut c = c;
             let _ = c.kill();
             let _ = c.wait();
         }
