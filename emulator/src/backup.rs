@@ -4,10 +4,9 @@
 //! the bus.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,14 +14,13 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use zeroize::Zeroizing;
 
-use crate::archive;
 use crate::config::BackupConfig;
 use crate::error::{NexusError, NexusResult};
 use crate::layout::Layout;
-use crate::openpgp::{self, CipherWriter, Plaintext};
+use crate::pipeline::{self, Progress};
 use crate::snapshot::{unix_now, SnapshotStore};
 use crate::state::write_atomic;
-use crate::throttle::{lower_thread_priority, Cancelled, TokenBucket};
+use crate::throttle::lower_thread_priority;
 
 /// Longest accepted password, in bytes.
 pub const MAX_PASSWORD: usize = 1024;
@@ -70,18 +68,12 @@ struct BackupMeta {
 #[derive(Debug)]
 struct Job {
     id: u32,
-    done: AtomicU64,
-    total: AtomicU64,
-    cancel: AtomicBool,
+    progress: Progress,
 }
 
 impl Job {
     fn percent(&self) -> u32 {
-        let total = self.total.load(Ordering::Relaxed);
-        if total == 0 {
-            return 0;
-        }
-        ((self.done.load(Ordering::Relaxed).min(total) * 100) / total).min(99) as u32
+        self.progress.percent()
     }
 }
 
@@ -190,9 +182,7 @@ impl BackupManager {
         }
         let job = Arc::new(Job {
             id,
-            done: AtomicU64::new(0),
-            total: AtomicU64::new(0),
-            cancel: AtomicBool::new(false),
+            progress: Progress::default(),
         });
         *slot = Some(job.clone());
         drop(slot);
@@ -213,7 +203,7 @@ impl BackupManager {
         let job = self
             .running()
             .ok_or_else(|| NexusError::NotRunning("no backup is running; nothing to cancel".into()))?;
-        job.cancel.store(true, Ordering::Relaxed);
+        job.progress.cancel();
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.running().is_some_and(|j| Arc::ptr_eq(&j, &job)) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
@@ -234,13 +224,13 @@ impl BackupManager {
             Some(job) => Status {
                 id: job.id,
                 progress: job.percent(),
-                state: if job.cancel.load(Ordering::Relaxed) {
+                state: if job.progress.cancelled() {
                     "cancelling"
                 } else {
                     "running"
                 },
-                bytes_done: job.done.load(Ordering::Relaxed),
-                bytes_total: job.total.load(Ordering::Relaxed),
+                bytes_done: job.progress.done(),
+                bytes_total: job.progress.total(),
                 last_id: state.last_id,
                 last_result: state.last_result,
             },
@@ -372,7 +362,7 @@ impl BackupManager {
                 }
                 if self.stopping.load(Ordering::Relaxed) {
                     format!("failed: interrupted: nexus-backupd stopped during the backup of snapshot {id}; start the backup again")
-                } else if job.cancel.load(Ordering::Relaxed) {
+                } else if job.progress.cancelled() {
                     "cancelled".to_string()
                 } else {
                     let reason = if e.raw_os_error() == Some(libc::ENOSPC) {
@@ -404,154 +394,43 @@ impl BackupManager {
     /// tar -> OpenPGP -> partial file -> fsync -> rename -> fsync dir.
     fn write_backup(&self, job: &Job, password: &str) -> io::Result<BackupMeta> {
         let id = job.id;
-        let dir = self.layout().snapshot_dir(id);
-        let scan = archive::scan(&dir, &["info.json", "system", "data"])?;
-        for s in &scan.skipped {
-            tracing::warn!("{} is a socket; tar cannot hold it, left out", s.display());
-        }
-        job.total.store(scan.content_bytes, Ordering::Relaxed);
-
         let partial = self.layout().partial_file(id);
         let file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(&partial)?;
-        let (skesk, key) = openpgp::skesk_packet(password.as_bytes(), self.config.s2k_count)?;
-        let (tx, rx) = sync_channel::<Vec<u8>>(4);
-        let nice = self.config.nice;
-        let io_class = self.config.io_class;
-        let writer = std::thread::Builder::new()
-            .name(format!("backup-{id}-write"))
-            .spawn(move || {
-                lower_thread_priority(nice, io_class);
-                write_cipher(file, &skesk, &key, rx)
-            })?;
-
-        let read_result = self.read_plain(job, &scan, &dir, tx);
-        let write_result = writer
-            .join()
-            .map_err(|_| io::Error::other("backup writer thread panicked"))?;
-        // The writer's error (e.g. ENOSPC) is the cause when both failed.
-        let (file, sha256, size) = match (read_result, write_result) {
-            (_, Err(e)) => return Err(e),
-            (Err(e), _) => return Err(e),
-            (Ok(()), Ok(Some(done))) => done,
-            (Ok(()), Ok(None)) => return Err(io::Error::other("backup stream ended early")),
-        };
-        file.sync_all()?;
-        file.set_permissions(fs::Permissions::from_mode(0o644))?;
-        drop(file);
-        if job.cancel.load(Ordering::Relaxed) {
+        let interval = Duration::from_millis(self.config.progress_interval_ms);
+        let mut last = (Instant::now(), u32::MAX);
+        let written = pipeline::encrypt_tree(
+            &self.layout().snapshot_dir(id),
+            &["info.json", "system", "data"],
+            file,
+            password,
+            &self.config,
+            &format!("nexus_backup_{id}.tar"),
+            &job.progress,
+            |percent| {
+                if percent != last.1 && last.0.elapsed() >= interval {
+                    last = (Instant::now(), percent);
+                    (self.events)(BackupEvent::Progress { id, percent });
+                }
+            },
+        )?;
+        written.file.sync_all()?;
+        written.file.set_permissions(fs::Permissions::from_mode(0o644))?;
+        drop(written.file);
+        if job.progress.cancelled() {
             return Err(io::Error::other("cancelled"));
         }
         fs::rename(&partial, self.layout().backup_file(id))?;
         fs::File::open(self.layout().backups_dir())?.sync_all()?;
         Ok(BackupMeta {
-            size,
+            size: written.size,
             created: unix_now(),
-            sha256: hex(&sha256),
+            sha256: hex(&written.sha256),
         })
     }
-
-    /// Scans, archives and frames the snapshot, sending plaintext chunks to the writer.
-    fn read_plain(
-        &self,
-        job: &Job,
-        scan: &archive::Scan,
-        dir: &std::path::Path,
-        tx: std::sync::mpsc::SyncSender<Vec<u8>>,
-    ) -> io::Result<()> {
-        let chunk = self.config.chunk_bytes;
-        let mut bucket = TokenBucket::new(self.config.read_bytes_per_sec);
-        let name = format!("{}.tar", Layout::backup_name(job.id).trim_end_matches(".tar.gpg"));
-        let (mut plain, first) = Plaintext::start(&name, unix_now() as u32)?;
-        let mut tar_bytes: Vec<u8> = Vec::with_capacity(chunk + 1024);
-        let mut out = first;
-        let mut written_tar: u64 = 0;
-        let interval = Duration::from_millis(self.config.progress_interval_ms);
-        let mut last_progress = (Instant::now(), u32::MAX);
-        let cancelled = |_: Cancelled| io::Error::other("cancelled");
-
-        let flush = |tar_bytes: &mut Vec<u8>, out: &mut Vec<u8>, plain: &mut Plaintext| -> io::Result<()> {
-            plain.push(tar_bytes, out);
-            tar_bytes.clear();
-            if !out.is_empty() {
-                let buf = std::mem::replace(out, Vec::with_capacity(chunk + 64));
-                tx.send(buf).map_err(|_| io::Error::other("backup writer stopped"))?;
-            }
-            Ok(())
-        };
-
-        for entry in &scan.entries {
-            if job.cancel.load(Ordering::Relaxed) {
-                return Err(io::Error::other("cancelled"));
-            }
-            let before = tar_bytes.len();
-            archive::header(entry, &mut tar_bytes)?;
-            written_tar += (tar_bytes.len() - before) as u64;
-            if entry.meta.file_type().is_file() && entry.link_to.is_none() {
-                let mut file_left = entry.meta.len();
-                archive::content(entry, chunk, |data| {
-                    bucket.take(data.len() as u64, &job.cancel).map_err(cancelled)?;
-                    tar_bytes.extend_from_slice(data);
-                    written_tar += data.len() as u64;
-                    let content = (data.len() as u64).min(file_left);
-                    file_left -= content;
-                    job.done.fetch_add(content, Ordering::Relaxed);
-                    if tar_bytes.len() >= chunk {
-                        flush(&mut tar_bytes, &mut out, &mut plain)?;
-                        std::thread::yield_now();
-                    }
-                    let percent = job.percent();
-                    if percent != last_progress.1 && last_progress.0.elapsed() >= interval {
-                        last_progress = (Instant::now(), percent);
-                        (self.events)(BackupEvent::Progress { id: job.id, percent });
-                    }
-                    Ok(())
-                })
-                .map_err(|e| {
-                    if e.kind() == io::ErrorKind::NotFound {
-                        io::Error::new(e.kind(), format!("snapshot {} changed while backed up: {e}", job.id))
-                    } else {
-                        e
-                    }
-                })?;
-            }
-            if tar_bytes.len() >= chunk {
-                flush(&mut tar_bytes, &mut out, &mut plain)?;
-            }
-        }
-        let _ = dir;
-        archive::trailer(written_tar, &mut tar_bytes);
-        flush(&mut tar_bytes, &mut out, &mut plain)?;
-        plain.finish(&mut out);
-        tx.send(out).map_err(|_| io::Error::other("backup writer stopped"))?;
-        // An empty chunk marks the end, so the writer can tell a finished stream from an abort.
-        tx.send(Vec::new())
-            .map_err(|_| io::Error::other("backup writer stopped"))?;
-        Ok(())
-    }
-}
-
-/// The writer thread: encrypts chunks and writes them; `None` when the stream was aborted.
-fn write_cipher(
-    file: fs::File,
-    skesk: &[u8],
-    key: &openpgp::Key,
-    rx: Receiver<Vec<u8>>,
-) -> io::Result<Option<(fs::File, [u8; 32], u64)>> {
-    let mut cipher = CipherWriter::new(io::BufWriter::with_capacity(1 << 20, file), skesk, key)?;
-    while let Ok(mut chunk) = rx.recv() {
-        if chunk.is_empty() {
-            let (w, sha, len) = cipher.finish()?;
-            let file = w.into_inner().map_err(|e| e.into_error())?;
-            return Ok(Some((file, sha, len)));
-        }
-        cipher.write_plain(&mut chunk)?;
-    }
-    let _ = cipher.finish().map(|(mut w, _, _)| w.flush());
-    Ok(None)
 }
 
 /// Lower-case hex of bytes.

@@ -3,7 +3,7 @@
 //! The contract is `spec/nexus-backup-api.md`. The logic lives in plain Rust types that know
 //! nothing of D-Bus: [`snapshot::SnapshotStore`] (btrfs snapshots through [`subvolume`], ids and
 //! the pending switch in [`state`]) and [`backup::BackupManager`] (a snapshot streamed by
-//! [`archive`] into [`openpgp`] encryption, kept gentle by [`throttle`]). [`snapshot_iface`] and
+//! [`archive`] into [`openpgp`] encryption by [`pipeline`], kept gentle by [`throttle`]). [`snapshot_iface`] and
 //! [`backup_iface`] put them on the bus, each call first authorized by [`polkit`]; every error is a
 //! [`error::NexusError`] with its D-Bus name. [`https`] serves the finished files with the
 //! certificates of [`tls`]. [`service`] wires it all together from a [`config::Config`]; the
@@ -17,6 +17,7 @@ pub mod error;
 pub mod https;
 pub mod layout;
 pub mod openpgp;
+pub mod pipeline;
 pub mod polkit;
 pub mod service;
 pub mod snapshot;

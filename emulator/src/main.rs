@@ -21,8 +21,13 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // zbus traces message bodies at its most verbose levels, and a body may hold a password:
+    // its level is capped whatever NEXUS_LOG says.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NEXUS_LOG")
+        .unwrap_or_else(|_| "info".into())
+        .add_directive("zbus=info".parse().expect("static directive"));
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("NEXUS_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();

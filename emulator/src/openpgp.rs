@@ -167,6 +167,8 @@ impl<W: Write> CipherWriter<W> {
     pub fn new(mut inner: W, skesk: &[u8], key: &Key) -> io::Result<Self> {
         let iv = [0u8; 16];
         let k: &[u8; 32] = key;
+        // aes 0.8: AES-NI for single blocks; 0.9 routes every block through VAES-512, whose
+        // per-call key broadcast made serial CFB several times slower here.
         let cfb = Aes256CfbEnc::new(k.into(), &iv.into());
         let mut sha256 = Sha256::new();
         let mut head = skesk.to_vec();

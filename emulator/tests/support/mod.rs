@@ -502,7 +502,7 @@ impl Device {
             .arg("--config")
             .arg(&self.config_path)
             .env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus_addr)
-            .env("NEXUS_LOG", "debug")
+            .env("NEXUS_LOG", "trace")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

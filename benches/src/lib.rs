@@ -1,0 +1,138 @@
+//! Data sets and baselines for the criterion benchmarks in `benches/`: a deterministic mixed
+//! snapshot (many small files, a few large ones), the hand-made `tar | gpg` pipeline a user would
+//! write, CPU-time accounting, and a loop-mounted btrfs file system for snapshot timings.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// Incompressible bytes from a fixed seed (xorshift64*), so every run archives the same data.
+pub fn fill_pseudo_random(buf: &mut [u8], seed: u64) {
+    let mut x = seed | 1;
+    for chunk in buf.chunks_mut(8) {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        let v = x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
+        chunk.copy_from_slice(&v[..chunk.len()]);
+    }
+}
+
+/// The mixed data set: about 15 % in 1-16 KiB files (config trees, small records), the rest in
+/// 64 MiB files (databases, logs), `total` bytes in all, under `root/system` and `root/data`.
+/// Made once and reused while its marker says it has this size.
+pub fn mixed_dataset(root: &Path, total: u64) -> io::Result<()> {
+    let marker = root.join(".dataset");
+    let spec = format!("mixed {total}\n");
+    if fs::read_to_string(&marker).ok().as_deref() == Some(spec.as_str()) {
+        return Ok(());
+    }
+    if root.exists() {
+        fs::remove_dir_all(root)?;
+    }
+    let small_total = total * 15 / 100;
+    let mut made = 0u64;
+    let mut i = 0u64;
+    let mut buf = vec![0u8; 16 * 1024];
+    while made < small_total {
+        let len = 1024 + (i * 7919 % (15 * 1024)) as usize;
+        let dir = root.join(format!("system/etc/conf{:03}", i % 200));
+        fs::create_dir_all(&dir)?;
+        fill_pseudo_random(&mut buf[..len], i + 1);
+        fs::write(dir.join(format!("item{i}.cfg")), &buf[..len])?;
+        made += len as u64;
+        i += 1;
+    }
+    let big = 64 << 20;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0;
+    while made < total {
+        let dir = root.join("data/persistence");
+        fs::create_dir_all(&dir)?;
+        let mut f = io::BufWriter::new(fs::File::create(dir.join(format!("db{n}.bin")))?);
+        let len = big.min(total - made);
+        let mut left = len;
+        while left > 0 {
+            let k = left.min(buf.len() as u64) as usize;
+            fill_pseudo_random(&mut buf[..k], n * 1_000_003 + left);
+            f.write_all(&buf[..k])?;
+            left -= k as u64;
+        }
+        made += len;
+        n += 1;
+    }
+    fs::write(marker, spec)
+}
+
+/// The baseline a user would write by hand: `tar -cf - . | gpg --symmetric --cipher-algo AES256
+/// --compress-algo none`, at normal priority.
+pub fn tar_gpg(src: &Path, out: &Path, password_file: &Path, gnupg_home: &Path) -> io::Result<()> {
+    let script = format!(
+        "tar -cf - -C '{}' system data | gpg --batch --yes --quiet --pinentry-mode loopback --passphrase-file '{}' \
+         --symmetric --cipher-algo AES256 --compress-algo none -o '{}'",
+        src.display(),
+        password_file.display(),
+        out.display()
+    );
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .env("GNUPGHOME", gnupg_home)
+        .status()?;
+    if !status.success() {
+        return Err(io::Error::other(format!("tar | gpg failed: {status}")));
+    }
+    Ok(())
+}
+
+/// User + system CPU time of this process (all threads) or of its waited-for children.
+pub fn cpu_time(children: bool) -> Duration {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let who = if children {
+        libc::RUSAGE_CHILDREN
+    } else {
+        libc::RUSAGE_SELF
+    };
+    // SAFETY: ru is a valid out-parameter.
+    unsafe { libc::getrusage(who, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// A btrfs file system on a loop device, unmounted (and the loop device freed) on drop.
+pub struct LoopBtrfs {
+    pub mount: PathBuf,
+}
+
+impl LoopBtrfs {
+    /// Makes a sparse image of `size` bytes in `dir` and mounts it at `dir/mnt`. Needs root.
+    pub fn new(dir: &Path, size: u64) -> io::Result<Self> {
+        let image = dir.join("btrfs.img");
+        let mount = dir.join("mnt");
+        fs::create_dir_all(&mount)?;
+        fs::File::create(&image)?.set_len(size)?;
+        run(Command::new("mkfs.btrfs").arg("-q").arg("-f").arg(&image))?;
+        run(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(&mount))?;
+        Ok(Self { mount })
+    }
+}
+
+impl Drop for LoopBtrfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mount).status();
+    }
+}
+
+fn run(cmd: &mut Command) -> io::Result<()> {
+    let out = cmd.output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )))
+    }
+}

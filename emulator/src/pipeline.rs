@@ -1,0 +1,191 @@
+//! The backup stream: a directory tree as tar, framed as an OpenPGP literal packet and encrypted,
+//! into a file. Two threads: the reader (scan, read under the bandwidth cap, tar, frame, MDC)
+//! and the writer (AES-CFB, SHA-256 of the output, write), both at the configured low priority,
+//! joined by a small bounded channel so memory stays flat whatever the size.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+
+use crate::archive;
+use crate::config::BackupConfig;
+use crate::openpgp::{self, CipherWriter, Plaintext};
+use crate::snapshot::unix_now;
+use crate::throttle::{lower_thread_priority, Cancelled, TokenBucket};
+
+/// Chunks in flight between the reader and the writer.
+const CHANNEL_DEPTH: usize = 4;
+
+/// Progress of one run, readable from other threads; also carries the cancel request.
+#[derive(Debug, Default)]
+pub struct Progress {
+    done: AtomicU64,
+    total: AtomicU64,
+    cancel: AtomicBool,
+}
+
+impl Progress {
+    /// File bytes read so far.
+    pub fn done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+
+    /// File bytes to read in all (known once the tree is scanned).
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Percent done, 0..=99 while running.
+    pub fn percent(&self) -> u32 {
+        let total = self.total();
+        if total == 0 {
+            return 0;
+        }
+        ((self.done().min(total) * 100) / total).min(99) as u32
+    }
+
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+/// What was written.
+#[derive(Debug)]
+pub struct Written {
+    pub file: fs::File,
+    pub sha256: [u8; 32],
+    pub size: u64,
+}
+
+/// Writes `members` of `dir` as an encrypted tar into `file`. `on_progress` gets the percent
+/// after every chunk read. Fails with the first error (ENOSPC included) or when cancelled; the
+/// caller removes the file then.
+#[allow(clippy::too_many_arguments)]
+pub fn encrypt_tree(
+    dir: &Path,
+    members: &[&str],
+    file: fs::File,
+    password: &str,
+    config: &BackupConfig,
+    literal_name: &str,
+    progress: &Progress,
+    on_progress: impl FnMut(u32),
+) -> io::Result<Written> {
+    let scan = archive::scan(dir, members)?;
+    for s in &scan.skipped {
+        tracing::warn!("{} is a socket; tar cannot hold it, left out", s.display());
+    }
+    progress.total.store(scan.content_bytes, Ordering::Relaxed);
+    let (skesk, key) = openpgp::skesk_packet(password.as_bytes(), config.s2k_count)?;
+    let (tx, rx) = sync_channel::<Vec<u8>>(CHANNEL_DEPTH);
+    let (nice, io_class) = (config.nice, config.io_class);
+    let writer = std::thread::Builder::new().name("backup-write".into()).spawn(move || {
+        lower_thread_priority(nice, io_class);
+        write_cipher(file, &skesk, &key, rx)
+    })?;
+    let read_result = read_plain(&scan, config, literal_name, progress, on_progress, tx);
+    let write_result = writer
+        .join()
+        .map_err(|_| io::Error::other("backup writer thread panicked"))?;
+    // The writer's error (e.g. ENOSPC) is the cause when both failed.
+    match (read_result, write_result) {
+        (_, Err(e)) | (Err(e), _) => Err(e),
+        (Ok(()), Ok(Some(written))) => Ok(written),
+        (Ok(()), Ok(None)) => Err(io::Error::other("backup stream ended early")),
+    }
+}
+
+/// The reader: archives and frames the tree, sending plaintext chunks to the writer.
+fn read_plain(
+    scan: &archive::Scan,
+    config: &BackupConfig,
+    literal_name: &str,
+    progress: &Progress,
+    mut on_progress: impl FnMut(u32),
+    tx: SyncSender<Vec<u8>>,
+) -> io::Result<()> {
+    let chunk = config.chunk_bytes;
+    let mut bucket = TokenBucket::new(config.read_bytes_per_sec);
+    let (mut plain, mut out) = Plaintext::start(literal_name, unix_now() as u32)?;
+    let mut tar_bytes: Vec<u8> = Vec::with_capacity(chunk + 1024);
+    let mut written_tar: u64 = 0;
+    let cancelled = |_: Cancelled| io::Error::other("cancelled");
+    let send = |buf: Vec<u8>| tx.send(buf).map_err(|_| io::Error::other("backup writer stopped"));
+    let flush = |tar_bytes: &mut Vec<u8>, out: &mut Vec<u8>, plain: &mut Plaintext| -> io::Result<()> {
+        plain.push(tar_bytes, out);
+        tar_bytes.clear();
+        if !out.is_empty() {
+            send(std::mem::replace(out, Vec::with_capacity(chunk + 64)))?;
+        }
+        Ok(())
+    };
+
+    for entry in &scan.entries {
+        if progress.cancelled() {
+            return Err(io::Error::other("cancelled"));
+        }
+        let before = tar_bytes.len();
+        archive::header(entry, &mut tar_bytes)?;
+        written_tar += (tar_bytes.len() - before) as u64;
+        if entry.meta.file_type().is_file() && entry.link_to.is_none() {
+            let mut file_left = entry.meta.len();
+            archive::content(entry, chunk, |data| {
+                bucket.take(data.len() as u64, &progress.cancel).map_err(cancelled)?;
+                tar_bytes.extend_from_slice(data);
+                written_tar += data.len() as u64;
+                let content = (data.len() as u64).min(file_left);
+                file_left -= content;
+                progress.done.fetch_add(content, Ordering::Relaxed);
+                if tar_bytes.len() >= chunk {
+                    flush(&mut tar_bytes, &mut out, &mut plain)?;
+                    // CPU-friendly: give the automation a chance between chunks.
+                    std::thread::yield_now();
+                }
+                on_progress(progress.percent());
+                Ok(())
+            })
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::NotFound {
+                    io::Error::new(e.kind(), format!("the snapshot changed while backed up: {e}"))
+                } else {
+                    e
+                }
+            })?;
+        }
+        if tar_bytes.len() >= chunk {
+            flush(&mut tar_bytes, &mut out, &mut plain)?;
+        }
+    }
+    archive::trailer(written_tar, &mut tar_bytes);
+    flush(&mut tar_bytes, &mut out, &mut plain)?;
+    plain.finish(&mut out);
+    send(out)?;
+    // An empty chunk marks the end, so the writer can tell a finished stream from an abort.
+    send(Vec::new())
+}
+
+/// The writer: encrypts chunks and writes them; `None` when the stream was aborted.
+fn write_cipher(
+    file: fs::File,
+    skesk: &[u8],
+    key: &openpgp::Key,
+    rx: Receiver<Vec<u8>>,
+) -> io::Result<Option<Written>> {
+    let mut cipher = CipherWriter::new(io::BufWriter::with_capacity(1 << 20, file), skesk, key)?;
+    while let Ok(mut chunk) = rx.recv() {
+        if chunk.is_empty() {
+            let (w, sha256, size) = cipher.finish()?;
+            let file = w.into_inner().map_err(|e| e.into_error())?;
+            return Ok(Some(Written { file, sha256, size }));
+        }
+        cipher.write_plain(&mut chunk)?;
+    }
+    let _ = cipher.finish().map(|(mut w, _, _)| w.flush());
+    Ok(None)
+}
