@@ -478,6 +478,7 @@ async fn the_password_is_found_nowhere_but_inside_the_encrypted_backup() {
         ],
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // dbus-send has exited: the caller is gone and the backup must go on to the end regardless.
     // While it runs: no process shows it, not the daemon nor anything it started.
     let mut looked = 0;
     while get::<u32>(&status(&conn).await, "id") == id {
@@ -540,4 +541,28 @@ async fn activated_snapshot_is_the_system_after_a_restart() {
         b"broken=true\n",
         "the state that was left must be kept as a snapshot"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_asks_for_the_token_when_one_is_configured_and_keeps_its_ca() {
+    let mut dev = Device::start(DeviceOptions {
+        https_toml: "token = \"s3cret-token\"\n".into(),
+        ..DeviceOptions::default()
+    });
+    let url = format!("https://127.0.0.1:{}/noreya-nexus/certificates/ca.pem", dev.https_port);
+    let code = |dev: &Device, args: &[&str]| {
+        let mut all = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+        all.extend_from_slice(args);
+        all.push(&url);
+        String::from_utf8_lossy(&curl(dev, &all).stdout).into_owned()
+    };
+    assert_eq!(code(&dev, &[]), "401");
+    assert_eq!(code(&dev, &["-u", "token:wrong"]), "401");
+    assert_eq!(code(&dev, &["-u", "token:s3cret-token"]), "200");
+    // The CA is made once and kept across restarts, so a pinned CA stays valid.
+    let ca = std::fs::read(dev.ca_path()).unwrap();
+    assert!(dev.stop_daemon().success());
+    dev.start_daemon();
+    assert_eq!(std::fs::read(dev.ca_path()).unwrap(), ca);
+    assert_eq!(code(&dev, &["-u", "token:s3cret-token"]), "200");
 }

@@ -302,6 +302,8 @@ pub struct DeviceOptions {
     pub backup_toml: String,
     /// Actions granted to `nobody` by a pkla file, as the vendor's doc grants them.
     pub grant_nobody: Vec<&'static str>,
+    /// Extra `[https]` settings for backupd.toml.
+    pub https_toml: String,
 }
 
 impl Default for DeviceOptions {
@@ -311,6 +313,7 @@ impl Default for DeviceOptions {
             data_bytes: 4 << 20,
             backup_toml: "read_bytes_per_sec = 0\n".into(),
             grant_nobody: ACTIONS.to_vec(),
+            https_toml: String::new(),
         }
     }
 }
@@ -447,10 +450,11 @@ impl Device {
         fs::write(
             &config_path,
             format!(
-                "[paths]\nbroot = \"{}\"\ntls_dir = \"{}\"\n\n[backup]\ns2k_count = 96\nprogress_interval_ms = 50\n{}\n[https]\nlisten = [\"127.0.0.1:{https_port}\"]\n",
+                "[paths]\nbroot = \"{}\"\ntls_dir = \"{}\"\n\n[backup]\ns2k_count = 96\nprogress_interval_ms = 50\n{}\n[https]\nlisten = [\"127.0.0.1:{https_port}\"]\n{}",
                 broot.display(),
                 d.join("tls").display(),
-                opts.backup_toml
+                opts.backup_toml,
+                opts.https_toml
             ),
         )
         .unwrap();
