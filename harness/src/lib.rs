@@ -1,0 +1,12 @@
+//! `nexus-harness`: the `nexus-hil` tool.
+//!
+//! [`image`] builds the emulator image and [`sdcard`] the SD-card image it boots with;
+//! [`emulator`] runs them in the container engine found by [`engine`]. Infrastructure failures
+//! are [`error::InfraError`]s, kept apart from test failures.
+
+pub mod emulator;
+pub mod engine;
+pub mod error;
+pub mod image;
+pub mod sdcard;
+pub mod ssh;

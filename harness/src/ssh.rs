@@ -1,0 +1,150 @@
+//! The OpenSSH client side, as the device's users use it: a key made per run, `ssh`, `scp` and
+//! `rsync` with a known-hosts file of the run's own (host keys accepted on first use).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use crate::error::InfraError;
+
+/// Where and as whom to log in.
+#[derive(Debug, Clone)]
+pub struct SshTarget {
+    pub host: String,
+    pub port: u16,
+    pub key: PathBuf,
+    pub known_hosts: PathBuf,
+}
+
+/// What a command printed and how it ended.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Makes an ed25519 key pair `dir/id_ed25519{,.pub}` for this run.
+pub async fn make_key(dir: &Path) -> Result<PathBuf, InfraError> {
+    let key = dir.join("id_ed25519");
+    if key.exists() {
+        return Ok(key);
+    }
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "nexus-hil", "-f"])
+        .arg(&key)
+        .output()
+        .await
+        .map_err(|e| InfraError::io("cannot run ssh-keygen (install openssh-client)", e))?;
+    if !out.status.success() {
+        return Err(InfraError::Io(format!(
+            "ssh-keygen failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(key)
+}
+
+impl SshTarget {
+    /// Options every OpenSSH tool gets: the run's key only, no prompts, the run's known hosts.
+    pub fn options(&self) -> Vec<String> {
+        vec![
+            "-i".into(),
+            self.key.display().to_string(),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "StrictHostKeyChecking=accept-new".into(),
+            "-o".into(),
+            format!("UserKnownHostsFile={}", self.known_hosts.display()),
+            "-o".into(),
+            "ConnectTimeout=10".into(),
+            "-o".into(),
+            "ServerAliveInterval=5".into(),
+            "-o".into(),
+            "ServerAliveCountMax=3".into(),
+            "-o".into(),
+            "LogLevel=ERROR".into(),
+        ]
+    }
+
+    /// The `ssh` command line (without the remote command) for `user`.
+    pub fn ssh_argv(&self, user: &str) -> Vec<String> {
+        let mut v = vec!["ssh".to_string(), "-T".into(), "-p".into(), self.port.to_string()];
+        v.extend(self.options());
+        v.push(format!("{user}@{}", self.host));
+        v
+    }
+
+    /// Runs `command` on the device as `user`, feeding `stdin`; gives up after `timeout`.
+    pub async fn run(
+        &self,
+        user: &str,
+        command: &str,
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Output, String> {
+        let argv = self.ssh_argv(user);
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]).arg("--").arg(command);
+        run_local(cmd, stdin, timeout).await
+    }
+
+    /// `scp user@host:remote local`, the vendor's download line (with its missing colon added).
+    pub async fn scp_get(&self, user: &str, remote: &str, local: &Path, timeout: Duration) -> Result<Output, String> {
+        let mut cmd = Command::new("scp");
+        cmd.arg("-P").arg(self.port.to_string()).args(self.options());
+        cmd.arg(format!("{user}@{}:{remote}", self.host)).arg(local);
+        run_local(cmd, None, timeout).await
+    }
+
+    /// `rsync -a` over ssh from the device; `sudo` runs the remote rsync as root.
+    pub async fn rsync_pull(
+        &self,
+        user: &str,
+        remote: &str,
+        local: &Path,
+        sudo: bool,
+        timeout: Duration,
+    ) -> Result<Output, String> {
+        let mut ssh = vec!["ssh".to_string(), "-p".into(), self.port.to_string()];
+        ssh.extend(self.options());
+        let mut cmd = Command::new("rsync");
+        cmd.args(["-a", "--numeric-ids", "-H", "-e"]).arg(ssh.join(" "));
+        if sudo {
+            cmd.arg("--rsync-path=sudo rsync");
+        }
+        cmd.arg(format!("{user}@{}:{remote}", self.host)).arg(local);
+        run_local(cmd, None, timeout).await
+    }
+}
+
+/// Runs a local command with a timeout; the child is killed when the time is up.
+pub async fn run_local(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Result<Output, String> {
+    use tokio::io::AsyncWriteExt;
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let program = format!("{:?}", cmd.as_std().get_program());
+    let mut child = cmd.spawn().map_err(|e| format!("cannot run {program}: {e}"))?;
+    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        let data = data.to_vec();
+        tokio::spawn(async move {
+            let _ = pipe.write_all(&data).await;
+        });
+    }
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(Ok(out)) => Ok(Output {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }),
+        Ok(Err(e)) => Err(format!("{program} failed: {e}")),
+        Err(_) => Err(format!("{program} did not finish within {timeout:?} and was stopped")),
+    }
+}

@@ -1,0 +1,19 @@
+#!/bin/sh
+# Runs inside the new root file system at the end of the image build (mmdebstrap customize hook).
+set -eu
+
+# The admin user of the device, with sudo (no password in the emulator, so the harness can use it).
+adduser --disabled-password --gecos 'NEXUS admin' nexus >/dev/null
+adduser nexus sudo >/dev/null
+echo 'nexus ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/nexus
+chmod 0440 /etc/sudoers.d/nexus
+
+# Host keys are made at each container's first boot, not shared by every emulator.
+rm -f /etc/ssh/ssh_host_*
+
+echo noreya-nexus > /etc/hostname
+systemctl enable broot.mount nexus-hostkeys.service nexus-backupd.service >/dev/null 2>&1
+# A container has no consoles, swap or time sync to wait for.
+systemctl mask getty@tty1.service serial-getty@console.service console-getty.service \
+  systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer \
+  fstrim.timer systemd-networkd-wait-online.service >/dev/null 2>&1 || true
