@@ -193,9 +193,18 @@ async fn port(c: &ContainerAsync<GenericImage>, p: u16) -> Result<u16, InfraErro
 
 /// Removes every emulator container (running or not) left by earlier runs.
 pub async fn remove_all() -> Result<usize, InfraError> {
+    remove_labelled(LABEL.to_string()).await
+}
+
+/// Removes the emulator containers started by process `pid`.
+pub async fn remove_owned(pid: u32) -> Result<usize, InfraError> {
+    remove_labelled(format!("{LABEL}={pid}")).await
+}
+
+async fn remove_labelled(label: String) -> Result<usize, InfraError> {
     use testcontainers::bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOptionsBuilder};
     let docker = crate::engine::client().await?;
-    let filters = std::collections::HashMap::from([("label".to_string(), vec![LABEL.to_string()])]);
+    let filters = std::collections::HashMap::from([("label".to_string(), vec![label])]);
     let list = docker
         .list_containers(Some(
             ListContainersOptionsBuilder::new().all(true).filters(&filters).build(),

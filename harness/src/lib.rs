@@ -4,9 +4,16 @@
 //! [`emulator`] runs them in the container engine found by [`engine`]. Infrastructure failures
 //! are [`error::InfraError`]s, kept apart from test failures.
 
+pub mod dbus;
 pub mod emulator;
 pub mod engine;
 pub mod error;
+pub mod https;
 pub mod image;
+pub mod report;
+pub mod run;
+pub mod runner;
+pub mod scenario;
 pub mod sdcard;
 pub mod ssh;
+pub mod tree;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use nexus_harness::error::InfraError;
-use nexus_harness::{emulator, image, sdcard};
+use nexus_harness::{emulator, image, run, sdcard};
 
 /// Hardware-in-the-loop tests of the NOREYA NEXUS backup system.
 #[derive(Debug, Parser)]
@@ -17,6 +17,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Run scenario files against the emulator or a real device.
+    Run(run::RunArgs),
     /// Build the emulator image (skipped when its inputs are unchanged).
     Image {
         #[command(subcommand)]
@@ -51,6 +53,14 @@ enum EmulatorCmd {
     },
     /// Remove every emulator container left behind by earlier runs.
     Down,
+    /// Open a shell on the emulator that `emulator up` keeps running (as the admin user).
+    Shell,
+    /// Print the nexus-backupd journal of the emulator that `emulator up` keeps running.
+    Logs {
+        /// Keep printing new lines.
+        #[arg(long, short)]
+        follow: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -80,21 +90,32 @@ fn say(msg: &str) {
 }
 
 async fn build_all(backupd: Option<PathBuf>, force: bool) -> Result<(String, PathBuf), InfraError> {
-    let backupd = backupd.unwrap_or_else(image::default_backupd);
-    let inputs = image::ImageInputs::collect(&backupd)?;
-    let built = image::ensure(&inputs, force, say).await?;
-    match built.build_time {
-        Some(t) => say(&format!("built {} in {:.1} s", built.reference, t.as_secs_f64())),
-        None => say(&format!("{} is up to date", built.reference)),
-    }
-    let template = tokio::task::spawn_blocking(|| sdcard::template(sdcard::DEFAULT_CONTENT, say))
-        .await
-        .map_err(|e| InfraError::SdCard(e.to_string()))??;
-    Ok((built.reference, template))
+    run::prepare_emulator(backupd, force, sdcard::DEFAULT_CONTENT, &say).await
+}
+
+/// What `emulator up` leaves for `shell` and `logs`.
+fn up_state() -> PathBuf {
+    image::cache_dir().join("emulator-up.json")
+}
+
+fn ssh_to_up() -> Result<Vec<String>, InfraError> {
+    let text = std::fs::read_to_string(up_state())
+        .map_err(|_| InfraError::Emulator("no emulator is up; start one with `nexus-hil emulator up`".into()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| InfraError::io(up_state().display(), e))?;
+    let t = nexus_harness::ssh::SshTarget {
+        host: "127.0.0.1".into(),
+        port: v["ssh_port"].as_u64().unwrap_or(22) as u16,
+        key: PathBuf::from(v["key"].as_str().unwrap_or_default()),
+        known_hosts: PathBuf::from(v["known_hosts"].as_str().unwrap_or_default()),
+    };
+    let mut argv = t.ssh_argv("nexus");
+    argv.retain(|a| a != "-T" && a != "BatchMode=yes");
+    Ok(argv)
 }
 
 async fn dispatch(cmd: Cmd) -> Result<ExitCode, InfraError> {
     match cmd {
+        Cmd::Run(args) => run::run(args).await,
         Cmd::Image {
             command: ImageCmd::Build { force, backupd },
         } => {
@@ -125,10 +146,42 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, InfraError> {
                 emu.ssh_port,
                 emu.https_port
             );
+            let state = serde_json::json!({
+                "id": emu.id, "ssh_port": emu.ssh_port, "https_port": emu.https_port,
+                "key": key, "known_hosts": dir.join("known_hosts"),
+            });
+            let _ = std::fs::write(up_state(), state.to_string());
             let _ = tokio::signal::ctrl_c().await;
+            let _ = std::fs::remove_file(up_state());
             emu.remove().await?;
             let _ = std::fs::remove_dir_all(&dir);
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Emulator {
+            command: EmulatorCmd::Shell,
+        } => {
+            let argv = ssh_to_up()?;
+            let status = std::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .arg("-t")
+                .status()
+                .map_err(|e| InfraError::io("ssh", e))?;
+            Ok(ExitCode::from(status.code().unwrap_or(1) as u8))
+        }
+        Cmd::Emulator {
+            command: EmulatorCmd::Logs { follow },
+        } => {
+            let argv = ssh_to_up()?;
+            let mut cmd = "sudo journalctl -u nexus-backupd --no-pager -n 200".to_string();
+            if follow {
+                cmd.push_str(" -f");
+            }
+            let status = std::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .arg(cmd)
+                .status()
+                .map_err(|e| InfraError::io("ssh", e))?;
+            Ok(ExitCode::from(status.code().unwrap_or(1) as u8))
         }
         Cmd::Emulator {
             command: EmulatorCmd::Down,

@@ -1,0 +1,233 @@
+//! HTTPS to the device: the CA is fetched from `/noreya-nexus/certificates/ca.pem` and pinned on
+//! first use (the vendor's advice); every later connection must chain to the pinned CA, and a
+//! changed CA is an error that says how to re-pin.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+pub const CA_PATH: &str = "/noreya-nexus/certificates/ca.pem";
+
+/// One response: status, headers (lower-case names), and where the body went.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body_len: u64,
+    pub body_sha256: String,
+    /// The body itself when it was small and not saved to a file.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A device's HTTPS endpoint and the file its CA is pinned in.
+#[derive(Debug, Clone)]
+pub struct HttpsTarget {
+    pub host: String,
+    pub port: u16,
+    pub pin: PathBuf,
+    /// HTTP Basic auth password for user `token`, when the device wants one.
+    pub token: Option<String>,
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Accepts any certificate: used once, to fetch the CA that is then pinned.
+#[derive(Debug)]
+struct TrustOnFirstUse(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for TrustOnFirstUse {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+impl HttpsTarget {
+    fn config(&self, pinned: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?;
+        Ok(match pinned {
+            Some(pem) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in CertificateDer::pem_slice_iter(pem) {
+                    roots
+                        .add(cert.map_err(|e| format!("the pinned CA {} is unreadable: {e}", self.pin.display()))?)
+                        .map_err(|e| e.to_string())?;
+                }
+                builder.with_root_certificates(roots).with_no_client_auth()
+            }
+            None => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(TrustOnFirstUse(provider())))
+                .with_no_client_auth(),
+        })
+    }
+
+    /// Pins the device's CA if nothing is pinned yet; returns the pinned PEM.
+    pub async fn pin_ca(&self, timeout: Duration) -> Result<Vec<u8>, String> {
+        if let Ok(pem) = std::fs::read(&self.pin) {
+            return Ok(pem);
+        }
+        let config = self.config(None)?;
+        let r = self.request(config, CA_PATH, None, None, timeout).await?;
+        if r.status != 200 || !r.body.starts_with(b"-----BEGIN CERTIFICATE-----") {
+            return Err(format!(
+                "the device did not serve its CA at {CA_PATH} (status {})",
+                r.status
+            ));
+        }
+        if let Some(dir) = self.pin.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        }
+        std::fs::write(&self.pin, &r.body).map_err(|e| format!("cannot pin the CA in {}: {e}", self.pin.display()))?;
+        Ok(r.body)
+    }
+
+    /// `GET path`, verified against the pinned CA; the body goes to `save` when given.
+    pub async fn get(
+        &self,
+        path: &str,
+        range: Option<&str>,
+        save: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<Response, String> {
+        let pem = self.pin_ca(timeout).await?;
+        let config = self.config(Some(&pem))?;
+        self.request(config, path, range, save, timeout).await.map_err(|e| {
+            if e.contains("UnknownIssuer") || e.contains("BadSignature") || e.contains("invalid peer certificate") {
+                format!(
+                    "{e}: the device's certificate does not chain to the CA pinned in {}; if the device was reset on purpose, delete that file to pin its new CA",
+                    self.pin.display()
+                )
+            } else {
+                e
+            }
+        })
+    }
+
+    async fn request(
+        &self,
+        config: rustls::ClientConfig,
+        path: &str,
+        range: Option<&str>,
+        save: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<Response, String> {
+        let work = async {
+            let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .map_err(|e| format!("cannot connect to {}:{}: {e}", self.host, self.port))?;
+            let name = ServerName::try_from(self.host.clone()).map_err(|e| e.to_string())?;
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS with {}:{} failed: {e}", self.host, self.port))?;
+            let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            let mut req = hyper::Request::get(path).header("host", format!("{}:{}", self.host, self.port));
+            if let Some(r) = range {
+                req = req.header("range", r);
+            }
+            if let Some(t) = &self.token {
+                use base64::Engine;
+                let creds = base64::engine::general_purpose::STANDARD.encode(format!("token:{t}"));
+                req = req.header("authorization", format!("Basic {creds}"));
+            }
+            let req = req
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .map_err(|e| e.to_string())?;
+            let resp = send.send_request(req).await.map_err(|e| format!("GET {path}: {e}"))?;
+            let status = resp.status().as_u16();
+            let headers = resp
+                .headers()
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            let mut file = match save {
+                Some(p) => Some(
+                    tokio::fs::File::create(p)
+                        .await
+                        .map_err(|e| format!("{}: {e}", p.display()))?,
+                ),
+                None => None,
+            };
+            let mut body = resp.into_body();
+            let mut hasher = Sha256::new();
+            let mut kept = Vec::new();
+            let mut len = 0u64;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| format!("GET {path}: the transfer broke off: {e}"))?;
+                if let Some(data) = frame.data_ref() {
+                    hasher.update(data);
+                    len += data.len() as u64;
+                    match file.as_mut() {
+                        Some(f) => f.write_all(data).await.map_err(|e| e.to_string())?,
+                        None => kept.extend_from_slice(data),
+                    }
+                }
+            }
+            if let Some(mut f) = file {
+                f.flush().await.map_err(|e| e.to_string())?;
+            }
+            Ok(Response {
+                status,
+                headers,
+                body_len: len,
+                body_sha256: hasher.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+                body: kept,
+            })
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| format!("GET {path} did not finish within {timeout:?}"))?
+    }
+}

@@ -1,0 +1,409 @@
+//! `nexus-hil run`: load scenarios, bring up a device for each (a fresh emulator, or the real
+//! device named by `--target ssh://...`), run them with a progress display, and write the
+//! reports. Exit status: 0 all passed, 1 a scenario failed, 2 bad scenario files or arguments,
+//! 3 infrastructure error.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::emulator::{Emulator, EmulatorSpec};
+use crate::error::InfraError;
+use crate::https::HttpsTarget;
+use crate::report::{Outcome, RunReport, ScenarioReport};
+use crate::runner::{run_scenario, Device};
+use crate::scenario::{self, Scenario};
+use crate::ssh::SshTarget;
+
+/// Arguments of `nexus-hil run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Scenario files or folders of them.
+    #[arg(default_value = "scenarios")]
+    pub paths: Vec<PathBuf>,
+    /// `emulator` (a fresh container per scenario) or `ssh://USER@HOST[:PORT]` for a real device.
+    #[arg(long, default_value = "emulator")]
+    pub target: String,
+    /// HTTPS port of a real device.
+    #[arg(long, default_value_t = 443)]
+    pub https_port: u16,
+    /// SSH key for a real device (default: a key made for the run).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// Only scenarios with this tag.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Write JUnit XML here.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Folder for this run's work files and reports (default: target/nexus-hil/run-<time>).
+    #[arg(long)]
+    pub report_dir: Option<PathBuf>,
+    /// The nexus-backupd binary for the emulator image (default: next to nexus-hil).
+    #[arg(long)]
+    pub backupd: Option<PathBuf>,
+    /// Bytes of home-automation content on the emulator's SD card.
+    #[arg(long, default_value_t = crate::sdcard::DEFAULT_CONTENT)]
+    pub content_bytes: u64,
+}
+
+/// Makes sure the emulator image and the SD-card template exist; returns the image reference.
+pub async fn prepare_emulator(
+    backupd: Option<PathBuf>,
+    force: bool,
+    content: u64,
+    say: &(dyn Fn(&str) + Sync),
+) -> Result<(String, PathBuf), InfraError> {
+    let backupd = backupd.unwrap_or_else(crate::image::default_backupd);
+    let inputs = crate::image::ImageInputs::collect(&backupd)?;
+    let built = crate::image::ensure(&inputs, force, say).await?;
+    match built.build_time {
+        Some(t) => say(&format!("built {} in {:.1} s", built.reference, t.as_secs_f64())),
+        None => say(&format!("{} is up to date", built.reference)),
+    }
+    let template =
+        tokio::task::spawn_blocking(move || crate::sdcard::template(content, |m| eprintln!("nexus-hil: {m}")))
+            .await
+            .map_err(|e| InfraError::SdCard(e.to_string()))??;
+    Ok((built.reference, template))
+}
+
+/// A parsed `--target`.
+#[derive(Debug, PartialEq)]
+pub enum Target {
+    Emulator,
+    Remote { user: String, host: String, port: u16 },
+}
+
+pub fn parse_target(t: &str) -> Result<Target, String> {
+    if t == "emulator" {
+        return Ok(Target::Emulator);
+    }
+    let rest = t
+        .strip_prefix("ssh://")
+        .ok_or_else(|| format!("--target {t:?}: use `emulator` or `ssh://USER@HOST[:PORT]`"))?;
+    let (user, hostport) = rest
+        .split_once('@')
+        .ok_or_else(|| format!("--target {t:?}: name the admin user, e.g. ssh://nexus@noreya-nexus.local"))?;
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().map_err(|_| format!("--target {t:?}: bad port {p:?}"))?),
+        None => (hostport, 22),
+    };
+    if user.is_empty() || host.is_empty() {
+        return Err(format!("--target {t:?}: user and host must not be empty"));
+    }
+    Ok(Target::Remote {
+        user: user.into(),
+        host: host.into(),
+        port,
+    })
+}
+
+fn slug(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect::<String>()
+        .split('-')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+/// Runs `nexus-hil run`.
+pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
+    let started = Instant::now();
+    let target = match parse_target(&args.target) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("nexus-hil: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let files = match scenario::discover(&args.paths) {
+        Ok(f) if !f.is_empty() => f,
+        Ok(_) => {
+            eprintln!("nexus-hil: no scenario files (*.yaml) in {:?}", args.paths);
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => {
+            eprintln!("nexus-hil: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut scenarios = Vec::new();
+    let mut bad = 0;
+    for f in &files {
+        match Scenario::load(f) {
+            Ok(s) => scenarios.push(s),
+            Err(e) => {
+                eprintln!("nexus-hil: {e}");
+                bad += 1;
+            }
+        }
+    }
+    if bad > 0 {
+        eprintln!("nexus-hil: {bad} scenario file(s) have mistakes; nothing was run");
+        return Ok(ExitCode::from(2));
+    }
+    if let Some(tag) = &args.filter {
+        scenarios.retain(|s| s.has_tag(tag));
+    }
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let report_dir = args
+        .report_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("target/nexus-hil/run-{stamp}")));
+    std::fs::create_dir_all(&report_dir).map_err(|e| InfraError::io(report_dir.display(), e))?;
+    let report_dir = report_dir
+        .canonicalize()
+        .map_err(|e| InfraError::io(report_dir.display(), e))?;
+    let key = match &args.key {
+        Some(k) => k.clone(),
+        None => crate::ssh::make_key(&report_dir).await?,
+    };
+    let pubkey = std::fs::read_to_string(key.with_extension("pub"))
+        .map_err(|e| InfraError::io(format!("{}.pub", key.display()), e))?;
+
+    let target_name = match &target {
+        Target::Emulator => "emulator".to_string(),
+        Target::Remote { user, host, port } => format!("ssh://{user}@{host}:{port}"),
+    };
+    let mut report = RunReport {
+        target: target_name,
+        duration_s: 0.0,
+        scenarios: Vec::new(),
+        infra_error: None,
+    };
+    let say = |m: &str| eprintln!("nexus-hil: {m}");
+    let prepared = match &target {
+        Target::Emulator => match prepare_emulator(args.backupd.clone(), false, args.content_bytes, &say).await {
+            Ok(p) => Some(p),
+            Err(e) => {
+                report.infra_error = Some(e.to_string());
+                None
+            }
+        },
+        Target::Remote { .. } => None,
+    };
+
+    // Ctrl-C: remove this run's containers, then stop.
+    let current: Arc<Mutex<Option<String>>> = Arc::default();
+    let watch = current.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\nnexus-hil: interrupted; removing this run's emulator");
+            let _ = crate::emulator::remove_owned(std::process::id()).await;
+            drop(watch);
+            std::process::exit(130);
+        }
+    });
+
+    let bar = ProgressBar::new(scenarios.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{pos}/{len}] {elapsed_precise} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    if report.infra_error.is_none() {
+        for s in &scenarios {
+            let work = report_dir.join(slug(&s.name));
+            bar.set_message(format!("{}: starting", s.name));
+            let r = match &target {
+                Target::Remote { .. } if s.has_tag(scenario::EMULATOR_ONLY) => {
+                    skipped(s, "emulator-only: needs the emulator's lifecycle")
+                }
+                Target::Remote { user, host, port } => {
+                    let dev = Device {
+                        ssh: SshTarget {
+                            host: host.clone(),
+                            port: *port,
+                            key: key.clone(),
+                            known_hosts: report_dir.join("known_hosts"),
+                        },
+                        https: HttpsTarget {
+                            host: host.clone(),
+                            port: args.https_port,
+                            pin: pin_path(host, args.https_port),
+                            token: std::env::var("NEXUS_HIL_HTTPS_TOKEN").ok(),
+                        },
+                        admin: user.clone(),
+                        pubkey: pubkey.clone(),
+                    };
+                    let name = s.name.clone();
+                    let b = bar.clone();
+                    run_scenario(s, &dev, &work, &move |m| b.set_message(format!("{name}: {m}"))).await
+                }
+                Target::Emulator => {
+                    let (image, template) = prepared.as_ref().expect("prepared above");
+                    run_on_emulator(s, image, template, &key, &pubkey, &work, &bar, &current).await
+                }
+            };
+            let mark = match r.outcome {
+                Outcome::Passed => "PASS ",
+                Outcome::Failed => "FAIL ",
+                Outcome::Skipped => "SKIP ",
+                Outcome::InfraError => "ERROR",
+            };
+            bar.println(format!("{mark} {} ({:.1} s)", r.name, r.duration_s));
+            bar.inc(1);
+            report.scenarios.push(r);
+        }
+    }
+    bar.finish_and_clear();
+    report.duration_s = started.elapsed().as_secs_f64();
+
+    let json_path = args.json.clone().unwrap_or_else(|| report_dir.join("report.json"));
+    write(&json_path, &report.to_json())?;
+    write(&report_dir.join("report.json"), &report.to_json())?;
+    if let Some(j) = &args.junit {
+        write(j, &report.to_junit())?;
+    }
+    print!("{}", report.summary());
+    let ready: Vec<f64> = report.scenarios.iter().filter_map(|s| s.ready_s).collect();
+    if !ready.is_empty() {
+        println!(
+            "emulator start-to-ready: {:.2} s on average, {:.2} s at most",
+            ready.iter().sum::<f64>() / ready.len() as f64,
+            ready.iter().cloned().fold(0.0, f64::max)
+        );
+    }
+    println!("reports: {}", report_dir.display());
+    if let Some(j) = &args.junit {
+        println!("junit: {}", j.display());
+    }
+    let t = report.totals();
+    Ok(if t.errors > 0 {
+        ExitCode::from(3)
+    } else if report.all_passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn write(path: &Path, text: &str) -> Result<(), InfraError> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| InfraError::io(d.display(), e))?;
+    }
+    std::fs::write(path, text).map_err(|e| InfraError::io(path.display(), e))
+}
+
+/// Where a real device's CA is pinned between runs.
+fn pin_path(host: &str, port: u16) -> PathBuf {
+    crate::image::cache_dir()
+        .join("pins")
+        .join(format!("{host}_{port}.pem"))
+}
+
+fn skipped(s: &Scenario, why: &str) -> ScenarioReport {
+    ScenarioReport {
+        name: s.name.clone(),
+        file: s.file.display().to_string(),
+        outcome: Outcome::Skipped,
+        reason: Some(why.to_string()),
+        duration_s: 0.0,
+        ready_s: None,
+        steps: Vec::new(),
+        journal: None,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_on_emulator(
+    s: &Scenario,
+    image: &str,
+    template: &Path,
+    key: &Path,
+    pubkey: &str,
+    work: &Path,
+    bar: &ProgressBar,
+    current: &Mutex<Option<String>>,
+) -> ScenarioReport {
+    let started = Instant::now();
+    let emu = Emulator::start(EmulatorSpec {
+        image,
+        sdcard_template: template,
+        admin_pubkey: &key.with_extension("pub"),
+        work_dir: work,
+    })
+    .await;
+    let emu = match emu {
+        Ok(e) => e,
+        Err(e) => {
+            let mut r = skipped(s, "");
+            r.outcome = Outcome::InfraError;
+            r.reason = Some(e.to_string());
+            r.duration_s = started.elapsed().as_secs_f64();
+            return r;
+        }
+    };
+    *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(emu.id.clone());
+    let dev = Device {
+        ssh: SshTarget {
+            host: "127.0.0.1".into(),
+            port: emu.ssh_port,
+            key: key.to_owned(),
+            known_hosts: work.join("known_hosts"),
+        },
+        https: HttpsTarget {
+            host: "127.0.0.1".into(),
+            port: emu.https_port,
+            pin: work.join("pinned-ca.pem"),
+            token: None,
+        },
+        admin: "nexus".into(),
+        pubkey: pubkey.to_string(),
+    };
+    let name = s.name.clone();
+    let b = bar.clone();
+    let mut r = run_scenario(s, &dev, work, &move |m| b.set_message(format!("{name}: {m}"))).await;
+    r.ready_s = Some(emu.ready_after.as_secs_f64());
+    r.duration_s = started.elapsed().as_secs_f64();
+    if let Err(e) = emu.remove().await {
+        eprintln!("nexus-hil: {e}");
+    }
+    *current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_or_say_what_is_wrong() {
+        assert_eq!(parse_target("emulator"), Ok(Target::Emulator));
+        assert_eq!(
+            parse_target("ssh://nexus@noreya-nexus.local"),
+            Ok(Target::Remote {
+                user: "nexus".into(),
+                host: "noreya-nexus.local".into(),
+                port: 22
+            })
+        );
+        assert_eq!(
+            parse_target("ssh://nexus@127.0.0.1:2222").map(|t| match t {
+                Target::Remote { port, .. } => port,
+                _ => 0,
+            }),
+            Ok(2222)
+        );
+        assert!(parse_target("nexus@host").unwrap_err().contains("ssh://USER@HOST"));
+        assert!(parse_target("ssh://host").unwrap_err().contains("admin user"));
+    }
+}

@@ -1,0 +1,580 @@
+//! Runs scenarios against a device: steps in order, variables, per-step timeouts, a transcript
+//! of everything done, and the device's journal attached when a scenario does not pass.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::dbus::DeviceBus;
+use crate::https::HttpsTarget;
+use crate::report::{Outcome, ProgressSample, ScenarioReport, StepReport};
+use crate::scenario::{self, Scenario, Step};
+use crate::ssh::SshTarget;
+
+/// The nine actions of the vendor's pkla file.
+pub const ALL_ACTIONS: [&str; 9] = [
+    "tech.noreya.Backup1.Cancel",
+    "tech.noreya.Backup1.Create",
+    "tech.noreya.Backup1.Delete",
+    "tech.noreya.Backup1.GetList",
+    "tech.noreya.Backup1.Status",
+    "tech.noreya.Snapshot1.Activate",
+    "tech.noreya.Snapshot1.Create",
+    "tech.noreya.Snapshot1.Delete",
+    "tech.noreya.Snapshot1.GetList",
+];
+
+/// A device as the runner sees it: only what a real device offers.
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub ssh: SshTarget,
+    pub https: HttpsTarget,
+    /// The admin user (sudo), `nexus` on the device.
+    pub admin: String,
+    /// The harness's public key, installed for users that `setup.user` makes.
+    pub pubkey: String,
+}
+
+const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Quotes a word for a POSIX shell.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The state of one scenario's run.
+struct Run<'a> {
+    dev: &'a Device,
+    work: PathBuf,
+    vars: BTreeMap<String, String>,
+    buses: HashMap<String, DeviceBus>,
+    started: Instant,
+    /// The scenario file's folder, where `source` files are found.
+    scenario_dir: PathBuf,
+}
+
+/// What a step did: its transcript, progress samples, and its failure, if any.
+#[derive(Default)]
+struct StepLog {
+    lines: Vec<String>,
+    progress: Vec<ProgressSample>,
+}
+
+impl Run<'_> {
+    /// Replaces `${name}` with the variable's value.
+    fn subst(&self, text: &str) -> String {
+        // Escaped `$${` first, so a value or a name can never be mistaken for it.
+        let mut out = text.replace("$${", "\u{0}{");
+        for name in scenario::references(text) {
+            if let Some(v) = self.vars.get(name) {
+                out = out.replace(&format!("${{{name}}}"), v);
+            }
+        }
+        out.replace("\u{0}{", "${")
+    }
+
+    /// Hides the values of variables named like passwords in transcripts.
+    fn mask(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for (k, v) in &self.vars {
+            if k.to_lowercase().contains("password") && !v.is_empty() {
+                out = out.replace(v.as_str(), "<password>");
+            }
+        }
+        out
+    }
+
+    fn local(&self, name: &str) -> PathBuf {
+        self.work.join(self.subst(name))
+    }
+
+    async fn bus(&mut self, user: &str, timeout: Duration) -> Result<&DeviceBus, String> {
+        if !self.buses.contains_key(user) {
+            let bus = DeviceBus::connect(&self.dev.ssh, &self.dev.admin, user, timeout).await?;
+            self.buses.insert(user.to_string(), bus);
+        }
+        Ok(&self.buses[user])
+    }
+
+    /// Runs a command as `user`; `root` runs it through the admin user's sudo.
+    async fn ssh(
+        &self,
+        user: &str,
+        command: &str,
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<crate::ssh::Output, String> {
+        if user == "root" {
+            let cmd = format!("sudo -n sh -c {}", sh_quote(command));
+            self.dev.ssh.run(&self.dev.admin, &cmd, stdin, timeout).await
+        } else {
+            self.dev.ssh.run(user, command, stdin, timeout).await
+        }
+    }
+
+    async fn step(&mut self, step: &Step, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
+        match step {
+            Step::DbusCall(s) => {
+                let user = self.subst(&s.user);
+                let args: Vec<String> = s.args.iter().map(|a| self.subst(a)).collect();
+                let shown = self.mask(&format!("{}.{}({})", s.service, s.method, args.join(", ")));
+                log.lines.push(format!("dbus as {user}: {shown}"));
+                let (service, method) = (self.subst(&s.service), self.subst(&s.method));
+                let bus = self.bus(&user, timeout).await?;
+                let result = tokio::time::timeout(timeout, bus.call(&service, &method, &args))
+                    .await
+                    .map_err(|_| format!("no reply within {timeout:?}"))?;
+                match (result, &s.expect_error) {
+                    (Ok(values), None) => {
+                        let first = values.first().map(render).unwrap_or_default();
+                        log.lines.push(format!(
+                            "-> {}",
+                            self.mask(&serde_json::Value::Array(values.clone()).to_string())
+                        ));
+                        if let Some(e) = &s.expect {
+                            let e = self.subst(e);
+                            if first != e {
+                                return Err(format!("reply {first:?}, expected {e:?}"));
+                            }
+                        }
+                        for (k, want) in &s.expect_fields {
+                            let want = self.subst(want);
+                            let got = values.first().and_then(|v| v.get(k)).map(render);
+                            if got.as_deref() != Some(want.as_str()) {
+                                return Err(format!("{k} is {got:?}, expected {want:?}"));
+                            }
+                        }
+                        if let Some(v) = &s.capture {
+                            self.vars.insert(v.clone(), first);
+                        }
+                        Ok(())
+                    }
+                    (Ok(values), Some(name)) => Err(format!(
+                        "the call succeeded ({}) but {name} was expected",
+                        serde_json::Value::Array(values)
+                    )),
+                    (Err(e), None) => Err(format!("the call failed: {e}")),
+                    (Err(e), Some(name)) => {
+                        log.lines.push(format!("-> error {e}"));
+                        if &e.name != name {
+                            return Err(format!("failed with {}, expected {name}: {}", e.name, e.message));
+                        }
+                        if let Some(c) = &s.expect_error_contains {
+                            if !e.message.contains(c.as_str()) {
+                                return Err(format!("the error message {:?} does not mention {c:?}", e.message));
+                            }
+                        }
+                        Ok(())
+                    }
+                }
+            }
+            Step::BackupWait(s) => {
+                let user = self.subst(&s.user);
+                let id = self.subst(&s.id);
+                let start = Instant::now();
+                log.lines
+                    .push(format!("polling tech.noreya.Backup1.Status as {user} while id == {id}"));
+                let status = loop {
+                    let bus = self.bus(&user, timeout).await?;
+                    let st = bus
+                        .call("tech.noreya.Backup1", "Status", &[])
+                        .await
+                        .map_err(|e| format!("Status failed: {e}"))?;
+                    let st = st.into_iter().next().unwrap_or_default();
+                    let num = |k: &str| st.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+                    log.progress.push(ProgressSample {
+                        at_s: start.elapsed().as_secs_f64(),
+                        percent: num("progress"),
+                        bytes_done: num("bytes_done"),
+                        bytes_total: num("bytes_total"),
+                    });
+                    if render(st.get("id").unwrap_or(&serde_json::Value::Null)) != id {
+                        break st;
+                    }
+                    if start.elapsed() > timeout {
+                        return Err(format!(
+                            "the backup of snapshot {id} was still running after {timeout:?} ({}%)",
+                            num("progress")
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                };
+                let result = status
+                    .get("last_result")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string();
+                log.lines.push(format!(
+                    "finished: last_id={} last_result={result:?}",
+                    render(&status["last_id"])
+                ));
+                let want = s.expect_result.clone().unwrap_or_else(|| "ok".into());
+                if want != "any" && result != want {
+                    return Err(format!("the backup ended with {result:?}, expected {want:?}"));
+                }
+                Ok(())
+            }
+            Step::SshRun(s) => {
+                let user = self.subst(&s.user);
+                let command = self.subst(&s.command);
+                log.lines.push(self.mask(&format!("ssh {user}: {command}")));
+                let stdin = s.stdin.as_ref().map(|t| self.subst(t));
+                let out = self
+                    .ssh(&user, &command, stdin.as_deref().map(str::as_bytes), timeout)
+                    .await?;
+                log.lines.push(self.mask(&format!(
+                    "-> exit {:?}; stdout: {}; stderr: {}",
+                    out.code,
+                    out.stdout.trim(),
+                    out.stderr.trim()
+                )));
+                let want = s.expect_exit.unwrap_or(0);
+                if out.code != Some(want) {
+                    return Err(format!(
+                        "exit status {:?}, expected {want}: {}",
+                        out.code,
+                        out.stderr.trim()
+                    ));
+                }
+                for e in &s.expect_stdout {
+                    let e = self.subst(e);
+                    if !out.stdout.contains(&e) {
+                        return Err(format!("standard output does not contain {e:?}"));
+                    }
+                }
+                if let Some(v) = &s.capture {
+                    let value = match s.capture_word {
+                        Some(n) => out
+                            .stdout
+                            .split_whitespace()
+                            .nth(n.saturating_sub(1))
+                            .ok_or_else(|| format!("the output has fewer than {n} words"))?
+                            .to_string(),
+                        None => out.stdout.trim().to_string(),
+                    };
+                    self.vars.insert(v.clone(), value);
+                }
+                Ok(())
+            }
+            Step::SshPut(s) => {
+                let user = self.subst(&s.user);
+                let path = self.subst(&s.path);
+                let content = match (&s.content, &s.source) {
+                    (Some(c), _) => self.subst(c),
+                    (None, Some(src)) => {
+                        let f = self.scenario_dir.join(src);
+                        std::fs::read_to_string(&f).map_err(|e| format!("{}: {e}", f.display()))?
+                    }
+                    (None, None) => unreachable!("checked at load"),
+                };
+                let mode = s.mode.clone().unwrap_or_else(|| "0644".into());
+                let q = sh_quote(&path);
+                log.lines.push(format!(
+                    "ssh {user}: write {path} ({} bytes, mode {mode})",
+                    content.len()
+                ));
+                let out = self
+                    .ssh(
+                        &user,
+                        &format!("cat > {q} && chmod {mode} {q}"),
+                        Some(content.as_bytes()),
+                        timeout,
+                    )
+                    .await?;
+                if out.code != Some(0) {
+                    return Err(format!("cannot write {path}: {}", out.stderr.trim()));
+                }
+                Ok(())
+            }
+            Step::HttpGet(s) => {
+                let path = self.subst(&s.path);
+                let save = s.save.as_ref().map(|f| self.local(f));
+                let range = s.range.as_ref().map(|r| self.subst(r));
+                log.lines.push(format!(
+                    "GET https://{}:{}{path}",
+                    self.dev.https.host, self.dev.https.port
+                ));
+                let r = self
+                    .dev
+                    .https
+                    .get(&path, range.as_deref(), save.as_deref(), timeout)
+                    .await?;
+                log.lines.push(format!(
+                    "-> {} ({} bytes, sha256 {})",
+                    r.status, r.body_len, r.body_sha256
+                ));
+                let want = s.expect_status.unwrap_or(200);
+                if r.status != want {
+                    return Err(format!("status {}, expected {want}", r.status));
+                }
+                if let Some(sha) = &s.expect_sha256 {
+                    let sha = self.subst(sha);
+                    if r.body_sha256 != sha {
+                        return Err(format!("the body's sha256 is {}, expected {sha}", r.body_sha256));
+                    }
+                }
+                Ok(())
+            }
+            Step::ScpGet(s) => {
+                let user = self.subst(&s.user);
+                let remote = self.subst(&s.remote);
+                let local = self.local(&s.local);
+                log.lines
+                    .push(format!("scp {user}@{}:{remote} {}", self.dev.ssh.host, local.display()));
+                let out = self.dev.ssh.scp_get(&user, &remote, &local, timeout).await?;
+                if out.code != Some(0) {
+                    return Err(format!("scp failed: {}", out.stderr.trim()));
+                }
+                Ok(())
+            }
+            Step::RsyncPull(s) => {
+                let user = self.subst(&s.user);
+                let remote = self.subst(&s.remote);
+                let local = self.local(&s.local);
+                std::fs::create_dir_all(&local).map_err(|e| e.to_string())?;
+                log.lines.push(format!(
+                    "rsync -a {user}@{}:{remote} {}",
+                    self.dev.ssh.host,
+                    local.display()
+                ));
+                let out = self.dev.ssh.rsync_pull(&user, &remote, &local, s.sudo, timeout).await?;
+                if out.code != Some(0) {
+                    return Err(format!("rsync failed: {}", out.stderr.trim()));
+                }
+                Ok(())
+            }
+            Step::GpgDecrypt(s) => {
+                let file = self.local(&s.file);
+                let output = self.local(&s.output);
+                let password = self.subst(&s.password);
+                log.lines.push(format!(
+                    "gpg --batch --pinentry-mode loopback --passphrase-fd 0 --decrypt {} > {}",
+                    file.display(),
+                    output.display()
+                ));
+                let r = gpg_decrypt(&file, &password, &output, timeout).await;
+                match (r, s.expect_failure) {
+                    (Ok(()), false) => Ok(()),
+                    (Err(e), true) => {
+                        log.lines
+                            .push(format!("-> refused as expected: {}", e.lines().last().unwrap_or("")));
+                        let _ = std::fs::remove_file(&output);
+                        Ok(())
+                    }
+                    (Ok(()), true) => Err("gpg decrypted the file, but it was expected to fail".into()),
+                    (Err(e), false) => Err(format!("gpg could not decrypt {}: {e}", file.display())),
+                }
+            }
+            Step::ArchiveMatchesSnapshot(s) => {
+                let snapshot = self.subst(&s.snapshot);
+                let remote_dir = format!("/broot/snapshot/snapshots/{snapshot}");
+                let (local, what) = match (&s.archive, &s.dir) {
+                    (Some(a), _) => (crate::tree::from_tar(&self.local(a))?, self.local(a)),
+                    (_, Some(d)) => (crate::tree::from_dir(&self.local(d))?, self.local(d)),
+                    _ => unreachable!("checked at load"),
+                };
+                log.lines
+                    .push(format!("comparing {} with {remote_dir} on the device", what.display()));
+                let cmd = crate::tree::remote_listing_command(&remote_dir);
+                let out = self.ssh("root", &cmd, None, timeout).await?;
+                if out.code != Some(0) {
+                    return Err(format!("cannot list {remote_dir}: {}", out.stderr.trim()));
+                }
+                let remote = crate::tree::parse_remote_listing(&out.stdout)?;
+                let diffs = crate::tree::compare(&remote, &local);
+                log.lines.push(format!(
+                    "{} entries on the device, {} in the copy",
+                    remote.len(),
+                    local.len()
+                ));
+                if !diffs.is_empty() {
+                    let shown: Vec<String> = diffs.iter().take(20).cloned().collect();
+                    return Err(format!("{} difference(s): {}", diffs.len(), shown.join("; ")));
+                }
+                Ok(())
+            }
+            Step::SetupUser(s) => {
+                let name = self.subst(&s.name);
+                let actions: Vec<&str> = if s.grant.iter().any(|g| g == "all") {
+                    ALL_ACTIONS.to_vec()
+                } else {
+                    s.grant.iter().map(String::as_str).collect()
+                };
+                let file = if name == "remotebackup" {
+                    "10-backup.pkla".to_string()
+                } else {
+                    format!("10-{name}.pkla")
+                };
+                // The vendor's steps; --disabled-password because no one is there to type one.
+                let mut script = format!(
+                    "id -u {n} >/dev/null 2>&1 || adduser --disabled-password {n} --gecos 'Backup' >/dev/null\n",
+                    n = sh_quote(&name)
+                );
+                if !actions.is_empty() {
+                    script.push_str(&format!(
+                        "bash -c 'echo -e \"[Backup permissions]\\nIdentity=unix-user:{name}\\nAction={};\\nResultActive=yes\\nResultInactive=yes\\nResultAny=yes\\n\" > /etc/polkit-1/localauthority/50-local.d/{file}'\n",
+                        actions.join(";")
+                    ));
+                }
+                // What ssh-copy-id does for the user.
+                script.push_str(&format!(
+                    "home=$(getent passwd {n} | cut -d: -f6)\ninstall -d -m 700 -o {n} -g {n} \"$home/.ssh\"\ncat > \"$home/.ssh/authorized_keys\"\nchown {n}: \"$home/.ssh/authorized_keys\"\nchmod 600 \"$home/.ssh/authorized_keys\"\n",
+                    n = sh_quote(&name)
+                ));
+                log.lines.push(format!(
+                    "as {} with sudo: adduser {name}; pkla {file} granting {} action(s); install the harness key",
+                    self.dev.admin,
+                    actions.len()
+                ));
+                let out = self
+                    .ssh("root", &script, Some(self.dev.pubkey.as_bytes()), timeout)
+                    .await?;
+                if out.code != Some(0) {
+                    return Err(format!("setting up {name} failed: {}", out.stderr.trim()));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The first value of a reply as a step compares and captures it.
+pub fn render(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+async fn gpg_decrypt(file: &Path, password: &str, output: &Path, timeout: Duration) -> Result<(), String> {
+    let home = tempdir_in(file.parent().unwrap_or(Path::new(".")))?;
+    let mut cmd = tokio::process::Command::new("gpg");
+    cmd.args([
+        "--batch",
+        "--yes",
+        "--pinentry-mode",
+        "loopback",
+        "--passphrase-fd",
+        "0",
+        "--output",
+    ])
+    .arg(output)
+    .arg("--decrypt")
+    .arg(file)
+    .env("GNUPGHOME", &home);
+    let out = crate::ssh::run_local(cmd, Some(password.as_bytes()), timeout).await;
+    let _ = std::fs::remove_dir_all(&home);
+    let out = out?;
+    if out.code == Some(0) {
+        Ok(())
+    } else {
+        Err(out.stderr.trim().to_string())
+    }
+}
+
+fn tempdir_in(dir: &Path) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dir.join(format!(
+        ".gnupg-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    ));
+    std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).map_err(|e| e.to_string())?;
+    Ok(d)
+}
+
+/// Runs one scenario's steps against `dev`, with `work` as its local folder. `on_step` hears of
+/// each step as it starts.
+pub async fn run_scenario(s: &Scenario, dev: &Device, work: &Path, on_step: &(dyn Fn(&str) + Sync)) -> ScenarioReport {
+    let started = Instant::now();
+    let _ = std::fs::create_dir_all(work);
+    let mut run = Run {
+        dev,
+        work: work.to_owned(),
+        vars: s.vars.clone(),
+        buses: HashMap::new(),
+        started,
+        scenario_dir: s.file.parent().map(Path::to_path_buf).unwrap_or_default(),
+    };
+    let mut steps = Vec::new();
+    let mut outcome = Outcome::Passed;
+    let mut reason = None;
+    let limit = s.time_limit();
+    for (i, step) in s.steps.iter().enumerate() {
+        let line = step.span().start().map(|m| m.line()).unwrap_or(0);
+        let kind = step.kind();
+        if run.started.elapsed() > limit {
+            outcome = Outcome::Failed;
+            reason = Some(format!(
+                "the scenario's time limit of {limit:?} was reached before step {} ({kind})",
+                i + 1
+            ));
+            break;
+        }
+        on_step(&format!("step {}/{}: {kind}", i + 1, s.steps.len()));
+        let timeout = step.timeout().and_then(|t| scenario::parse_duration(t).ok()).unwrap_or(
+            if matches!(&**step, Step::BackupWait(_)) {
+                DEFAULT_WAIT_TIMEOUT
+            } else {
+                DEFAULT_STEP_TIMEOUT
+            },
+        );
+        let t = Instant::now();
+        let mut log = StepLog::default();
+        // The step's own timeout, with a margin for the work around it.
+        let r = match tokio::time::timeout(timeout + Duration::from_secs(5), run.step(step, timeout, &mut log)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("the step did not finish within its timeout of {timeout:?}")),
+        };
+        let failed = r.is_err();
+        let message = r.err().map(|m| run.mask(&m));
+        steps.push(StepReport {
+            index: i + 1,
+            kind: kind.to_string(),
+            line,
+            outcome: if failed { Outcome::Failed } else { Outcome::Passed },
+            duration_s: t.elapsed().as_secs_f64(),
+            message: message.clone(),
+            transcript: log.lines,
+            progress: log.progress,
+        });
+        if failed {
+            outcome = Outcome::Failed;
+            reason = Some(format!(
+                "step {} {kind} (line {line}): {}",
+                i + 1,
+                message.unwrap_or_default()
+            ));
+            break;
+        }
+    }
+    let journal = if outcome == Outcome::Passed {
+        None
+    } else {
+        let out = run
+            .ssh(
+                "root",
+                "journalctl -u nexus-backupd --no-pager -n 200",
+                None,
+                Duration::from_secs(20),
+            )
+            .await;
+        Some(match out {
+            Ok(o) => o.stdout,
+            Err(e) => format!("(the journal could not be fetched: {e})"),
+        })
+    };
+    ScenarioReport {
+        name: s.name.clone(),
+        file: s.file.display().to_string(),
+        outcome,
+        reason,
+        duration_s: started.elapsed().as_secs_f64(),
+        ready_s: None,
+        steps,
+        journal,
+    }
+}

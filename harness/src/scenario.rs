@@ -1,0 +1,512 @@
+//! Scenario files: the model, and loading with checks whose errors point at `file:line:column`.
+//! The format is documented in `scenarios/README.md`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use marked_yaml::Spanned;
+use serde::Deserialize;
+
+/// A scenario file that could not be loaded, with where and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct ScenarioError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// One scenario: a named flow of steps against one device.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// `portable` (runs on real devices too) or `emulator-only`, plus any of the user's own.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Variables, used in steps as `${name}`.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    /// Time limit of the whole scenario (default 10m).
+    #[serde(default)]
+    pub timeout: Option<Spanned<String>>,
+    pub steps: Vec<Spanned<Step>>,
+    #[serde(skip)]
+    pub file: PathBuf,
+}
+
+/// The steps a scenario can take.
+#[derive(Debug, Deserialize)]
+pub enum Step {
+    #[serde(rename = "dbus.call")]
+    DbusCall(DbusCall),
+    #[serde(rename = "backup.wait")]
+    BackupWait(BackupWait),
+    #[serde(rename = "ssh.run")]
+    SshRun(SshRun),
+    #[serde(rename = "ssh.put")]
+    SshPut(SshPut),
+    #[serde(rename = "http.get")]
+    HttpGet(HttpGet),
+    #[serde(rename = "scp.get")]
+    ScpGet(ScpGet),
+    #[serde(rename = "rsync.pull")]
+    RsyncPull(RsyncPull),
+    #[serde(rename = "gpg.decrypt")]
+    GpgDecrypt(GpgDecrypt),
+    #[serde(rename = "archive.matches_snapshot")]
+    ArchiveMatchesSnapshot(ArchiveMatchesSnapshot),
+    #[serde(rename = "setup.user")]
+    SetupUser(SetupUser),
+}
+
+/// Call a method of `tech.noreya.*` on the device's system bus as a user.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbusCall {
+    #[serde(rename = "as")]
+    pub user: String,
+    pub service: String,
+    pub method: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// The reply's first value must render as this.
+    pub expect: Option<String>,
+    /// For a dictionary reply (like Status): these keys must have these values.
+    #[serde(default)]
+    pub expect_fields: BTreeMap<String, String>,
+    /// The call must fail with this D-Bus error name.
+    pub expect_error: Option<String>,
+    /// ...and its message must contain this.
+    pub expect_error_contains: Option<String>,
+    /// Store the reply's first value in this variable.
+    pub capture: Option<String>,
+    pub timeout: Option<String>,
+}
+
+/// Poll `Backup1.Status` like the vendor's client until the backup of `id` is over.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupWait {
+    #[serde(rename = "as")]
+    pub user: String,
+    pub id: String,
+    /// `last_result` must then be this (default `ok`); `any` accepts every result.
+    pub expect_result: Option<String>,
+    pub timeout: Option<String>,
+}
+
+/// Run a shell command on the device over ssh as a user.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshRun {
+    #[serde(rename = "as")]
+    pub user: String,
+    pub command: String,
+    pub stdin: Option<String>,
+    /// Expected exit status (default 0).
+    pub expect_exit: Option<i32>,
+    /// Texts standard output must contain.
+    #[serde(default)]
+    pub expect_stdout: Vec<String>,
+    /// Store standard output (trimmed), or its `capture_word`-th word (1-based), in this variable.
+    pub capture: Option<String>,
+    pub capture_word: Option<usize>,
+    pub timeout: Option<String>,
+}
+
+/// Write a file on the device as a user.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshPut {
+    #[serde(rename = "as")]
+    pub user: String,
+    pub path: String,
+    /// The file's text, or `source`: a file next to the scenario whose text is sent.
+    pub content: Option<String>,
+    pub source: Option<String>,
+    pub mode: Option<String>,
+    pub timeout: Option<String>,
+}
+
+/// GET a path over HTTPS, the device's CA pinned on first use.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpGet {
+    pub path: String,
+    /// Local file (in the scenario's work folder) to save the body in.
+    pub save: Option<String>,
+    pub range: Option<String>,
+    /// Expected status (default 200).
+    pub expect_status: Option<u16>,
+    /// The body's SHA-256 must be this.
+    pub expect_sha256: Option<String>,
+    pub timeout: Option<String>,
+}
+
+/// `scp USER@host:remote local`, as the vendor's download line.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScpGet {
+    #[serde(rename = "as")]
+    pub user: String,
+    pub remote: String,
+    pub local: String,
+    pub timeout: Option<String>,
+}
+
+/// `rsync -a` of a device directory over ssh (`sudo: true` reads it as root).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RsyncPull {
+    #[serde(rename = "as")]
+    pub user: String,
+    pub remote: String,
+    pub local: String,
+    #[serde(default)]
+    pub sudo: bool,
+    pub timeout: Option<String>,
+}
+
+/// Decrypt a local file with the real GnuPG, as the vendor documents.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpgDecrypt {
+    pub file: String,
+    pub password: String,
+    pub output: String,
+    /// The decryption must fail (wrong password).
+    #[serde(default)]
+    pub expect_failure: bool,
+    pub timeout: Option<String>,
+}
+
+/// A local tar archive (or a pulled directory) must hold exactly the snapshot's files, with
+/// content, mode, owner, mtime and symlink targets; the snapshot is read over ssh.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveMatchesSnapshot {
+    pub archive: Option<String>,
+    pub dir: Option<String>,
+    pub snapshot: String,
+    pub timeout: Option<String>,
+}
+
+/// The vendor's setup of a backup user: `adduser`, the pkla grant, and the harness's key
+/// (as `ssh-copy-id` would), run over ssh by the admin user with sudo.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetupUser {
+    pub name: String,
+    /// Actions to grant (`all` for the nine of the vendor's file; empty: none).
+    #[serde(default)]
+    pub grant: Vec<String>,
+    pub timeout: Option<String>,
+}
+
+impl Step {
+    /// The step's kind as written in files.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::DbusCall(_) => "dbus.call",
+            Step::BackupWait(_) => "backup.wait",
+            Step::SshRun(_) => "ssh.run",
+            Step::SshPut(_) => "ssh.put",
+            Step::HttpGet(_) => "http.get",
+            Step::ScpGet(_) => "scp.get",
+            Step::RsyncPull(_) => "rsync.pull",
+            Step::GpgDecrypt(_) => "gpg.decrypt",
+            Step::ArchiveMatchesSnapshot(_) => "archive.matches_snapshot",
+            Step::SetupUser(_) => "setup.user",
+        }
+    }
+
+    /// Every text of the step that may use `${variables}`.
+    pub fn texts(&self) -> Vec<&str> {
+        fn o(v: &Option<String>) -> Option<&str> {
+            v.as_deref()
+        }
+        let mut t: Vec<&str> = Vec::new();
+        match self {
+            Step::DbusCall(s) => {
+                t.extend([s.user.as_str(), &s.service, &s.method]);
+                t.extend(s.args.iter().map(String::as_str));
+                t.extend(o(&s.expect));
+                t.extend(s.expect_fields.values().map(String::as_str));
+            }
+            Step::BackupWait(s) => t.extend([s.user.as_str(), &s.id]),
+            Step::SshRun(s) => {
+                t.extend([s.user.as_str(), &s.command]);
+                t.extend(o(&s.stdin));
+                t.extend(s.expect_stdout.iter().map(String::as_str));
+            }
+            Step::SshPut(s) => {
+                t.extend([s.user.as_str(), &s.path]);
+                t.extend(o(&s.content));
+            }
+            Step::HttpGet(s) => {
+                t.push(&s.path);
+                t.extend(o(&s.save));
+                t.extend(o(&s.expect_sha256));
+                t.extend(o(&s.range));
+            }
+            Step::ScpGet(s) => t.extend([s.user.as_str(), &s.remote, &s.local]),
+            Step::RsyncPull(s) => t.extend([s.user.as_str(), &s.remote, &s.local]),
+            Step::GpgDecrypt(s) => t.extend([s.file.as_str(), &s.password, &s.output]),
+            Step::ArchiveMatchesSnapshot(s) => {
+                t.push(&s.snapshot);
+                t.extend(o(&s.archive));
+                t.extend(o(&s.dir));
+            }
+            Step::SetupUser(s) => t.push(&s.name),
+        }
+        t
+    }
+
+    /// The variable the step defines, if any.
+    pub fn captures(&self) -> Option<&str> {
+        match self {
+            Step::DbusCall(s) => s.capture.as_deref(),
+            Step::SshRun(s) => s.capture.as_deref(),
+            _ => None,
+        }
+    }
+
+    pub fn timeout(&self) -> Option<&str> {
+        match self {
+            Step::DbusCall(s) => s.timeout.as_deref(),
+            Step::BackupWait(s) => s.timeout.as_deref(),
+            Step::SshRun(s) => s.timeout.as_deref(),
+            Step::SshPut(s) => s.timeout.as_deref(),
+            Step::HttpGet(s) => s.timeout.as_deref(),
+            Step::ScpGet(s) => s.timeout.as_deref(),
+            Step::RsyncPull(s) => s.timeout.as_deref(),
+            Step::GpgDecrypt(s) => s.timeout.as_deref(),
+            Step::ArchiveMatchesSnapshot(s) => s.timeout.as_deref(),
+            Step::SetupUser(s) => s.timeout.as_deref(),
+        }
+    }
+}
+
+/// Parses `30s`, `2m`, `500ms`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration; write e.g. 30s, 2m, 500ms"))?;
+    Ok(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("{s:?} has no unit; write e.g. 30s, 2m, 500ms")),
+    })
+}
+
+/// The `${name}` references in a text; `$${` is a literal `${` (for shell variables).
+pub fn references(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("${") {
+        if rest[..i].ends_with('$') {
+            rest = &rest[i + 2..];
+            continue;
+        }
+        let after = &rest[i + 2..];
+        match after.find('}') {
+            Some(j) => {
+                out.push(&after[..j]);
+                rest = &after[j + 1..];
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+/// The known tags and what they mean to the runner.
+pub const PORTABLE: &str = "portable";
+pub const EMULATOR_ONLY: &str = "emulator-only";
+
+impl Scenario {
+    /// Loads and checks one file.
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+            file: path.display().to_string(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks scenario text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ScenarioError> {
+        let file = path.display().to_string();
+        let err = |line: usize, column: usize, message: String| ScenarioError {
+            file: file.clone(),
+            line,
+            column,
+            message,
+        };
+        let mut s: Scenario = marked_yaml::from_yaml(0, text).map_err(|e| match e {
+            marked_yaml::FromYamlError::ParseYaml(le) => {
+                let msg = le.to_string();
+                let (line, col) = load_error_mark(&le);
+                err(line, col, format!("not valid YAML: {msg}"))
+            }
+            marked_yaml::FromYamlError::FromNode(ne) => {
+                let (line, col) = ne.start_mark().map(|m| (m.line(), m.column())).unwrap_or((0, 0));
+                err(line, col, explain(&ne.to_string()))
+            }
+        })?;
+        s.file = path.to_owned();
+        let at = |sp: &marked_yaml::Span| sp.start().map(|m| (m.line(), m.column())).unwrap_or((0, 0));
+        if let Some(t) = &s.timeout {
+            let (l, c) = at(t.span());
+            parse_duration(t).map_err(|m| err(l, c, format!("timeout: {m}")))?;
+        }
+        if s.steps.is_empty() {
+            return Err(err(
+                1,
+                1,
+                "the scenario has no steps; add at least one under `steps:`".into(),
+            ));
+        }
+        let mut defined: BTreeSet<String> = s.vars.keys().cloned().collect();
+        for step in &s.steps {
+            let (l, c) = at(step.span());
+            let kind = step.kind();
+            if let Some(t) = step.timeout() {
+                parse_duration(t).map_err(|m| err(l, c, format!("{kind}: timeout: {m}")))?;
+            }
+            for text in step.texts() {
+                for name in references(text) {
+                    if !defined.contains(name) {
+                        let known: Vec<&str> = defined.iter().map(String::as_str).collect();
+                        return Err(err(
+                            l,
+                            c,
+                            format!(
+                                "{kind}: unknown variable ${{{name}}}; define it under `vars:` or capture it in an earlier step (known here: {})",
+                                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                            ),
+                        ));
+                    }
+                }
+            }
+            check_step(step).map_err(|m| err(l, c, format!("{kind}: {m}")))?;
+            if let Step::SshPut(p) = &**step {
+                if let Some(src) = &p.source {
+                    let full = path.parent().unwrap_or(Path::new(".")).join(src);
+                    if !full.is_file() {
+                        return Err(err(l, c, format!("{kind}: source {} does not exist", full.display())));
+                    }
+                }
+            }
+            if let Some(v) = step.captures() {
+                defined.insert(v.to_string());
+            }
+        }
+        Ok(s)
+    }
+
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t == tag)
+    }
+
+    pub fn time_limit(&self) -> Duration {
+        self.timeout
+            .as_ref()
+            .and_then(|t| parse_duration(t).ok())
+            .unwrap_or(Duration::from_secs(600))
+    }
+}
+
+fn check_step(step: &Step) -> Result<(), String> {
+    match step {
+        Step::DbusCall(s) => {
+            if (s.expect.is_some() || !s.expect_fields.is_empty()) && s.expect_error.is_some() {
+                return Err("give `expect`/`expect_fields` or `expect_error`, not both".into());
+            }
+            if !s.service.starts_with("tech.noreya.") {
+                return Err(format!(
+                    "service {:?} is not one of the device's (tech.noreya.*)",
+                    s.service
+                ));
+            }
+        }
+        Step::ArchiveMatchesSnapshot(s) if s.archive.is_some() == s.dir.is_some() => {
+            return Err("give exactly one of `archive` (a tar file) or `dir` (a pulled directory)".into());
+        }
+        Step::SshRun(s) if s.capture_word.is_some() && s.capture.is_none() => {
+            return Err("`capture_word` needs `capture` (the variable to store the word in)".into());
+        }
+        Step::SshPut(s) => {
+            if s.content.is_some() == s.source.is_some() {
+                return Err(
+                    "give exactly one of `content` (the text) or `source` (a file next to the scenario)".into(),
+                );
+            }
+            if let Some(m) = &s.mode {
+                if u32::from_str_radix(m, 8).is_err() {
+                    return Err(format!("mode {m:?} is not an octal mode like 0755"));
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Makes serde's wording about enums say "step".
+fn explain(msg: &str) -> String {
+    if msg.contains("unknown variant") {
+        format!(
+            "unknown step: {msg}; steps are dbus.call, backup.wait, ssh.run, ssh.put, http.get, scp.get, rsync.pull, gpg.decrypt, archive.matches_snapshot, setup.user"
+        )
+    } else {
+        msg.to_string()
+    }
+}
+
+fn load_error_mark(e: &marked_yaml::LoadError) -> (usize, usize) {
+    use marked_yaml::LoadError as L;
+    let m = match e {
+        L::TopLevelMustBeMapping(m)
+        | L::TopLevelMustBeSequence(m)
+        | L::UnexpectedAnchor(m)
+        | L::MappingKeyMustBeScalar(m)
+        | L::UnexpectedTag(m)
+        | L::ScanError(m, _) => Some(*m),
+        _ => None,
+    };
+    m.map(|m| (m.line(), m.column())).unwrap_or((0, 0))
+}
+
+/// Finds scenario files: each path is a file, or a folder whose `*.yaml` files are taken in name order.
+pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| format!("{}: {e}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else if p.is_file() {
+            files.push(p.clone());
+        } else {
+            return Err(format!("{}: no such scenario file or folder", p.display()));
+        }
+    }
+    Ok(files)
+}
