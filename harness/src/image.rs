@@ -206,6 +206,32 @@ pub fn cache_dir() -> PathBuf {
         .join("nexus-hil")
 }
 
+/// An exclusive lock on the cache folder while images are made, so parallel runs (or test
+/// processes) build each image once. Released on drop.
+pub struct BuildLock {
+    _file: std::fs::File,
+}
+
+impl BuildLock {
+    pub fn take() -> Result<Self, InfraError> {
+        use std::os::fd::AsRawFd;
+        let dir = cache_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| InfraError::io(dir.display(), e))?;
+        let path = dir.join(".build.lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| InfraError::io(path.display(), e))?;
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(InfraError::io(path.display(), std::io::Error::last_os_error()));
+        }
+        Ok(Self { _file: f })
+    }
+}
+
 /// The outcome of [`ensure`].
 pub struct Built {
     pub reference: String,

@@ -62,6 +62,9 @@ pub async fn prepare_emulator(
 ) -> Result<(String, PathBuf), InfraError> {
     let backupd = backupd.unwrap_or_else(crate::image::default_backupd);
     let inputs = crate::image::ImageInputs::collect(&backupd)?;
+    let lock = tokio::task::spawn_blocking(crate::image::BuildLock::take)
+        .await
+        .map_err(|e| InfraError::Image(e.to_string()))??;
     let built = crate::image::ensure(&inputs, force, say).await?;
     match built.build_time {
         Some(t) => say(&format!("built {} in {:.1} s", built.reference, t.as_secs_f64())),
@@ -71,6 +74,7 @@ pub async fn prepare_emulator(
         tokio::task::spawn_blocking(move || crate::sdcard::template(content, |m| eprintln!("nexus-hil: {m}")))
             .await
             .map_err(|e| InfraError::SdCard(e.to_string()))??;
+    drop(lock);
     Ok((built.reference, template))
 }
 
@@ -323,8 +327,9 @@ fn skipped(s: &Scenario, why: &str) -> ScenarioReport {
     }
 }
 
+/// Runs one scenario on a fresh emulator, removed afterwards.
 #[allow(clippy::too_many_arguments)]
-async fn run_on_emulator(
+pub async fn run_on_emulator(
     s: &Scenario,
     image: &str,
     template: &Path,

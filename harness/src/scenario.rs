@@ -362,8 +362,13 @@ impl Scenario {
                 err(line, col, format!("not valid YAML: {msg}"))
             }
             marked_yaml::FromYamlError::FromNode(ne) => {
-                let (line, col) = ne.start_mark().map(|m| (m.line(), m.column())).unwrap_or((0, 0));
-                err(line, col, explain(&ne.to_string()))
+                let msg = ne.to_string();
+                let (line, col) = ne
+                    .start_mark()
+                    .map(|m| (m.line(), m.column()))
+                    .or_else(|| locate_key(text, &msg))
+                    .unwrap_or((1, 1));
+                err(line, col, explain(&msg))
             }
         })?;
         s.file = path.to_owned();
@@ -465,14 +470,32 @@ fn check_step(step: &Step) -> Result<(), String> {
     Ok(())
 }
 
+/// The first `quoted` name in a message.
+fn quoted(msg: &str) -> Option<&str> {
+    let start = msg.find('`')? + 1;
+    let len = msg[start..].find('`')?;
+    Some(&msg[start..start + len])
+}
+
+/// Where the key a message names (an unknown field or step) first appears, when the parser
+/// gave no position: the line holding `name:` as a key.
+fn locate_key(text: &str, msg: &str) -> Option<(usize, usize)> {
+    let name = quoted(msg)?;
+    text.lines().enumerate().find_map(|(i, line)| {
+        let col = line.find(&format!("{name}:"))?;
+        let before = line[..col].trim_start_matches(' ').trim_end();
+        (before.is_empty() || before == "-" || before.ends_with('{') || before.ends_with(','))
+            .then_some((i + 1, col + 1))
+    })
+}
+
 /// Makes serde's wording about enums say "step".
 fn explain(msg: &str) -> String {
-    if msg.contains("unknown variant") {
-        format!(
-            "unknown step: {msg}; steps are dbus.call, backup.wait, ssh.run, ssh.put, http.get, scp.get, rsync.pull, gpg.decrypt, archive.matches_snapshot, setup.user"
-        )
-    } else {
-        msg.to_string()
+    match (msg.contains("unknown variant"), quoted(msg)) {
+        (true, Some(name)) => format!(
+            "unknown step `{name}`; the steps are dbus.call, backup.wait, ssh.run, ssh.put, http.get, scp.get, rsync.pull, gpg.decrypt, archive.matches_snapshot, setup.user (see scenarios/README.md)"
+        ),
+        _ => msg.to_string(),
     }
 }
 
