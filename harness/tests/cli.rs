@@ -1,0 +1,133 @@
+//! `nexus-hil run` as users and CI meet it: exit status, the summary, the reports of a failing
+//! scenario (transcript and device journal attached), bad files refused before anything runs,
+//! and no container left behind after Ctrl-C.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn nexus_hil() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_nexus-hil"));
+    // The debug daemon next to the debug harness, as ci/test builds them.
+    let backupd = Path::new(env!("CARGO_BIN_EXE_nexus-hil")).with_file_name("nexus-backupd");
+    c.arg("run").arg("--backupd").arg(backupd);
+    c
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn require_root() {
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "this test starts emulator containers and must run as root: use ci/test"
+    );
+}
+
+#[test]
+fn a_file_with_a_mistake_stops_the_run_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "bad.yaml",
+        "name: x\nsteps:\n  - ssh.runn: {as: nexus, command: id}\n",
+    );
+    let out = nexus_hil()
+        .arg(&f)
+        .arg("--report-dir")
+        .arg(dir.path().join("r"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml:3:") && err.contains("unknown step `ssh.runn`") && err.contains("nothing was run"),
+        "{err}"
+    );
+    let out = nexus_hil().arg("--target").arg("nexus@host").arg(&f).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ssh://USER@HOST"));
+}
+
+#[test]
+fn a_failing_scenario_fails_the_run_with_its_transcript_and_journal() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "wrong.yaml",
+        "name: Expects the wrong id\ndescription: fails on purpose\nsteps:\n  - dbus.call:\n      as: root\n      service: tech.noreya.Snapshot1\n      method: Create\n      args: [true, false, \"x\"]\n      expect: \"42\"\n",
+    );
+    let reports = dir.path().join("reports");
+    let out = nexus_hil()
+        .arg(&f)
+        .arg("--report-dir")
+        .arg(&reports)
+        .arg("--junit")
+        .arg(reports.join("junit.xml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("FAIL  Expects the wrong id"), "{stdout}");
+    assert!(
+        stdout.contains("reply \"1\", expected \"42\"") && stdout.contains("0 passed, 1 failed"),
+        "{stdout}"
+    );
+    let junit = std::fs::read_to_string(reports.join("junit.xml")).unwrap();
+    assert!(junit.contains("<failure") && junit.contains("line 4"), "{junit}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reports.join("report.json")).unwrap()).unwrap();
+    let journal = json["scenarios"][0]["journal"].as_str().unwrap();
+    assert!(
+        journal.contains("snapshot created"),
+        "the device journal must be attached: {journal}"
+    );
+}
+
+fn our_containers(pid: u32) -> usize {
+    let out = Command::new("podman")
+        .args(["ps", "-a", "-q", "--filter"])
+        .arg(format!("label=tech.noreya.nexus-hil.emulator={pid}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[test]
+fn ctrl_c_removes_the_emulator() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "slow.yaml",
+        "name: Slow\ndescription: waits\nsteps:\n  - ssh.run: {as: nexus, command: sleep 120, timeout: 3m}\n",
+    );
+    let mut child = nexus_hil()
+        .arg(&f)
+        .arg("--report-dir")
+        .arg(dir.path().join("r"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let start = Instant::now();
+    while our_containers(pid) == 0 {
+        assert!(start.elapsed() < Duration::from_secs(180), "the emulator never started");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(our_containers(pid), 0, "the interrupted run left its emulator behind");
+}
