@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,7 +13,7 @@ use nexus_emulator::polkit::Authorizer;
 use nexus_emulator::service::Daemon;
 use nexus_emulator::subvolume::Subvolumes;
 use support::*;
-use zbus::{Connection, OwnedVariant};
+use zbus::Connection;
 
 const SNAP: (&str, &str) = ("/tech/noreya/Snapshot1", "tech.noreya.Snapshot1");
 const BACKUP: (&str, &str) = ("/tech/noreya/Backup1", "tech.noreya.Backup1");
@@ -99,21 +98,6 @@ where
         )),
         Err(e) => panic!("{method}: {e}"),
     }
-}
-
-type Dict = HashMap<String, OwnedVariant>;
-
-fn get<T: TryFrom<OwnedVariant>>(d: &Dict, key: &str) -> T
-where
-    T::Error: std::fmt::Debug,
-{
-    T::try_from(
-        d.get(key)
-            .unwrap_or_else(|| panic!("key {key} missing in {d:?}"))
-            .try_clone()
-            .unwrap(),
-    )
-    .unwrap()
 }
 
 async fn create_snapshot(p: &Peer) -> u32 {

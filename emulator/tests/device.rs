@@ -4,15 +4,12 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use support::*;
-use zbus::{Connection, OwnedVariant};
-
-type Dict = HashMap<String, OwnedVariant>;
+use zbus::Connection;
 
 async fn call<B, R>(conn: &Connection, iface: &str, method: &str, body: &B) -> Result<R, String>
 where
@@ -24,19 +21,6 @@ where
         .await
         .map(|r| r.body().deserialize::<R>().unwrap())
         .map_err(|e| e.to_string())
-}
-
-fn get<T: TryFrom<OwnedVariant>>(d: &Dict, key: &str) -> T
-where
-    T::Error: std::fmt::Debug,
-{
-    T::try_from(
-        d.get(key)
-            .unwrap_or_else(|| panic!("no {key} in {d:?}"))
-            .try_clone()
-            .unwrap(),
-    )
-    .unwrap()
 }
 
 async fn status(conn: &Connection) -> Dict {

@@ -13,6 +13,23 @@ use std::time::{Duration, Instant};
 
 pub const ACTIONS: [&str; 9] = nexus_emulator::polkit::ACTIONS;
 
+/// A D-Bus dictionary reply (`a{sv}`), as Status and the GetList entries are.
+pub type Dict = HashMap<String, zbus::OwnedVariant>;
+
+/// The value of `key` in a dictionary reply, as `T`; a missing key fails the test with the reply.
+pub fn get<T: TryFrom<zbus::OwnedVariant>>(d: &Dict, key: &str) -> T
+where
+    T::Error: std::fmt::Debug,
+{
+    T::try_from(
+        d.get(key)
+            .unwrap_or_else(|| panic!("key {key} missing in {d:?}"))
+            .try_clone()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
 /// The workspace's `images/` folder.
 pub fn images_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../images")
