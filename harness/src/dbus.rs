@@ -48,6 +48,8 @@ impl DeviceBus {
         };
         let argv = ssh.ssh_argv(login);
         let mut args: Vec<OsString> = argv[1..].iter().map(OsString::from).collect();
+        // Quiet: the bridge's ssh shares our stderr, and "connection closed" after a fault is expected.
+        args.insert(0, "-q".into());
         args.push(remote.into());
         let address = Address::new(Transport::Unixexec(Unixexec::new(PathBuf::from(&argv[0]), None, args)));
         let conn = tokio::time::timeout(timeout, zbus::connection::Builder::address(address).build())

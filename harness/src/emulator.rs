@@ -179,6 +179,45 @@ impl Emulator {
     }
 }
 
+impl crate::runner::Lifecycle for Emulator {
+    fn fault(
+        &self,
+        fault: crate::runner::Fault,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::runner::Ports, String>> + '_>> {
+        use crate::runner::Fault;
+        Box::pin(async move {
+            match fault {
+                Fault::KillDaemon | Fault::RestartDaemon => {
+                    let cmd: &[&str] = if fault == Fault::KillDaemon {
+                        &["systemctl", "kill", "--signal=SIGKILL", "nexus-backupd.service"]
+                    } else {
+                        &["systemctl", "restart", "nexus-backupd.service"]
+                    };
+                    let (code, out) = self.exec(cmd).await.map_err(|e| e.to_string())?;
+                    if code != 0 {
+                        return Err(format!("{cmd:?} failed: {out}"));
+                    }
+                    Ok(None)
+                }
+                Fault::Reboot => {
+                    let c = self.container();
+                    c.stop_with_timeout(Some(10))
+                        .await
+                        .map_err(|e| format!("cannot stop the emulator: {e}"))?;
+                    c.start()
+                        .await
+                        .map_err(|e| format!("cannot start the emulator again: {e}"))?;
+                    self.wait_ready().await.map_err(|e| e.to_string())?;
+                    Ok(Some((
+                        port(c, 22).await.map_err(|e| e.to_string())?,
+                        port(c, 443).await.map_err(|e| e.to_string())?,
+                    )))
+                }
+            }
+        })
+    }
+}
+
 impl Drop for Emulator {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.sdcard);

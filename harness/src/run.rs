@@ -250,7 +250,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
                     };
                     let name = s.name.clone();
                     let b = bar.clone();
-                    run_scenario(s, &dev, &work, &move |m| b.set_message(format!("{name}: {m}"))).await
+                    run_scenario(s, &dev, None, &work, &move |m| b.set_message(format!("{name}: {m}"))).await
                 }
                 Target::Emulator => {
                     let (image, template) = prepared.as_ref().expect("prepared above");
@@ -376,7 +376,10 @@ pub async fn run_on_emulator(
     };
     let name = s.name.clone();
     let b = bar.clone();
-    let mut r = run_scenario(s, &dev, work, &move |m| b.set_message(format!("{name}: {m}"))).await;
+    let mut r = run_scenario(s, &dev, Some(&emu), work, &move |m| {
+        b.set_message(format!("{name}: {m}"))
+    })
+    .await;
     r.ready_s = Some(emu.ready_after.as_secs_f64());
     r.duration_s = started.elapsed().as_secs_f64();
     if let Err(e) = emu.remove().await {

@@ -45,13 +45,52 @@ pub fn sh_quote(s: &str) -> String {
 
 /// The state of one scenario's run.
 struct Run<'a> {
-    dev: &'a Device,
+    dev: Device,
+    lifecycle: Option<&'a dyn Lifecycle>,
     work: PathBuf,
     vars: BTreeMap<String, String>,
     buses: HashMap<String, DeviceBus>,
     started: Instant,
     /// The scenario file's folder, where `source` files are found.
     scenario_dir: PathBuf,
+}
+
+/// How a step can end other than passing.
+enum StepEnd {
+    Failed(String),
+    /// The target cannot do this (a fault on a real device): the scenario is skipped.
+    Unsupported(String),
+}
+
+impl From<String> for StepEnd {
+    fn from(s: String) -> Self {
+        StepEnd::Failed(s)
+    }
+}
+
+impl From<&str> for StepEnd {
+    fn from(s: &str) -> Self {
+        StepEnd::Failed(s.to_string())
+    }
+}
+
+/// The faults the runner can ask a device's lifecycle for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// SIGKILL `nexus-backupd` (systemd starts it again, as on the device).
+    KillDaemon,
+    /// `systemctl restart nexus-backupd`.
+    RestartDaemon,
+    /// Restart the whole device; the SD card keeps its state. New published ports follow.
+    Reboot,
+}
+
+/// Ports of a device after a fault changed them.
+pub type Ports = Option<(u16, u16)>;
+
+/// What only the emulator's lifecycle can do; a real device has none of it.
+pub trait Lifecycle {
+    fn fault(&self, fault: Fault) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Ports, String>> + '_>>;
 }
 
 /// What a step did: its transcript, progress samples, and its failure, if any.
@@ -113,7 +152,102 @@ impl Run<'_> {
         }
     }
 
-    async fn step(&mut self, step: &Step, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
+    async fn step(&mut self, step: &Step, timeout: Duration, log: &mut StepLog) -> Result<(), StepEnd> {
+        match step {
+            Step::FaultKillDaemon(f) | Step::FaultRestartDaemon(f) | Step::FaultReboot(f) => {
+                self.fault(step, f, timeout, log).await
+            }
+            _ => self.basic_step(step, timeout, log).await.map_err(StepEnd::Failed),
+        }
+    }
+
+    async fn fault(
+        &mut self,
+        step: &Step,
+        f: &crate::scenario::FaultStep,
+        timeout: Duration,
+        log: &mut StepLog,
+    ) -> Result<(), StepEnd> {
+        let fault = match step {
+            Step::FaultKillDaemon(_) => Fault::KillDaemon,
+            Step::FaultRestartDaemon(_) => Fault::RestartDaemon,
+            _ => Fault::Reboot,
+        };
+        let Some(lifecycle) = self.lifecycle else {
+            return Err(StepEnd::Unsupported(format!(
+                "{} needs the emulator's lifecycle; this target has none",
+                step.kind()
+            )));
+        };
+        if let (Some(p), Some(id)) = (f.at_percent, &f.id) {
+            let id = self.subst(id);
+            log.lines
+                .push(format!("waiting until the backup of snapshot {id} reaches {p}%"));
+            let start = Instant::now();
+            loop {
+                let bus = self.bus("root", timeout).await?;
+                let st = bus
+                    .call("tech.noreya.Backup1", "Status", &[])
+                    .await
+                    .map_err(|e| format!("Status failed: {e}"))?
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default();
+                if render(&st["id"]) != id {
+                    return Err(format!("the backup of snapshot {id} ended before reaching {p}%").into());
+                }
+                let now = st["progress"].as_u64().unwrap_or(0);
+                if now >= u64::from(p) {
+                    log.lines.push(format!("at {now}%"));
+                    break;
+                }
+                if start.elapsed() > timeout {
+                    return Err(format!("the backup stayed below {p}% for {timeout:?}").into());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        log.lines.push(format!("fault: {fault:?}"));
+        let ports = lifecycle.fault(fault).await?;
+        // The bridge connections died with the daemon's peers or the device.
+        if fault == Fault::Reboot {
+            self.buses.clear();
+        }
+        if let Some((ssh, https)) = ports {
+            log.lines
+                .push(format!("the device is back on ssh {ssh}, https {https}"));
+            self.dev.ssh.port = ssh;
+            self.dev.https.port = https;
+        }
+        // Back means: both names answer again.
+        let start = Instant::now();
+        loop {
+            let r = async {
+                let bus = self.bus("root", timeout).await?;
+                bus.call("tech.noreya.Backup1", "Status", &[])
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            match r {
+                Ok(_) => break,
+                Err(e) if start.elapsed() > timeout => {
+                    return Err(format!("nexus-backupd did not come back within {timeout:?}: {e}").into())
+                }
+                Err(_) => {
+                    self.buses.remove("root");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        log.lines.push(format!(
+            "nexus-backupd answers again after {:.2} s",
+            log_elapsed(&start)
+        ));
+        Ok(())
+    }
+
+    async fn basic_step(&mut self, step: &Step, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
         match step {
             Step::DbusCall(s) => {
                 let user = self.subst(&s.user);
@@ -143,6 +277,13 @@ impl Run<'_> {
                             let got = values.first().and_then(|v| v.get(k)).map(render);
                             if got.as_deref() != Some(want.as_str()) {
                                 return Err(format!("{k} is {got:?}, expected {want:?}"));
+                            }
+                        }
+                        for (k, want) in &s.expect_fields_contain {
+                            let want = self.subst(want);
+                            let got = values.first().and_then(|v| v.get(k)).map(render).unwrap_or_default();
+                            if !got.contains(&want) {
+                                return Err(format!("{k} is {got:?}, which does not contain {want:?}"));
                             }
                         }
                         if let Some(v) = &s.capture {
@@ -435,8 +576,15 @@ impl Run<'_> {
                 }
                 Ok(())
             }
+            Step::FaultKillDaemon(_) | Step::FaultRestartDaemon(_) | Step::FaultReboot(_) => {
+                unreachable!("faults are run by Run::fault")
+            }
         }
     }
+}
+
+fn log_elapsed(start: &Instant) -> f64 {
+    start.elapsed().as_secs_f64()
 }
 
 /// The first value of a reply as a step compares and captures it.
@@ -488,11 +636,18 @@ fn tempdir_in(dir: &Path) -> Result<PathBuf, String> {
 
 /// Runs one scenario's steps against `dev`, with `work` as its local folder. `on_step` hears of
 /// each step as it starts.
-pub async fn run_scenario(s: &Scenario, dev: &Device, work: &Path, on_step: &(dyn Fn(&str) + Sync)) -> ScenarioReport {
+pub async fn run_scenario(
+    s: &Scenario,
+    dev: &Device,
+    lifecycle: Option<&dyn Lifecycle>,
+    work: &Path,
+    on_step: &(dyn Fn(&str) + Sync),
+) -> ScenarioReport {
     let started = Instant::now();
     let _ = std::fs::create_dir_all(work);
     let mut run = Run {
-        dev,
+        dev: dev.clone(),
+        lifecycle,
         work: work.to_owned(),
         vars: s.vars.clone(),
         buses: HashMap::new(),
@@ -527,10 +682,29 @@ pub async fn run_scenario(s: &Scenario, dev: &Device, work: &Path, on_step: &(dy
         // The step's own timeout, with a margin for the work around it.
         let r = match tokio::time::timeout(timeout + Duration::from_secs(5), run.step(step, timeout, &mut log)).await {
             Ok(r) => r,
-            Err(_) => Err(format!("the step did not finish within its timeout of {timeout:?}")),
+            Err(_) => Err(StepEnd::Failed(format!(
+                "the step did not finish within its timeout of {timeout:?}"
+            ))),
         };
+        if let Err(StepEnd::Unsupported(why)) = &r {
+            outcome = Outcome::Skipped;
+            reason = Some(format!("step {} {kind} (line {line}): {why}", i + 1));
+            steps.push(StepReport {
+                index: i + 1,
+                kind: kind.to_string(),
+                line,
+                outcome: Outcome::Skipped,
+                duration_s: t.elapsed().as_secs_f64(),
+                message: Some(why.clone()),
+                transcript: log.lines,
+                progress: log.progress,
+            });
+            break;
+        }
         let failed = r.is_err();
-        let message = r.err().map(|m| run.mask(&m));
+        let message = r.err().map(|e| match e {
+            StepEnd::Failed(m) | StepEnd::Unsupported(m) => run.mask(&m),
+        });
         steps.push(StepReport {
             index: i + 1,
             kind: kind.to_string(),
@@ -551,7 +725,7 @@ pub async fn run_scenario(s: &Scenario, dev: &Device, work: &Path, on_step: &(dy
             break;
         }
     }
-    let journal = if outcome == Outcome::Passed {
+    let journal = if outcome != Outcome::Failed {
         None
     } else {
         let out = run

@@ -62,6 +62,23 @@ pub enum Step {
     ArchiveMatchesSnapshot(ArchiveMatchesSnapshot),
     #[serde(rename = "setup.user")]
     SetupUser(SetupUser),
+    #[serde(rename = "fault.kill_daemon")]
+    FaultKillDaemon(FaultStep),
+    #[serde(rename = "fault.restart_daemon")]
+    FaultRestartDaemon(FaultStep),
+    #[serde(rename = "fault.reboot")]
+    FaultReboot(FaultStep),
+}
+
+/// A fault: kill or restart `nexus-backupd`, or reboot the device. With `at_percent` the fault
+/// waits until the running backup of snapshot `id` has reached that progress. Emulator only; on
+/// a real device the scenario is skipped with the reason.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultStep {
+    pub at_percent: Option<u8>,
+    pub id: Option<String>,
+    pub timeout: Option<String>,
 }
 
 /// Call a method of `tech.noreya.*` on the device's system bus as a user.
@@ -79,6 +96,9 @@ pub struct DbusCall {
     /// For a dictionary reply (like Status): these keys must have these values.
     #[serde(default)]
     pub expect_fields: BTreeMap<String, String>,
+    /// For a dictionary reply: these keys' values must contain these texts.
+    #[serde(default)]
+    pub expect_fields_contain: BTreeMap<String, String>,
     /// The call must fail with this D-Bus error name.
     pub expect_error: Option<String>,
     /// ...and its message must contain this.
@@ -222,6 +242,9 @@ impl Step {
             Step::GpgDecrypt(_) => "gpg.decrypt",
             Step::ArchiveMatchesSnapshot(_) => "archive.matches_snapshot",
             Step::SetupUser(_) => "setup.user",
+            Step::FaultKillDaemon(_) => "fault.kill_daemon",
+            Step::FaultRestartDaemon(_) => "fault.restart_daemon",
+            Step::FaultReboot(_) => "fault.reboot",
         }
     }
 
@@ -237,6 +260,7 @@ impl Step {
                 t.extend(s.args.iter().map(String::as_str));
                 t.extend(o(&s.expect));
                 t.extend(s.expect_fields.values().map(String::as_str));
+                t.extend(s.expect_fields_contain.values().map(String::as_str));
             }
             Step::BackupWait(s) => t.extend([s.user.as_str(), &s.id]),
             Step::SshRun(s) => {
@@ -263,6 +287,7 @@ impl Step {
                 t.extend(o(&s.dir));
             }
             Step::SetupUser(s) => t.push(&s.name),
+            Step::FaultKillDaemon(s) | Step::FaultRestartDaemon(s) | Step::FaultReboot(s) => t.extend(o(&s.id)),
         }
         t
     }
@@ -288,6 +313,7 @@ impl Step {
             Step::GpgDecrypt(s) => s.timeout.as_deref(),
             Step::ArchiveMatchesSnapshot(s) => s.timeout.as_deref(),
             Step::SetupUser(s) => s.timeout.as_deref(),
+            Step::FaultKillDaemon(s) | Step::FaultRestartDaemon(s) | Step::FaultReboot(s) => s.timeout.as_deref(),
         }
     }
 }
@@ -450,6 +476,11 @@ fn check_step(step: &Step) -> Result<(), String> {
         Step::ArchiveMatchesSnapshot(s) if s.archive.is_some() == s.dir.is_some() => {
             return Err("give exactly one of `archive` (a tar file) or `dir` (a pulled directory)".into());
         }
+        Step::FaultKillDaemon(s) | Step::FaultRestartDaemon(s) | Step::FaultReboot(s)
+            if s.at_percent.is_some() != s.id.is_some() =>
+        {
+            return Err("`at_percent` and `id` (the snapshot being backed up) go together".into());
+        }
         Step::SshRun(s) if s.capture_word.is_some() && s.capture.is_none() => {
             return Err("`capture_word` needs `capture` (the variable to store the word in)".into());
         }
@@ -493,7 +524,7 @@ fn locate_key(text: &str, msg: &str) -> Option<(usize, usize)> {
 fn explain(msg: &str) -> String {
     match (msg.contains("unknown variant"), quoted(msg)) {
         (true, Some(name)) => format!(
-            "unknown step `{name}`; the steps are dbus.call, backup.wait, ssh.run, ssh.put, http.get, scp.get, rsync.pull, gpg.decrypt, archive.matches_snapshot, setup.user (see scenarios/README.md)"
+            "unknown step `{name}`; the steps are dbus.call, backup.wait, ssh.run, ssh.put, http.get, scp.get, rsync.pull, gpg.decrypt, archive.matches_snapshot, setup.user, fault.kill_daemon, fault.restart_daemon, fault.reboot (see scenarios/README.md)"
         ),
         _ => msg.to_string(),
     }

@@ -78,8 +78,8 @@ fn broken_yaml_and_bad_durations_point_at_the_spot() {
 #[test]
 fn every_file_of_the_default_suite_loads() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let files = nexus_harness::scenario::discover(&[dir]).unwrap();
-    assert!(files.len() >= 6, "{files:?}");
+    let files = nexus_harness::scenario::discover(&[dir.clone(), dir.join("faults")]).unwrap();
+    assert!(files.len() >= 9, "{files:?}");
     for f in files {
         let s = Scenario::load(&f).unwrap_or_else(|e| panic!("{e}"));
         assert!(

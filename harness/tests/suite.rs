@@ -1,4 +1,5 @@
-//! The default suite as tests: each scenario file in `scenarios/` is one test case, run on a
+//! The default suite (and the faults suite) as tests: each scenario file in `scenarios/` and
+//! `scenarios/faults/` is one test case, run on a
 //! fresh emulator exactly as `nexus-hil run` runs it (like datatest-stable). Needs root, a
 //! container engine and the debug `nexus-backupd` built next to the tests (`ci/test` does all).
 
@@ -66,7 +67,7 @@ fn run_one(file: &Path) -> Result<(), Failed> {
 fn main() {
     let args = Arguments::from_args();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let files = scenario::discover(&[dir]).expect("scenarios/ is readable");
+    let files = scenario::discover(&[dir.clone(), dir.join("faults")]).expect("scenarios/ is readable");
     let trials = files
         .into_iter()
         .map(|f| {
