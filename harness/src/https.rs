@@ -111,7 +111,7 @@ impl HttpsTarget {
             return Ok(pem);
         }
         let config = self.config(None)?;
-        let r = self.request(config, CA_PATH, None, None, timeout).await?;
+        let r = self.request(config, "GET", CA_PATH, &[], None, timeout).await?;
         if r.status != 200 || !r.body.starts_with(b"-----BEGIN CERTIFICATE-----") {
             return Err(format!(
                 "the device did not serve its CA at {CA_PATH} (status {})",
@@ -133,9 +133,25 @@ impl HttpsTarget {
         save: Option<&Path>,
         timeout: Duration,
     ) -> Result<Response, String> {
+        let headers: Vec<(String, String)> = range
+            .map(|r| ("range".to_string(), r.to_string()))
+            .into_iter()
+            .collect();
+        self.send("GET", path, &headers, save, timeout).await
+    }
+
+    /// Any request, verified against the pinned CA; the body goes to `save` when given.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(String, String)],
+        save: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<Response, String> {
         let pem = self.pin_ca(timeout).await?;
         let config = self.config(Some(&pem))?;
-        self.request(config, path, range, save, timeout).await.map_err(|e| {
+        self.request(config, method, path, headers, save, timeout).await.map_err(|e| {
             if e.contains("UnknownIssuer") || e.contains("BadSignature") || e.contains("invalid peer certificate") {
                 format!(
                     "{e}: the device's certificate does not chain to the CA pinned in {}; if the device was reset on purpose, delete that file to pin its new CA",
@@ -150,8 +166,9 @@ impl HttpsTarget {
     async fn request(
         &self,
         config: rustls::ClientConfig,
+        method: &str,
         path: &str,
-        range: Option<&str>,
+        headers: &[(String, String)],
         save: Option<&Path>,
         timeout: Duration,
     ) -> Result<Response, String> {
@@ -168,9 +185,12 @@ impl HttpsTarget {
                 .await
                 .map_err(|e| e.to_string())?;
             tokio::spawn(conn);
-            let mut req = hyper::Request::get(path).header("host", format!("{}:{}", self.host, self.port));
-            if let Some(r) = range {
-                req = req.header("range", r);
+            let mut req = hyper::Request::builder()
+                .method(method)
+                .uri(path)
+                .header("host", format!("{}:{}", self.host, self.port));
+            for (k, v) in headers {
+                req = req.header(k.as_str(), v.as_str());
             }
             if let Some(t) = &self.token {
                 use base64::Engine;
@@ -180,7 +200,10 @@ impl HttpsTarget {
             let req = req
                 .body(http_body_util::Empty::<bytes::Bytes>::new())
                 .map_err(|e| e.to_string())?;
-            let resp = send.send_request(req).await.map_err(|e| format!("GET {path}: {e}"))?;
+            let resp = send
+                .send_request(req)
+                .await
+                .map_err(|e| format!("{method} {path}: {e}"))?;
             let status = resp.status().as_u16();
             let headers = resp
                 .headers()
@@ -205,7 +228,7 @@ impl HttpsTarget {
             let mut kept = Vec::new();
             let mut len = 0u64;
             while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| format!("GET {path}: the transfer broke off: {e}"))?;
+                let frame = frame.map_err(|e| format!("{method} {path}: the transfer broke off: {e}"))?;
                 if let Some(data) = frame.data_ref() {
                     hasher.update(data);
                     len += data.len() as u64;
@@ -228,6 +251,36 @@ impl HttpsTarget {
         };
         tokio::time::timeout(timeout, work)
             .await
-            .map_err(|_| format!("GET {path} did not finish within {timeout:?}"))?
+            .map_err(|_| format!("{method} {path} did not finish within {timeout:?}"))?
     }
+}
+
+/// A connection held open to the server: `slow` ones complete TLS and then send a request
+/// header a byte a second. Returns when the server closes it (or never, until aborted).
+pub async fn hold(target: HttpsTarget, slow: bool) -> Result<Duration, String> {
+    use tokio::io::AsyncReadExt;
+    let start = std::time::Instant::now();
+    let mut tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
+        .await
+        .map_err(|e| e.to_string())?;
+    if !slow {
+        let mut buf = [0u8; 1];
+        let _ = tcp.read(&mut buf).await;
+        return Ok(start.elapsed());
+    }
+    let pem = target.pin_ca(Duration::from_secs(10)).await?;
+    let config = target.config(Some(&pem))?;
+    let name = ServerName::try_from(target.host.clone()).map_err(|e| e.to_string())?;
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let request = b"GET /noreya-nexus/certificates/ca.pem HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    for byte in request.iter().chain(std::iter::repeat(&b'a')) {
+        if tls.write_all(std::slice::from_ref(byte)).await.is_err() || tls.flush().await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(start.elapsed())
 }

@@ -53,6 +53,8 @@ struct Run<'a> {
     started: Instant,
     /// The scenario file's folder, where `source` files are found.
     scenario_dir: PathBuf,
+    /// Connections `http.hold` keeps open until the scenario ends.
+    holds: Vec<tokio::task::JoinHandle<Result<Duration, String>>>,
 }
 
 /// How a step can end other than passing.
@@ -428,18 +430,38 @@ impl Run<'_> {
                 }
                 Ok(())
             }
+            Step::HttpHold(s) => {
+                let slow = s.mode == "slow";
+                log.lines.push(format!(
+                    "holding {} {} connection(s) to {}:{}",
+                    s.connections, s.mode, self.dev.https.host, self.dev.https.port
+                ));
+                // The CA is pinned before the crowd arrives, so the holds need no TOFU of their own.
+                self.dev.https.pin_ca(timeout).await?;
+                for _ in 0..s.connections {
+                    self.holds
+                        .push(tokio::spawn(crate::https::hold(self.dev.https.clone(), slow)));
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Ok(())
+            }
             Step::HttpGet(s) => {
                 let path = self.subst(&s.path);
                 let save = s.save.as_ref().map(|f| self.local(f));
-                let range = s.range.as_ref().map(|r| self.subst(r));
+                let method = s.method.clone().unwrap_or_else(|| "GET".into());
+                let mut headers: Vec<(String, String)> =
+                    s.headers.iter().map(|(k, v)| (k.clone(), self.subst(v))).collect();
+                if let Some(r) = &s.range {
+                    headers.push(("range".into(), self.subst(r)));
+                }
                 log.lines.push(format!(
-                    "GET https://{}:{}{path}",
+                    "{method} https://{}:{}{path}",
                     self.dev.https.host, self.dev.https.port
                 ));
                 let r = self
                     .dev
                     .https
-                    .get(&path, range.as_deref(), save.as_deref(), timeout)
+                    .send(&method, &path, &headers, save.as_deref(), timeout)
                     .await?;
                 log.lines.push(format!(
                     "-> {} ({} bytes, sha256 {})",
@@ -653,6 +675,7 @@ pub async fn run_scenario(
         buses: HashMap::new(),
         started,
         scenario_dir: s.file.parent().map(Path::to_path_buf).unwrap_or_default(),
+        holds: Vec::new(),
     };
     let mut steps = Vec::new();
     let mut outcome = Outcome::Passed;
@@ -724,6 +747,9 @@ pub async fn run_scenario(
             ));
             break;
         }
+    }
+    for h in run.holds.drain(..) {
+        h.abort();
     }
     let journal = if outcome != Outcome::Failed {
         None

@@ -52,6 +52,8 @@ pub enum Step {
     SshPut(SshPut),
     #[serde(rename = "http.get")]
     HttpGet(HttpGet),
+    #[serde(rename = "http.hold")]
+    HttpHold(HttpHold),
     #[serde(rename = "scp.get")]
     ScpGet(ScpGet),
     #[serde(rename = "rsync.pull")]
@@ -158,6 +160,11 @@ pub struct SshPut {
 #[serde(deny_unknown_fields)]
 pub struct HttpGet {
     pub path: String,
+    /// `GET` (default), `HEAD`, or any other method to see it refused.
+    pub method: Option<String>,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
     /// Local file (in the scenario's work folder) to save the body in.
     pub save: Option<String>,
     pub range: Option<String>,
@@ -165,6 +172,17 @@ pub struct HttpGet {
     pub expect_status: Option<u16>,
     /// The body's SHA-256 must be this.
     pub expect_sha256: Option<String>,
+    pub timeout: Option<String>,
+}
+
+/// Opens `connections` connections to the HTTPS port and holds them in the background until
+/// the scenario ends: `idle` ones send nothing, `slow` ones finish TLS and then dribble a
+/// request header a byte a second (slowloris). Later steps show whether others are still served.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpHold {
+    pub connections: u32,
+    pub mode: String,
     pub timeout: Option<String>,
 }
 
@@ -237,6 +255,7 @@ impl Step {
             Step::SshRun(_) => "ssh.run",
             Step::SshPut(_) => "ssh.put",
             Step::HttpGet(_) => "http.get",
+            Step::HttpHold(_) => "http.hold",
             Step::ScpGet(_) => "scp.get",
             Step::RsyncPull(_) => "rsync.pull",
             Step::GpgDecrypt(_) => "gpg.decrypt",
@@ -277,6 +296,7 @@ impl Step {
                 t.extend(o(&s.save));
                 t.extend(o(&s.expect_sha256));
                 t.extend(o(&s.range));
+                t.extend(s.headers.values().map(String::as_str));
             }
             Step::ScpGet(s) => t.extend([s.user.as_str(), &s.remote, &s.local]),
             Step::RsyncPull(s) => t.extend([s.user.as_str(), &s.remote, &s.local]),
@@ -287,6 +307,7 @@ impl Step {
                 t.extend(o(&s.dir));
             }
             Step::SetupUser(s) => t.push(&s.name),
+            Step::HttpHold(_) => {}
             Step::FaultKillDaemon(s) | Step::FaultRestartDaemon(s) | Step::FaultReboot(s) => t.extend(o(&s.id)),
         }
         t
@@ -308,6 +329,7 @@ impl Step {
             Step::SshRun(s) => s.timeout.as_deref(),
             Step::SshPut(s) => s.timeout.as_deref(),
             Step::HttpGet(s) => s.timeout.as_deref(),
+            Step::HttpHold(s) => s.timeout.as_deref(),
             Step::ScpGet(s) => s.timeout.as_deref(),
             Step::RsyncPull(s) => s.timeout.as_deref(),
             Step::GpgDecrypt(s) => s.timeout.as_deref(),
@@ -481,6 +503,15 @@ fn check_step(step: &Step) -> Result<(), String> {
         {
             return Err("`at_percent` and `id` (the snapshot being backed up) go together".into());
         }
+        Step::HttpHold(s) if s.mode != "idle" && s.mode != "slow" => {
+            return Err(format!(
+                "mode {:?}: use `idle` (connect, send nothing) or `slow` (slowloris)",
+                s.mode
+            ));
+        }
+        Step::HttpHold(s) if s.connections == 0 || s.connections > 1000 => {
+            return Err("connections: use 1..1000".into());
+        }
         Step::SshRun(s) if s.capture_word.is_some() && s.capture.is_none() => {
             return Err("`capture_word` needs `capture` (the variable to store the word in)".into());
         }
@@ -524,7 +555,7 @@ fn locate_key(text: &str, msg: &str) -> Option<(usize, usize)> {
 fn explain(msg: &str) -> String {
     match (msg.contains("unknown variant"), quoted(msg)) {
         (true, Some(name)) => format!(
-            "unknown step `{name}`; the steps are dbus.call, backup.wait, ssh.run, ssh.put, http.get, scp.get, rsync.pull, gpg.decrypt, archive.matches_snapshot, setup.user, fault.kill_daemon, fault.restart_daemon, fault.reboot (see scenarios/README.md)"
+            "unknown step `{name}`; the steps are dbus.call, backup.wait, ssh.run, ssh.put, http.get, http.hold, scp.get, rsync.pull, gpg.decrypt, archive.matches_snapshot, setup.user, fault.kill_daemon, fault.restart_daemon, fault.reboot (see scenarios/README.md)"
         ),
         _ => msg.to_string(),
     }
