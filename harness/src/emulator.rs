@@ -199,6 +199,18 @@ impl crate::runner::Lifecycle for Emulator {
                     }
                     Ok(None)
                 }
+                Fault::FillDisk(leave) => {
+                    let script = format!(
+                        "sync; avail=$(df -B1 --output=avail /broot | tail -n 1); n=$((avail - {leave})); \
+                         if [ $n -gt 0 ]; then fallocate -l $n /broot/.nexus-hil-ballast; fi; sync; \
+                         df -B1 --output=avail /broot | tail -n 1"
+                    );
+                    let (code, out) = self.exec(&["sh", "-c", &script]).await.map_err(|e| e.to_string())?;
+                    if code != 0 {
+                        return Err(format!("cannot fill /broot: {out}"));
+                    }
+                    Ok(None)
+                }
                 Fault::Reboot => {
                     let c = self.container();
                     c.stop_with_timeout(Some(10))

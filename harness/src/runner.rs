@@ -85,6 +85,8 @@ pub enum Fault {
     RestartDaemon,
     /// Restart the whole device; the SD card keeps its state. New published ports follow.
     Reboot,
+    /// Fill /broot until this many bytes are free.
+    FillDisk(u64),
 }
 
 /// Ports of a device after a fault changed them.
@@ -158,6 +160,17 @@ impl Run<'_> {
         match step {
             Step::FaultKillDaemon(f) | Step::FaultRestartDaemon(f) | Step::FaultReboot(f) => {
                 self.fault(step, f, timeout, log).await
+            }
+            Step::FaultFillDisk(f) => {
+                let Some(lifecycle) = self.lifecycle else {
+                    return Err(StepEnd::Unsupported(
+                        "fault.fill_disk needs the emulator's lifecycle; this target has none".into(),
+                    ));
+                };
+                log.lines
+                    .push(format!("filling /broot until {} bytes are free", f.leave_bytes));
+                lifecycle.fault(Fault::FillDisk(f.leave_bytes)).await?;
+                Ok(())
             }
             _ => self.basic_step(step, timeout, log).await.map_err(StepEnd::Failed),
         }
@@ -598,8 +611,8 @@ impl Run<'_> {
                 }
                 Ok(())
             }
-            Step::FaultKillDaemon(_) | Step::FaultRestartDaemon(_) | Step::FaultReboot(_) => {
-                unreachable!("faults are run by Run::fault")
+            Step::FaultKillDaemon(_) | Step::FaultRestartDaemon(_) | Step::FaultReboot(_) | Step::FaultFillDisk(_) => {
+                unreachable!("faults are run by Run::step")
             }
         }
     }

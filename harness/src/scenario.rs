@@ -70,6 +70,17 @@ pub enum Step {
     FaultRestartDaemon(FaultStep),
     #[serde(rename = "fault.reboot")]
     FaultReboot(FaultStep),
+    #[serde(rename = "fault.fill_disk")]
+    FaultFillDisk(FillDisk),
+}
+
+/// Fills /broot until only `leave_bytes` are free, with the ballast file
+/// `/broot/.nexus-hil-ballast` (outside every subvolume; remove it to free the space). Emulator only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FillDisk {
+    pub leave_bytes: u64,
+    pub timeout: Option<String>,
 }
 
 /// A fault: kill or restart `nexus-backupd`, or reboot the device. With `at_percent` the fault
@@ -264,6 +275,7 @@ impl Step {
             Step::FaultKillDaemon(_) => "fault.kill_daemon",
             Step::FaultRestartDaemon(_) => "fault.restart_daemon",
             Step::FaultReboot(_) => "fault.reboot",
+            Step::FaultFillDisk(_) => "fault.fill_disk",
         }
     }
 
@@ -307,7 +319,7 @@ impl Step {
                 t.extend(o(&s.dir));
             }
             Step::SetupUser(s) => t.push(&s.name),
-            Step::HttpHold(_) => {}
+            Step::HttpHold(_) | Step::FaultFillDisk(_) => {}
             Step::FaultKillDaemon(s) | Step::FaultRestartDaemon(s) | Step::FaultReboot(s) => t.extend(o(&s.id)),
         }
         t
@@ -336,6 +348,7 @@ impl Step {
             Step::ArchiveMatchesSnapshot(s) => s.timeout.as_deref(),
             Step::SetupUser(s) => s.timeout.as_deref(),
             Step::FaultKillDaemon(s) | Step::FaultRestartDaemon(s) | Step::FaultReboot(s) => s.timeout.as_deref(),
+            Step::FaultFillDisk(s) => s.timeout.as_deref(),
         }
     }
 }
@@ -555,7 +568,7 @@ fn locate_key(text: &str, msg: &str) -> Option<(usize, usize)> {
 fn explain(msg: &str) -> String {
     match (msg.contains("unknown variant"), quoted(msg)) {
         (true, Some(name)) => format!(
-            "unknown step `{name}`; the steps are dbus.call, backup.wait, ssh.run, ssh.put, http.get, http.hold, scp.get, rsync.pull, gpg.decrypt, archive.matches_snapshot, setup.user, fault.kill_daemon, fault.restart_daemon, fault.reboot (see scenarios/README.md)"
+            "unknown step `{name}`; the steps are dbus.call, backup.wait, ssh.run, ssh.put, http.get, http.hold, scp.get, rsync.pull, gpg.decrypt, archive.matches_snapshot, setup.user, fault.kill_daemon, fault.restart_daemon, fault.reboot, fault.fill_disk (see scenarios/README.md)"
         ),
         _ => msg.to_string(),
     }
