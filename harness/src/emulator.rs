@@ -199,6 +199,23 @@ impl crate::runner::Lifecycle for Emulator {
                     }
                     Ok(None)
                 }
+                Fault::CutNetwork(after, duration) => {
+                    let docker = crate::engine::client().await.map_err(|e| e.to_string())?;
+                    let id = self.id.clone();
+                    // In the background: the steps after this one meet the cut mid-transfer.
+                    tokio::spawn(async move {
+                        tokio::time::sleep(after).await;
+                        if let Err(e) = docker.pause_container(&id).await {
+                            tracing::warn!("cannot freeze the emulator: {e}");
+                            return;
+                        }
+                        tokio::time::sleep(duration).await;
+                        if let Err(e) = docker.unpause_container(&id).await {
+                            tracing::warn!("cannot thaw the emulator: {e}");
+                        }
+                    });
+                    Ok(None)
+                }
                 Fault::FillDisk(leave) => {
                     let script = format!(
                         "sync; avail=$(df -B1 --output=avail /broot | tail -n 1); n=$((avail - {leave})); \

@@ -33,6 +33,15 @@ impl Response {
     }
 }
 
+/// How a body is received.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Receive {
+    /// Append to the `save` file instead of replacing it (a resumed download).
+    pub append: bool,
+    /// Give up when no data arrives for this long (so a resumable client can reconnect).
+    pub stall: Option<Duration>,
+}
+
 /// A device's HTTPS endpoint and the file its CA is pinned in.
 #[derive(Debug, Clone)]
 pub struct HttpsTarget {
@@ -111,7 +120,9 @@ impl HttpsTarget {
             return Ok(pem);
         }
         let config = self.config(None)?;
-        let r = self.request(config, "GET", CA_PATH, &[], None, timeout).await?;
+        let r = self
+            .request(config, "GET", CA_PATH, &[], None, Receive::default(), timeout)
+            .await?;
         if r.status != 200 || !r.body.starts_with(b"-----BEGIN CERTIFICATE-----") {
             return Err(format!(
                 "the device did not serve its CA at {CA_PATH} (status {})",
@@ -137,7 +148,8 @@ impl HttpsTarget {
             .map(|r| ("range".to_string(), r.to_string()))
             .into_iter()
             .collect();
-        self.send("GET", path, &headers, save, timeout).await
+        self.send("GET", path, &headers, save, Receive::default(), timeout)
+            .await
     }
 
     /// Any request, verified against the pinned CA; the body goes to `save` when given.
@@ -147,11 +159,12 @@ impl HttpsTarget {
         path: &str,
         headers: &[(String, String)],
         save: Option<&Path>,
+        receive: Receive,
         timeout: Duration,
     ) -> Result<Response, String> {
         let pem = self.pin_ca(timeout).await?;
         let config = self.config(Some(&pem))?;
-        self.request(config, method, path, headers, save, timeout).await.map_err(|e| {
+        self.request(config, method, path, headers, save, receive, timeout).await.map_err(|e| {
             if e.contains("UnknownIssuer") || e.contains("BadSignature") || e.contains("invalid peer certificate") {
                 format!(
                     "{e}: the device's certificate does not chain to the CA pinned in {}; if the device was reset on purpose, delete that file to pin its new CA",
@@ -163,6 +176,7 @@ impl HttpsTarget {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn request(
         &self,
         config: rustls::ClientConfig,
@@ -170,6 +184,7 @@ impl HttpsTarget {
         path: &str,
         headers: &[(String, String)],
         save: Option<&Path>,
+        receive: Receive,
         timeout: Duration,
     ) -> Result<Response, String> {
         let work = async {
@@ -217,7 +232,12 @@ impl HttpsTarget {
                 .collect();
             let mut file = match save {
                 Some(p) => Some(
-                    tokio::fs::File::create(p)
+                    tokio::fs::OpenOptions::new()
+                        .create(true)
+                        .write(true)
+                        .append(receive.append)
+                        .truncate(!receive.append)
+                        .open(p)
                         .await
                         .map_err(|e| format!("{}: {e}", p.display()))?,
                 ),
@@ -227,7 +247,14 @@ impl HttpsTarget {
             let mut hasher = Sha256::new();
             let mut kept = Vec::new();
             let mut len = 0u64;
-            while let Some(frame) = body.frame().await {
+            loop {
+                let next = match receive.stall {
+                    Some(stall) => tokio::time::timeout(stall, body.frame())
+                        .await
+                        .map_err(|_| format!("{method} {path}: no data for {stall:?}, the transfer stalled"))?,
+                    None => body.frame().await,
+                };
+                let Some(frame) = next else { break };
                 let frame = frame.map_err(|e| format!("{method} {path}: the transfer broke off: {e}"))?;
                 if let Some(data) = frame.data_ref() {
                     hasher.update(data);

@@ -87,6 +87,8 @@ pub enum Fault {
     Reboot,
     /// Fill /broot until this many bytes are free.
     FillDisk(u64),
+    /// After the first duration, stop answering on the published ports for the second.
+    CutNetwork(Duration, Duration),
 }
 
 /// Ports of a device after a fault changed them.
@@ -160,6 +162,19 @@ impl Run<'_> {
         match step {
             Step::FaultKillDaemon(f) | Step::FaultRestartDaemon(f) | Step::FaultReboot(f) => {
                 self.fault(step, f, timeout, log).await
+            }
+            Step::FaultCutNetwork(f) => {
+                let Some(lifecycle) = self.lifecycle else {
+                    return Err(StepEnd::Unsupported(
+                        "fault.cut_network needs the emulator's lifecycle; this target has none".into(),
+                    ));
+                };
+                let after = scenario::parse_duration(&f.after)?;
+                let duration = scenario::parse_duration(&f.duration)?;
+                log.lines
+                    .push(format!("the network goes down in {after:?} for {duration:?}"));
+                lifecycle.fault(Fault::CutNetwork(after, duration)).await?;
+                Ok(())
             }
             Step::FaultFillDisk(f) => {
                 let Some(lifecycle) = self.lifecycle else {
@@ -302,7 +317,15 @@ impl Run<'_> {
                             }
                         }
                         if let Some(v) = &s.capture {
-                            self.vars.insert(v.clone(), first);
+                            let value = match &s.capture_pointer {
+                                Some(p) => values
+                                    .first()
+                                    .and_then(|f| f.pointer(p))
+                                    .map(render)
+                                    .ok_or_else(|| format!("the reply has nothing at {p}"))?,
+                                None => first,
+                            };
+                            self.vars.insert(v.clone(), value);
                         }
                         Ok(())
                     }
@@ -471,23 +494,67 @@ impl Run<'_> {
                     "{method} https://{}:{}{path}",
                     self.dev.https.host, self.dev.https.port
                 ));
-                let r = self
-                    .dev
-                    .https
-                    .send(&method, &path, &headers, save.as_deref(), timeout)
-                    .await?;
+                let started = Instant::now();
+                let mut attempt = 0;
+                let r = loop {
+                    // A resumed download asks for the rest with a Range request, as a careful client does.
+                    let have = match (&save, attempt) {
+                        (Some(f), n) if n > 0 => std::fs::metadata(f).map(|m| m.len()).unwrap_or(0),
+                        _ => 0,
+                    };
+                    let mut h = headers.clone();
+                    if have > 0 {
+                        h.push(("range".into(), format!("bytes={have}-")));
+                    }
+                    let receive = crate::https::Receive {
+                        append: have > 0,
+                        stall: s.resume.then_some(Duration::from_secs(3)),
+                    };
+                    let left = timeout.saturating_sub(started.elapsed());
+                    match self
+                        .dev
+                        .https
+                        .send(&method, &path, &h, save.as_deref(), receive, left)
+                        .await
+                    {
+                        Ok(r) => break r,
+                        Err(e) if s.resume && started.elapsed() < timeout => {
+                            attempt += 1;
+                            let now = save
+                                .as_ref()
+                                .and_then(|f| std::fs::metadata(f).ok())
+                                .map(|m| m.len())
+                                .unwrap_or(0);
+                            log.lines
+                                .push(format!("interrupted ({e}) after {now} bytes; asking for the rest"));
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                };
+                let sha = match (&save, attempt) {
+                    (Some(f), n) if n > 0 => crate::tree::sha256_file(f)?,
+                    _ => r.body_sha256.clone(),
+                };
                 log.lines.push(format!(
-                    "-> {} ({} bytes, sha256 {})",
-                    r.status, r.body_len, r.body_sha256
+                    "-> {} ({} bytes, sha256 {sha}){}",
+                    r.status,
+                    r.body_len,
+                    if attempt > 0 {
+                        format!(" after {attempt} resume(s)")
+                    } else {
+                        String::new()
+                    }
                 ));
                 let want = s.expect_status.unwrap_or(200);
-                if r.status != want {
+                let resumed_ok = attempt > 0 && r.status == 206 && want == 200;
+                if r.status != want && !resumed_ok {
                     return Err(format!("status {}, expected {want}", r.status));
                 }
-                if let Some(sha) = &s.expect_sha256 {
-                    let sha = self.subst(sha);
-                    if r.body_sha256 != sha {
-                        return Err(format!("the body's sha256 is {}, expected {sha}", r.body_sha256));
+                if let Some(expected) = &s.expect_sha256 {
+                    let expected = self.subst(expected);
+                    if sha != expected {
+                        return Err(format!("the body's sha256 is {sha}, expected {expected}"));
                     }
                 }
                 Ok(())
@@ -514,11 +581,21 @@ impl Run<'_> {
                     self.dev.ssh.host,
                     local.display()
                 ));
-                let out = self.dev.ssh.rsync_pull(&user, &remote, &local, s.sudo, timeout).await?;
-                if out.code != Some(0) {
-                    return Err(format!("rsync failed: {}", out.stderr.trim()));
+                let started = Instant::now();
+                loop {
+                    let left = timeout.saturating_sub(started.elapsed());
+                    let out = self.dev.ssh.rsync_pull(&user, &remote, &local, s.sudo, left).await;
+                    let err = match out {
+                        Ok(o) if o.code == Some(0) => return Ok(()),
+                        Ok(o) => format!("rsync failed: {}", o.stderr.trim()),
+                        Err(e) => e,
+                    };
+                    if !s.resume || started.elapsed() >= timeout {
+                        return Err(err);
+                    }
+                    log.lines.push(format!("interrupted ({err}); running rsync again"));
+                    tokio::time::sleep(Duration::from_secs(2)).await;
                 }
-                Ok(())
             }
             Step::GpgDecrypt(s) => {
                 let file = self.local(&s.file);
@@ -611,7 +688,11 @@ impl Run<'_> {
                 }
                 Ok(())
             }
-            Step::FaultKillDaemon(_) | Step::FaultRestartDaemon(_) | Step::FaultReboot(_) | Step::FaultFillDisk(_) => {
+            Step::FaultKillDaemon(_)
+            | Step::FaultRestartDaemon(_)
+            | Step::FaultReboot(_)
+            | Step::FaultFillDisk(_)
+            | Step::FaultCutNetwork(_) => {
                 unreachable!("faults are run by Run::step")
             }
         }

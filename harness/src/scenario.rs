@@ -72,6 +72,20 @@ pub enum Step {
     FaultReboot(FaultStep),
     #[serde(rename = "fault.fill_disk")]
     FaultFillDisk(FillDisk),
+    #[serde(rename = "fault.cut_network")]
+    FaultCutNetwork(CutNetwork),
+}
+
+/// After `after`, the device stops answering on its published ports for `for` (the emulator is
+/// frozen, so open connections stall rather than close); runs in the background, so the next
+/// steps meet the cut mid-transfer. Emulator only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CutNetwork {
+    pub after: String,
+    #[serde(rename = "for")]
+    pub duration: String,
+    pub timeout: Option<String>,
 }
 
 /// Fills /broot until only `leave_bytes` are free, with the ballast file
@@ -116,8 +130,10 @@ pub struct DbusCall {
     pub expect_error: Option<String>,
     /// ...and its message must contain this.
     pub expect_error_contains: Option<String>,
-    /// Store the reply's first value in this variable.
+    /// Store the reply's first value in this variable...
     pub capture: Option<String>,
+    /// ...or the part of it this JSON pointer names (e.g. `/0/sha256` of a GetList reply).
+    pub capture_pointer: Option<String>,
     pub timeout: Option<String>,
 }
 
@@ -183,6 +199,10 @@ pub struct HttpGet {
     pub expect_status: Option<u16>,
     /// The body's SHA-256 must be this.
     pub expect_sha256: Option<String>,
+    /// When the transfer breaks off or stalls (3 s without data), reconnect and ask for the
+    /// rest with a Range request, until the step's timeout (needs `save`).
+    #[serde(default)]
+    pub resume: bool,
     pub timeout: Option<String>,
 }
 
@@ -218,6 +238,9 @@ pub struct RsyncPull {
     pub local: String,
     #[serde(default)]
     pub sudo: bool,
+    /// When rsync fails (a dropped connection), run it again with --partial until the timeout.
+    #[serde(default)]
+    pub resume: bool,
     pub timeout: Option<String>,
 }
 
@@ -276,6 +299,7 @@ impl Step {
             Step::FaultRestartDaemon(_) => "fault.restart_daemon",
             Step::FaultReboot(_) => "fault.reboot",
             Step::FaultFillDisk(_) => "fault.fill_disk",
+            Step::FaultCutNetwork(_) => "fault.cut_network",
         }
     }
 
@@ -319,7 +343,7 @@ impl Step {
                 t.extend(o(&s.dir));
             }
             Step::SetupUser(s) => t.push(&s.name),
-            Step::HttpHold(_) | Step::FaultFillDisk(_) => {}
+            Step::HttpHold(_) | Step::FaultFillDisk(_) | Step::FaultCutNetwork(_) => {}
             Step::FaultKillDaemon(s) | Step::FaultRestartDaemon(s) | Step::FaultReboot(s) => t.extend(o(&s.id)),
         }
         t
@@ -349,6 +373,7 @@ impl Step {
             Step::SetupUser(s) => s.timeout.as_deref(),
             Step::FaultKillDaemon(s) | Step::FaultRestartDaemon(s) | Step::FaultReboot(s) => s.timeout.as_deref(),
             Step::FaultFillDisk(s) => s.timeout.as_deref(),
+            Step::FaultCutNetwork(s) => s.timeout.as_deref(),
         }
     }
 }
@@ -501,6 +526,9 @@ fn check_step(step: &Step) -> Result<(), String> {
             if (s.expect.is_some() || !s.expect_fields.is_empty()) && s.expect_error.is_some() {
                 return Err("give `expect`/`expect_fields` or `expect_error`, not both".into());
             }
+            if s.capture_pointer.is_some() && s.capture.is_none() {
+                return Err("`capture_pointer` needs `capture` (the variable to store the value in)".into());
+            }
             if !s.service.starts_with("tech.noreya.") {
                 return Err(format!(
                     "service {:?} is not one of the device's (tech.noreya.*)",
@@ -515,6 +543,15 @@ fn check_step(step: &Step) -> Result<(), String> {
             if s.at_percent.is_some() != s.id.is_some() =>
         {
             return Err("`at_percent` and `id` (the snapshot being backed up) go together".into());
+        }
+        Step::FaultCutNetwork(s) if parse_duration(&s.after).is_err() || parse_duration(&s.duration).is_err() => {
+            return Err(format!(
+                "`after` and `for` are durations like 2s or 500ms, not {:?} and {:?}",
+                s.after, s.duration
+            ));
+        }
+        Step::HttpGet(s) if s.resume && s.save.is_none() => {
+            return Err("`resume` needs `save` (the file the rest is appended to)".into());
         }
         Step::HttpHold(s) if s.mode != "idle" && s.mode != "slow" => {
             return Err(format!(
@@ -568,7 +605,7 @@ fn locate_key(text: &str, msg: &str) -> Option<(usize, usize)> {
 fn explain(msg: &str) -> String {
     match (msg.contains("unknown variant"), quoted(msg)) {
         (true, Some(name)) => format!(
-            "unknown step `{name}`; the steps are dbus.call, backup.wait, ssh.run, ssh.put, http.get, http.hold, scp.get, rsync.pull, gpg.decrypt, archive.matches_snapshot, setup.user, fault.kill_daemon, fault.restart_daemon, fault.reboot, fault.fill_disk (see scenarios/README.md)"
+            "unknown step `{name}`; the steps are dbus.call, backup.wait, ssh.run, ssh.put, http.get, http.hold, scp.get, rsync.pull, gpg.decrypt, archive.matches_snapshot, setup.user, fault.kill_daemon, fault.restart_daemon, fault.reboot, fault.fill_disk, fault.cut_network (see scenarios/README.md)"
         ),
         _ => msg.to_string(),
     }

@@ -114,7 +114,9 @@ impl SshTarget {
         let mut ssh = vec!["ssh".to_string(), "-p".into(), self.port.to_string()];
         ssh.extend(self.options());
         let mut cmd = Command::new("rsync");
-        cmd.args(["-a", "--numeric-ids", "-H", "-e"]).arg(ssh.join(" "));
+        // --partial keeps what a dropped connection already brought, for the next run.
+        cmd.args(["-a", "--numeric-ids", "-H", "--partial", "-e"])
+            .arg(ssh.join(" "));
         if sudo {
             cmd.arg("--rsync-path=sudo rsync");
         }

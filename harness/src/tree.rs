@@ -119,6 +119,12 @@ fn sha256_of(mut r: impl Read) -> std::io::Result<String> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// The SHA-256 of a local file, in hex.
+pub fn sha256_file(path: &Path) -> Result<String, String> {
+    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    sha256_of(f).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// Reads a tar archive.
 pub fn from_tar(path: &Path) -> Result<Tree, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
