@@ -202,7 +202,31 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
                 None
             }
         },
-        Target::Remote { .. } => None,
+        Target::Remote { user, host, port } => {
+            // An unreachable device is an infrastructure error, not a failing scenario.
+            let ssh = SshTarget {
+                host: host.clone(),
+                port: *port,
+                key: key.clone(),
+                known_hosts: report_dir.join("known_hosts"),
+            };
+            match ssh.run(user, "true", None, Duration::from_secs(20)).await {
+                Ok(o) if o.code == Some(0) => {}
+                Ok(o) => {
+                    report.infra_error = Some(
+                        InfraError::Unreachable(format!(
+                            "ssh {user}@{host}:{port} refused the harness: {}; install the key with `nexus-hil provision` or pass --key",
+                            o.stderr.trim()
+                        ))
+                        .to_string(),
+                    )
+                }
+                Err(e) => {
+                    report.infra_error = Some(InfraError::Unreachable(format!("ssh {user}@{host}:{port}: {e}")).to_string())
+                }
+            }
+            None
+        }
     };
 
     // Ctrl-C: remove this run's containers, then stop.

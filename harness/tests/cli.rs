@@ -53,6 +53,44 @@ fn a_file_with_a_mistake_stops_the_run_before_anything_starts() {
 }
 
 #[test]
+fn an_unreachable_device_is_an_infrastructure_error_in_every_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "one.yaml",
+        "name: One\nsteps:\n  - ssh.run: {as: nexus, command: id}\n",
+    );
+    // Nothing listens on port 1 of this machine.
+    let reports = dir.path().join("r");
+    let out = nexus_hil()
+        .args(["--target", "ssh://nexus@127.0.0.1:1"])
+        .arg(&f)
+        .arg("--report-dir")
+        .arg(&reports)
+        .arg("--junit")
+        .arg(reports.join("junit.xml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.contains("ERROR infrastructure: device unreachable: ssh nexus@127.0.0.1:1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("0 passed, 0 failed, 0 skipped, 1 infrastructure errors"),
+        "{stdout}"
+    );
+    let junit = std::fs::read_to_string(reports.join("junit.xml")).unwrap();
+    assert!(
+        junit.contains("<error") && junit.contains("type=\"infrastructure\""),
+        "{junit}"
+    );
+    let json = std::fs::read_to_string(reports.join("report.json")).unwrap();
+    assert!(json.contains("\"infra_error\": \"device unreachable"), "{json}");
+}
+
+#[test]
 fn a_failing_scenario_fails_the_run_with_its_transcript_and_journal() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
