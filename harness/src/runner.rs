@@ -187,6 +187,46 @@ impl Run<'_> {
                 lifecycle.fault(Fault::FillDisk(f.leave_bytes)).await?;
                 Ok(())
             }
+            Step::Repeat(r) => {
+                let started = Instant::now();
+                for round in 1..=r.times {
+                    self.vars.insert(scenario::ITERATION.to_string(), round.to_string());
+                    for inner in &r.steps {
+                        let t = step_timeout(inner);
+                        let line = inner.span().start().map(|m| m.line()).unwrap_or(0);
+                        let kind = inner.kind();
+                        // Each inner step logs apart; only a failing one's lines reach the transcript.
+                        let mut inner_log = StepLog::default();
+                        let result = match tokio::time::timeout(
+                            t + Duration::from_secs(5),
+                            Box::pin(self.step(inner, t, &mut inner_log)),
+                        )
+                        .await
+                        {
+                            Ok(r) => r,
+                            Err(_) => Err(StepEnd::Failed(format!("did not finish within its timeout of {t:?}"))),
+                        };
+                        if let Err(e) = result {
+                            log.lines.append(&mut inner_log.lines);
+                            self.vars.remove(scenario::ITERATION);
+                            return Err(match e {
+                                StepEnd::Failed(m) => {
+                                    StepEnd::Failed(format!("round {round}, {kind} (line {line}): {m}"))
+                                }
+                                other => other,
+                            });
+                        }
+                    }
+                    // Keep the transcript short: one line a round.
+                    log.lines.push(format!(
+                        "round {round} of {} done at {:.1} s",
+                        r.times,
+                        started.elapsed().as_secs_f64()
+                    ));
+                }
+                self.vars.remove(scenario::ITERATION);
+                Ok(())
+            }
             _ => self.basic_step(step, timeout, log).await.map_err(StepEnd::Failed),
         }
     }
@@ -692,11 +732,23 @@ impl Run<'_> {
             | Step::FaultRestartDaemon(_)
             | Step::FaultReboot(_)
             | Step::FaultFillDisk(_)
-            | Step::FaultCutNetwork(_) => {
-                unreachable!("faults are run by Run::step")
+            | Step::FaultCutNetwork(_)
+            | Step::Repeat(_) => {
+                unreachable!("faults and repeat are run by Run::step")
             }
         }
     }
+}
+
+/// A step's time limit: its own `timeout`, or the default for its kind.
+fn step_timeout(step: &Step) -> Duration {
+    step.timeout()
+        .and_then(|t| scenario::parse_duration(t).ok())
+        .unwrap_or(match step {
+            Step::BackupWait(_) => DEFAULT_WAIT_TIMEOUT,
+            Step::Repeat(_) => Duration::from_secs(30 * 60),
+            _ => DEFAULT_STEP_TIMEOUT,
+        })
 }
 
 fn log_elapsed(start: &Instant) -> f64 {
@@ -787,13 +839,7 @@ pub async fn run_scenario(
             break;
         }
         on_step(&format!("step {}/{}: {kind}", i + 1, s.steps.len()));
-        let timeout = step.timeout().and_then(|t| scenario::parse_duration(t).ok()).unwrap_or(
-            if matches!(&**step, Step::BackupWait(_)) {
-                DEFAULT_WAIT_TIMEOUT
-            } else {
-                DEFAULT_STEP_TIMEOUT
-            },
-        );
+        let timeout = step_timeout(step);
         let t = Instant::now();
         let mut log = StepLog::default();
         // The step's own timeout, with a margin for the work around it.

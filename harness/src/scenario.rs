@@ -74,6 +74,18 @@ pub enum Step {
     FaultFillDisk(FillDisk),
     #[serde(rename = "fault.cut_network")]
     FaultCutNetwork(CutNetwork),
+    #[serde(rename = "repeat")]
+    Repeat(Repeat),
+}
+
+/// Runs `steps` `times` times in a row; inside them `${iteration}` is the round (1-based).
+/// Fails at the first step that fails, naming the round.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Repeat {
+    pub times: u32,
+    pub steps: Vec<Spanned<Step>>,
+    pub timeout: Option<String>,
 }
 
 /// After `after`, the device stops answering on its published ports for `for` (the emulator is
@@ -300,6 +312,7 @@ impl Step {
             Step::FaultReboot(_) => "fault.reboot",
             Step::FaultFillDisk(_) => "fault.fill_disk",
             Step::FaultCutNetwork(_) => "fault.cut_network",
+            Step::Repeat(_) => "repeat",
         }
     }
 
@@ -343,7 +356,7 @@ impl Step {
                 t.extend(o(&s.dir));
             }
             Step::SetupUser(s) => t.push(&s.name),
-            Step::HttpHold(_) | Step::FaultFillDisk(_) | Step::FaultCutNetwork(_) => {}
+            Step::HttpHold(_) | Step::FaultFillDisk(_) | Step::FaultCutNetwork(_) | Step::Repeat(_) => {}
             Step::FaultKillDaemon(s) | Step::FaultRestartDaemon(s) | Step::FaultReboot(s) => t.extend(o(&s.id)),
         }
         t
@@ -374,6 +387,7 @@ impl Step {
             Step::FaultKillDaemon(s) | Step::FaultRestartDaemon(s) | Step::FaultReboot(s) => s.timeout.as_deref(),
             Step::FaultFillDisk(s) => s.timeout.as_deref(),
             Step::FaultCutNetwork(s) => s.timeout.as_deref(),
+            Step::Repeat(s) => s.timeout.as_deref(),
         }
     }
 }
@@ -471,40 +485,7 @@ impl Scenario {
             ));
         }
         let mut defined: BTreeSet<String> = s.vars.keys().cloned().collect();
-        for step in &s.steps {
-            let (l, c) = at(step.span());
-            let kind = step.kind();
-            if let Some(t) = step.timeout() {
-                parse_duration(t).map_err(|m| err(l, c, format!("{kind}: timeout: {m}")))?;
-            }
-            for text in step.texts() {
-                for name in references(text) {
-                    if !defined.contains(name) {
-                        let known: Vec<&str> = defined.iter().map(String::as_str).collect();
-                        return Err(err(
-                            l,
-                            c,
-                            format!(
-                                "{kind}: unknown variable ${{{name}}}; define it under `vars:` or capture it in an earlier step (known here: {})",
-                                if known.is_empty() { "none".to_string() } else { known.join(", ") }
-                            ),
-                        ));
-                    }
-                }
-            }
-            check_step(step).map_err(|m| err(l, c, format!("{kind}: {m}")))?;
-            if let Step::SshPut(p) = &**step {
-                if let Some(src) = &p.source {
-                    let full = path.parent().unwrap_or(Path::new(".")).join(src);
-                    if !full.is_file() {
-                        return Err(err(l, c, format!("{kind}: source {} does not exist", full.display())));
-                    }
-                }
-            }
-            if let Some(v) = step.captures() {
-                defined.insert(v.to_string());
-            }
-        }
+        check_steps(&s.steps, &mut defined, path, &err)?;
         Ok(s)
     }
 
@@ -519,6 +500,68 @@ impl Scenario {
             .unwrap_or(Duration::from_secs(600))
     }
 }
+
+/// Checks steps in order: timeouts, variables known where used, each step's own rules, files
+/// named by `source`; `defined` grows with every capture.
+fn check_steps(
+    steps: &[Spanned<Step>],
+    defined: &mut BTreeSet<String>,
+    path: &Path,
+    err: &dyn Fn(usize, usize, String) -> ScenarioError,
+) -> Result<(), ScenarioError> {
+    let at = |sp: &marked_yaml::Span| sp.start().map(|m| (m.line(), m.column())).unwrap_or((0, 0));
+    for step in steps {
+        let (l, c) = at(step.span());
+        let kind = step.kind();
+        if let Some(t) = step.timeout() {
+            parse_duration(t).map_err(|m| err(l, c, format!("{kind}: timeout: {m}")))?;
+        }
+        for text in step.texts() {
+            for name in references(text) {
+                if !defined.contains(name) {
+                    let known: Vec<&str> = defined.iter().map(String::as_str).collect();
+                    return Err(err(
+                        l,
+                        c,
+                        format!(
+                            "{kind}: unknown variable ${{{name}}}; define it under `vars:` or capture it in an earlier step (known here: {})",
+                            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                        ),
+                    ));
+                }
+            }
+        }
+        check_step(step).map_err(|m| err(l, c, format!("{kind}: {m}")))?;
+        match &**step {
+            Step::SshPut(p) => {
+                if let Some(src) = &p.source {
+                    let full = path.parent().unwrap_or(Path::new(".")).join(src);
+                    if !full.is_file() {
+                        return Err(err(l, c, format!("{kind}: source {} does not exist", full.display())));
+                    }
+                }
+            }
+            Step::Repeat(r) => {
+                if r.times == 0 || r.steps.is_empty() {
+                    return Err(err(l, c, "repeat: give `times` (at least 1) and some `steps`".into()));
+                }
+                let fresh = defined.insert(ITERATION.to_string());
+                check_steps(&r.steps, defined, path, err)?;
+                if fresh {
+                    defined.remove(ITERATION);
+                }
+            }
+            _ => {}
+        }
+        if let Some(v) = step.captures() {
+            defined.insert(v.to_string());
+        }
+    }
+    Ok(())
+}
+
+/// The variable that holds the round inside `repeat`.
+pub const ITERATION: &str = "iteration";
 
 fn check_step(step: &Step) -> Result<(), String> {
     match step {
@@ -605,7 +648,7 @@ fn locate_key(text: &str, msg: &str) -> Option<(usize, usize)> {
 fn explain(msg: &str) -> String {
     match (msg.contains("unknown variant"), quoted(msg)) {
         (true, Some(name)) => format!(
-            "unknown step `{name}`; the steps are dbus.call, backup.wait, ssh.run, ssh.put, http.get, http.hold, scp.get, rsync.pull, gpg.decrypt, archive.matches_snapshot, setup.user, fault.kill_daemon, fault.restart_daemon, fault.reboot, fault.fill_disk, fault.cut_network (see scenarios/README.md)"
+            "unknown step `{name}`; the steps are dbus.call, backup.wait, ssh.run, ssh.put, http.get, http.hold, scp.get, rsync.pull, gpg.decrypt, archive.matches_snapshot, setup.user, fault.kill_daemon, fault.restart_daemon, fault.reboot, fault.fill_disk, fault.cut_network, repeat (see scenarios/README.md)"
         ),
         _ => msg.to_string(),
     }

@@ -89,3 +89,17 @@ fn every_file_of_the_default_suite_loads() {
         );
     }
 }
+
+#[test]
+fn iteration_is_known_only_inside_repeat() {
+    let inside = "name: x\nsteps:\n  - repeat:\n      times: 3\n      steps:\n        - ssh.run: {as: root, command: 'echo ${iteration}'}\n";
+    Scenario::parse(inside, Path::new("ok.yaml")).unwrap();
+    let outside = format!("{inside}  - ssh.run: {{as: root, command: 'echo ${{iteration}}'}}\n");
+    let e = error_of(&outside);
+    assert!(
+        e.starts_with("scenarios/bad.yaml:7:") && e.contains("${iteration}"),
+        "{e}"
+    );
+    let e = error_of("name: x\nsteps:\n  - repeat: {times: 0, steps: [{ssh.run: {as: root, command: id}}]}\n");
+    assert!(e.contains("at least 1"), "{e}");
+}
