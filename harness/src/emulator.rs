@@ -12,8 +12,11 @@ use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
 use crate::error::InfraError;
 
-/// Label on every emulator container, so `nexus-hil emulator down` finds strays.
+/// Label on every emulator container, so `nexus-hil emulator down` finds strays; its value is
+/// the harness's process id.
 pub const LABEL: &str = "tech.noreya.nexus-hil.emulator";
+/// Label naming one emulator, so a container whose start failed can be removed alone.
+pub const INSTANCE_LABEL: &str = "tech.noreya.nexus-hil.instance";
 
 /// A running emulator.
 pub struct Emulator {
@@ -44,12 +47,21 @@ impl Emulator {
         let sdcard = spec.work_dir.join("sdcard.img");
         crate::sdcard::copy_for(spec.sdcard_template, &sdcard)?;
         let start = Instant::now();
+        let instance = format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        );
         let request = GenericImage::new(name, tag)
             .with_exposed_port(22.tcp())
             .with_exposed_port(443.tcp())
             .with_cmd(["/sbin/init"])
             .with_privileged(true)
             .with_label(LABEL, std::process::id().to_string())
+            .with_label(INSTANCE_LABEL, instance.clone())
             .with_mount(Mount::bind_mount(sdcard.to_string_lossy(), "/var/lib/nexus/sdcard.img"))
             .with_mount(Mount::bind_mount(
                 spec.admin_pubkey.to_string_lossy(),
@@ -72,10 +84,17 @@ impl Emulator {
                 hc.publish_all_ports = Some(false);
             })
             .with_startup_timeout(Duration::from_secs(60));
-        let container = request
-            .start()
-            .await
-            .map_err(|e| InfraError::Emulator(format!("cannot start a container of {}: {e}", spec.image)))?;
+        let container = match request.start().await {
+            Ok(c) => c,
+            Err(e) => {
+                // A container the engine created but could not start is not left behind.
+                let _ = remove_labelled(format!("{INSTANCE_LABEL}={instance}")).await;
+                return Err(InfraError::Emulator(format!(
+                    "cannot start a container of {}: {e}",
+                    spec.image
+                )));
+            }
+        };
         let id = container.id().to_string();
         let mut emulator = Self {
             container: Some(container),
