@@ -102,14 +102,24 @@ fn ssh_to_up() -> Result<Vec<String>, InfraError> {
     let text = std::fs::read_to_string(up_state())
         .map_err(|_| InfraError::Emulator("no emulator is up; start one with `nexus-hil emulator up`".into()))?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| InfraError::io(up_state().display(), e))?;
-    let t = nexus_harness::ssh::SshTarget {
-        host: "127.0.0.1".into(),
-        port: v["ssh_port"].as_u64().unwrap_or(22) as u16,
-        key: PathBuf::from(v["key"].as_str().unwrap_or_default()),
-        known_hosts: PathBuf::from(v["known_hosts"].as_str().unwrap_or_default()),
-    };
-    let mut argv = t.ssh_argv("nexus");
-    argv.retain(|a| a != "-T" && a != "BatchMode=yes");
+    let port = v["ssh_port"].as_u64().unwrap_or(22).to_string();
+    // Interactive use: the run's key and known hosts, but prompts allowed and a terminal if there is one.
+    let argv = vec![
+        "ssh".to_string(),
+        "-p".into(),
+        port,
+        "-i".into(),
+        v["key"].as_str().unwrap_or_default().to_string(),
+        "-o".into(),
+        "IdentitiesOnly=yes".into(),
+        "-o".into(),
+        "StrictHostKeyChecking=accept-new".into(),
+        "-o".into(),
+        format!("UserKnownHostsFile={}", v["known_hosts"].as_str().unwrap_or_default()),
+        "-o".into(),
+        "LogLevel=ERROR".into(),
+        "nexus@127.0.0.1".into(),
+    ];
     Ok(argv)
 }
 
@@ -161,11 +171,11 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, InfraError> {
             command: EmulatorCmd::Shell,
         } => {
             let argv = ssh_to_up()?;
-            let status = std::process::Command::new(&argv[0])
-                .args(&argv[1..])
-                .arg("-t")
-                .status()
-                .map_err(|e| InfraError::io("ssh", e))?;
+            let mut cmd = std::process::Command::new(&argv[0]);
+            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                cmd.arg("-t");
+            }
+            let status = cmd.args(&argv[1..]).status().map_err(|e| InfraError::io("ssh", e))?;
             Ok(ExitCode::from(status.code().unwrap_or(1) as u8))
         }
         Cmd::Emulator {
