@@ -132,12 +132,14 @@ impl Emulator {
 
     async fn wait_ready(&self) -> Result<(), InfraError> {
         let deadline = Instant::now() + Duration::from_secs(60);
-        // systemctl cannot connect until systemd has set itself up; try until it can.
         let (code, out) = loop {
             let (code, out) = self
                 .exec(&["timeout", "50", "systemctl", "is-system-running", "--wait"])
                 .await?;
-            if !out.contains("Failed to connect to bus") || Instant::now() > deadline {
+            // Until systemd has set up its manager, systemctl cannot reach it and says so, or
+            // says "offline"; both mean "not yet".
+            let not_yet = out.contains("Failed to connect to bus") || out.trim() == "offline";
+            if !not_yet || Instant::now() > deadline {
                 break (code, out);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
