@@ -175,6 +175,36 @@ impl Emulator {
         }
     }
 
+    /// Why the emulator is gone, when its container no longer runs (stopped or removed from
+    /// outside: killed, engine restarted, out of memory); `None` while it runs or is paused.
+    pub async fn gone(&self) -> Option<String> {
+        use testcontainers::bollard::query_parameters::ListContainersOptionsBuilder;
+        self.container.as_ref()?;
+        let docker = match crate::engine::client().await {
+            Ok(d) => d,
+            Err(e) => return Some(e.to_string()),
+        };
+        // Asked as a filter: Podman names states (such as "stopped") that the Docker API's
+        // models do not know, so an inspection of a stopped container cannot be read.
+        let filters = std::collections::HashMap::from([
+            ("id".to_string(), vec![self.id.clone()]),
+            ("status".to_string(), vec!["running".to_string(), "paused".to_string()]),
+        ]);
+        match docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::new().all(true).filters(&filters).build(),
+            ))
+            .await
+        {
+            Ok(list) if !list.is_empty() => None,
+            Ok(_) => Some(format!(
+                "the emulator's container {} stopped during the scenario (killed, or the engine stopped it)",
+                self.id
+            )),
+            Err(e) => Some(format!("the emulator's container {} cannot be found: {e}", self.id)),
+        }
+    }
+
     /// The journal of `unit` (all of the boot when `unit` is empty).
     pub async fn journal(&self, unit: &str, lines: u32) -> String {
         let n = lines.to_string();
@@ -204,8 +234,9 @@ impl crate::runner::Lifecycle for Emulator {
     fn fault(
         &self,
         fault: crate::runner::Fault,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::runner::Ports, String>> + '_>> {
-        use crate::runner::Fault;
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::runner::Ports, crate::runner::StepEnd>> + '_>>
+    {
+        use crate::runner::{Fault, StepEnd};
         Box::pin(async move {
             match fault {
                 Fault::KillDaemon | Fault::RestartDaemon => {
@@ -216,7 +247,7 @@ impl crate::runner::Lifecycle for Emulator {
                     };
                     let (code, out) = self.exec(cmd).await.map_err(|e| e.to_string())?;
                     if code != 0 {
-                        return Err(format!("{cmd:?} failed: {out}"));
+                        return Err(format!("{cmd:?} failed: {out}").into());
                     }
                     Ok(None)
                 }
@@ -245,9 +276,40 @@ impl crate::runner::Lifecycle for Emulator {
                     );
                     let (code, out) = self.exec(&["sh", "-c", &script]).await.map_err(|e| e.to_string())?;
                     if code != 0 {
-                        return Err(format!("cannot fill /broot: {out}"));
+                        return Err(format!("cannot fill /broot: {out}").into());
                     }
                     Ok(None)
+                }
+                Fault::SlowIo { read, write } => {
+                    // The container sees its own cgroup at /sys/fs/cgroup: every process of the
+                    // emulator, the daemon's threads included, is throttled on the SD card's device.
+                    let script = format!(
+                        r#"set -e
+src=$(findmnt -no SOURCE /broot | sed 's/\[.*//')
+dev=$(lsblk -dno MAJ:MIN "$src" | tr -d ' ')
+v1=/sys/fs/cgroup/blkio
+if [ -w $v1/blkio.throttle.read_bps_device ]; then
+  echo "$dev {read}" > $v1/blkio.throttle.read_bps_device
+  echo "$dev {write}" > $v1/blkio.throttle.write_bps_device
+  echo "blkio $dev: $(cat $v1/blkio.throttle.read_bps_device | tr '\n' ' ')"
+elif [ -w /sys/fs/cgroup/io.max ]; then
+  r={read}; w={write}; [ "$r" = 0 ] && r=max; [ "$w" = 0 ] && w=max
+  echo "$dev rbps=$r wbps=$w" > /sys/fs/cgroup/io.max
+  echo "io.max $dev: $(cat /sys/fs/cgroup/io.max)"
+else
+  echo "this host's cgroups offer neither blkio throttling (v1) nor io.max (v2) to the container" >&2
+  exit 3
+fi"#
+                    );
+                    let (code, out) = self.exec(&["sh", "-c", &script]).await.map_err(|e| e.to_string())?;
+                    match code {
+                        0 => {
+                            tracing::debug!("slow_io: {}", out.trim());
+                            Ok(None)
+                        }
+                        3 => Err(StepEnd::Unsupported(out.trim().to_string())),
+                        _ => Err(format!("cannot throttle the SD card: {}", out.trim()).into()),
+                    }
                 }
                 Fault::Reboot => {
                     let c = self.container();

@@ -13,7 +13,7 @@ pub mod image;
 pub mod report;
 pub mod run;
 pub mod runner;
-pub mod scenario;
+pub use nexus_scenario as scenario;
 pub mod sdcard;
 pub mod ssh;
 pub mod tree;

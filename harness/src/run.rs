@@ -406,6 +406,17 @@ pub async fn run_on_emulator(
     .await;
     r.ready_s = Some(emu.ready_after.as_secs_f64());
     r.duration_s = started.elapsed().as_secs_f64();
+    // A step that failed because the emulator died is the infrastructure's failure, not the
+    // scenario's: say so, with the step it happened in.
+    if r.outcome == Outcome::Failed {
+        if let Some(why) = emu.gone().await {
+            r.outcome = Outcome::InfraError;
+            r.reason = Some(format!(
+                "{why}; {}",
+                r.reason.as_deref().unwrap_or("no step had failed yet")
+            ));
+        }
+    }
     if let Err(e) = emu.remove().await {
         eprintln!("nexus-hil: {e}");
     }

@@ -58,7 +58,7 @@ struct Run<'a> {
 }
 
 /// How a step can end other than passing.
-enum StepEnd {
+pub enum StepEnd {
     Failed(String),
     /// The target cannot do this (a fault on a real device): the scenario is skipped.
     Unsupported(String),
@@ -89,6 +89,8 @@ pub enum Fault {
     FillDisk(u64),
     /// After the first duration, stop answering on the published ports for the second.
     CutNetwork(Duration, Duration),
+    /// Limit reads and writes of /broot's device to these bytes per second (0: no limit).
+    SlowIo { read: u64, write: u64 },
 }
 
 /// Ports of a device after a fault changed them.
@@ -96,7 +98,8 @@ pub type Ports = Option<(u16, u16)>;
 
 /// What only the emulator's lifecycle can do; a real device has none of it.
 pub trait Lifecycle {
-    fn fault(&self, fault: Fault) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Ports, String>> + '_>>;
+    /// Applies `fault`; [`StepEnd::Unsupported`] when this device cannot have it.
+    fn fault(&self, fault: Fault) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Ports, StepEnd>> + '_>>;
 }
 
 /// What a step did: its transcript, progress samples, and its failure, if any.
@@ -174,6 +177,32 @@ impl Run<'_> {
                 log.lines
                     .push(format!("the network goes down in {after:?} for {duration:?}"));
                 lifecycle.fault(Fault::CutNetwork(after, duration)).await?;
+                Ok(())
+            }
+            Step::FaultSlowIo(f) => {
+                let Some(lifecycle) = self.lifecycle else {
+                    return Err(StepEnd::Unsupported(
+                        "fault.slow_io needs the emulator's lifecycle; this target has none".into(),
+                    ));
+                };
+                let limit = |n: u64| {
+                    if n == 0 {
+                        "no limit".to_string()
+                    } else {
+                        format!("{n} B/s")
+                    }
+                };
+                log.lines.push(format!(
+                    "the SD card now reads at {}, writes at {}",
+                    limit(f.read_bytes_per_sec),
+                    limit(f.write_bytes_per_sec)
+                ));
+                lifecycle
+                    .fault(Fault::SlowIo {
+                        read: f.read_bytes_per_sec,
+                        write: f.write_bytes_per_sec,
+                    })
+                    .await?;
                 Ok(())
             }
             Step::FaultFillDisk(f) => {
@@ -733,6 +762,7 @@ impl Run<'_> {
             | Step::FaultReboot(_)
             | Step::FaultFillDisk(_)
             | Step::FaultCutNetwork(_)
+            | Step::FaultSlowIo(_)
             | Step::Repeat(_) => {
                 unreachable!("faults and repeat are run by Run::step")
             }

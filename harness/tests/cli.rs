@@ -169,3 +169,142 @@ fn ctrl_c_removes_the_emulator() {
     assert_eq!(status.code(), Some(130));
     assert_eq!(our_containers(pid), 0, "the interrupted run left its emulator behind");
 }
+
+#[test]
+fn a_device_that_accepts_but_never_answers_is_an_infrastructure_error() {
+    // A hung sshd: the TCP connection is accepted, no banner ever comes.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = listener.accept() {
+            conns.push(c);
+            if conns.len() > 4 {
+                break;
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "one.yaml",
+        "name: One\nsteps:\n  - ssh.run: {as: nexus, command: id}\n",
+    );
+    let start = Instant::now();
+    let out = nexus_hil()
+        .args(["--target", &format!("ssh://nexus@127.0.0.1:{port}")])
+        .arg(&f)
+        .arg("--report-dir")
+        .arg(dir.path().join("r"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "ERROR infrastructure: device unreachable: ssh nexus@127.0.0.1:{port}"
+        )) && stdout.contains("timed out"),
+        "{stdout}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "a silent device must not hold the run"
+    );
+    drop(held);
+}
+
+fn our_container_ids(pid: u32) -> Vec<String> {
+    let out = Command::new("podman")
+        .args(["ps", "-q", "--no-trunc", "--filter"])
+        .arg(format!("label=tech.noreya.nexus-hil.emulator={pid}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_device_that_hangs_mid_run_names_the_step_that_timed_out() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "hang.yaml",
+        "name: Hangs\ndescription: the device freezes under a running command\nsteps:\n  - ssh.run: {as: nexus, command: echo up, expect_stdout: [up]}\n  - fault.cut_network: {after: 0s, for: 5m}\n  - ssh.run: {as: nexus, command: sleep 2; echo late, timeout: 5s}\n",
+    );
+    let reports = dir.path().join("r");
+    let child = nexus_hil()
+        .arg(&f)
+        .arg("--report-dir")
+        .arg(&reports)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  Hangs")
+            && stdout.contains("step 3 ssh.run (line 6)")
+            && stdout.contains("did not finish within 5s"),
+        "{stdout}"
+    );
+    assert_eq!(our_containers(pid), 0, "the frozen emulator was left behind");
+}
+
+#[test]
+fn an_emulator_that_dies_mid_run_is_an_infrastructure_error() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "dies.yaml",
+        "name: Dies\ndescription: the emulator is killed under a running command\nsteps:\n  - ssh.run: {as: nexus, command: touch /tmp/step-started; sleep 120, timeout: 3m}\n",
+    );
+    let reports = dir.path().join("r");
+    let child = nexus_hil()
+        .arg(&f)
+        .arg("--report-dir")
+        .arg(&reports)
+        .arg("--junit")
+        .arg(reports.join("junit.xml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Wait until the step runs on the device, then kill this run's own container.
+    let start = Instant::now();
+    let id = loop {
+        assert!(start.elapsed() < Duration::from_secs(180), "the step never started");
+        if let Some(id) = our_container_ids(pid).into_iter().next() {
+            let started = Command::new("podman")
+                .args(["exec", &id, "test", "-e", "/tmp/step-started"])
+                .status()
+                .is_ok_and(|s| s.success());
+            if started {
+                break id;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let killed = Command::new("podman").args(["kill", &id]).output().unwrap();
+    assert!(killed.status.success(), "{}", String::from_utf8_lossy(&killed.stderr));
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.contains("ERROR Dies")
+            && stdout.contains("stopped during the scenario")
+            && stdout.contains("step 1 ssh.run (line 4)")
+            && stdout.contains("1 infrastructure errors"),
+        "{stdout}"
+    );
+    let junit = std::fs::read_to_string(reports.join("junit.xml")).unwrap();
+    assert!(junit.contains("type=\"infrastructure\""), "{junit}");
+    assert_eq!(our_containers(pid), 0, "the dead emulator was left behind");
+}

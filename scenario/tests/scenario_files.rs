@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use nexus_harness::scenario::Scenario;
+use nexus_scenario::Scenario;
 
 fn error_of(text: &str) -> String {
     Scenario::parse(text, Path::new("scenarios/bad.yaml"))
@@ -71,6 +71,11 @@ fn broken_yaml_and_bad_durations_point_at_the_spot() {
     );
     let e = error_of("name: x\nsteps:\n  - ssh.run: {as: root, command: id, timeout: soon}\n");
     assert!(e.contains("timeout") && e.contains("30s"), "{e}");
+    let e = error_of("name: x\nsteps:\n  - ssh.run: {as: root, command: id, timeout: 99999999999999999h}\n");
+    assert!(
+        e.starts_with("scenarios/bad.yaml:3:") && e.contains("longer than any run"),
+        "{e}"
+    );
     let e = error_of("name: x\nsteps: []\n");
     assert!(e.contains("no steps"), "{e}");
 }
@@ -78,7 +83,7 @@ fn broken_yaml_and_bad_durations_point_at_the_spot() {
 #[test]
 fn every_file_of_the_default_suite_loads() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let files = nexus_harness::scenario::discover(&[dir.clone(), dir.join("faults")]).unwrap();
+    let files = nexus_scenario::discover(&[dir.clone(), dir.join("faults")]).unwrap();
     assert!(files.len() >= 9, "{files:?}");
     for f in files {
         let s = Scenario::load(&f).unwrap_or_else(|e| panic!("{e}"));

@@ -1,5 +1,5 @@
-//! Scenario files: the model, and loading with checks whose errors point at `file:line:column`.
-//! The format is documented in `scenarios/README.md`.
+//! `nexus-scenario`: scenario files of nexus-hil, the model and loading with checks whose errors
+//! point at `file:line:column`. The format is documented in `scenarios/README.md`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -74,6 +74,8 @@ pub enum Step {
     FaultFillDisk(FillDisk),
     #[serde(rename = "fault.cut_network")]
     FaultCutNetwork(CutNetwork),
+    #[serde(rename = "fault.slow_io")]
+    FaultSlowIo(SlowIo),
     #[serde(rename = "repeat")]
     Repeat(Repeat),
 }
@@ -97,6 +99,19 @@ pub struct CutNetwork {
     pub after: String,
     #[serde(rename = "for")]
     pub duration: String,
+    pub timeout: Option<String>,
+}
+
+/// Throttles the SD card: reads (and synchronous writes) of the device that holds /broot are
+/// limited to these many bytes per second, through the blkio controller (cgroup v1) or `io.max`
+/// (cgroup v2) of the emulator's container; 0 lifts the limit. Emulator only; where the host
+/// has neither controller the scenario is skipped with the reason.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlowIo {
+    pub read_bytes_per_sec: u64,
+    #[serde(default)]
+    pub write_bytes_per_sec: u64,
     pub timeout: Option<String>,
 }
 
@@ -312,6 +327,7 @@ impl Step {
             Step::FaultReboot(_) => "fault.reboot",
             Step::FaultFillDisk(_) => "fault.fill_disk",
             Step::FaultCutNetwork(_) => "fault.cut_network",
+            Step::FaultSlowIo(_) => "fault.slow_io",
             Step::Repeat(_) => "repeat",
         }
     }
@@ -356,7 +372,11 @@ impl Step {
                 t.extend(o(&s.dir));
             }
             Step::SetupUser(s) => t.push(&s.name),
-            Step::HttpHold(_) | Step::FaultFillDisk(_) | Step::FaultCutNetwork(_) | Step::Repeat(_) => {}
+            Step::HttpHold(_)
+            | Step::FaultFillDisk(_)
+            | Step::FaultCutNetwork(_)
+            | Step::FaultSlowIo(_)
+            | Step::Repeat(_) => {}
             Step::FaultKillDaemon(s) | Step::FaultRestartDaemon(s) | Step::FaultReboot(s) => t.extend(o(&s.id)),
         }
         t
@@ -387,6 +407,7 @@ impl Step {
             Step::FaultKillDaemon(s) | Step::FaultRestartDaemon(s) | Step::FaultReboot(s) => s.timeout.as_deref(),
             Step::FaultFillDisk(s) => s.timeout.as_deref(),
             Step::FaultCutNetwork(s) => s.timeout.as_deref(),
+            Step::FaultSlowIo(s) => s.timeout.as_deref(),
             Step::Repeat(s) => s.timeout.as_deref(),
         }
     }
@@ -400,13 +421,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = n
         .parse()
         .map_err(|_| format!("{s:?} is not a duration; write e.g. 30s, 2m, 500ms"))?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
+    let secs_per = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
         _ => return Err(format!("{s:?} has no unit; write e.g. 30s, 2m, 500ms")),
-    })
+    };
+    n.checked_mul(secs_per)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is longer than any run can be; write e.g. 30s, 2m, 500ms"))
 }
 
 /// The `${name}` references in a text; `$${` is a literal `${` (for shell variables).
@@ -648,7 +672,7 @@ fn locate_key(text: &str, msg: &str) -> Option<(usize, usize)> {
 fn explain(msg: &str) -> String {
     match (msg.contains("unknown variant"), quoted(msg)) {
         (true, Some(name)) => format!(
-            "unknown step `{name}`; the steps are dbus.call, backup.wait, ssh.run, ssh.put, http.get, http.hold, scp.get, rsync.pull, gpg.decrypt, archive.matches_snapshot, setup.user, fault.kill_daemon, fault.restart_daemon, fault.reboot, fault.fill_disk, fault.cut_network, repeat (see scenarios/README.md)"
+            "unknown step `{name}`; the steps are dbus.call, backup.wait, ssh.run, ssh.put, http.get, http.hold, scp.get, rsync.pull, gpg.decrypt, archive.matches_snapshot, setup.user, fault.kill_daemon, fault.restart_daemon, fault.reboot, fault.fill_disk, fault.cut_network, fault.slow_io, repeat (see scenarios/README.md)"
         ),
         _ => msg.to_string(),
     }
