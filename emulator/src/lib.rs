@@ -10,6 +10,7 @@
 //! paths come from [`layout`].
 
 pub mod archive;
+pub mod automation;
 pub mod backup;
 pub mod backup_iface;
 pub mod config;
