@@ -27,7 +27,7 @@ macro_rules! input {
 }
 
 /// Files of `images/` and where they go in the image, with their modes.
-pub const FILES: [(&str, &[u8], u32); 11] = [
+pub const FILES: [(&str, &[u8], u32); 12] = [
     input!("usr/local/lib/nexus-hil/packages.txt", "emulator/packages.txt", 0o644),
     input!("usr/local/lib/nexus-hil/customize.sh", "emulator/customize.sh", 0o755),
     input!(
@@ -68,6 +68,11 @@ pub const FILES: [(&str, &[u8], u32); 11] = [
     input!(
         "etc/systemd/system/nexus-backupd.service",
         "systemd/nexus-backupd.service",
+        0o644
+    ),
+    input!(
+        "etc/systemd/system/nexus-automation.service",
+        "systemd/nexus-automation.service",
         0o644
     ),
     input!("etc/nexus/backupd.toml", "etc/nexus/backupd.toml", 0o644),
@@ -173,6 +178,13 @@ impl ImageInputs {
             h.update(bytes);
         }
         h.update(&binary);
+        let automation = automation_next_to(backupd);
+        h.update(&std::fs::read(&automation).map_err(|e| {
+            InfraError::Image(format!(
+                "cannot read the home-automation loop {}: {e}; build it with `cargo build --release -p nexus-emulator`",
+                automation.display()
+            ))
+        })?);
         for m in &mirrors {
             h.update(m.as_bytes());
         }
@@ -187,6 +199,11 @@ impl ImageInputs {
     pub fn reference(&self) -> String {
         format!("{REPO}:{}", self.tag)
     }
+}
+
+/// `nexus-automation` (the home-automation loop and latency probe) next to the daemon binary.
+pub fn automation_next_to(backupd: &Path) -> PathBuf {
+    backupd.with_file_name("nexus-automation")
 }
 
 /// The daemon binary next to this executable (`target/<profile>/nexus-backupd`).
@@ -281,6 +298,9 @@ fn mmdebstrap(work: &Path, backupd: &Path, mirrors: &[String], tar: &Path) -> Re
     }
     let bin = std::fs::read(backupd).map_err(|e| InfraError::io(backupd.display(), e))?;
     write_file(&stage.join("usr/local/bin/nexus-backupd"), &bin, 0o755)?;
+    let automation = automation_next_to(backupd);
+    let bin = std::fs::read(&automation).map_err(|e| InfraError::io(automation.display(), e))?;
+    write_file(&stage.join("usr/local/bin/nexus-automation"), &bin, 0o755)?;
     let packages: Vec<&str> = std::str::from_utf8(FILES[0].1)
         .unwrap_or_default()
         .lines()

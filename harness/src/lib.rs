@@ -8,6 +8,7 @@ pub mod dbus;
 pub mod emulator;
 pub mod engine;
 pub mod error;
+pub mod html;
 pub mod https;
 pub mod image;
 pub mod report;

@@ -24,6 +24,15 @@ enum Cmd {
         #[command(subcommand)]
         command: ImageCmd,
     },
+    /// Render a run's report.json as one self-contained HTML page (charts inline, nothing fetched).
+    Report {
+        /// The run's report folder or its report.json.
+        #[arg(default_value = "target/nexus-hil/suite")]
+        report: PathBuf,
+        /// Where to write the page (default: report.html next to report.json).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Start, stop and look into emulators.
     Emulator {
         #[command(subcommand)]
@@ -126,6 +135,34 @@ fn ssh_to_up() -> Result<Vec<String>, InfraError> {
 async fn dispatch(cmd: Cmd) -> Result<ExitCode, InfraError> {
     match cmd {
         Cmd::Run(args) => run::run(args).await,
+        Cmd::Report { report, output } => {
+            let json = if report.is_dir() {
+                report.join("report.json")
+            } else {
+                report
+            };
+            let text = match std::fs::read_to_string(&json) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!(
+                        "nexus-hil: {}: {e}; give a run's report folder (--report-dir of `nexus-hil run`) or its report.json",
+                        json.display()
+                    );
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let parsed: nexus_harness::report::RunReport = match serde_json::from_str(&text) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("nexus-hil: {} is not a nexus-hil report: {e}", json.display());
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let out = output.unwrap_or_else(|| json.with_file_name("report.html"));
+            std::fs::write(&out, nexus_harness::html::render(&parsed)).map_err(|e| InfraError::io(out.display(), e))?;
+            println!("{}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Image {
             command: ImageCmd::Build { force, backupd },
         } => {

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How a scenario (or step) ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Passed,
@@ -17,7 +17,7 @@ pub enum Outcome {
 }
 
 /// One progress sample of `backup.wait`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ProgressSample {
     pub at_s: f64,
     pub percent: u64,
@@ -26,7 +26,7 @@ pub struct ProgressSample {
 }
 
 /// One step's record.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepReport {
     pub index: usize,
     pub kind: String,
@@ -38,12 +38,62 @@ pub struct StepReport {
     pub message: Option<String>,
     /// What was run and what came back.
     pub transcript: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub progress: Vec<ProgressSample>,
+    /// What a `probe.latency` step measured.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub latency: Option<Latency>,
+}
+
+/// Percentiles of one histogram, in microseconds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+    pub mean: f64,
+}
+
+/// What `nexus-automation probe` prints on the device (its JSON, read as the wire format).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Measured {
+    pub period_us: u64,
+    pub io: bool,
+    pub samples: u64,
+    /// Ticks that started a whole period or more after their deadline.
+    pub missed: u64,
+    pub lateness_us: Percentiles,
+    pub io_us: Option<Percentiles>,
+    /// (upper bound of a log2 bucket in µs, ticks in it)
+    pub lateness_buckets: Vec<(u64, u64)>,
+}
+
+/// One condition's latency: what was measured, under which load, and the verdict.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Latency {
+    /// The condition, e.g. `idle` or `backup, default cap`.
+    pub name: String,
+    /// The load that ran meanwhile (`during`), if any.
+    pub during: Option<String>,
+    #[serde(flatten)]
+    pub measured: Measured,
+    pub verdict: Option<Verdict>,
+}
+
+/// This condition's p99 lateness against another's.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Verdict {
+    pub compare_to: String,
+    /// p99 here / p99 there.
+    pub ratio: f64,
+    pub max_ratio: Option<f64>,
+    /// Whether `ratio` is at most `max_ratio` (true when there is no threshold).
+    pub met: bool,
 }
 
 /// One scenario's record.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScenarioReport {
     pub name: String,
     pub file: String,
@@ -59,7 +109,7 @@ pub struct ScenarioReport {
 }
 
 /// The whole run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunReport {
     pub target: String,
     pub duration_s: f64,

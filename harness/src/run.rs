@@ -301,6 +301,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
     if let Some(j) = &args.junit {
         write(j, &report.to_junit())?;
     }
+    write(&report_dir.join("report.html"), &crate::html::render(&report))?;
     print!("{}", report.summary());
     let ready: Vec<f64> = report.scenarios.iter().filter_map(|s| s.ready_s).collect();
     if !ready.is_empty() {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::dbus::DeviceBus;
 use crate::https::HttpsTarget;
-use crate::report::{Outcome, ProgressSample, ScenarioReport, StepReport};
+use crate::report::{Latency, Measured, Outcome, ProgressSample, ScenarioReport, StepReport, Verdict};
 use crate::scenario::{self, Scenario, Step};
 use crate::ssh::SshTarget;
 
@@ -55,6 +55,8 @@ struct Run<'a> {
     scenario_dir: PathBuf,
     /// Connections `http.hold` keeps open until the scenario ends.
     holds: Vec<tokio::task::JoinHandle<Result<Duration, String>>>,
+    /// The `probe.latency` results so far, for `compare_to`.
+    probes: Vec<Latency>,
 }
 
 /// How a step can end other than passing.
@@ -107,6 +109,7 @@ pub trait Lifecycle {
 struct StepLog {
     lines: Vec<String>,
     progress: Vec<ProgressSample>,
+    latency: Option<Latency>,
 }
 
 impl Run<'_> {
@@ -205,6 +208,7 @@ impl Run<'_> {
                     .await?;
                 Ok(())
             }
+            Step::ProbeLatency(p) => self.probe_latency(p, timeout, log).await,
             Step::FaultFillDisk(f) => {
                 let Some(lifecycle) = self.lifecycle else {
                     return Err(StepEnd::Unsupported(
@@ -343,6 +347,132 @@ impl Run<'_> {
             "nexus-backupd answers again after {:.2} s",
             log_elapsed(&start)
         ));
+        Ok(())
+    }
+
+    /// `probe.latency`: runs `nexus-automation probe` on the device as root, with the `during`
+    /// load in its own process group in the background, stopped (the whole group: SIGTERM, and
+    /// SIGKILL 30 s later if it is still there) afterwards. Written for any POSIX `sh` (dash's
+    /// `kill` takes no `--`).
+    async fn probe_latency(
+        &mut self,
+        p: &scenario::ProbeLatency,
+        timeout: Duration,
+        log: &mut StepLog,
+    ) -> Result<(), StepEnd> {
+        let name = self.subst(&p.name);
+        let duration = scenario::parse_duration(&p.duration)?;
+        let period = p
+            .period
+            .as_deref()
+            .map(scenario::parse_duration)
+            .transpose()?
+            .unwrap_or(Duration::from_millis(10));
+        let settle = p
+            .settle
+            .as_deref()
+            .map(scenario::parse_duration)
+            .transpose()?
+            .unwrap_or(Duration::from_secs(2));
+        let during = p.during.as_deref().map(|d| self.subst(d));
+        let dir = "/broot/data/.nexus-hil-probe";
+        let mut script = String::from(
+            "command -v nexus-automation >/dev/null || { echo 'this device has no nexus-automation (the probe)' >&2; exit 127; }\n",
+        );
+        if let Some(d) = &during {
+            script.push_str(&format!(
+                "setsid sh -c {} </dev/null >/tmp/nexus-hil-during.log 2>&1 &\nbg=$!\nsleep {}\n",
+                sh_quote(d),
+                settle.as_secs_f64()
+            ));
+        }
+        script.push_str(&format!(
+            "nexus-automation probe --for {}ms --period {}us --dir {dir}{}\nrc=$?\n",
+            duration.as_millis(),
+            period.as_micros(),
+            if p.load { "" } else { " --no-io" }
+        ));
+        if during.is_some() {
+            script.push_str(
+                "state=$(sed 's/^.*) //' /proc/$bg/stat 2>/dev/null | cut -c1)\n\
+                 if [ -z \"$state\" ] || [ \"$state\" = Z ]; then echo \"the load (during) ended before the probe did: $(tail -n 5 /tmp/nexus-hil-during.log)\" >&2; rc=3; fi\n\
+                 kill -TERM -$bg 2>/dev/null\n\
+                 ( sleep 30; kill -KILL -$bg 2>/dev/null ) </dev/null >/dev/null 2>&1 & watchdog=$!\n\
+                 wait $bg 2>/dev/null; kill $watchdog 2>/dev/null\n",
+            );
+        }
+        script.push_str(&format!("rm -rf {dir}\nexit $rc\n"));
+        log.lines.push(format!(
+            "probe {name:?}: {duration:?} of {period:?} ticks{}{}",
+            if p.load { " with their I/O" } else { ", timer only" },
+            during.as_deref().map(|d| format!(", during: {d}")).unwrap_or_default()
+        ));
+        let out = self.ssh("root", &script, None, timeout).await?;
+        match out.code {
+            Some(0) => {}
+            Some(127) => return Err(StepEnd::Unsupported(out.stderr.trim().to_string())),
+            code => {
+                return Err(format!("the probe failed (exit {code:?}): {}", out.stderr.trim()).into());
+            }
+        }
+        let measured: Measured = serde_json::from_str(out.stdout.trim())
+            .map_err(|e| format!("the probe's output is not its JSON ({e}): {}", out.stdout.trim()))?;
+        let verdict = match &p.compare_to {
+            None => None,
+            Some(other) => {
+                let other = self.subst(other);
+                let Some(base) = self.probes.iter().find(|l| l.name == other) else {
+                    let known: Vec<&str> = self.probes.iter().map(|l| l.name.as_str()).collect();
+                    return Err(format!(
+                        "compare_to: no earlier probe is named {other:?} (the probes so far: {})",
+                        if known.is_empty() {
+                            "none".into()
+                        } else {
+                            known.join(", ")
+                        }
+                    )
+                    .into());
+                };
+                let ratio = measured.lateness_us.p99.max(1) as f64 / base.measured.lateness_us.p99.max(1) as f64;
+                Some(Verdict {
+                    compare_to: other,
+                    ratio,
+                    max_ratio: p.max_p99_ratio,
+                    met: p.max_p99_ratio.is_none_or(|m| ratio <= m),
+                })
+            }
+        };
+        let l = &measured.lateness_us;
+        log.lines.push(format!(
+            "{} ticks: lateness p50 {} us, p99 {} us, p99.9 {} us, max {} us; {} missed periods",
+            measured.samples, l.p50, l.p99, l.p999, l.max, measured.missed
+        ));
+        if let Some(io) = &measured.io_us {
+            log.lines.push(format!(
+                "tick I/O: p50 {} us, p99 {} us, max {} us",
+                io.p50, io.p99, io.max
+            ));
+        }
+        if let Some(v) = &verdict {
+            log.lines.push(format!(
+                "p99 {:.2}x that of {:?}{}",
+                v.ratio,
+                v.compare_to,
+                match v.max_ratio {
+                    Some(m) if v.met => format!(" (at most {m}: met)"),
+                    Some(m) => format!(" (at most {m}: MISSED)"),
+                    None => String::new(),
+                }
+            ));
+        }
+        let latency = Latency {
+            name,
+            during,
+            measured,
+            verdict,
+        };
+        self.probes.push(latency.clone());
+        log.latency = Some(latency);
         Ok(())
     }
 
@@ -763,6 +893,7 @@ impl Run<'_> {
             | Step::FaultFillDisk(_)
             | Step::FaultCutNetwork(_)
             | Step::FaultSlowIo(_)
+            | Step::ProbeLatency(_)
             | Step::Repeat(_) => {
                 unreachable!("faults and repeat are run by Run::step")
             }
@@ -777,6 +908,11 @@ fn step_timeout(step: &Step) -> Duration {
         .unwrap_or(match step {
             Step::BackupWait(_) => DEFAULT_WAIT_TIMEOUT,
             Step::Repeat(_) => Duration::from_secs(30 * 60),
+            // The probe's own time and its load's settling, plus the usual margin.
+            Step::ProbeLatency(p) => {
+                let d = |v: Option<&str>| v.and_then(|v| scenario::parse_duration(v).ok()).unwrap_or_default();
+                d(Some(&p.duration)) + d(p.settle.as_deref()).max(Duration::from_secs(2)) + DEFAULT_STEP_TIMEOUT
+            }
             _ => DEFAULT_STEP_TIMEOUT,
         })
 }
@@ -852,6 +988,7 @@ pub async fn run_scenario(
         started,
         scenario_dir: s.file.parent().map(Path::to_path_buf).unwrap_or_default(),
         holds: Vec::new(),
+        probes: Vec::new(),
     };
     let mut steps = Vec::new();
     let mut outcome = Outcome::Passed;
@@ -891,6 +1028,7 @@ pub async fn run_scenario(
                 message: Some(why.clone()),
                 transcript: log.lines,
                 progress: log.progress,
+                latency: log.latency,
             });
             break;
         }
@@ -907,6 +1045,7 @@ pub async fn run_scenario(
             message: message.clone(),
             transcript: log.lines,
             progress: log.progress,
+            latency: log.latency,
         });
         if failed {
             outcome = Outcome::Failed;

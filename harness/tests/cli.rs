@@ -308,3 +308,74 @@ fn an_emulator_that_dies_mid_run_is_an_infrastructure_error() {
     assert!(junit.contains("type=\"infrastructure\""), "{junit}");
     assert_eq!(our_containers(pid), 0, "the dead emulator was left behind");
 }
+
+#[test]
+fn latency_probes_measure_each_condition_and_the_html_report_shows_them() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "1-probes.yaml",
+        "name: Probes\ndescription: idle, then under a load\nsteps:\n  - probe.latency: {name: idle, for: 2s}\n  - probe.latency: {name: busy, for: 2s, period: 20ms, during: exec sleep 997, settle: 1s, compare_to: idle, max_p99_ratio: 1000}\n  - ssh.run:\n      as: root\n      command: \"test ! -e /broot/data/.nexus-hil-probe && for f in /proc/[0-9]*/cmdline; do tr '\\\\0' ' ' < $f; echo; done | grep -c '^sleep 997'\"\n      expect_exit: 1\n      expect_stdout: [\"0\"]\n",
+    );
+    write(
+        dir.path(),
+        "2-early.yaml",
+        "name: Load ends early\ndescription: a load that stops before the probe\nsteps:\n  - probe.latency: {name: short, for: 2s, during: echo gone, settle: 0s}\n",
+    );
+    let reports = dir.path().join("r");
+    let out = nexus_hil()
+        .arg(dir.path())
+        .arg("--report-dir")
+        .arg(&reports)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("PASS  Probes") && stdout.contains("FAIL  Load ends early"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("the load (during) ended before the probe did: gone"),
+        "{stdout}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reports.join("report.json")).unwrap()).unwrap();
+    let steps = &json["scenarios"][0]["steps"];
+    let (idle, busy) = (&steps[0]["latency"], &steps[1]["latency"]);
+    // Absolute deadlines: 2 s of 10 ms ticks is 200 samples, of 20 ms ticks 100, however late.
+    assert_eq!(idle["samples"], 200, "{idle}");
+    assert_eq!(busy["samples"], 100, "{busy}");
+    assert_eq!(idle["name"], "idle");
+    assert!(idle["lateness_us"]["p99"].as_u64().unwrap() >= idle["lateness_us"]["p50"].as_u64().unwrap());
+    assert!(
+        idle["io_us"]["p99"].as_u64().is_some(),
+        "the tick's I/O is measured: {idle}"
+    );
+    assert_eq!(busy["during"], "exec sleep 997");
+    assert_eq!(busy["verdict"]["compare_to"], "idle");
+    assert_eq!(busy["verdict"]["met"], true, "{busy}");
+    // The page nexus-hil run wrote, and the one `nexus-hil report` writes again.
+    let page = std::fs::read_to_string(reports.join("report.html")).unwrap();
+    assert!(
+        page.contains(">idle</td>") && page.contains(">busy</td>") && page.matches("<svg").count() == 3,
+        "one exceedance chart and a histogram per condition"
+    );
+    let again = dir.path().join("again.html");
+    let out = Command::new(env!("CARGO_BIN_EXE_nexus-hil"))
+        .args(["report"])
+        .arg(&reports)
+        .arg("-o")
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&again).unwrap(), page);
+    let out = Command::new(env!("CARGO_BIN_EXE_nexus-hil"))
+        .args(["report", "/nonexistent/run"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--report-dir"));
+}

@@ -13,6 +13,7 @@ fn sample_run() -> RunReport {
         message: message.map(String::from),
         transcript: vec![format!("{kind} ran")],
         progress: Vec::new(),
+        latency: None,
     };
     let mut wait = step(2, "backup.wait", Outcome::Passed, None);
     wait.progress = vec![

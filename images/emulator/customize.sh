@@ -12,7 +12,7 @@ chmod 0440 /etc/sudoers.d/nexus
 rm -f /etc/ssh/ssh_host_*
 
 echo noreya-nexus > /etc/hostname
-systemctl enable broot.mount nexus-hostkeys.service nexus-backupd.service >/dev/null 2>&1
+systemctl enable broot.mount nexus-hostkeys.service nexus-backupd.service nexus-automation.service >/dev/null 2>&1
 # A container has no consoles, swap or time sync to wait for.
 systemctl mask getty@tty1.service serial-getty@console.service console-getty.service \
   systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer \

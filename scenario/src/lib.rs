@@ -76,6 +76,8 @@ pub enum Step {
     FaultCutNetwork(CutNetwork),
     #[serde(rename = "fault.slow_io")]
     FaultSlowIo(SlowIo),
+    #[serde(rename = "probe.latency")]
+    ProbeLatency(ProbeLatency),
     #[serde(rename = "repeat")]
     Repeat(Repeat),
 }
@@ -100,6 +102,36 @@ pub struct CutNetwork {
     #[serde(rename = "for")]
     pub duration: String,
     pub timeout: Option<String>,
+}
+
+/// Measures the home-automation loop's timing on the device for a while (`nexus-automation
+/// probe`): lateness against its absolute schedule and each tick's I/O, as percentiles, missed
+/// periods and a histogram, under the name of the condition it was taken in. With `during`, a
+/// shell command (as root) runs in the background for the probe's time, after `settle`: the load
+/// whose effect is measured. With `compare_to` (an earlier probe's name) and `max_p99_ratio`, the
+/// report gives the verdict of this p99 against that one's; a verdict is reported, it does not
+/// fail the scenario (timings are not pass/fail).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeLatency {
+    pub name: String,
+    #[serde(rename = "for")]
+    pub duration: String,
+    /// Tick period (default 10ms).
+    pub period: Option<String>,
+    /// The tick's I/O (sensor reads, state appends, fdatasync); `false`: the timer alone.
+    #[serde(default = "yes")]
+    pub load: bool,
+    pub during: Option<String>,
+    /// Time the `during` load runs before measuring starts (default 2s).
+    pub settle: Option<String>,
+    pub compare_to: Option<String>,
+    pub max_p99_ratio: Option<f64>,
+    pub timeout: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Throttles the SD card: reads (and synchronous writes) of the device that holds /broot are
@@ -328,6 +360,7 @@ impl Step {
             Step::FaultFillDisk(_) => "fault.fill_disk",
             Step::FaultCutNetwork(_) => "fault.cut_network",
             Step::FaultSlowIo(_) => "fault.slow_io",
+            Step::ProbeLatency(_) => "probe.latency",
             Step::Repeat(_) => "repeat",
         }
     }
@@ -372,6 +405,11 @@ impl Step {
                 t.extend(o(&s.dir));
             }
             Step::SetupUser(s) => t.push(&s.name),
+            Step::ProbeLatency(s) => {
+                t.push(&s.name);
+                t.extend(o(&s.during));
+                t.extend(o(&s.compare_to));
+            }
             Step::HttpHold(_)
             | Step::FaultFillDisk(_)
             | Step::FaultCutNetwork(_)
@@ -408,6 +446,7 @@ impl Step {
             Step::FaultFillDisk(s) => s.timeout.as_deref(),
             Step::FaultCutNetwork(s) => s.timeout.as_deref(),
             Step::FaultSlowIo(s) => s.timeout.as_deref(),
+            Step::ProbeLatency(s) => s.timeout.as_deref(),
             Step::Repeat(s) => s.timeout.as_deref(),
         }
     }
@@ -617,6 +656,32 @@ fn check_step(step: &Step) -> Result<(), String> {
                 s.after, s.duration
             ));
         }
+        Step::ProbeLatency(s) => {
+            for (key, v) in [
+                ("for", Some(&s.duration)),
+                ("period", s.period.as_ref()),
+                ("settle", s.settle.as_ref()),
+            ] {
+                if let Some(v) = v {
+                    match parse_duration(v) {
+                        Ok(d) if d.is_zero() && key != "settle" => {
+                            return Err(format!("`{key}` must be more than zero"))
+                        }
+                        Ok(_) => {}
+                        Err(m) => return Err(format!("`{key}`: {m}")),
+                    }
+                }
+            }
+            if s.max_p99_ratio.is_some() && s.compare_to.is_none() {
+                return Err("`max_p99_ratio` needs `compare_to` (the name of an earlier probe)".into());
+            }
+            if s.max_p99_ratio.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+                return Err("`max_p99_ratio` is a ratio above 0, like 1.2".into());
+            }
+            if s.settle.is_some() && s.during.is_none() {
+                return Err("`settle` is the time the `during` load runs first; give `during` too".into());
+            }
+        }
         Step::HttpGet(s) if s.resume && s.save.is_none() => {
             return Err("`resume` needs `save` (the file the rest is appended to)".into());
         }
@@ -672,7 +737,7 @@ fn locate_key(text: &str, msg: &str) -> Option<(usize, usize)> {
 fn explain(msg: &str) -> String {
     match (msg.contains("unknown variant"), quoted(msg)) {
         (true, Some(name)) => format!(
-            "unknown step `{name}`; the steps are dbus.call, backup.wait, ssh.run, ssh.put, http.get, http.hold, scp.get, rsync.pull, gpg.decrypt, archive.matches_snapshot, setup.user, fault.kill_daemon, fault.restart_daemon, fault.reboot, fault.fill_disk, fault.cut_network, fault.slow_io, repeat (see scenarios/README.md)"
+            "unknown step `{name}`; the steps are dbus.call, backup.wait, ssh.run, ssh.put, http.get, http.hold, scp.get, rsync.pull, gpg.decrypt, archive.matches_snapshot, setup.user, fault.kill_daemon, fault.restart_daemon, fault.reboot, fault.fill_disk, fault.cut_network, fault.slow_io, probe.latency, repeat (see scenarios/README.md)"
         ),
         _ => msg.to_string(),
     }

@@ -1,0 +1,458 @@
+//! `nexus-hil report`: a run as one self-contained HTML page. The summary and each scenario's
+//! steps; for `probe.latency` steps the percentile table of every condition with its verdict,
+//! the lateness distributions of all conditions on one chart and each condition's histogram
+//! side by side; for `backup.wait` steps the backup's progress over time and its throughput.
+//! Charts are inline SVG drawn with plotters: no script, no font, nothing fetched.
+
+use std::fmt::Write as _;
+
+use plotters::prelude::*;
+
+use crate::report::{Latency, Outcome, RunReport, StepReport};
+
+const COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn outcome(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Passed => "passed",
+        Outcome::Failed => "failed",
+        Outcome::Skipped => "skipped",
+        Outcome::InfraError => "infrastructure error",
+    }
+}
+
+/// Renders the whole page.
+pub fn render(report: &RunReport) -> String {
+    let t = report.totals();
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>nexus-hil: {}</title>\n<style>{CSS}</style></head><body>\n\
+         <h1>nexus-hil run against {}</h1>\n<p class=\"totals\">{} passed, {} failed, {} skipped, {} infrastructure errors, in {:.1} s</p>\n",
+        esc(&report.target),
+        esc(&report.target),
+        t.passed,
+        t.failed,
+        t.skipped,
+        t.errors,
+        report.duration_s
+    );
+    if let Some(e) = &report.infra_error {
+        let _ = writeln!(h, "<p class=\"infra_error\">Infrastructure error: {}</p>", esc(e));
+    }
+    h.push_str("<table><tr><th>scenario</th><th>result</th><th>time</th><th>why</th></tr>\n");
+    for s in &report.scenarios {
+        let _ = writeln!(
+            h,
+            "<tr class=\"{}\"><td><a href=\"#{}\">{}</a></td><td>{}</td><td>{:.1} s</td><td>{}</td></tr>",
+            outcome(s.outcome).replace(' ', "_"),
+            anchor(&s.name),
+            esc(&s.name),
+            outcome(s.outcome),
+            s.duration_s,
+            esc(s.reason.as_deref().unwrap_or(""))
+        );
+    }
+    h.push_str("</table>\n");
+    for s in &report.scenarios {
+        let _ = writeln!(
+            h,
+            "<section id=\"{}\"><h2>{}</h2><p class=\"file\">{} &middot; {}{}</p>",
+            anchor(&s.name),
+            esc(&s.name),
+            esc(&s.file),
+            outcome(s.outcome),
+            s.ready_s
+                .map(|r| format!(" &middot; emulator ready in {r:.2} s"))
+                .unwrap_or_default()
+        );
+        let probes: Vec<&Latency> = s.steps.iter().filter_map(|st| st.latency.as_ref()).collect();
+        if !probes.is_empty() {
+            latency_section(&mut h, &probes);
+        }
+        let waits: Vec<&StepReport> = s.steps.iter().filter(|st| st.progress.len() >= 2).collect();
+        if !waits.is_empty() {
+            progress_section(&mut h, &waits);
+        }
+        h.push_str("<details><summary>steps</summary><table><tr><th>#</th><th>step</th><th>line</th><th>result</th><th>time</th><th>message</th></tr>\n");
+        for st in &s.steps {
+            let _ = writeln!(
+                h,
+                "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2} s</td><td>{}</td></tr>",
+                outcome(st.outcome).replace(' ', "_"),
+                st.index,
+                esc(&st.kind),
+                st.line,
+                outcome(st.outcome),
+                st.duration_s,
+                esc(st.message.as_deref().unwrap_or(""))
+            );
+        }
+        h.push_str("</table></details>\n");
+        if let Some(j) = &s.journal {
+            let _ = writeln!(
+                h,
+                "<details><summary>device journal</summary><pre>{}</pre></details>",
+                esc(j)
+            );
+        }
+        h.push_str("</section>\n");
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
+fn anchor(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+fn latency_section(h: &mut String, probes: &[&Latency]) {
+    h.push_str("<h3>Home-automation loop: lateness against its schedule</h3>\n<table><tr><th>condition</th><th>ticks</th><th>p50 &micro;s</th><th>p99 &micro;s</th><th>p99.9 &micro;s</th><th>max &micro;s</th><th>missed periods</th><th>tick I/O p99 &micro;s</th><th>p99 vs</th><th>verdict</th></tr>\n");
+    for p in probes {
+        let m = &p.measured;
+        let l = &m.lateness_us;
+        let (vs, verdict, class) = match &p.verdict {
+            None => (String::new(), String::new(), ""),
+            Some(v) => (
+                format!("{:.2}x {}", v.ratio, esc(&v.compare_to)),
+                match v.max_ratio {
+                    Some(max) if v.met => format!("met (at most {max}x)"),
+                    Some(max) => format!("missed (at most {max}x)"),
+                    None => "reported".into(),
+                },
+                match v.max_ratio {
+                    Some(_) if v.met => "passed",
+                    Some(_) => "failed",
+                    None => "",
+                },
+            ),
+        };
+        let _ = writeln!(
+            h,
+            "<tr><td title=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{vs}</td><td class=\"{class}\">{verdict}</td></tr>",
+            esc(p.during.as_deref().unwrap_or("no load")),
+            esc(&p.name),
+            m.samples,
+            l.p50,
+            l.p99,
+            l.p999,
+            l.max,
+            m.missed,
+            m.io_us.as_ref().map(|io| io.p99.to_string()).unwrap_or_else(|| "-".into())
+        );
+    }
+    h.push_str("</table>\n<div class=\"charts\">");
+    h.push_str(&exceedance_chart(probes));
+    for (i, p) in probes.iter().enumerate() {
+        h.push_str(&histogram_chart(p, COLORS[i % COLORS.len()]));
+    }
+    h.push_str("</div>\n");
+}
+
+/// The share of ticks later than x, per condition, on log-log axes: the tail is what matters.
+fn exceedance_chart(probes: &[&Latency]) -> String {
+    let mut svg = String::new();
+    let max_us = probes
+        .iter()
+        .map(|p| p.measured.lateness_us.max)
+        .max()
+        .unwrap_or(1)
+        .max(10) as f64;
+    let min_share = probes
+        .iter()
+        .map(|p| 1.0 / p.measured.samples.max(1) as f64)
+        .fold(1.0, f64::min);
+    {
+        let root = SVGBackend::with_string(&mut svg, (560, 360)).into_drawing_area();
+        let _ = draw_exceedance(&root, probes, max_us, min_share);
+        let _ = root.present();
+    }
+    svg
+}
+
+fn draw_exceedance(
+    root: &DrawingArea<SVGBackend, plotters::coord::Shift>,
+    probes: &[&Latency],
+    max_us: f64,
+    min_share: f64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(root)
+        .caption("ticks later than x (share)", ("sans-serif", 16))
+        .margin(10)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d((1.0..max_us * 2.0).log_scale(), (min_share / 2.0..1.0).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("lateness, µs")
+        .y_desc("share of ticks")
+        .x_label_formatter(&|v| format!("{}", *v as u64))
+        .draw()?;
+    for (i, p) in probes.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let total = p.measured.samples.max(1) as f64;
+        let mut later = total;
+        let mut points = vec![(1.0, 1.0)];
+        for &(upper, count) in &p.measured.lateness_buckets {
+            later -= count as f64;
+            if later <= 0.0 {
+                break;
+            }
+            points.push((upper.max(1) as f64, later / total));
+        }
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+            .label(p.name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+/// One condition's lateness histogram (log2 buckets of µs).
+fn histogram_chart(p: &Latency, color: RGBColor) -> String {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (360, 260)).into_drawing_area();
+        let _ = draw_histogram(&root, p, color);
+        let _ = root.present();
+    }
+    svg
+}
+
+fn draw_histogram(
+    root: &DrawingArea<SVGBackend, plotters::coord::Shift>,
+    p: &Latency,
+    color: RGBColor,
+) -> Result<(), Box<dyn std::error::Error>> {
+    root.fill(&WHITE)?;
+    let buckets = &p.measured.lateness_buckets;
+    let top = buckets.iter().map(|b| b.1).max().unwrap_or(1).max(1) as f64;
+    let right = buckets.last().map(|b| b.0).unwrap_or(2).max(2) as f64;
+    let mut chart = ChartBuilder::on(root)
+        .caption(
+            format!("{} (p99 {} µs)", p.name, p.measured.lateness_us.p99),
+            ("sans-serif", 14),
+        )
+        .margin(8)
+        .x_label_area_size(30)
+        .y_label_area_size(48)
+        .build_cartesian_2d((0.5..right * 1.5).log_scale(), (0.5..top * 2.0).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("lateness, µs")
+        .y_desc("ticks")
+        .x_label_formatter(&|v| format!("{}", *v as u64))
+        .y_label_formatter(&|v| format!("{}", *v as u64))
+        .draw()?;
+    // Bucket i holds the ticks above bucket i-1's bound up to its own.
+    let bars = buckets
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.1 > 0)
+        .map(|(i, &(upper, count))| {
+            let from = if i == 0 { 0.5 } else { buckets[i - 1].0 as f64 };
+            Rectangle::new(
+                [(from.max(0.5), 0.5), (upper as f64, count as f64)],
+                color.mix(0.7).filled(),
+            )
+        });
+    chart.draw_series(bars)?;
+    Ok(())
+}
+
+fn progress_section(h: &mut String, waits: &[&StepReport]) {
+    h.push_str("<h3>Backups: progress over time</h3>\n<table><tr><th>step</th><th>line</th><th>bytes</th><th>time</th><th>throughput</th></tr>\n");
+    for w in waits {
+        let (first, last) = (&w.progress[0], &w.progress[w.progress.len() - 1]);
+        let secs = (last.at_s - first.at_s).max(0.001);
+        let _ = writeln!(
+            h,
+            "<tr><td>{} {}</td><td>{}</td><td>{}</td><td>{secs:.1} s</td><td>{:.1} MiB/s</td></tr>",
+            w.index,
+            esc(&w.kind),
+            w.line,
+            last.bytes_total,
+            (last.bytes_done.saturating_sub(first.bytes_done)) as f64 / secs / 1048576.0
+        );
+    }
+    h.push_str("</table>\n");
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (560, 300)).into_drawing_area();
+        let _ = draw_progress(&root, waits);
+        let _ = root.present();
+    }
+    h.push_str("<div class=\"charts\">");
+    h.push_str(&svg);
+    h.push_str("</div>\n");
+}
+
+fn draw_progress(
+    root: &DrawingArea<SVGBackend, plotters::coord::Shift>,
+    waits: &[&StepReport],
+) -> Result<(), Box<dyn std::error::Error>> {
+    root.fill(&WHITE)?;
+    let longest = waits
+        .iter()
+        .map(|w| w.progress.last().map(|l| l.at_s - w.progress[0].at_s).unwrap_or(0.0))
+        .fold(1.0, f64::max);
+    let mut chart = ChartBuilder::on(root)
+        .caption("backup progress", ("sans-serif", 16))
+        .margin(10)
+        .x_label_area_size(32)
+        .y_label_area_size(44)
+        .build_cartesian_2d(0.0..longest * 1.05, 0.0..100.0)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the wait began")
+        .y_desc("%")
+        .draw()?;
+    for (i, w) in waits.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let t0 = w.progress[0].at_s;
+        chart
+            .draw_series(LineSeries::new(
+                w.progress.iter().map(|p| (p.at_s - t0, p.percent as f64)),
+                color.stroke_width(2),
+            ))?
+            .label(format!("step {} (line {})", w.index, w.line))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+const CSS: &str = "body{font-family:sans-serif;margin:2em;max-width:1200px;color:#222}\
+table{border-collapse:collapse;margin:0.5em 0 1em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:90%}\
+th{background:#f2f2f2}.passed{color:#1a7f37}.failed{color:#c62828;font-weight:bold}.infrastructure_error{color:#b26a00}\
+.skipped{color:#777}.infra_error{color:#b26a00;font-weight:bold}.file{color:#666;font-size:85%}\
+.charts{display:flex;flex-wrap:wrap;gap:8px}.charts svg{border:1px solid #eee}pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:80%}\
+section{border-top:2px solid #ddd;margin-top:1.5em}";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{Measured, Percentiles, ProgressSample, ScenarioReport, Verdict};
+
+    fn probe(name: &str, p99: u64, verdict: Option<Verdict>) -> Latency {
+        Latency {
+            name: name.into(),
+            during: Some("load".into()),
+            measured: Measured {
+                period_us: 10_000,
+                io: true,
+                samples: 1000,
+                missed: 3,
+                lateness_us: Percentiles {
+                    p50: 80,
+                    p99,
+                    p999: p99 * 2,
+                    max: p99 * 3,
+                    mean: 100.0,
+                },
+                io_us: None,
+                lateness_buckets: vec![(64, 10), (128, 900), (256, 80), (p99.next_power_of_two(), 10)],
+            },
+            verdict,
+        }
+    }
+
+    fn step(i: usize, kind: &str) -> StepReport {
+        StepReport {
+            index: i,
+            kind: kind.into(),
+            line: i * 3,
+            outcome: Outcome::Passed,
+            duration_s: 1.0,
+            message: None,
+            transcript: vec![],
+            progress: vec![],
+            latency: None,
+        }
+    }
+
+    #[test]
+    fn the_page_holds_every_condition_its_verdict_and_charts() {
+        let mut idle = step(1, "probe.latency");
+        idle.latency = Some(probe("idle", 900, None));
+        let mut busy = step(2, "probe.latency");
+        busy.latency = Some(probe(
+            "backup <capped>",
+            1500,
+            Some(Verdict {
+                compare_to: "idle".into(),
+                ratio: 1.67,
+                max_ratio: Some(1.2),
+                met: false,
+            }),
+        ));
+        let mut wait = step(3, "backup.wait");
+        wait.progress = (0..5)
+            .map(|i| ProgressSample {
+                at_s: i as f64,
+                percent: i * 25,
+                bytes_done: (i * 25) << 20,
+                bytes_total: 100 << 20,
+            })
+            .collect();
+        let report = RunReport {
+            target: "emulator".into(),
+            duration_s: 12.0,
+            scenarios: vec![ScenarioReport {
+                name: "Latency".into(),
+                file: "perf.yaml".into(),
+                outcome: Outcome::Passed,
+                reason: None,
+                duration_s: 10.0,
+                ready_s: Some(0.6),
+                steps: vec![idle, busy, wait],
+                journal: None,
+            }],
+            infra_error: None,
+        };
+        let page = render(&report);
+        assert!(page.contains("<td title=\"load\">idle</td>"), "{page}");
+        assert!(page.contains("backup &lt;capped&gt;"), "names are escaped");
+        assert!(page.contains("1.67x idle") && page.contains("missed (at most 1.2x)"));
+        // One exceedance chart, one histogram per condition, one progress chart.
+        assert_eq!(page.matches("<svg").count(), 4, "{page}");
+        assert!(page.contains("25.0 MiB/s"), "throughput of 100 MiB in 4 s");
+        // Self-contained: nothing loaded from anywhere, no script.
+        assert!(!page.contains("src=") && !page.contains("href=\"http") && !page.contains("<link"));
+        assert!(!page.contains("<script"));
+    }
+}

@@ -1,0 +1,18 @@
+#!/bin/bash
+# What a user would write by hand: tar of a snapshot piped into gpg, at normal priority and
+# without any I/O limit, again and again until SIGTERM; the load of a probe.latency step.
+# Usage: naive-backup.sh SNAPSHOT_ID
+set -u
+src=/broot/snapshot/snapshots/$1
+out=/broot/backups/.naive-backup.tar.gpg
+home=$(mktemp -d)
+# A random passphrase, kept in a pipe: the backups are thrown away.
+pass=$(head -c 16 /dev/urandom | base64)
+# The harness stops the whole process group (tar and gpg too); this only cleans up.
+trap 'rm -rf "$home" "$out"; exit 0' TERM INT
+test -d "$src" || { echo "no snapshot $1 at $src" >&2; exit 1; }
+while :; do
+  tar -C "$src" -cf - . | gpg --homedir "$home" --batch --yes --pinentry-mode loopback \
+    --passphrase-fd 3 --symmetric --cipher-algo AES256 --compress-algo none -o "$out" 3<<<"$pass" &
+  wait $! || { echo "tar | gpg failed" >&2; exit 1; }
+done
