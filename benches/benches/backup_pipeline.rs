@@ -1,26 +1,25 @@
-//! Backup throughput of nexus-backupd's pipeline (tar -> OpenPGP, cap off) on the mixed data set,
-//! next to `tar | gpg --symmetric --cipher-algo AES256 --compress-algo none` on the same data in
-//! the same run. Also prints CPU seconds per GiB of each. Size: NEXUS_BENCH_BYTES (default 1 GiB).
+//! Backup throughput of nexus-backupd's pipeline (tar -> OpenPGP, cap off) next to
+//! `tar | gpg --symmetric --cipher-algo AES256 --compress-algo none` on the same data in the same
+//! run, on two data sets: mixed (15 % small files, the rest 64 MiB) and all-large. Output goes to
+//! /dev/shm (NEXUS_BENCH_OUT), so the figures are the pipelines' own cost, not the disk's. Also
+//! prints CPU seconds per GiB (user + system of every thread, or of tar and gpg) and the ratios,
+//! and writes them to target/criterion/nexus-cpu.json for ci/bench. Size: NEXUS_BENCH_BYTES
+//! (default 1 GiB; 64 MiB with NEXUS_BENCH_QUICK=1).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use nexus_benches::{cpu_time, mixed_dataset, tar_gpg};
+use nexus_benches::{cpu_time, dataset_bytes, large_dataset, mixed_dataset, output_dir, quick, tar_gpg};
 use nexus_emulator::config::BackupConfig;
 use nexus_emulator::pipeline::{encrypt_tree, Progress};
 
 const PASSWORD: &str = "benchmark password, not a secret";
 
 fn backup_pipeline(c: &mut Criterion) {
-    let bytes: u64 = std::env::var("NEXUS_BENCH_BYTES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1 << 30);
+    let bytes = dataset_bytes();
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let src = tmp.join(format!("mixed-{bytes}"));
-    mixed_dataset(&src, bytes).expect("make the data set");
-    let out = tmp.join("bench-out.gpg");
+    let out = output_dir(tmp).join(format!("nexus-bench-{}.gpg", std::process::id()));
     let pw_file = tmp.join("bench-password");
     std::fs::write(&pw_file, PASSWORD).unwrap();
     let gnupg_home = tempfile_dir(tmp, "gnupg");
@@ -28,67 +27,97 @@ fn backup_pipeline(c: &mut Criterion) {
         read_bytes_per_sec: 0,
         ..BackupConfig::default()
     };
-
+    let mut figures = serde_json::Map::new();
     let mut group = c.benchmark_group("backup_pipeline");
-    group.sample_size(10).throughput(Throughput::Bytes(bytes));
-    let mut cpu = Vec::new();
-    let mut ours = (Duration::ZERO, 0u32);
-    group.bench_function("nexus_backupd/mixed", |b| {
-        b.iter_custom(|iters| {
-            let mut wall = Duration::ZERO;
-            for _ in 0..iters {
-                let file = std::fs::File::create(&out).unwrap();
-                let cpu0 = cpu_time(false);
-                let t = Instant::now();
-                let progress = Progress::default();
-                encrypt_tree(
-                    &src,
-                    &["system", "data"],
-                    file,
-                    PASSWORD,
-                    &config,
-                    "bench.tar",
-                    &progress,
-                    |_| {},
-                )
-                .unwrap();
-                wall += t.elapsed();
-                ours.0 += cpu_time(false) - cpu0;
-                ours.1 += 1;
-            }
-            wall
-        })
-    });
-    cpu.push(("nexus_backupd", ours));
-    let mut base = (Duration::ZERO, 0u32);
-    group.bench_function("tar_gpg_baseline/mixed", |b| {
-        b.iter_custom(|iters| {
-            let mut wall = Duration::ZERO;
-            for _ in 0..iters {
-                let cpu0 = cpu_time(true);
-                let t = Instant::now();
-                tar_gpg(&src, &out, &pw_file, &gnupg_home).unwrap();
-                wall += t.elapsed();
-                base.0 += cpu_time(true) - cpu0;
-                base.1 += 1;
-            }
-            wall
-        })
-    });
-    cpu.push(("tar_gpg_baseline", base));
+    group
+        .sample_size(if quick() { 10 } else { 15 })
+        .throughput(Throughput::Bytes(bytes));
+    for (set, make) in [
+        ("mixed", mixed_dataset as fn(&Path, u64) -> std::io::Result<()>),
+        ("large", large_dataset),
+    ] {
+        let src = tmp.join(format!("{set}-{bytes}"));
+        make(&src, bytes).expect("make the data set");
+        let mut ours = (Duration::ZERO, Duration::ZERO, 0u32);
+        group.bench_function(format!("nexus_backupd/{set}"), |b| {
+            b.iter_custom(|iters| {
+                let mut wall = Duration::ZERO;
+                for _ in 0..iters {
+                    let file = std::fs::File::create(&out).unwrap();
+                    let cpu0 = cpu_time(false);
+                    let t = Instant::now();
+                    encrypt_tree(
+                        &src,
+                        &["system", "data"],
+                        file,
+                        PASSWORD,
+                        &config,
+                        "bench.tar",
+                        &Progress::default(),
+                        |_| {},
+                    )
+                    .unwrap();
+                    let took = t.elapsed();
+                    wall += took;
+                    ours.0 += cpu_time(false) - cpu0;
+                    ours.1 += took;
+                    ours.2 += 1;
+                }
+                wall
+            })
+        });
+        let mut base = (Duration::ZERO, Duration::ZERO, 0u32);
+        group.bench_function(format!("tar_gpg_baseline/{set}"), |b| {
+            b.iter_custom(|iters| {
+                let mut wall = Duration::ZERO;
+                for _ in 0..iters {
+                    let cpu0 = cpu_time(true);
+                    let t = Instant::now();
+                    tar_gpg(&src, &out, &pw_file, &gnupg_home).unwrap();
+                    let took = t.elapsed();
+                    wall += took;
+                    base.0 += cpu_time(true) - cpu0;
+                    base.1 += took;
+                    base.2 += 1;
+                }
+                wall
+            })
+        });
+        let gib = bytes as f64 / (1u64 << 30) as f64;
+        let per = |(cpu, wall, n): (Duration, Duration, u32)| {
+            let n = n.max(1) as f64;
+            (
+                cpu.as_secs_f64() / n / gib,
+                bytes as f64 / (wall.as_secs_f64() / n) / 1e6,
+            )
+        };
+        let (ours_cpu, ours_mbs) = per(ours);
+        let (base_cpu, base_mbs) = per(base);
+        println!(
+            "{set}: nexus_backupd {ours_mbs:.0} MB/s, {ours_cpu:.2} CPU s/GiB; tar|gpg {base_mbs:.0} MB/s, {base_cpu:.2} CPU s/GiB; \
+             throughput ratio {:.2}, CPU ratio {:.2}",
+            ours_mbs / base_mbs,
+            ours_cpu / base_cpu
+        );
+        figures.insert(
+            set.to_string(),
+            serde_json::json!({
+                "nexus_backupd": {"mb_per_s": ours_mbs, "cpu_s_per_gib": ours_cpu},
+                "tar_gpg_baseline": {"mb_per_s": base_mbs, "cpu_s_per_gib": base_cpu},
+                "throughput_ratio": ours_mbs / base_mbs,
+                "cpu_ratio": ours_cpu / base_cpu,
+            }),
+        );
+    }
     group.finish();
-    let gib = bytes as f64 / (1u64 << 30) as f64;
-    let per_gib: Vec<f64> = cpu
-        .iter()
-        .map(|(_, (t, n))| t.as_secs_f64() / (*n).max(1) as f64 / gib)
-        .collect();
-    for ((name, _), v) in cpu.iter().zip(&per_gib) {
-        println!("cpu_seconds_per_gib {name}: {v:.2}");
-    }
-    if per_gib[1] > 0.0 {
-        println!("cpu ratio nexus_backupd / tar_gpg: {:.2}", per_gib[0] / per_gib[1]);
-    }
     let _ = std::fs::remove_file(&out);
+    // Next to criterion's own files, for ci/bench's table.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("../criterion");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(
+        dir.join("nexus-cpu.json"),
+        serde_json::to_string_pretty(&figures).unwrap_or_default(),
+    );
 }
 
 fn tempfile_dir(tmp: &Path, name: &str) -> std::path::PathBuf {

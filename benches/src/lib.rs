@@ -51,19 +51,79 @@ pub fn mixed_dataset(root: &Path, total: u64) -> io::Result<()> {
     while made < total {
         let dir = root.join("data/persistence");
         fs::create_dir_all(&dir)?;
-        let mut f = io::BufWriter::new(fs::File::create(dir.join(format!("db{n}.bin")))?);
         let len = big.min(total - made);
-        let mut left = len;
-        while left > 0 {
-            let k = left.min(buf.len() as u64) as usize;
-            fill_pseudo_random(&mut buf[..k], n * 1_000_003 + left);
-            f.write_all(&buf[..k])?;
-            left -= k as u64;
-        }
+        write_random(&dir.join(format!("db{n}.bin")), len, n * 1_000_003, &mut buf)?;
         made += len;
         n += 1;
     }
     fs::write(marker, spec)
+}
+
+/// Writes `len` pseudo-random bytes (seeded from `seed`) to a new file at `path`.
+fn write_random(path: &Path, len: u64, seed: u64, buf: &mut [u8]) -> io::Result<()> {
+    let mut f = io::BufWriter::new(fs::File::create(path)?);
+    let mut left = len;
+    while left > 0 {
+        let k = left.min(buf.len() as u64) as usize;
+        fill_pseudo_random(&mut buf[..k], seed + left);
+        f.write_all(&buf[..k])?;
+        left -= k as u64;
+    }
+    Ok(())
+}
+
+/// The all-large data set: `total` bytes in 64 MiB files only (databases, recordings), under
+/// `root/system` (one file) and `root/data`.
+pub fn large_dataset(root: &Path, total: u64) -> io::Result<()> {
+    let marker = root.join(".dataset");
+    let spec = format!("large {total}\n");
+    if fs::read_to_string(&marker).ok().as_deref() == Some(spec.as_str()) {
+        return Ok(());
+    }
+    if root.exists() {
+        fs::remove_dir_all(root)?;
+    }
+    let big = 64u64 << 20;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut made, mut n) = (0u64, 0u64);
+    while made < total {
+        let dir = root.join(if n == 0 { "system/var/lib" } else { "data/recordings" });
+        fs::create_dir_all(&dir)?;
+        let len = big.min(total - made);
+        write_random(&dir.join(format!("blob{n}.bin")), len, n * 7_000_003, &mut buf)?;
+        made += len;
+        n += 1;
+    }
+    fs::create_dir_all(root.join("data"))?;
+    fs::write(marker, spec)
+}
+
+/// Benchmark sizes: `NEXUS_BENCH_QUICK=1` (CI: the benches must run, not measure well) makes
+/// them small; `NEXUS_BENCH_BYTES` sets the data set size.
+pub fn quick() -> bool {
+    std::env::var("NEXUS_BENCH_QUICK").is_ok_and(|v| v == "1")
+}
+
+/// Bytes of each backup data set: NEXUS_BENCH_BYTES, else 1 GiB (64 MiB when quick).
+pub fn dataset_bytes() -> u64 {
+    std::env::var("NEXUS_BENCH_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick() { 64 << 20 } else { 1 << 30 })
+}
+
+/// Where backups are written: `NEXUS_BENCH_OUT`, else /dev/shm (memory: the pipeline's own cost,
+/// not the disk's), else the target folder.
+pub fn output_dir(fallback: &Path) -> PathBuf {
+    if let Ok(d) = std::env::var("NEXUS_BENCH_OUT") {
+        return PathBuf::from(d);
+    }
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        fallback.to_path_buf()
+    }
 }
 
 /// The baseline a user would write by hand: `tar -cf - . | gpg --symmetric --cipher-algo AES256

@@ -189,35 +189,77 @@ fn percentiles(h: &Histogram<u64>) -> Percentiles {
     }
 }
 
+/// The loop, one tick at a time: for benchmarks that measure single ticks, and for [`probe`].
+pub struct Ticker {
+    files: Option<Files>,
+    period: Duration,
+    sync_every: u32,
+    deadline: libc::timespec,
+    n: u64,
+}
+
+/// One tick: how late it woke against its deadline, and how long its I/O took.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tick {
+    pub lateness: Duration,
+    pub io: Duration,
+}
+
+impl Ticker {
+    /// Opens the workload's files; the first deadline is one period from now.
+    pub fn new(w: &Workload) -> Result<Self, WorkloadError> {
+        Ok(Self {
+            files: if w.io { Some(Files::open(w)?) } else { None },
+            period: w.period,
+            sync_every: w.sync_every,
+            deadline: add(&now(), w.period),
+            n: 0,
+        })
+    }
+
+    /// The next deadline, in monotonic nanoseconds.
+    fn deadline_ns(&self) -> i128 {
+        ns(&self.deadline)
+    }
+
+    /// Sleeps until the next deadline, does the tick's work, and schedules the one after.
+    pub fn tick(&mut self) -> Result<Tick, WorkloadError> {
+        sleep_until(&self.deadline);
+        let woke = now();
+        let lateness = (ns(&woke) - ns(&self.deadline)).max(0);
+        self.n += 1;
+        let mut io = 0;
+        if let Some(f) = self.files.as_mut() {
+            f.tick(self.n, self.sync_every).map_err(ctx("the tick's I/O failed"))?;
+            io = (ns(&now()) - ns(&woke)).max(0);
+        }
+        self.deadline = add(&self.deadline, self.period);
+        Ok(Tick {
+            lateness: Duration::from_nanos(lateness as u64),
+            io: Duration::from_nanos(io as u64),
+        })
+    }
+}
+
 /// Runs the loop for `duration` (or until `stop` says so) and returns what it measured.
 pub fn probe(w: &Workload, duration: Option<Duration>, stop: &dyn Fn() -> bool) -> Result<ProbeResult, WorkloadError> {
-    let mut files = if w.io { Some(Files::open(w)?) } else { None };
+    let mut ticker = Ticker::new(w)?;
     let mut late = histogram();
     let mut io = histogram();
     let mut missed = 0u64;
-    let period_ns = w.period.as_nanos().max(1) as i128;
-    let start = now();
-    let end = duration.map(|d| ns(&start) + d.as_nanos() as i128);
-    let mut deadline = add(&start, w.period);
-    let mut n: u64 = 0;
+    let end = duration.map(|d| ticker.deadline_ns() - w.period.as_nanos() as i128 + d.as_nanos() as i128);
     loop {
-        if end.is_some_and(|e| ns(&deadline) > e) || stop() {
+        if end.is_some_and(|e| ticker.deadline_ns() > e) || stop() {
             break;
         }
-        sleep_until(&deadline);
-        let woke = now();
-        let lateness = (ns(&woke) - ns(&deadline)).max(0);
-        if lateness >= period_ns {
+        let t = ticker.tick()?;
+        if t.lateness >= w.period {
             missed += 1;
         }
-        late.saturating_record((lateness / 1000).max(1) as u64);
-        n += 1;
-        if let Some(f) = files.as_mut() {
-            f.tick(n, w.sync_every).map_err(ctx("the tick's I/O failed"))?;
-            let done = now();
-            io.saturating_record(((ns(&done) - ns(&woke)) / 1000).max(1) as u64);
+        late.saturating_record((t.lateness.as_micros() as u64).max(1));
+        if w.io {
+            io.saturating_record((t.io.as_micros() as u64).max(1));
         }
-        deadline = add(&deadline, w.period);
     }
     let mut buckets = Vec::new();
     if !late.is_empty() {

@@ -84,17 +84,22 @@ struct PartialFramer {
 }
 
 impl PartialFramer {
-    /// Appends `data`; every full segment that is not known to be the last goes to `out`.
-    fn push(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        self.pending.extend_from_slice(data);
-        // Keep at least one byte back so the final segment is never empty.
-        if self.pending.len() > PARTIAL {
-            let full = (self.pending.len() - 1) / PARTIAL;
-            for seg in self.pending[..full * PARTIAL].chunks(PARTIAL) {
-                out.push(0xE0 | PARTIAL_POWER);
-                out.extend_from_slice(seg);
+    /// Appends `data`; every full segment that is not known to be the last goes to `out`. A
+    /// segment is copied once, straight from `pending` and `data`; only the tail waits.
+    fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) {
+        loop {
+            let need = PARTIAL - self.pending.len();
+            // Keep at least one byte back so the final segment is never empty.
+            if data.len() <= need {
+                self.pending.extend_from_slice(data);
+                return;
             }
-            self.pending.drain(..full * PARTIAL);
+            out.reserve(PARTIAL + 1);
+            out.push(0xE0 | PARTIAL_POWER);
+            out.extend_from_slice(&self.pending);
+            out.extend_from_slice(&data[..need]);
+            self.pending.clear();
+            data = &data[need..];
         }
     }
 
@@ -152,65 +157,37 @@ impl Plaintext {
     }
 }
 
-/// The cipher side: encrypts plaintext into a SEIPD packet and writes it, hashing what it writes.
-pub struct CipherWriter<W: Write> {
-    inner: W,
+/// The cipher side without I/O: encrypts plaintext into the SEIPD packet's framed bytes, which
+/// the caller writes (and hashes) where it likes, e.g. on another thread.
+pub struct Encryptor {
     cfb: Aes256CfbEnc,
     framer: PartialFramer,
-    out: Vec<u8>,
-    sha256: Sha256,
-    written: u64,
 }
 
-impl<W: Write> CipherWriter<W> {
-    /// Writes the SKESK packet and opens the SEIPD packet.
-    pub fn new(mut inner: W, skesk: &[u8], key: &Key) -> io::Result<Self> {
+impl Encryptor {
+    /// The encryptor, and the bytes that open the output: the SKESK packet and the SEIPD header.
+    pub fn new(skesk: &[u8], key: &Key) -> (Self, Vec<u8>) {
         let iv = [0u8; 16];
         let k: &[u8; 32] = key;
         // aes 0.8: AES-NI for single blocks; 0.9 routes every block through VAES-512, whose
         // per-call key broadcast made serial CFB several times slower here.
         let cfb = Aes256CfbEnc::new(k.into(), &iv.into());
-        let mut sha256 = Sha256::new();
         let mut head = skesk.to_vec();
         head.push(TAG_SEIPD);
-        inner.write_all(&head)?;
-        sha256.update(&head);
         let mut framer = PartialFramer::default();
         framer.pending.push(1); // SEIPD version
-        Ok(Self {
-            inner,
-            cfb,
-            framer,
-            out: Vec::with_capacity(PARTIAL + 16),
-            sha256,
-            written: head.len() as u64,
-        })
+        (Self { cfb, framer }, head)
     }
 
-    /// Encrypts `plain` in place and writes whatever full segments are ready.
-    pub fn write_plain(&mut self, plain: &mut [u8]) -> io::Result<()> {
+    /// Encrypts `plain` in place and appends every full segment that is ready to `out`.
+    pub fn encrypt(&mut self, plain: &mut [u8], out: &mut Vec<u8>) {
         self.cfb.encrypt(plain);
-        self.framer.push(plain, &mut self.out);
-        self.flush_out()
+        self.framer.push(plain, out);
     }
 
-    fn flush_out(&mut self) -> io::Result<()> {
-        if !self.out.is_empty() {
-            self.inner.write_all(&self.out)?;
-            self.sha256.update(&self.out);
-            self.written += self.out.len() as u64;
-            self.out.clear();
-        }
-        Ok(())
-    }
-
-    /// Ends the SEIPD packet; returns the writer, the SHA-256 of all bytes written, and their count.
-    pub fn finish(mut self) -> io::Result<(W, [u8; 32], u64)> {
-        let framer = std::mem::take(&mut self.framer);
-        framer.finish(&mut self.out);
-        self.flush_out()?;
-        self.inner.flush()?;
-        Ok((self.inner, self.sha256.finalize().into(), self.written))
+    /// Ends the SEIPD packet: appends the last segment to `out`.
+    pub fn finish(self, out: &mut Vec<u8>) {
+        self.framer.finish(out);
     }
 }
 
@@ -223,9 +200,17 @@ pub fn encrypt_all(
     file_name: &str,
 ) -> io::Result<[u8; 32]> {
     let (skesk, key) = skesk_packet(password, count_byte)?;
-    let mut cipher = CipherWriter::new(output, &skesk, &key)?;
+    let (mut enc, head) = Encryptor::new(&skesk, &key);
+    let mut output = output;
+    let mut sha256 = Sha256::new();
+    let mut emit = |bytes: &[u8]| -> io::Result<()> {
+        sha256.update(bytes);
+        output.write_all(bytes)
+    };
+    emit(&head)?;
     let (mut plain, mut out) = Plaintext::start(file_name, 0)?;
-    cipher.write_plain(&mut out)?;
+    let mut cipher = Vec::new();
+    enc.encrypt(&mut out, &mut cipher);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = input.read(&mut buf)?;
@@ -234,12 +219,17 @@ pub fn encrypt_all(
         }
         out.clear();
         plain.push(&buf[..n], &mut out);
-        cipher.write_plain(&mut out)?;
+        enc.encrypt(&mut out, &mut cipher);
+        emit(&cipher)?;
+        cipher.clear();
     }
     out.clear();
     plain.finish(&mut out);
-    cipher.write_plain(&mut out)?;
-    Ok(cipher.finish()?.1)
+    enc.encrypt(&mut out, &mut cipher);
+    enc.finish(&mut cipher);
+    emit(&cipher)?;
+    output.flush()?;
+    Ok(sha256.finalize().into())
 }
 
 #[cfg(test)]

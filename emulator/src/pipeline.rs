@@ -1,7 +1,8 @@
 //! The backup stream: a directory tree as tar, framed as an OpenPGP literal packet and encrypted,
-//! into a file. Two threads: the reader (scan, read under the bandwidth cap, tar, frame, MDC)
-//! and the writer (AES-CFB, SHA-256 of the output, write), both at the configured low priority,
-//! joined by a small bounded channel so memory stays flat whatever the size.
+//! into a file. Three threads: the reader (scan, read under the bandwidth cap, tar, frame, SHA-1
+//! MDC), the encrypter (AES-CFB, serial by nature, with a core to itself) and the writer
+//! (SHA-256 of the output, write), all at the configured low priority, joined by small bounded
+//! channels so memory stays flat whatever the size.
 
 use std::fs;
 use std::io::{self, Write};
@@ -11,7 +12,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 
 use crate::archive;
 use crate::config::BackupConfig;
-use crate::openpgp::{self, CipherWriter, Plaintext};
+use crate::openpgp::{self, Encryptor, Plaintext};
 use crate::snapshot::unix_now;
 use crate::throttle::{lower_thread_priority, Cancelled, TokenBucket};
 
@@ -83,13 +84,24 @@ pub fn encrypt_tree(
     }
     progress.total.store(scan.content_bytes, Ordering::Relaxed);
     let (skesk, key) = openpgp::skesk_packet(password.as_bytes(), config.s2k_count)?;
+    // Three stages on three threads, so the serial AES-CFB has a core to itself while the
+    // SHA-1 of the plaintext (reader) and the SHA-256 of the output (writer) run beside it.
     let (tx, rx) = sync_channel::<Vec<u8>>(CHANNEL_DEPTH);
+    let (ctx, crx) = sync_channel::<Vec<u8>>(CHANNEL_DEPTH);
     let (nice, io_class) = (config.nice, config.io_class);
+    let (enc, head) = Encryptor::new(&skesk, &key);
+    let encrypter = std::thread::Builder::new()
+        .name("backup-encrypt".into())
+        .spawn(move || {
+            lower_thread_priority(nice, io_class);
+            encrypt(enc, head, rx, ctx)
+        })?;
     let writer = std::thread::Builder::new().name("backup-write".into()).spawn(move || {
         lower_thread_priority(nice, io_class);
-        write_cipher(file, &skesk, &key, rx)
+        write_hashed(file, crx)
     })?;
     let read_result = read_plain(&scan, config, literal_name, progress, on_progress, tx);
+    let _ = encrypter.join();
     let write_result = writer
         .join()
         .map_err(|_| io::Error::other("backup writer thread panicked"))?;
@@ -170,22 +182,43 @@ fn read_plain(
     send(Vec::new())
 }
 
-/// The writer: encrypts chunks and writes them; `None` when the stream was aborted.
-fn write_cipher(
-    file: fs::File,
-    skesk: &[u8],
-    key: &openpgp::Key,
-    rx: Receiver<Vec<u8>>,
-) -> io::Result<Option<Written>> {
-    let mut cipher = CipherWriter::new(io::BufWriter::with_capacity(1 << 20, file), skesk, key)?;
-    while let Ok(mut chunk) = rx.recv() {
-        if chunk.is_empty() {
-            let (w, sha256, size) = cipher.finish()?;
-            let file = w.into_inner().map_err(|e| e.into_error())?;
-            return Ok(Some(Written { file, sha256, size }));
-        }
-        cipher.write_plain(&mut chunk)?;
+/// The middle stage: encrypts plaintext chunks in place and passes the framed ciphertext on.
+/// An empty chunk ends the stream (and is passed on); a closed channel aborts it.
+fn encrypt(mut enc: Encryptor, head: Vec<u8>, rx: Receiver<Vec<u8>>, tx: SyncSender<Vec<u8>>) {
+    if tx.send(head).is_err() {
+        return;
     }
-    let _ = cipher.finish().map(|(mut w, _, _)| w.flush());
+    while let Ok(mut chunk) = rx.recv() {
+        let mut out = Vec::with_capacity(chunk.len() + 64);
+        if chunk.is_empty() {
+            enc.finish(&mut out);
+            let _ = tx.send(out).and_then(|_| tx.send(Vec::new()));
+            return;
+        }
+        enc.encrypt(&mut chunk, &mut out);
+        if !out.is_empty() && tx.send(out).is_err() {
+            return;
+        }
+    }
+}
+
+/// The writer: hashes and writes the ciphertext; `None` when the stream was aborted.
+fn write_hashed(mut file: fs::File, rx: Receiver<Vec<u8>>) -> io::Result<Option<Written>> {
+    use sha2::Digest;
+    let mut sha256 = sha2::Sha256::new();
+    let mut size = 0u64;
+    while let Ok(chunk) = rx.recv() {
+        if chunk.is_empty() {
+            file.flush()?;
+            return Ok(Some(Written {
+                file,
+                sha256: sha256.finalize().into(),
+                size,
+            }));
+        }
+        file.write_all(&chunk)?;
+        sha256.update(&chunk);
+        size += chunk.len() as u64;
+    }
     Ok(None)
 }

@@ -60,7 +60,7 @@ pub fn render(report: &RunReport) -> String {
             h,
             "<tr class=\"{}\"><td><a href=\"#{}\">{}</a></td><td>{}</td><td>{:.1} s</td><td>{}</td></tr>",
             outcome(s.outcome).replace(' ', "_"),
-            anchor(&s.name),
+            crate::run::slug(&s.name),
             esc(&s.name),
             outcome(s.outcome),
             s.duration_s,
@@ -72,7 +72,7 @@ pub fn render(report: &RunReport) -> String {
         let _ = writeln!(
             h,
             "<section id=\"{}\"><h2>{}</h2><p class=\"file\">{} &middot; {}{}</p>",
-            anchor(&s.name),
+            crate::run::slug(&s.name),
             esc(&s.name),
             esc(&s.file),
             outcome(s.outcome),
@@ -114,18 +114,6 @@ pub fn render(report: &RunReport) -> String {
     }
     h.push_str("</body></html>\n");
     h
-}
-
-fn anchor(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect()
 }
 
 fn latency_section(h: &mut String, probes: &[&Latency]) {

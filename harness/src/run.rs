@@ -109,7 +109,8 @@ pub fn parse_target(t: &str) -> Result<Target, String> {
     })
 }
 
-fn slug(name: &str) -> String {
+/// A scenario name as a folder or anchor name: lower-case alphanumerics joined by `-`.
+pub fn slug(name: &str) -> String {
     name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {

@@ -83,7 +83,7 @@ fn broken_yaml_and_bad_durations_point_at_the_spot() {
 #[test]
 fn every_file_of_the_default_suite_loads() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let files = nexus_scenario::discover(&[dir.clone(), dir.join("faults")]).unwrap();
+    let files = nexus_scenario::discover(&[dir.clone(), dir.join("faults"), dir.join("perf")]).unwrap();
     assert!(files.len() >= 9, "{files:?}");
     for f in files {
         let s = Scenario::load(&f).unwrap_or_else(|e| panic!("{e}"));
@@ -107,4 +107,21 @@ fn iteration_is_known_only_inside_repeat() {
     );
     let e = error_of("name: x\nsteps:\n  - repeat: {times: 0, steps: [{ssh.run: {as: root, command: id}}]}\n");
     assert!(e.contains("at least 1"), "{e}");
+}
+
+#[test]
+fn probe_mistakes_are_named() {
+    let e = error_of("name: x\nsteps:\n  - probe.latency: {name: a, for: 0s}\n");
+    assert!(
+        e.starts_with("scenarios/bad.yaml:3:") && e.contains("`for` must be more than zero"),
+        "{e}"
+    );
+    let e = error_of("name: x\nsteps:\n  - probe.latency: {name: a, for: 5s, max_p99_ratio: 1.2}\n");
+    assert!(e.contains("`max_p99_ratio` needs `compare_to`"), "{e}");
+    let e = error_of("name: x\nsteps:\n  - probe.latency: {name: a, for: 5s, settle: 1s}\n");
+    assert!(e.contains("give `during` too"), "{e}");
+    let e = error_of("name: x\nsteps:\n  - probe.latency: {name: a, for: 5s, period: fast}\n");
+    assert!(e.contains("`period`") && e.contains("500ms"), "{e}");
+    let e = error_of("name: x\nsteps:\n  - fault.slow_io: {read_bytes_per_sec: lots}\n");
+    assert!(e.starts_with("scenarios/bad.yaml:3:"), "{e}");
 }
