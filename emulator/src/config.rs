@@ -59,6 +59,10 @@ pub struct BackupConfig {
     pub read_bytes_per_sec: u64,
     /// Bytes read (and encrypted) per step; the threads yield the CPU between steps.
     pub chunk_bytes: usize,
+    /// Flush-behind: every this many bytes written, the backup file's new part is written out
+    /// and dropped from the page cache, so dirty data never piles up into a burst of writeback
+    /// that stalls everyone else's fsync; 0 leaves writeback to the kernel.
+    pub write_flush_bytes: u64,
     /// OpenPGP S2K iteration count byte (RFC 4880 3.7.1.3); 0x60..=0xff.
     pub s2k_count: u8,
     /// Least time between two `Progress` signals, in milliseconds.
@@ -103,6 +107,7 @@ impl Default for BackupConfig {
             io_class: IoClass::Idle,
             read_bytes_per_sec: 32 * 1024 * 1024,
             chunk_bytes: 1024 * 1024,
+            write_flush_bytes: 4 * 1024 * 1024,
             s2k_count: 0xe0,
             progress_interval_ms: 250,
         }
@@ -176,6 +181,13 @@ impl Config {
                 "use 0 (no cap) or at least 65536",
             ));
         }
+        if b.write_flush_bytes != 0 && b.write_flush_bytes < 64 * 1024 {
+            return Err(bad(
+                "backup.write_flush_bytes",
+                b.write_flush_bytes.to_string(),
+                "use 0 (kernel writeback) or at least 65536",
+            ));
+        }
         if b.s2k_count < 0x60 {
             return Err(bad(
                 "backup.s2k_count",
@@ -247,6 +259,11 @@ mod tests {
         assert!(err.contains("fast"), "{err}");
         let err = parse("[backup]\nread_bytes_per_sec = 10\n").unwrap_err().to_string();
         assert!(err.contains("read_bytes_per_sec"), "{err}");
+        let err = parse("[backup]\nwrite_flush_bytes = 100\n").unwrap_err().to_string();
+        assert!(
+            err.contains("backup.write_flush_bytes") && err.contains("65536"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -96,9 +96,10 @@ pub fn encrypt_tree(
             lower_thread_priority(nice, io_class);
             encrypt(enc, head, rx, ctx)
         })?;
+    let flush_every = config.write_flush_bytes;
     let writer = std::thread::Builder::new().name("backup-write".into()).spawn(move || {
         lower_thread_priority(nice, io_class);
-        write_hashed(file, crx)
+        write_hashed(file, crx, flush_every)
     })?;
     let read_result = read_plain(&scan, config, literal_name, progress, on_progress, tx);
     let _ = encrypter.join();
@@ -202,11 +203,14 @@ fn encrypt(mut enc: Encryptor, head: Vec<u8>, rx: Receiver<Vec<u8>>, tx: SyncSen
     }
 }
 
-/// The writer: hashes and writes the ciphertext; `None` when the stream was aborted.
-fn write_hashed(mut file: fs::File, rx: Receiver<Vec<u8>>) -> io::Result<Option<Written>> {
+/// The writer: hashes and writes the ciphertext, flushing behind every `flush_every` bytes;
+/// `None` when the stream was aborted.
+fn write_hashed(mut file: fs::File, rx: Receiver<Vec<u8>>, flush_every: u64) -> io::Result<Option<Written>> {
     use sha2::Digest;
     let mut sha256 = sha2::Sha256::new();
     let mut size = 0u64;
+    let mut flushed = 0u64;
+    let mut dropped = 0u64;
     while let Ok(chunk) = rx.recv() {
         if chunk.is_empty() {
             file.flush()?;
@@ -219,6 +223,123 @@ fn write_hashed(mut file: fs::File, rx: Receiver<Vec<u8>>) -> io::Result<Option<
         file.write_all(&chunk)?;
         sha256.update(&chunk);
         size += chunk.len() as u64;
+        if flush_every > 0 && size - flushed >= flush_every {
+            flush_behind(&file, flushed, size, &mut dropped)?;
+            flushed = size;
+        }
     }
     Ok(None)
+}
+
+/// The page cache drops only whole folios, which can be as large as 2 MiB: drop in windows
+/// aligned to that, so no written page stays behind because its folio straddled a flush.
+const DROP_ALIGN: u64 = 2 << 20;
+
+/// Writes `[from, to)` of `file` out and waits for it, then drops the written pages up to the
+/// last aligned boundary from the page cache (`dropped` is how far that has gone).
+fn flush_behind(file: &fs::File, from: u64, to: u64, dropped: &mut u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: a plain syscall on an open descriptor with an in-range span.
+    if unsafe { libc::sync_file_range(fd, from as libc::off64_t, (to - from) as libc::off64_t, flags) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let end = to / DROP_ALIGN * DROP_ALIGN;
+    if end > *dropped {
+        // Written out, so clean; nobody reads them here again. Advice only: its result is moot.
+        // SAFETY: as above.
+        unsafe {
+            libc::posix_fadvise(
+                fd,
+                *dropped as libc::off_t,
+                (end - *dropped) as libc::off_t,
+                libc::POSIX_FADV_DONTNEED,
+            )
+        };
+        *dropped = end;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pages of `path` in the page cache, and all its pages.
+    fn resident(path: &Path) -> (usize, usize) {
+        use std::os::fd::AsRawFd;
+        let f = fs::File::open(path).unwrap();
+        let len = f.metadata().unwrap().len() as usize;
+        let page = 4096;
+        let pages = len.div_ceil(page);
+        let mut vec = vec![0u8; pages];
+        // SAFETY: a read-only shared mapping of an open file, unmapped before returning.
+        unsafe {
+            let addr = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            );
+            assert_ne!(addr, libc::MAP_FAILED);
+            assert_eq!(libc::mincore(addr, len, vec.as_mut_ptr()), 0);
+            libc::munmap(addr, len);
+        }
+        (vec.iter().filter(|b| **b & 1 == 1).count(), pages)
+    }
+
+    fn backup(src: &Path, out: &Path, write_flush_bytes: u64) {
+        let config = BackupConfig {
+            read_bytes_per_sec: 0,
+            write_flush_bytes,
+            ..BackupConfig::default()
+        };
+        let file = fs::File::create(out).unwrap();
+        encrypt_tree(
+            src,
+            &["system", "data"],
+            file,
+            "pw",
+            &config,
+            "t.tar",
+            &Progress::default(),
+            |_| {},
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn flush_behind_keeps_the_backup_out_of_the_page_cache() {
+        // On a disk-backed folder (tmpfs pages are the storage and cannot be dropped).
+        let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let src = dir.path().join("tree");
+        fs::create_dir_all(src.join("system")).unwrap();
+        fs::create_dir_all(src.join("data")).unwrap();
+        let block: Vec<u8> = (0..1 << 20)
+            .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let mut f = fs::File::create(src.join("data/db.bin")).unwrap();
+        for _ in 0..16 {
+            f.write_all(&block).unwrap();
+        }
+        drop(f);
+        let kept = dir.path().join("kept.gpg");
+        backup(&src, &kept, 0);
+        let (r, all) = resident(&kept);
+        assert!(
+            r * 10 > all * 9,
+            "without flush-behind the new file stays cached: {r} of {all} pages"
+        );
+        let dropped = dir.path().join("dropped.gpg");
+        backup(&src, &dropped, 256 * 1024);
+        let (r, all) = resident(&dropped);
+        // Only the tail after the last flush may still be there.
+        assert!(
+            r * 4 < all,
+            "flush-behind dropped what it wrote: {r} of {all} pages resident"
+        );
+    }
 }
