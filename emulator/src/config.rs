@@ -107,7 +107,7 @@ impl Default for BackupConfig {
             io_class: IoClass::Idle,
             read_bytes_per_sec: 32 * 1024 * 1024,
             chunk_bytes: 1024 * 1024,
-            write_flush_bytes: 4 * 1024 * 1024,
+            write_flush_bytes: 1024 * 1024,
             s2k_count: 0xe0,
             progress_interval_ms: 250,
         }
