@@ -103,6 +103,13 @@ pub fn render(report: &RunReport) -> String {
             );
         }
         h.push_str("</table></details>\n");
+        if let Some(d) = &s.device_state {
+            let _ = writeln!(
+                h,
+                "<details><summary>device state</summary><pre>{}</pre></details>",
+                esc(d)
+            );
+        }
         if let Some(j) = &s.journal {
             let _ = writeln!(
                 h,
@@ -429,6 +436,7 @@ mod tests {
                 ready_s: Some(0.6),
                 steps: vec![idle, busy, wait],
                 journal: None,
+                device_state: None,
             }],
             infra_error: None,
         };

@@ -106,6 +106,10 @@ pub struct ScenarioReport {
     pub steps: Vec<StepReport>,
     /// The device's `nexus-backupd` journal, attached when the scenario did not pass.
     pub journal: Option<String>,
+    /// The device's file system usage and its lists of snapshots and backups, attached when
+    /// the scenario did not pass.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub device_state: Option<String>,
 }
 
 /// The whole run.

@@ -51,6 +51,38 @@ pub struct RunArgs {
     /// Bytes of home-automation content on the emulator's SD card.
     #[arg(long, default_value_t = crate::sdcard::DEFAULT_CONTENT)]
     pub content_bytes: u64,
+    /// Run only part K of N of the (filtered) scenarios, e.g. 2/3: CI jobs that share a suite
+    /// each take one part; the split is deterministic (round robin in file order).
+    #[arg(long, value_name = "K/N", value_parser = parse_partition)]
+    pub partition: Option<(usize, usize)>,
+    /// Print the scenarios that would run (after --filter and --partition) and start nothing.
+    #[arg(long)]
+    pub list: bool,
+}
+
+/// Parses `K/N` with 1 <= K <= N.
+pub fn parse_partition(s: &str) -> Result<(usize, usize), String> {
+    let (k, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?}: write K/N, e.g. 2/3 for the second of three parts"))?;
+    let (k, n): (usize, usize) = match (k.trim().parse(), n.trim().parse()) {
+        (Ok(k), Ok(n)) => (k, n),
+        _ => return Err(format!("{s:?}: K and N are whole numbers, e.g. 2/3")),
+    };
+    if n == 0 || k == 0 || k > n {
+        return Err(format!("{s:?}: need 1 <= K <= N, e.g. 1/{}", n.max(1)));
+    }
+    Ok((k, n))
+}
+
+/// Part `k` of `n` of `items`: every n-th one from the k-th on, in their order.
+pub fn partition<T>(items: Vec<T>, (k, n): (usize, usize)) -> Vec<T> {
+    items
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % n == k - 1)
+        .map(|(_, t)| t)
+        .collect()
 }
 
 /// Makes sure the emulator image and the SD-card template exist; returns the image reference.
@@ -164,6 +196,22 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
     }
     if let Some(tag) = &args.filter {
         scenarios.retain(|s| s.has_tag(tag));
+    }
+    if let Some(part) = args.partition {
+        let all = scenarios.len();
+        scenarios = partition(scenarios, part);
+        eprintln!(
+            "nexus-hil: partition {}/{}: {} of {all} scenarios",
+            part.0,
+            part.1,
+            scenarios.len()
+        );
+    }
+    if args.list {
+        for s in &scenarios {
+            println!("{}\t{}\t[{}]", s.file.display(), s.name, s.tags.join(", "));
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -350,6 +398,7 @@ fn skipped(s: &Scenario, why: &str) -> ScenarioReport {
         ready_s: None,
         steps: Vec::new(),
         journal: None,
+        device_state: None,
     }
 }
 
@@ -450,5 +499,31 @@ mod tests {
         );
         assert!(parse_target("nexus@host").unwrap_err().contains("ssh://USER@HOST"));
         assert!(parse_target("ssh://host").unwrap_err().contains("admin user"));
+    }
+
+    #[test]
+    fn partitions_parse_and_cover_the_suite_once() {
+        assert_eq!(parse_partition("2/3"), Ok((2, 3)));
+        for bad in ["3", "0/2", "3/2", "a/b", "1/0"] {
+            let e = parse_partition(bad).unwrap_err();
+            assert!(
+                e.contains("K/N") || e.contains("K <= N") || e.contains("whole numbers"),
+                "{bad}: {e}"
+            );
+        }
+        let items: Vec<u32> = (0..11).collect();
+        let parts: Vec<Vec<u32>> = (1..=3).map(|k| partition(items.clone(), (k, 3))).collect();
+        let mut all: Vec<u32> = parts.concat();
+        all.sort();
+        assert_eq!(all, items, "every scenario in exactly one part");
+        assert!(
+            parts.iter().all(|p| p.len() == 3 || p.len() == 4),
+            "balanced: {parts:?}"
+        );
+        assert_eq!(
+            partition(items.clone(), (2, 3)),
+            partition(items, (2, 3)),
+            "deterministic"
+        );
     }
 }

@@ -1060,21 +1060,21 @@ pub async fn run_scenario(
     for h in run.holds.drain(..) {
         h.abort();
     }
-    let journal = if outcome != Outcome::Failed {
-        None
+    let (journal, device_state) = if outcome != Outcome::Failed {
+        (None, None)
     } else {
-        let out = run
-            .ssh(
-                "root",
-                "journalctl -u nexus-backupd --no-pager -n 200",
-                None,
-                Duration::from_secs(20),
-            )
-            .await;
-        Some(match out {
-            Ok(o) => o.stdout,
-            Err(e) => format!("(the journal could not be fetched: {e})"),
-        })
+        let fetch = |cmd: &'static str, what: &'static str| {
+            let run = &run;
+            async move {
+                match run.ssh("root", cmd, None, Duration::from_secs(20)).await {
+                    Ok(o) => o.stdout + &o.stderr,
+                    Err(e) => format!("({what} could not be fetched: {e})"),
+                }
+            }
+        };
+        let journal = fetch("journalctl -u nexus-backupd --no-pager -n 200", "the journal").await;
+        let state = fetch(DEVICE_STATE, "the device's state").await;
+        (Some(journal), Some(state))
     };
     ScenarioReport {
         name: s.name.clone(),
@@ -1085,5 +1085,13 @@ pub async fn run_scenario(
         ready_s: None,
         steps,
         journal,
+        device_state,
     }
 }
+
+/// What is pulled from a device whose scenario failed, besides the journal: the file system's
+/// usage and the snapshots and backups as its own services list them.
+const DEVICE_STATE: &str = "echo '== btrfs filesystem usage /broot'; btrfs filesystem usage /broot 2>&1; \
+     echo '== Snapshot1.GetList'; busctl --system --json=short call tech.noreya.Snapshot1 /tech/noreya/Snapshot1 tech.noreya.Snapshot1 GetList 2>&1; \
+     echo '== Backup1.GetList'; busctl --system --json=short call tech.noreya.Backup1 /tech/noreya/Backup1 tech.noreya.Backup1 GetList 2>&1; \
+     echo '== ls -la /broot/backups'; ls -la /broot/backups 2>&1";

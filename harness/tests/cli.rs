@@ -129,6 +129,17 @@ fn a_failing_scenario_fails_the_run_with_its_transcript_and_journal() {
         journal.contains("snapshot created"),
         "the device journal must be attached: {journal}"
     );
+    let state = json["scenarios"][0]["device_state"].as_str().unwrap();
+    assert!(
+        state.contains("== btrfs filesystem usage /broot") && state.contains("Device size:"),
+        "the file system's usage must be attached: {state}"
+    );
+    assert!(
+        state.contains("== Snapshot1.GetList")
+            && state.contains("\"description\"")
+            && state.contains("== Backup1.GetList"),
+        "the snapshot and backup lists must be attached: {state}"
+    );
 }
 
 fn our_containers(pid: u32) -> usize {
@@ -378,4 +389,35 @@ fn latency_probes_measure_each_condition_and_the_html_report_shows_them() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--report-dir"));
+}
+
+#[test]
+fn partitions_split_the_suite_for_parallel_ci_jobs() {
+    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let list = |part: &str| -> Vec<String> {
+        let out = nexus_hil()
+            .args(["--list", "--partition", part])
+            .arg(&suite)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("partition {part}")));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let all = list("1/1");
+    let (one, two) = (list("1/2"), list("2/2"));
+    assert!(all.len() >= 6, "{all:?}");
+    assert_eq!(one.len() + two.len(), all.len());
+    assert!(one.iter().all(|l| !two.contains(l)), "the parts overlap");
+    assert_eq!(one, list("1/2"), "the same part every time");
+    let out = nexus_hil()
+        .args(["--list", "--partition", "3/2"])
+        .arg(&suite)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 <= K <= N"));
 }

@@ -44,6 +44,7 @@ fn sample_run() -> RunReport {
                 ready_s: Some(0.6),
                 steps: vec![step(1, "dbus.call", Outcome::Passed, None), wait],
                 journal: None,
+                device_state: None,
             },
             ScenarioReport {
                 name: "Download flow".into(),
@@ -54,6 +55,7 @@ fn sample_run() -> RunReport {
                 ready_s: Some(0.7),
                 steps: vec![step(1, "http.get", Outcome::Failed, Some("status 404, expected 200"))],
                 journal: Some("nexus-backupd[1]: backup started\n".into()),
+                device_state: Some("== btrfs filesystem usage /broot\nOverall:\n".into()),
             },
             ScenarioReport {
                 name: "Lifecycle only".into(),
@@ -64,6 +66,7 @@ fn sample_run() -> RunReport {
                 ready_s: None,
                 steps: Vec::new(),
                 journal: None,
+                device_state: None,
             },
             ScenarioReport {
                 name: "Polkit grants".into(),
@@ -74,6 +77,7 @@ fn sample_run() -> RunReport {
                 ready_s: None,
                 steps: Vec::new(),
                 journal: None,
+                device_state: None,
             },
         ],
     }
