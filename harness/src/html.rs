@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use plotters::prelude::*;
 
-use crate::report::{Latency, Outcome, RunReport, StepReport};
+use crate::report::{Latency, Outcome, ProgressSample, RunReport, StepReport};
 
 const COLORS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
@@ -84,7 +84,7 @@ pub fn render(report: &RunReport) -> String {
         if !probes.is_empty() {
             latency_section(&mut h, &probes);
         }
-        let waits: Vec<&StepReport> = s.steps.iter().filter(|st| st.progress.len() >= 2).collect();
+        let waits: Vec<&StepReport> = s.steps.iter().filter(|st| running(st).len() >= 2).collect();
         if !waits.is_empty() {
             progress_section(&mut h, &waits);
         }
@@ -284,10 +284,16 @@ fn draw_histogram(
     Ok(())
 }
 
+/// The samples taken while the backup ran (once it ends, Status reports no totals).
+fn running(w: &StepReport) -> Vec<&ProgressSample> {
+    w.progress.iter().filter(|p| p.bytes_total > 0).collect()
+}
+
 fn progress_section(h: &mut String, waits: &[&StepReport]) {
     h.push_str("<h3>Backups: progress over time</h3>\n<table><tr><th>step</th><th>line</th><th>bytes</th><th>time</th><th>throughput</th></tr>\n");
     for w in waits {
-        let (first, last) = (&w.progress[0], &w.progress[w.progress.len() - 1]);
+        let samples = running(w);
+        let (first, last) = (samples[0], samples[samples.len() - 1]);
         let secs = (last.at_s - first.at_s).max(0.001);
         let _ = writeln!(
             h,
@@ -318,7 +324,10 @@ fn draw_progress(
     root.fill(&WHITE)?;
     let longest = waits
         .iter()
-        .map(|w| w.progress.last().map(|l| l.at_s - w.progress[0].at_s).unwrap_or(0.0))
+        .map(|w| {
+            let r = running(w);
+            r.last().map(|l| l.at_s - r[0].at_s).unwrap_or(0.0)
+        })
         .fold(1.0, f64::max);
     let mut chart = ChartBuilder::on(root)
         .caption("backup progress", ("sans-serif", 16))
@@ -333,10 +342,11 @@ fn draw_progress(
         .draw()?;
     for (i, w) in waits.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let t0 = w.progress[0].at_s;
+        let samples = running(w);
+        let t0 = samples[0].at_s;
         chart
             .draw_series(LineSeries::new(
-                w.progress.iter().map(|p| (p.at_s - t0, p.percent as f64)),
+                samples.iter().map(|p| (p.at_s - t0, p.percent as f64)),
                 color.stroke_width(2),
             ))?
             .label(format!("step {} (line {})", w.index, w.line))
@@ -361,7 +371,7 @@ section{border-top:2px solid #ddd;margin-top:1.5em}";
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{Measured, Percentiles, ProgressSample, ScenarioReport, Verdict};
+    use crate::report::{Measured, Percentiles, ScenarioReport, Verdict};
 
     fn probe(name: &str, p99: u64, verdict: Option<Verdict>) -> Latency {
         Latency {
@@ -424,6 +434,13 @@ mod tests {
                 bytes_total: 100 << 20,
             })
             .collect();
+        // After the end Status has no totals; that sample is no part of the throughput.
+        wait.progress.push(ProgressSample {
+            at_s: 4.5,
+            percent: 0,
+            bytes_done: 0,
+            bytes_total: 0,
+        });
         let report = RunReport {
             target: "emulator".into(),
             duration_s: 12.0,
