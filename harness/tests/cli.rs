@@ -421,3 +421,51 @@ fn partitions_split_the_suite_for_parallel_ci_jobs() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 <= K <= N"));
 }
+
+#[test]
+fn a_missing_engine_or_daemon_binary_is_an_infrastructure_error_in_every_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "one.yaml",
+        "name: One\nsteps:\n  - ssh.run: {as: nexus, command: id}\n",
+    );
+    let reports = dir.path().join("r");
+    // No engine at the address given.
+    let out = nexus_hil()
+        .env("DOCKER_HOST", "unix:///nonexistent/podman.sock")
+        .arg(&f)
+        .arg("--report-dir")
+        .arg(&reports)
+        .arg("--junit")
+        .arg(reports.join("junit.xml"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.contains("ERROR infrastructure: container engine: DOCKER_HOST=unix:///nonexistent/podman.sock")
+            && stdout.contains("ci/setup-host"),
+        "{stdout}"
+    );
+    let junit = std::fs::read_to_string(reports.join("junit.xml")).unwrap();
+    assert!(junit.contains("type=\"infrastructure\""), "{junit}");
+    // The image cannot be built without the daemon it carries.
+    let out = Command::new(env!("CARGO_BIN_EXE_nexus-hil"))
+        .args(["run", "--backupd", "/nonexistent/nexus-backupd", "--report-dir"])
+        .arg(&reports)
+        .arg(&f)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.contains("ERROR infrastructure: image build: cannot read the daemon binary /nonexistent/nexus-backupd"),
+        "{stdout}"
+    );
+    let json = std::fs::read_to_string(reports.join("report.json")).unwrap();
+    assert!(
+        json.contains("\"infra_error\": \"image build: cannot read the daemon binary"),
+        "{json}"
+    );
+}
