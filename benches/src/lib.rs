@@ -20,18 +20,26 @@ pub fn fill_pseudo_random(buf: &mut [u8], seed: u64) {
     }
 }
 
-/// The mixed data set: about 15 % in 1-16 KiB files (config trees, small records), the rest in
-/// 64 MiB files (databases, logs), `total` bytes in all, under `root/system` and `root/data`.
-/// Made once and reused while its marker says it has this size.
-pub fn mixed_dataset(root: &Path, total: u64) -> io::Result<()> {
+/// Begins making the data set `spec` at `root`: `None` when it is there already (its marker
+/// says so), else an empty `root` and the marker to write once it is complete.
+fn start_dataset(root: &Path, spec: &str) -> io::Result<Option<(PathBuf, String)>> {
     let marker = root.join(".dataset");
-    let spec = format!("mixed {total}\n");
-    if fs::read_to_string(&marker).ok().as_deref() == Some(spec.as_str()) {
-        return Ok(());
+    if fs::read_to_string(&marker).ok().as_deref() == Some(spec) {
+        return Ok(None);
     }
     if root.exists() {
         fs::remove_dir_all(root)?;
     }
+    Ok(Some((marker, spec.to_string())))
+}
+
+/// The mixed data set: about 15 % in 1-16 KiB files (config trees, small records), the rest in
+/// 64 MiB files (databases, logs), `total` bytes in all, under `root/system` and `root/data`.
+/// Made once and reused while its marker says it has this size.
+pub fn mixed_dataset(root: &Path, total: u64) -> io::Result<()> {
+    let Some(marker) = start_dataset(root, &format!("mixed {total}\n"))? else {
+        return Ok(());
+    };
     let small_total = total * 15 / 100;
     let mut made = 0u64;
     let mut i = 0u64;
@@ -56,7 +64,7 @@ pub fn mixed_dataset(root: &Path, total: u64) -> io::Result<()> {
         made += len;
         n += 1;
     }
-    fs::write(marker, spec)
+    fs::write(&marker.0, &marker.1)
 }
 
 /// Writes `len` pseudo-random bytes (seeded from `seed`) to a new file at `path`.
@@ -75,14 +83,9 @@ fn write_random(path: &Path, len: u64, seed: u64, buf: &mut [u8]) -> io::Result<
 /// The all-large data set: `total` bytes in 64 MiB files only (databases, recordings), under
 /// `root/system` (one file) and `root/data`.
 pub fn large_dataset(root: &Path, total: u64) -> io::Result<()> {
-    let marker = root.join(".dataset");
-    let spec = format!("large {total}\n");
-    if fs::read_to_string(&marker).ok().as_deref() == Some(spec.as_str()) {
+    let Some(marker) = start_dataset(root, &format!("large {total}\n"))? else {
         return Ok(());
-    }
-    if root.exists() {
-        fs::remove_dir_all(root)?;
-    }
+    };
     let big = 64u64 << 20;
     let mut buf = vec![0u8; 1 << 20];
     let (mut made, mut n) = (0u64, 0u64);
@@ -95,7 +98,7 @@ pub fn large_dataset(root: &Path, total: u64) -> io::Result<()> {
         n += 1;
     }
     fs::create_dir_all(root.join("data"))?;
-    fs::write(marker, spec)
+    fs::write(&marker.0, &marker.1)
 }
 
 /// Benchmark sizes: `NEXUS_BENCH_QUICK=1` (CI: the benches must run, not measure well) makes

@@ -168,7 +168,6 @@ fn latency_section(h: &mut String, probes: &[&Latency]) {
 
 /// The share of ticks later than x, per condition, on log-log axes: the tail is what matters.
 fn exceedance_chart(probes: &[&Latency]) -> String {
-    let mut svg = String::new();
     let max_us = probes
         .iter()
         .map(|p| p.measured.lateness_us.max)
@@ -179,12 +178,21 @@ fn exceedance_chart(probes: &[&Latency]) -> String {
         .iter()
         .map(|p| 1.0 / p.measured.samples.max(1) as f64)
         .fold(1.0, f64::min);
+    svg((560, 360), |root| draw_exceedance(root, probes, max_us, min_share))
+}
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
+/// One chart of `size` pixels as inline SVG, drawn by `draw`. A chart that cannot be drawn
+/// (no data to scale) is left empty rather than failing the page.
+fn svg(size: (u32, u32), draw: impl FnOnce(&Area) -> Result<(), Box<dyn std::error::Error>>) -> String {
+    let mut out = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (560, 360)).into_drawing_area();
-        let _ = draw_exceedance(&root, probes, max_us, min_share);
+        let root = SVGBackend::with_string(&mut out, size).into_drawing_area();
+        let _ = draw(&root);
         let _ = root.present();
     }
-    svg
+    out
 }
 
 fn draw_exceedance(
@@ -234,13 +242,7 @@ fn draw_exceedance(
 
 /// One condition's lateness histogram (log2 buckets of µs).
 fn histogram_chart(p: &Latency, color: RGBColor) -> String {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (360, 260)).into_drawing_area();
-        let _ = draw_histogram(&root, p, color);
-        let _ = root.present();
-    }
-    svg
+    svg((360, 260), |root| draw_histogram(root, p, color))
 }
 
 fn draw_histogram(
@@ -306,14 +308,8 @@ fn progress_section(h: &mut String, waits: &[&StepReport]) {
         );
     }
     h.push_str("</table>\n");
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (560, 300)).into_drawing_area();
-        let _ = draw_progress(&root, waits);
-        let _ = root.present();
-    }
     h.push_str("<div class=\"charts\">");
-    h.push_str(&svg);
+    h.push_str(&svg((560, 300), |root| draw_progress(root, waits)));
     h.push_str("</div>\n");
 }
 
