@@ -1,5 +1,5 @@
 //! The home-automation loop's tick with and without a concurrent backup (nexus-backupd's
-//! pipeline with the daemon's defaults: nice 19, idle I/O class, 32 MiB/s read cap; writing to
+//! pipeline with the daemon's defaults: SCHED_IDLE, idle I/O class, 32 MiB/s read cap; writing to
 //! the target folder's disk, looping over the mixed data set). Criterion measures the tick's
 //! response: lateness against its absolute deadline plus the tick's own I/O (sensor reads,
 //! state append, fdatasync every 10 ticks), 2 ms period. Also prints each condition's p99

@@ -345,7 +345,7 @@ impl BackupManager {
 
     /// The job thread: runs the backup, then records and announces the result.
     fn run(self: Arc<Self>, job: Arc<Job>, password: Zeroizing<String>) {
-        lower_thread_priority(self.config.nice, self.config.io_class);
+        lower_thread_priority(&self.config);
         let id = job.id;
         let partial = self.layout().partial_file(id);
         let result = match self.write_backup(&job, &password) {

@@ -51,7 +51,9 @@ pub struct Paths {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackupConfig {
-    /// CPU nice value of the backup threads (-20..19).
+    /// CPU scheduling policy of the backup threads: "idle" (SCHED_IDLE) or "normal" (at `nice`).
+    pub cpu_policy: CpuPolicy,
+    /// CPU nice value of the backup threads (-20..19); used by the "normal" policy.
     pub nice: i32,
     /// I/O scheduling class of the backup threads: "idle", "best-effort" or "none".
     pub io_class: IoClass,
@@ -67,6 +69,18 @@ pub struct BackupConfig {
     pub s2k_count: u8,
     /// Least time between two `Progress` signals, in milliseconds.
     pub progress_interval_ms: u64,
+}
+
+/// CPU scheduling policy for the backup threads (sched_setscheduler).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CpuPolicy {
+    /// SCHED_IDLE: the backup gets only CPU time nobody else wants, and any other task that
+    /// wakes up preempts it at once. With a nice value alone, the kernel's scheduler (EEVDF) may
+    /// let the backup finish its time slice first, which the automation loop sees as lateness.
+    Idle,
+    /// SCHED_OTHER at `nice`.
+    Normal,
 }
 
 /// I/O priority class for the backup threads (ioprio_set).
@@ -103,6 +117,7 @@ impl Default for Paths {
 impl Default for BackupConfig {
     fn default() -> Self {
         Self {
+            cpu_policy: CpuPolicy::Idle,
             nice: 19,
             io_class: IoClass::Idle,
             read_bytes_per_sec: 32 * 1024 * 1024,
@@ -240,6 +255,7 @@ mod tests {
         let c = parse("").unwrap();
         assert_eq!(c, Config::default());
         assert_eq!(c.backup.nice, 19);
+        assert_eq!(c.backup.cpu_policy, CpuPolicy::Idle);
         assert_eq!(c.backup.io_class, IoClass::Idle);
         assert_eq!(c.state_dir(), PathBuf::from("/broot/.nexus-backupd"));
     }
@@ -257,6 +273,8 @@ mod tests {
         assert!(err.contains("backup.nice") && err.contains("-20..19"), "{err}");
         let err = parse("[backup]\nio_class = \"fast\"\n").unwrap_err().to_string();
         assert!(err.contains("fast"), "{err}");
+        let err = parse("[backup]\ncpu_policy = \"fifo\"\n").unwrap_err().to_string();
+        assert!(err.contains("fifo"), "{err}");
         let err = parse("[backup]\nread_bytes_per_sec = 10\n").unwrap_err().to_string();
         assert!(err.contains("read_bytes_per_sec"), "{err}");
         let err = parse("[backup]\nwrite_flush_bytes = 100\n").unwrap_err().to_string();

@@ -88,17 +88,17 @@ pub fn encrypt_tree(
     // SHA-1 of the plaintext (reader) and the SHA-256 of the output (writer) run beside it.
     let (tx, rx) = sync_channel::<Vec<u8>>(CHANNEL_DEPTH);
     let (ctx, crx) = sync_channel::<Vec<u8>>(CHANNEL_DEPTH);
-    let (nice, io_class) = (config.nice, config.io_class);
+    let (prio_enc, prio_write) = (config.clone(), config.clone());
     let (enc, head) = Encryptor::new(&skesk, &key);
     let encrypter = std::thread::Builder::new()
         .name("backup-encrypt".into())
         .spawn(move || {
-            lower_thread_priority(nice, io_class);
+            lower_thread_priority(&prio_enc);
             encrypt(enc, head, rx, ctx)
         })?;
     let flush_every = config.write_flush_bytes;
     let writer = std::thread::Builder::new().name("backup-write".into()).spawn(move || {
-        lower_thread_priority(nice, io_class);
+        lower_thread_priority(&prio_write);
         write_hashed(file, crx, flush_every)
     })?;
     let read_result = read_plain(&scan, config, literal_name, progress, on_progress, tx);

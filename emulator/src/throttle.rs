@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::config::IoClass;
+use crate::config::{BackupConfig, CpuPolicy, IoClass};
 
 /// The wait was ended by a cancel request.
 #[derive(Debug, PartialEq, Eq)]
@@ -61,14 +61,21 @@ impl TokenBucket {
     }
 }
 
-/// Lowers the calling thread's CPU priority to `nice` and its I/O class as configured.
-/// Both are per thread on Linux, so the daemon's D-Bus and HTTPS threads keep theirs.
-pub fn lower_thread_priority(nice: i32, io: IoClass) {
-    // SAFETY: plain syscalls on the calling thread's id.
+/// Lowers the calling thread's CPU policy, nice value and I/O class as configured.
+/// All are per thread on Linux, so the daemon's D-Bus and HTTPS threads keep theirs.
+pub fn lower_thread_priority(config: &BackupConfig) {
+    let (nice, io) = (config.nice, config.io_class);
+    // SAFETY: plain syscalls on the calling thread's id; `param` outlives the call.
     unsafe {
         let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
         if libc::setpriority(libc::PRIO_PROCESS, tid, nice) != 0 {
             tracing::warn!("cannot set nice {nice}: {}", std::io::Error::last_os_error());
+        }
+        if config.cpu_policy == CpuPolicy::Idle {
+            let param = libc::sched_param { sched_priority: 0 };
+            if libc::sched_setscheduler(tid as libc::pid_t, libc::SCHED_IDLE, &param) != 0 {
+                tracing::warn!("cannot set SCHED_IDLE: {}", std::io::Error::last_os_error());
+            }
         }
         const IOPRIO_WHO_PROCESS: libc::c_long = 1;
         const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
@@ -117,8 +124,10 @@ mod tests {
     #[test]
     fn priority_applies_to_this_thread() {
         std::thread::spawn(|| {
-            lower_thread_priority(19, IoClass::Idle);
+            lower_thread_priority(&BackupConfig::default());
             let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+            let policy = unsafe { libc::sched_getscheduler(tid as libc::pid_t) };
+            assert_eq!(policy, libc::SCHED_IDLE, "CPU policy");
             let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
             let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
             assert_eq!(fields[16], "19", "nice field of {stat}");
