@@ -75,19 +75,7 @@ impl DeviceBus {
         if let Some(s) = self.signatures.lock().await.get(&key) {
             return Ok(s.clone());
         }
-        let path = object_path(service);
-        let reply = self
-            .conn
-            .call_method(
-                Some(service),
-                path.as_str(),
-                Some("org.freedesktop.DBus.Introspectable"),
-                "Introspect",
-                &(),
-            )
-            .await
-            .map_err(|e| format!("cannot introspect {service}: {e}"))?;
-        let xml: String = reply.body().deserialize().map_err(|e| e.to_string())?;
+        let xml = self.introspect(service).await?;
         let node =
             zbus_xml::Node::try_from(xml.as_str()).map_err(|e| format!("bad introspection of {service}: {e}"))?;
         let iface = node
@@ -109,6 +97,23 @@ impl DeviceBus {
         Ok(sig)
     }
 
+    /// The introspection XML of `service`'s object (object path = the name with dots as slashes).
+    pub async fn introspect(&self, service: &str) -> Result<String, String> {
+        let path = object_path(service);
+        let reply = self
+            .conn
+            .call_method(
+                Some(service),
+                path.as_str(),
+                Some("org.freedesktop.DBus.Introspectable"),
+                "Introspect",
+                &(),
+            )
+            .await
+            .map_err(|e| format!("cannot introspect {service}: {e}"))?;
+        reply.body().deserialize().map_err(|e| e.to_string())
+    }
+
     /// Calls `service.method` with `args` converted to the declared types; the reply's values as JSON.
     pub async fn call(
         &self,
@@ -116,6 +121,21 @@ impl DeviceBus {
         method: &str,
         args: &[String],
     ) -> Result<Vec<serde_json::Value>, CallError> {
+        Ok(self
+            .call_typed(service, method, args)
+            .await?
+            .iter()
+            .map(|(v, _)| v.clone())
+            .collect())
+    }
+
+    /// Like [`DeviceBus::call`], with each reply value's types beside it ([`types_of`]).
+    pub async fn call_typed(
+        &self,
+        service: &str,
+        method: &str,
+        args: &[String],
+    ) -> Result<Vec<(serde_json::Value, serde_json::Value)>, CallError> {
         let bad = |m: String| CallError {
             name: "nexus-hil.BadArguments".into(),
             message: m,
@@ -166,7 +186,29 @@ impl DeviceBus {
             name: "nexus-hil.BadReply".into(),
             message: e.to_string(),
         })?;
-        Ok(s.fields().iter().map(to_json).collect())
+        Ok(s.fields().iter().map(|v| (to_json(v), types_of(v))).collect())
+    }
+}
+
+/// The D-Bus types inside a value, in the shape of its JSON: a dictionary's values by key
+/// (`{"id": "u", ...}`), an array's items in a list, anything else as its signature.
+pub fn types_of(v: &Variant<'_>) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        Variant::Variant(inner) => J::from(inner.value_signature().to_string()),
+        Variant::Array(a) => J::Array(a.inner().iter().map(types_of).collect()),
+        Variant::Dict(d) => J::Object(
+            d.iter()
+                .map(|(k, v)| {
+                    let key = match to_json(k) {
+                        J::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    (key, types_of(v))
+                })
+                .collect(),
+        ),
+        other => J::from(other.value_signature().to_string()),
     }
 }
 

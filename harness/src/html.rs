@@ -103,6 +103,13 @@ pub fn render(report: &RunReport) -> String {
             );
         }
         h.push_str("</table></details>\n");
+        if !s.cleanup.is_empty() {
+            let _ = writeln!(
+                h,
+                "<details><summary>removed from the device afterwards</summary><pre>{}</pre></details>",
+                esc(&s.cleanup.join("\n"))
+            );
+        }
         if let Some(d) = &s.device_state {
             let _ = writeln!(
                 h,
@@ -450,6 +457,7 @@ mod tests {
                 steps: vec![idle, busy, wait],
                 journal: None,
                 device_state: None,
+                cleanup: Vec::new(),
             }],
             infra_error: None,
         };

@@ -4,6 +4,7 @@
 //! [`emulator`] runs them in the container engine found by [`engine`]. Infrastructure failures
 //! are [`error::InfraError`]s, kept apart from test failures.
 
+pub mod conform;
 pub mod dbus;
 pub mod emulator;
 pub mod engine;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod html;
 pub mod https;
 pub mod image;
+pub mod provision;
 pub mod report;
 pub mod run;
 pub mod runner;

@@ -24,6 +24,14 @@ enum Cmd {
         #[command(subcommand)]
         command: ImageCmd,
     },
+    /// Check a device against the backup contract (spec/nexus-backup-api.md): every documented
+    /// item must hold (exit 1 otherwise); this project's own choices are reported as the same or
+    /// as deviations. Makes one snapshot and deletes it again.
+    Conform(nexus_harness::conform::ConformArgs),
+    /// Prepare a real device for the suite with its admin account, as the vendor documents it:
+    /// user remotebackup, the polkit grant, the harness's key; idempotent, `--undo` removes
+    /// exactly what it added, `--dry-run` prints each command and changes nothing.
+    Provision(nexus_harness::provision::ProvisionArgs),
     /// Render a run's report.json as one self-contained HTML page (charts inline, nothing fetched).
     Report {
         /// The run's report folder or its report.json.
@@ -135,6 +143,8 @@ fn ssh_to_up() -> Result<Vec<String>, InfraError> {
 async fn dispatch(cmd: Cmd) -> Result<ExitCode, InfraError> {
     match cmd {
         Cmd::Run(args) => run::run(args).await,
+        Cmd::Conform(args) => nexus_harness::conform::command(args).await,
+        Cmd::Provision(args) => nexus_harness::provision::command(args).await,
         Cmd::Report { report, output } => {
             let json = if report.is_dir() {
                 report.join("report.json")

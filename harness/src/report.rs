@@ -110,6 +110,9 @@ pub struct ScenarioReport {
     /// the scenario did not pass.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub device_state: Option<String>,
+    /// On a real device: what the harness removed afterwards (the scenario's snapshots, users).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub cleanup: Vec<String>,
 }
 
 /// The whole run.

@@ -58,6 +58,9 @@ pub struct RunArgs {
     /// Print the scenarios that would run (after --filter and --partition) and start nothing.
     #[arg(long)]
     pub list: bool,
+    /// Folder where real devices' HTTPS CAs are pinned on first use (default: ~/.cache/nexus-hil/pins).
+    #[arg(long)]
+    pub pins: Option<PathBuf>,
 }
 
 /// Parses `K/N` with 1 <= K <= N.
@@ -108,6 +111,120 @@ pub async fn prepare_emulator(
             .map_err(|e| InfraError::SdCard(e.to_string()))??;
     drop(lock);
     Ok((built.reference, template))
+}
+
+/// The key the harness logs in with on real devices: made once, installed by `nexus-hil provision`.
+pub fn harness_key() -> PathBuf {
+    crate::image::cache_dir().join("harness-key").join("id_ed25519")
+}
+
+/// The key for a real device: `--key`, or the harness key that `provision` installed.
+pub fn remote_key(key: Option<PathBuf>, target: &str) -> Result<PathBuf, InfraError> {
+    if let Some(k) = key {
+        return Ok(k);
+    }
+    let k = harness_key();
+    if k.exists() {
+        Ok(k)
+    } else {
+        Err(InfraError::Unreachable(format!(
+            "no key for {target}: run `nexus-hil provision --target {target}` once (it installs the harness's key), or pass --key"
+        )))
+    }
+}
+
+/// A device opened for one command (`conform`, `provision`): a fresh emulator, or a real one.
+pub struct Opened {
+    pub dev: Device,
+    pub emu: Option<Emulator>,
+}
+
+impl Opened {
+    /// Removes the emulator, if one was started.
+    pub async fn close(self) {
+        if let Some(e) = self.emu {
+            let _ = e.remove().await;
+        }
+    }
+}
+
+/// Opens `target`: starts an emulator (image built when needed) or reaches a real device over ssh.
+pub async fn open_device(
+    target: &Target,
+    https_port: u16,
+    key: Option<PathBuf>,
+    backupd: Option<PathBuf>,
+    pins: Option<&Path>,
+    work: &Path,
+) -> Result<Opened, InfraError> {
+    std::fs::create_dir_all(work).map_err(|e| InfraError::io(work.display(), e))?;
+    match target {
+        Target::Emulator => {
+            let say = |m: &str| eprintln!("nexus-hil: {m}");
+            let (image, template) = prepare_emulator(backupd, false, crate::sdcard::DEFAULT_CONTENT, &say).await?;
+            let key = crate::ssh::make_key(work).await?;
+            let emu = Emulator::start(EmulatorSpec {
+                image: &image,
+                sdcard_template: &template,
+                admin_pubkey: &key.with_extension("pub"),
+                work_dir: work,
+            })
+            .await?;
+            let pubkey = std::fs::read_to_string(key.with_extension("pub"))
+                .map_err(|e| InfraError::io(key.with_extension("pub").display(), e))?;
+            let dev = emulator_device(&emu, &key, &pubkey, work);
+            Ok(Opened { dev, emu: Some(emu) })
+        }
+        Target::Remote { user, host, port } => {
+            let key = remote_key(key, &format!("ssh://{user}@{host}:{port}"))?;
+            let pubkey = std::fs::read_to_string(key.with_extension("pub")).unwrap_or_default();
+            let dev = Device {
+                ssh: SshTarget {
+                    host: host.clone(),
+                    port: *port,
+                    key,
+                    known_hosts: work.join("known_hosts"),
+                },
+                https: HttpsTarget {
+                    host: host.clone(),
+                    port: https_port,
+                    pin: pin_path(pins, host, https_port),
+                    token: std::env::var("NEXUS_HIL_HTTPS_TOKEN").ok(),
+                },
+                admin: user.clone(),
+                pubkey,
+            };
+            match dev.ssh.run(user, "true", None, Duration::from_secs(20)).await {
+                Ok(o) if o.code == Some(0) => Ok(Opened { dev, emu: None }),
+                Ok(o) => Err(InfraError::Unreachable(format!(
+                    "ssh {user}@{host}:{port} refused the key {}: {}; install it with `nexus-hil provision` or pass --key",
+                    dev.ssh.key.display(),
+                    o.stderr.trim()
+                ))),
+                Err(e) => Err(InfraError::Unreachable(format!("ssh {user}@{host}:{port}: {e}"))),
+            }
+        }
+    }
+}
+
+/// The device an emulator container is, reached through its published ports.
+fn emulator_device(emu: &Emulator, key: &Path, pubkey: &str, work: &Path) -> Device {
+    Device {
+        ssh: SshTarget {
+            host: "127.0.0.1".into(),
+            port: emu.ssh_port,
+            key: key.to_owned(),
+            known_hosts: work.join("known_hosts"),
+        },
+        https: HttpsTarget {
+            host: "127.0.0.1".into(),
+            port: emu.https_port,
+            pin: work.join("pinned-ca.pem"),
+            token: None,
+        },
+        admin: "nexus".into(),
+        pubkey: pubkey.to_string(),
+    }
 }
 
 /// A parsed `--target`.
@@ -225,9 +342,10 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
     let report_dir = report_dir
         .canonicalize()
         .map_err(|e| InfraError::io(report_dir.display(), e))?;
-    let key = match &args.key {
-        Some(k) => k.clone(),
-        None => crate::ssh::make_key(&report_dir).await?,
+    let key = match (&target, &args.key) {
+        (_, Some(k)) => k.clone(),
+        (Target::Emulator, None) => crate::ssh::make_key(&report_dir).await?,
+        (Target::Remote { .. }, None) => remote_key(None, &args.target)?,
     };
     let pubkey = std::fs::read_to_string(key.with_extension("pub"))
         .map_err(|e| InfraError::io(format!("{}.pub", key.display()), e))?;
@@ -315,7 +433,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
                         https: HttpsTarget {
                             host: host.clone(),
                             port: args.https_port,
-                            pin: pin_path(host, args.https_port),
+                            pin: pin_path(args.pins.as_deref(), host, args.https_port),
                             token: std::env::var("NEXUS_HIL_HTTPS_TOKEN").ok(),
                         },
                         admin: user.clone(),
@@ -382,9 +500,10 @@ fn write(path: &Path, text: &str) -> Result<(), InfraError> {
 }
 
 /// Where a real device's CA is pinned between runs.
-fn pin_path(host: &str, port: u16) -> PathBuf {
-    crate::image::cache_dir()
-        .join("pins")
+/// Where the CA of the device at `host:port` is pinned.
+pub fn pin_path(pins: Option<&Path>, host: &str, port: u16) -> PathBuf {
+    pins.map(Path::to_path_buf)
+        .unwrap_or_else(|| crate::image::cache_dir().join("pins"))
         .join(format!("{host}_{port}.pem"))
 }
 
@@ -399,6 +518,7 @@ fn skipped(s: &Scenario, why: &str) -> ScenarioReport {
         steps: Vec::new(),
         journal: None,
         device_state: None,
+        cleanup: Vec::new(),
     }
 }
 
@@ -433,22 +553,7 @@ pub async fn run_on_emulator(
         }
     };
     *current.lock().unwrap_or_else(|p| p.into_inner()) = Some(emu.id.clone());
-    let dev = Device {
-        ssh: SshTarget {
-            host: "127.0.0.1".into(),
-            port: emu.ssh_port,
-            key: key.to_owned(),
-            known_hosts: work.join("known_hosts"),
-        },
-        https: HttpsTarget {
-            host: "127.0.0.1".into(),
-            port: emu.https_port,
-            pin: work.join("pinned-ca.pem"),
-            token: None,
-        },
-        admin: "nexus".into(),
-        pubkey: pubkey.to_string(),
-    };
+    let dev = emulator_device(&emu, key, pubkey, work);
     let name = s.name.clone();
     let b = bar.clone();
     let mut r = run_scenario(s, &dev, Some(&emu), work, &move |m| {

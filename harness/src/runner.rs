@@ -43,6 +43,25 @@ pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// What a scenario added to a real device (an emulator is thrown away instead).
+#[derive(Debug, Default)]
+struct Made {
+    /// Snapshot ids that were on the device before the scenario (`None`: not known).
+    snapshots_before: Option<Vec<u64>>,
+    /// Users that `setup.user` created, and the polkit files it wrote that were not there before.
+    users: Vec<String>,
+    pkla: Vec<String>,
+}
+
+/// The ids in a `GetList` reply.
+fn listed_ids(reply: &[serde_json::Value]) -> Vec<u64> {
+    reply
+        .first()
+        .and_then(|l| l.as_array())
+        .map(|a| a.iter().filter_map(|e| e.get("id").and_then(|v| v.as_u64())).collect())
+        .unwrap_or_default()
+}
+
 /// The state of one scenario's run.
 struct Run<'a> {
     dev: Device,
@@ -57,6 +76,8 @@ struct Run<'a> {
     holds: Vec<tokio::task::JoinHandle<Result<Duration, String>>>,
     /// The `probe.latency` results so far, for `compare_to`.
     probes: Vec<Latency>,
+    /// On a real device: what this scenario added, to be removed when it ends.
+    made: Made,
 }
 
 /// How a step can end other than passing.
@@ -515,6 +536,13 @@ impl Run<'_> {
                                 return Err(format!("{k} is {got:?}, which does not contain {want:?}"));
                             }
                         }
+                        let whole = serde_json::Value::Array(values.clone()).to_string();
+                        for text in &s.expect_not_contains {
+                            let text = self.subst(text);
+                            if whole.contains(&text) {
+                                return Err(format!("the reply contains {text:?}, which it must not"));
+                            }
+                        }
                         if let Some(v) = &s.capture {
                             let value = match &s.capture_pointer {
                                 Some(p) => values
@@ -859,11 +887,15 @@ impl Run<'_> {
                     format!("10-{name}.pkla")
                 };
                 // The vendor's steps; --disabled-password because no one is there to type one.
+                // "made ..." lines tell the harness what to remove from a real device afterwards.
                 let mut script = format!(
-                    "id -u {n} >/dev/null 2>&1 || adduser --disabled-password {n} --gecos 'Backup' >/dev/null\n",
+                    "id -u {n} >/dev/null 2>&1 || {{ adduser --disabled-password {n} --gecos 'Backup' >/dev/null && echo made user; }}\n",
                     n = sh_quote(&name)
                 );
                 if !actions.is_empty() {
+                    script.push_str(&format!(
+                        "test -e /etc/polkit-1/localauthority/50-local.d/{file} || echo made pkla\n"
+                    ));
                     script.push_str(&format!(
                         "bash -c 'echo -e \"[Backup permissions]\\nIdentity=unix-user:{name}\\nAction={};\\nResultActive=yes\\nResultInactive=yes\\nResultAny=yes\\n\" > /etc/polkit-1/localauthority/50-local.d/{file}'\n",
                         actions.join(";")
@@ -884,6 +916,12 @@ impl Run<'_> {
                     .await?;
                 if out.code != Some(0) {
                     return Err(format!("setting up {name} failed: {}", out.stderr.trim()));
+                }
+                if out.stdout.lines().any(|l| l == "made user") {
+                    self.made.users.push(name.clone());
+                }
+                if out.stdout.lines().any(|l| l == "made pkla") {
+                    self.made.pkla.push(file);
                 }
                 Ok(())
             }
@@ -989,7 +1027,16 @@ pub async fn run_scenario(
         scenario_dir: s.file.parent().map(Path::to_path_buf).unwrap_or_default(),
         holds: Vec::new(),
         probes: Vec::new(),
+        made: Made::default(),
     };
+    if lifecycle.is_none() {
+        // A real device is left as it was found: note its snapshots now.
+        if let Ok(bus) = run.bus("root", Duration::from_secs(20)).await {
+            if let Ok(reply) = bus.call(crate::conform::SNAPSHOT1, "GetList", &[]).await {
+                run.made.snapshots_before = Some(listed_ids(&reply));
+            }
+        }
+    }
     let mut steps = Vec::new();
     let mut outcome = Outcome::Passed;
     let mut reason = None;
@@ -1076,6 +1123,11 @@ pub async fn run_scenario(
         let state = fetch(DEVICE_STATE, "the device's state").await;
         (Some(journal), Some(state))
     };
+    let cleanup = if lifecycle.is_none() {
+        run.tidy().await
+    } else {
+        Vec::new()
+    };
     ScenarioReport {
         name: s.name.clone(),
         file: s.file.display().to_string(),
@@ -1086,6 +1138,83 @@ pub async fn run_scenario(
         steps,
         journal,
         device_state,
+        cleanup,
+    }
+}
+
+impl Run<'_> {
+    /// Removes what the scenario added to a real device: its snapshots and their backups (a
+    /// backup still running is cancelled first), and the users and polkit files `setup.user`
+    /// made. Returns what it did, for the report.
+    async fn tidy(&mut self) -> Vec<String> {
+        let mut done = Vec::new();
+        let timeout = Duration::from_secs(30);
+        if let Some(before) = self.made.snapshots_before.clone() {
+            // A fresh connection: the scenario's own may have been cut by a fault.
+            self.buses.clear();
+            match self.bus("root", timeout).await {
+                Ok(bus) => {
+                    let now = bus
+                        .call(crate::conform::SNAPSHOT1, "GetList", &[])
+                        .await
+                        .map(|r| listed_ids(&r))
+                        .unwrap_or_default();
+                    let status = bus
+                        .call(crate::conform::BACKUP1, "Status", &[])
+                        .await
+                        .unwrap_or_default();
+                    let running = status.first().and_then(|s| s.get("id")).and_then(|v| v.as_u64());
+                    for id in now.iter().filter(|id| !before.contains(id)) {
+                        let arg = [id.to_string()];
+                        if running == Some(*id) {
+                            let _ = bus.call(crate::conform::BACKUP1, "Cancel", &[]).await;
+                            for _ in 0..100 {
+                                let s = bus
+                                    .call(crate::conform::BACKUP1, "Status", &[])
+                                    .await
+                                    .unwrap_or_default();
+                                if s.first().and_then(|s| s.get("id")).and_then(|v| v.as_u64()) != Some(*id) {
+                                    break;
+                                }
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                        }
+                        let backup = bus.call(crate::conform::BACKUP1, "Delete", &arg).await;
+                        let snapshot = bus.call(crate::conform::SNAPSHOT1, "Delete", &arg).await;
+                        done.push(match (backup, snapshot) {
+                            (_, Err(e)) => format!("snapshot {id} made by the scenario could not be deleted: {e}"),
+                            (Ok(_), Ok(_)) => format!("deleted snapshot {id} and its backup"),
+                            (Err(_), Ok(_)) => format!("deleted snapshot {id}"),
+                        });
+                    }
+                }
+                Err(e) => done.push(format!(
+                    "cannot reach the device to remove the scenario's snapshots: {e}"
+                )),
+            }
+        }
+        // The scenario's own D-Bus bridges run as its users: close them first.
+        self.buses.clear();
+        for u in self.made.users.clone() {
+            let script = format!("{}remove_user {}", crate::provision::REMOVE_USER, sh_quote(&u));
+            done.push(match self.ssh("root", &script, None, timeout).await {
+                Ok(o) if o.code == Some(0) => format!("removed user {u}"),
+                Ok(o) => format!(
+                    "user {u} made by the scenario could not be removed: {}",
+                    o.stderr.trim()
+                ),
+                Err(e) => format!("user {u} made by the scenario could not be removed: {e}"),
+            });
+        }
+        for f in self.made.pkla.clone() {
+            let path = format!("/etc/polkit-1/localauthority/50-local.d/{f}");
+            done.push(match self.ssh("root", &format!("rm -f {path}"), None, timeout).await {
+                Ok(o) if o.code == Some(0) => format!("removed {path}"),
+                Ok(o) => format!("{path} could not be removed: {}", o.stderr.trim()),
+                Err(e) => format!("{path} could not be removed: {e}"),
+            });
+        }
+        done
     }
 }
 

@@ -45,6 +45,7 @@ fn sample_run() -> RunReport {
                 steps: vec![step(1, "dbus.call", Outcome::Passed, None), wait],
                 journal: None,
                 device_state: None,
+                cleanup: Vec::new(),
             },
             ScenarioReport {
                 name: "Download flow".into(),
@@ -56,6 +57,7 @@ fn sample_run() -> RunReport {
                 steps: vec![step(1, "http.get", Outcome::Failed, Some("status 404, expected 200"))],
                 journal: Some("nexus-backupd[1]: backup started\n".into()),
                 device_state: Some("== btrfs filesystem usage /broot\nOverall:\n".into()),
+                cleanup: Vec::new(),
             },
             ScenarioReport {
                 name: "Lifecycle only".into(),
@@ -67,6 +69,7 @@ fn sample_run() -> RunReport {
                 steps: Vec::new(),
                 journal: None,
                 device_state: None,
+                cleanup: Vec::new(),
             },
             ScenarioReport {
                 name: "Polkit grants".into(),
@@ -78,6 +81,7 @@ fn sample_run() -> RunReport {
                 steps: Vec::new(),
                 journal: None,
                 device_state: None,
+                cleanup: Vec::new(),
             },
         ],
     }

@@ -185,6 +185,10 @@ pub struct DbusCall {
     /// For a dictionary reply: these keys' values must contain these texts.
     #[serde(default)]
     pub expect_fields_contain: BTreeMap<String, String>,
+    /// The whole reply must not contain any of these texts (e.g. a description that a refused
+    /// call would have made); works on a device that holds other data too.
+    #[serde(default)]
+    pub expect_not_contains: Vec<String>,
     /// The call must fail with this D-Bus error name.
     pub expect_error: Option<String>,
     /// ...and its message must contain this.
@@ -378,6 +382,7 @@ impl Step {
                 t.extend(o(&s.expect));
                 t.extend(s.expect_fields.values().map(String::as_str));
                 t.extend(s.expect_fields_contain.values().map(String::as_str));
+                t.extend(s.expect_not_contains.iter().map(String::as_str));
             }
             Step::BackupWait(s) => t.extend([s.user.as_str(), &s.id]),
             Step::SshRun(s) => {

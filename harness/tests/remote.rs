@@ -1,0 +1,331 @@
+//! The real-device path, with an emulator standing in for the device and reached only over its
+//! published SSH and HTTPS ports, as a NEXUS on the LAN is: `provision` (dry run, idempotent,
+//! `--undo` leaves /etc and /home as they were), portable scenarios through `--target ssh://`
+//! that leave the device's snapshots as they found them, `conform` (pinned with insta), and a
+//! changed CA refused with the way to re-pin.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_nexus-hil"))
+}
+
+fn backupd() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_nexus-hil")).with_file_name("nexus-backupd")
+}
+
+fn require_root() {
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "this test starts emulator containers and must run as root: use ci/test"
+    );
+}
+
+/// An emulator kept up by `nexus-hil emulator up`, used as if it were a device on the network.
+struct Device {
+    child: Child,
+    ssh_port: u16,
+    https_port: u16,
+    /// The admin's key (what a QA engineer's own ssh key is to a real device).
+    admin_key: PathBuf,
+}
+
+impl Device {
+    fn up() -> Self {
+        require_root();
+        let mut child = bin()
+            .args(["emulator", "up", "--backupd"])
+            .arg(backupd())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut ssh_port, mut https_port, mut admin_key) = (0, 0, PathBuf::new());
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if words.first() == Some(&"ssh") {
+                admin_key = PathBuf::from(words[2]);
+                ssh_port = words[4].parse().unwrap();
+            }
+            if let Some(rest) = line.trim().strip_prefix("https://127.0.0.1:") {
+                https_port = rest.split('/').next().unwrap().parse().unwrap();
+            }
+            if line.starts_with("Ctrl-C") {
+                break;
+            }
+        }
+        assert!(
+            ssh_port > 0 && https_port > 0,
+            "emulator up did not say how to reach it"
+        );
+        Self {
+            child,
+            ssh_port,
+            https_port,
+            admin_key,
+        }
+    }
+
+    fn target(&self) -> String {
+        format!("ssh://nexus@127.0.0.1:{}", self.ssh_port)
+    }
+
+    /// Runs a command as root on the device with the admin's key.
+    fn root(&self, cmd: &str) -> String {
+        let out = Command::new("ssh")
+            .args(["-p", &self.ssh_port.to_string(), "-i"])
+            .arg(&self.admin_key)
+            .args([
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "LogLevel=ERROR",
+                "nexus@127.0.0.1",
+                "sudo",
+                "-n",
+                "sh",
+                "-c",
+            ])
+            .arg(format!("'{cmd}'"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Every file, folder and link under /etc and /home with its mode, owner and content hash.
+    fn etc_and_home(&self) -> String {
+        self.root(
+            "cd / && find etc home -xdev -printf \"%p %M %u %g %l\\n\" | sort && \
+             find etc home -xdev -type f -exec sha256sum {} + | sort -k2",
+        )
+    }
+
+    fn snapshot_ids(&self) -> String {
+        self.root("ls /broot/snapshot/snapshots")
+    }
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        // `emulator up` removes its container on Ctrl-C.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn provision(dev: &Device, extra: &[&str]) -> Output {
+    bin()
+        .args(["provision", "--target", &dev.target(), "--login-key"])
+        .arg(&dev.admin_key)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn provision_then_the_portable_suite_then_undo_leaves_the_device_as_it_was() {
+    let dev = Device::up();
+    let before = dev.etc_and_home();
+    let snapshots_before = dev.snapshot_ids();
+
+    let dry = provision(&dev, &["--dry-run"]);
+    assert_eq!(dry.status.code(), Some(0), "{}", text(&dry));
+    let said = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        said.contains("$ adduser --disabled-password --gecos Backup remotebackup")
+            && said.contains("10-backup.pkla")
+            && said.contains("python3-dbus and rsync are present"),
+        "{said}"
+    );
+    assert_eq!(dev.etc_and_home(), before, "a dry run changed the device");
+
+    let first = provision(&dev, &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let pkla = dev.root("cat /etc/polkit-1/localauthority/50-local.d/10-backup.pkla");
+    assert!(
+        pkla.starts_with("[Backup permissions]\nIdentity=unix-user:remotebackup\nAction=tech.noreya.Backup1.Cancel;")
+            && pkla.contains("ResultAny=yes"),
+        "{pkla}"
+    );
+    let second = provision(&dev, &[]);
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    let again = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        !again.contains("$ "),
+        "the second provisioning changed something:\n{again}"
+    );
+
+    // The suite through --target with the harness key that provision installed.
+    let dir = tempfile::tempdir().unwrap();
+    let run = bin()
+        .args([
+            "run",
+            "--target",
+            &dev.target(),
+            "--https-port",
+            &dev.https_port.to_string(),
+        ])
+        .arg("--pins")
+        .arg(dir.path().join("pins"))
+        .arg("--report-dir")
+        .arg(dir.path().join("r"))
+        .args(["--filter", "portable"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/06-polkit-grants.yaml"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/01-control-ui-flow.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r/report.json")).unwrap()).unwrap();
+    assert_eq!(report["target"], dev.target().as_str());
+    let cleanup: Vec<String> = report["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["cleanup"].as_array().cloned().unwrap_or_default())
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        cleanup
+            .iter()
+            .any(|c| c.starts_with("deleted snapshot") && c.ends_with("and its backup")),
+        "{cleanup:?}"
+    );
+    assert!(cleanup.iter().any(|c| c == "removed user stranger"), "{cleanup:?}");
+    assert_eq!(
+        dev.snapshot_ids(),
+        snapshots_before,
+        "the scenarios' snapshots were left on the device"
+    );
+    assert_eq!(dev.root("ls -A /broot/backups"), "");
+
+    let undo = provision(&dev, &["--undo"]);
+    assert_eq!(undo.status.code(), Some(0), "{}", text(&undo));
+    let after = dev.etc_and_home();
+    if after != before {
+        let b: std::collections::BTreeSet<&str> = before.lines().collect();
+        let a: std::collections::BTreeSet<&str> = after.lines().collect();
+        panic!(
+            "/etc or /home differ after --undo:\nonly before: {:#?}\nonly after: {:#?}",
+            b.difference(&a).collect::<Vec<_>>(),
+            a.difference(&b).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn conform_on_the_emulator_holds_every_documented_item() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["conform", "--backupd"])
+        .arg(backupd())
+        .arg("--json")
+        .arg(dir.path().join("conform.json"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    insta::assert_snapshot!("conform_emulator", String::from_utf8_lossy(&out.stdout));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("conform.json")).unwrap()).unwrap();
+    assert_eq!(json["conforms"], true);
+    assert_eq!(json["checks"].as_array().unwrap().len(), 39);
+}
+
+#[test]
+fn a_device_whose_ca_changed_is_refused_with_how_to_re_pin() {
+    let dev = Device::up();
+    let dir = tempfile::tempdir().unwrap();
+    let pins = dir.path().join("pins");
+    // A CA pinned earlier for this address that the device does not have any more.
+    std::fs::create_dir_all(&pins).unwrap();
+    let other = rcgen_free_ca();
+    let pin = pins.join(format!("127.0.0.1_{}.pem", dev.https_port));
+    std::fs::write(&pin, other).unwrap();
+    let out = bin()
+        .args([
+            "conform",
+            "--target",
+            &dev.target(),
+            "--https-port",
+            &dev.https_port.to_string(),
+        ])
+        .arg("--key")
+        .arg(&dev.admin_key)
+        .arg("--pins")
+        .arg(&pins)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().find(|l| l.contains("HTTPS CA")).unwrap_or_default();
+    assert!(
+        line.starts_with("[doc]  FAIL")
+            && line.contains("does not chain to the CA pinned in")
+            && line.contains("delete that file to pin its new CA"),
+        "{stdout}"
+    );
+    // Re-pinning as the message says makes it pass.
+    std::fs::remove_file(&pin).unwrap();
+    let out = bin()
+        .args([
+            "conform",
+            "--target",
+            &dev.target(),
+            "--https-port",
+            &dev.https_port.to_string(),
+        ])
+        .arg("--key")
+        .arg(&dev.admin_key)
+        .arg("--pins")
+        .arg(&pins)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(std::fs::read_to_string(&pin)
+        .unwrap()
+        .starts_with("-----BEGIN CERTIFICATE-----"));
+}
+
+/// Some other CA: the one of a second emulator would do; a fixed self-signed certificate is enough.
+fn rcgen_free_ca() -> String {
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "/dev/null",
+            "-subj",
+            "/CN=another CA",
+            "-days",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
