@@ -458,6 +458,7 @@ mod tests {
                 journal: None,
                 device_state: None,
                 cleanup: Vec::new(),
+                device: None,
             }],
             infra_error: None,
         };

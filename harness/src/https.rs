@@ -50,6 +50,28 @@ pub struct HttpsTarget {
     pub pin: PathBuf,
     /// HTTP Basic auth password for user `token`, when the device wants one.
     pub token: Option<String>,
+    /// The CA's SHA-256 fingerprint from the inventory: the CA fetched on first use (or pinned
+    /// earlier) must have it, instead of being trusted blindly.
+    pub ca_sha256: Option<String>,
+}
+
+/// The SHA-256 fingerprint of the first certificate in `pem`, as `openssl x509 -fingerprint
+/// -sha256` shows it (upper-case hex pairs joined by `:`).
+pub fn fingerprint(pem: &[u8]) -> Option<String> {
+    let der = CertificateDer::pem_slice_iter(pem).next()?.ok()?;
+    let digest = Sha256::digest(der.as_ref());
+    Some(digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":"))
+}
+
+/// Whether two fingerprints are the same, whatever their case and separators.
+pub fn same_fingerprint(a: &str, b: &str) -> bool {
+    let norm = |s: &str| -> String {
+        s.chars()
+            .filter(char::is_ascii_hexdigit)
+            .collect::<String>()
+            .to_ascii_lowercase()
+    };
+    norm(a) == norm(b)
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -116,6 +138,20 @@ impl HttpsTarget {
 
     /// Pins the device's CA if nothing is pinned yet; returns the pinned PEM.
     pub async fn pin_ca(&self, timeout: Duration) -> Result<Vec<u8>, String> {
+        let pem = self.fetch_or_read_pin(timeout).await?;
+        if let Some(want) = &self.ca_sha256 {
+            let seen = fingerprint(&pem).unwrap_or_else(|| "unreadable".into());
+            if !same_fingerprint(&seen, want) {
+                return Err(format!(
+                    "the device's CA has SHA-256 fingerprint {seen}, but the inventory pins {want} (pinned copy: {}); if the device was reset on purpose, put the new fingerprint in the inventory and delete that file",
+                    self.pin.display()
+                ));
+            }
+        }
+        Ok(pem)
+    }
+
+    async fn fetch_or_read_pin(&self, timeout: Duration) -> Result<Vec<u8>, String> {
         if let Ok(pem) = std::fs::read(&self.pin) {
             return Ok(pem);
         }
@@ -128,6 +164,15 @@ impl HttpsTarget {
                 "the device did not serve its CA at {CA_PATH} (status {})",
                 r.status
             ));
+        }
+        if let Some(want) = &self.ca_sha256 {
+            // Checked before anything is pinned, so a wrong CA never lands in the pin file.
+            if !fingerprint(&r.body).is_some_and(|seen| same_fingerprint(&seen, want)) {
+                return Err(format!(
+                    "the device's CA has SHA-256 fingerprint {}, but the inventory pins {want}; nothing was pinned",
+                    fingerprint(&r.body).unwrap_or_else(|| "unreadable".into())
+                ));
+            }
         }
         if let Some(dir) = self.pin.parent() {
             std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;

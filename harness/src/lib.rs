@@ -12,6 +12,7 @@ pub mod error;
 pub mod html;
 pub mod https;
 pub mod image;
+pub mod inventory;
 pub mod provision;
 pub mod report;
 pub mod run;

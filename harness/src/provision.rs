@@ -177,7 +177,7 @@ say "undone: the device is as it was before provisioning"
 pub async fn command(args: ProvisionArgs) -> Result<ExitCode, InfraError> {
     let (user, host, port) = match parse_target(&args.target) {
         Ok(Target::Remote { user, host, port }) => (user, host, port),
-        Ok(Target::Emulator) => {
+        Ok(Target::Emulator | Target::Fleet(_)) => {
             eprintln!("nexus-hil: provision prepares a real device: --target ssh://nexus@HOST[:PORT]");
             return Ok(ExitCode::from(2));
         }

@@ -113,6 +113,9 @@ pub struct ScenarioReport {
     /// On a real device: what the harness removed afterwards (the scenario's snapshots, users).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub cleanup: Vec<String>,
+    /// The inventory's name of the device it ran on (`--targets`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub device: Option<String>,
 }
 
 /// The whole run.

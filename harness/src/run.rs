@@ -61,6 +61,20 @@ pub struct RunArgs {
     /// Folder where real devices' HTTPS CAs are pinned on first use (default: ~/.cache/nexus-hil/pins).
     #[arg(long)]
     pub pins: Option<PathBuf>,
+    /// An inventory of real devices (targets.toml: name, host, ssh_port, admin, key, https_port,
+    /// ca_sha256 per [[device]]); the scenarios are shared out among them, one combined report.
+    #[arg(long, conflicts_with = "target")]
+    pub targets: Option<PathBuf>,
+    /// With --targets: how many devices work at once (default: all of them).
+    #[arg(long, short = 'j', requires = "targets")]
+    pub jobs: Option<usize>,
+}
+
+/// A real device of this run: its name in an inventory (none for `--target`) and how to reach it.
+#[derive(Clone)]
+struct FleetMember {
+    name: Option<String>,
+    dev: Device,
 }
 
 /// Parses `K/N` with 1 <= K <= N.
@@ -175,6 +189,9 @@ pub async fn open_device(
             let dev = emulator_device(&emu, &key, &pubkey, work);
             Ok(Opened { dev, emu: Some(emu) })
         }
+        Target::Fleet(_) => Err(InfraError::Unreachable(
+            "name one device with --target ssh://USER@HOST[:PORT]".into(),
+        )),
         Target::Remote { user, host, port } => {
             let key = remote_key(key, &format!("ssh://{user}@{host}:{port}"))?;
             let pubkey = std::fs::read_to_string(key.with_extension("pub")).unwrap_or_default();
@@ -190,6 +207,7 @@ pub async fn open_device(
                     port: https_port,
                     pin: pin_path(pins, host, https_port),
                     token: std::env::var("NEXUS_HIL_HTTPS_TOKEN").ok(),
+                    ca_sha256: None,
                 },
                 admin: user.clone(),
                 pubkey,
@@ -221,6 +239,7 @@ fn emulator_device(emu: &Emulator, key: &Path, pubkey: &str, work: &Path) -> Dev
             port: emu.https_port,
             pin: work.join("pinned-ca.pem"),
             token: None,
+            ca_sha256: None,
         },
         admin: "nexus".into(),
         pubkey: pubkey.to_string(),
@@ -231,7 +250,13 @@ fn emulator_device(emu: &Emulator, key: &Path, pubkey: &str, work: &Path) -> Dev
 #[derive(Debug, PartialEq)]
 pub enum Target {
     Emulator,
-    Remote { user: String, host: String, port: u16 },
+    Remote {
+        user: String,
+        host: String,
+        port: u16,
+    },
+    /// The devices of a `--targets` inventory.
+    Fleet(Vec<crate::inventory::DeviceEntry>),
 }
 
 pub fn parse_target(t: &str) -> Result<Target, String> {
@@ -278,12 +303,21 @@ pub fn slug(name: &str) -> String {
 /// Runs `nexus-hil run`.
 pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
     let started = Instant::now();
-    let target = match parse_target(&args.target) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("nexus-hil: {e}");
-            return Ok(ExitCode::from(2));
-        }
+    let target = match &args.targets {
+        Some(path) => match crate::inventory::Inventory::load(path) {
+            Ok(inv) => Target::Fleet(inv.devices),
+            Err(e) => {
+                eprintln!("nexus-hil: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+        None => match parse_target(&args.target) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("nexus-hil: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        },
     };
     let files = match scenario::discover(&args.paths) {
         Ok(f) if !f.is_empty() => f,
@@ -346,13 +380,22 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
         (_, Some(k)) => k.clone(),
         (Target::Emulator, None) => crate::ssh::make_key(&report_dir).await?,
         (Target::Remote { .. }, None) => remote_key(None, &args.target)?,
+        // Each device names its own key (or uses the harness key); this one is only for setup.user.
+        (Target::Fleet(_), None) => harness_key(),
     };
-    let pubkey = std::fs::read_to_string(key.with_extension("pub"))
-        .map_err(|e| InfraError::io(format!("{}.pub", key.display()), e))?;
+    let pubkey = std::fs::read_to_string(key.with_extension("pub")).unwrap_or_default();
 
     let target_name = match &target {
         Target::Emulator => "emulator".to_string(),
         Target::Remote { user, host, port } => format!("ssh://{user}@{host}:{port}"),
+        Target::Fleet(devices) => {
+            let names: Vec<&str> = devices.iter().map(|d| d.name.as_str()).collect();
+            format!(
+                "{} ({})",
+                args.targets.as_deref().unwrap_or(Path::new("")).display(),
+                names.join(", ")
+            )
+        }
     };
     let mut report = RunReport {
         target: target_name,
@@ -369,32 +412,98 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
                 None
             }
         },
-        Target::Remote { user, host, port } => {
-            // An unreachable device is an infrastructure error, not a failing scenario.
-            let ssh = SshTarget {
-                host: host.clone(),
-                port: *port,
-                key: key.clone(),
-                known_hosts: report_dir.join("known_hosts"),
-            };
-            match ssh.run(user, "true", None, Duration::from_secs(20)).await {
-                Ok(o) if o.code == Some(0) => {}
-                Ok(o) => {
-                    report.infra_error = Some(
-                        InfraError::Unreachable(format!(
-                            "ssh {user}@{host}:{port} refused the harness: {}; install the key with `nexus-hil provision` or pass --key",
-                            o.stderr.trim()
-                        ))
-                        .to_string(),
-                    )
-                }
-                Err(e) => {
-                    report.infra_error = Some(InfraError::Unreachable(format!("ssh {user}@{host}:{port}: {e}")).to_string())
-                }
+        Target::Remote { .. } | Target::Fleet(_) => None,
+    };
+    // The real devices: one for --target, the inventory's for --targets.
+    let fleet: Vec<FleetMember> = match &target {
+        Target::Emulator => Vec::new(),
+        Target::Remote { user, host, port } => vec![FleetMember {
+            name: None,
+            dev: Device {
+                ssh: SshTarget {
+                    host: host.clone(),
+                    port: *port,
+                    key: key.clone(),
+                    known_hosts: report_dir.join("known_hosts"),
+                },
+                https: HttpsTarget {
+                    host: host.clone(),
+                    port: args.https_port,
+                    pin: pin_path(args.pins.as_deref(), host, args.https_port),
+                    token: std::env::var("NEXUS_HIL_HTTPS_TOKEN").ok(),
+                    ca_sha256: None,
+                },
+                admin: user.clone(),
+                pubkey: pubkey.clone(),
+            },
+        }],
+        Target::Fleet(devices) => {
+            let mut v = Vec::new();
+            for d in devices {
+                let key = match remote_key(d.key.clone(), &d.target()) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        report.infra_error = Some(format!("{}: {e}", d.name));
+                        break;
+                    }
+                };
+                let pubkey = std::fs::read_to_string(key.with_extension("pub")).unwrap_or_default();
+                v.push(FleetMember {
+                    name: Some(d.name.clone()),
+                    dev: Device {
+                        ssh: SshTarget {
+                            host: d.host.clone(),
+                            port: d.ssh_port,
+                            key,
+                            known_hosts: report_dir.join("known_hosts"),
+                        },
+                        https: HttpsTarget {
+                            host: d.host.clone(),
+                            port: d.https_port,
+                            pin: pin_path(args.pins.as_deref(), &d.host, d.https_port),
+                            token: std::env::var("NEXUS_HIL_HTTPS_TOKEN").ok(),
+                            ca_sha256: d.ca_sha256.clone(),
+                        },
+                        admin: d.admin.clone(),
+                        pubkey,
+                    },
+                });
             }
-            None
+            v
         }
     };
+    // An unreachable device, or one whose CA is not the inventory's, is an infrastructure
+    // error before anything runs, not a failing scenario.
+    for m in &fleet {
+        if report.infra_error.is_some() {
+            break;
+        }
+        let (ssh, user) = (&m.dev.ssh, &m.dev.admin);
+        let who = m.name.as_ref().map(|n| format!("{n}: ")).unwrap_or_default();
+        match ssh.run(user, "true", None, Duration::from_secs(20)).await {
+            Ok(o) if o.code == Some(0) => {}
+            Ok(o) => {
+                report.infra_error = Some(
+                    InfraError::Unreachable(format!(
+                        "{who}ssh {user}@{}:{} refused the harness: {}; install the key with `nexus-hil provision` or pass --key",
+                        ssh.host,
+                        ssh.port,
+                        o.stderr.trim()
+                    ))
+                    .to_string(),
+                )
+            }
+            Err(e) => {
+                report.infra_error =
+                    Some(InfraError::Unreachable(format!("{who}ssh {user}@{}:{}: {e}", ssh.host, ssh.port)).to_string())
+            }
+        }
+        if report.infra_error.is_none() && m.dev.https.ca_sha256.is_some() {
+            if let Err(e) = m.dev.https.pin_ca(Duration::from_secs(20)).await {
+                report.infra_error = Some(InfraError::Unreachable(format!("{who}{e}")).to_string());
+            }
+        }
+    }
 
     // Ctrl-C: remove this run's containers, then stop.
     let current: Arc<Mutex<Option<String>>> = Arc::default();
@@ -414,50 +523,69 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
-    if report.infra_error.is_none() {
+    if report.infra_error.is_none() && matches!(target, Target::Emulator) {
         for s in &scenarios {
             let work = report_dir.join(slug(&s.name));
             bar.set_message(format!("{}: starting", s.name));
-            let r = match &target {
-                Target::Remote { .. } if s.has_tag(scenario::EMULATOR_ONLY) => {
-                    skipped(s, "emulator-only: needs the emulator's lifecycle")
-                }
-                Target::Remote { user, host, port } => {
-                    let dev = Device {
-                        ssh: SshTarget {
-                            host: host.clone(),
-                            port: *port,
-                            key: key.clone(),
-                            known_hosts: report_dir.join("known_hosts"),
-                        },
-                        https: HttpsTarget {
-                            host: host.clone(),
-                            port: args.https_port,
-                            pin: pin_path(args.pins.as_deref(), host, args.https_port),
-                            token: std::env::var("NEXUS_HIL_HTTPS_TOKEN").ok(),
-                        },
-                        admin: user.clone(),
-                        pubkey: pubkey.clone(),
-                    };
-                    let name = s.name.clone();
-                    let b = bar.clone();
-                    run_scenario(s, &dev, None, &work, &move |m| b.set_message(format!("{name}: {m}"))).await
-                }
-                Target::Emulator => {
-                    let (image, template) = prepared.as_ref().expect("prepared above");
-                    run_on_emulator(s, image, template, &key, &pubkey, &work, &bar, &current).await
-                }
-            };
-            let mark = match r.outcome {
-                Outcome::Passed => "PASS ",
-                Outcome::Failed => "FAIL ",
-                Outcome::Skipped => "SKIP ",
-                Outcome::InfraError => "ERROR",
-            };
-            bar.println(format!("{mark} {} ({:.1} s)", r.name, r.duration_s));
+            let (image, template) = prepared.as_ref().expect("prepared above");
+            let r = run_on_emulator(s, image, template, &key, &pubkey, &work, &bar, &current).await;
+            bar.println(result_line(&r));
             bar.inc(1);
             report.scenarios.push(r);
         }
+    } else if report.infra_error.is_none() {
+        // Each device takes the next scenario when it is free; results keep the files' order.
+        let jobs = args.jobs.unwrap_or(fleet.len()).clamp(1, fleet.len().max(1));
+        let scenarios = Arc::new(scenarios);
+        let next = Arc::new(Mutex::new(0usize));
+        let done: Arc<Mutex<Vec<(usize, ScenarioReport)>>> = Arc::default();
+        // The workers run concurrently within this task (the runner's futures are not Send).
+        let mut workers = Vec::new();
+        for m in fleet.into_iter().take(jobs) {
+            let (scenarios, next, done, bar, report_dir) = (
+                scenarios.clone(),
+                next.clone(),
+                done.clone(),
+                bar.clone(),
+                report_dir.clone(),
+            );
+            workers.push(async move {
+                loop {
+                    let i = {
+                        let mut n = next.lock().unwrap_or_else(|p| p.into_inner());
+                        *n += 1;
+                        *n - 1
+                    };
+                    let Some(s) = scenarios.get(i) else { break };
+                    let dir = match &m.name {
+                        Some(n) => report_dir.join(n),
+                        None => report_dir.clone(),
+                    };
+                    let work = dir.join(slug(&s.name));
+                    let mut r = if s.has_tag(scenario::EMULATOR_ONLY) {
+                        skipped(s, "emulator-only: needs the emulator's lifecycle")
+                    } else {
+                        let label = match &m.name {
+                            Some(n) => format!("{n}: {}", s.name),
+                            None => s.name.clone(),
+                        };
+                        let b = bar.clone();
+                        run_scenario(s, &m.dev, None, &work, &move |msg| {
+                            b.set_message(format!("{label}: {msg}"))
+                        })
+                        .await
+                    };
+                    r.device = m.name.clone();
+                    bar.println(result_line(&r));
+                    bar.inc(1);
+                    done.lock().unwrap_or_else(|p| p.into_inner()).push((i, r));
+                }
+            });
+        }
+        futures_util::future::join_all(workers).await;
+        let mut done = std::mem::take(&mut *done.lock().unwrap_or_else(|p| p.into_inner()));
+        done.sort_by_key(|(i, _)| *i);
+        report.scenarios = done.into_iter().map(|(_, r)| r).collect();
     }
     bar.finish_and_clear();
     report.duration_s = started.elapsed().as_secs_f64();
@@ -500,6 +628,20 @@ fn write(path: &Path, text: &str) -> Result<(), InfraError> {
 }
 
 /// Where a real device's CA is pinned between runs.
+/// The terminal's line for a finished scenario.
+fn result_line(r: &ScenarioReport) -> String {
+    let mark = match r.outcome {
+        Outcome::Passed => "PASS ",
+        Outcome::Failed => "FAIL ",
+        Outcome::Skipped => "SKIP ",
+        Outcome::InfraError => "ERROR",
+    };
+    match &r.device {
+        Some(d) => format!("{mark} {} ({:.1} s on {d})", r.name, r.duration_s),
+        None => format!("{mark} {} ({:.1} s)", r.name, r.duration_s),
+    }
+}
+
 /// Where the CA of the device at `host:port` is pinned.
 pub fn pin_path(pins: Option<&Path>, host: &str, port: u16) -> PathBuf {
     pins.map(Path::to_path_buf)
@@ -519,6 +661,7 @@ fn skipped(s: &Scenario, why: &str) -> ScenarioReport {
         journal: None,
         device_state: None,
         cleanup: Vec::new(),
+        device: None,
     }
 }
 

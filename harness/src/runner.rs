@@ -1139,6 +1139,7 @@ pub async fn run_scenario(
         journal,
         device_state,
         cleanup,
+        device: None,
     }
 }
 

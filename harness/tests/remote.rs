@@ -329,3 +329,97 @@ fn rcgen_free_ca() -> String {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
+
+fn ca_fingerprint(dev: &Device) -> String {
+    let pem = dev.root("cat /etc/nexus/tls/ca.pem");
+    let mut child = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), pem.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.trim().rsplit('=').next().unwrap().to_string()
+}
+
+fn inventory(devs: &[(&str, &Device, String)]) -> String {
+    devs.iter()
+        .map(|(name, d, fp)| {
+            format!(
+                "[[device]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nssh_port = {}\nhttps_port = {}\nca_sha256 = \"{fp}\"\n",
+                d.ssh_port, d.https_port
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn an_inventory_shares_the_suite_among_devices_in_one_report() {
+    let (a, b) = (Device::up(), Device::up());
+    for d in [&a, &b] {
+        let p = provision(d, &[]);
+        assert_eq!(p.status.code(), Some(0), "{}", text(&p));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let run = |inv: &str, report: &str| {
+        let file = dir.path().join(format!("{report}.toml"));
+        std::fs::write(&file, inv).unwrap();
+        bin()
+            .arg("run")
+            .arg("--targets")
+            .arg(&file)
+            .args(["-j", "2", "--pins"])
+            .arg(dir.path().join(format!("pins-{report}")))
+            .arg("--report-dir")
+            .arg(dir.path().join(report))
+            .arg(scenarios.join("01-control-ui-flow.yaml"))
+            .arg(scenarios.join("04-root-incremental.yaml"))
+            .arg(scenarios.join("06-polkit-grants.yaml"))
+            .output()
+            .unwrap()
+    };
+    let (fa, fb) = (ca_fingerprint(&a), ca_fingerprint(&b));
+    assert_ne!(fa, fb, "each emulator makes its own CA");
+
+    // lab-2 pinned to another device's CA: refused before anything runs, naming the device.
+    let out = run(
+        &inventory(&[("lab-1", &a, fa.clone()), ("lab-2", &b, fa.clone())]),
+        "wrong",
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let err = text(&out);
+    assert!(
+        err.contains("lab-2: ") && err.contains("but the inventory pins"),
+        "{err}"
+    );
+    assert!(!dir
+        .path()
+        .join("pins-wrong")
+        .join(format!("127.0.0.1_{}.pem", b.https_port))
+        .exists());
+
+    let out = run(&inventory(&[("lab-1", &a, fa), ("lab-2", &b, fb)]), "good");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("good/report.json")).unwrap()).unwrap();
+    let runs = report["scenarios"].as_array().unwrap();
+    let files: Vec<&str> = runs.iter().map(|s| s["file"].as_str().unwrap()).collect();
+    assert!(
+        files[0].ends_with("01-control-ui-flow.yaml") && files[2].ends_with("06-polkit-grants.yaml"),
+        "the report keeps the files' order: {files:?}"
+    );
+    let mut used: Vec<&str> = runs.iter().map(|s| s["device"].as_str().unwrap()).collect();
+    used.sort();
+    used.dedup();
+    assert_eq!(used, ["lab-1", "lab-2"], "both devices took scenarios");
+    assert!(runs.iter().all(|s| s["outcome"] == "passed"), "{report}");
+    for d in ["lab-1", "lab-2"] {
+        assert!(dir.path().join("good").join(d).is_dir(), "work files of {d}");
+    }
+    for d in [&a, &b] {
+        provision(d, &["--undo"]);
+    }
+}

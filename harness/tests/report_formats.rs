@@ -46,6 +46,7 @@ fn sample_run() -> RunReport {
                 journal: None,
                 device_state: None,
                 cleanup: Vec::new(),
+                device: None,
             },
             ScenarioReport {
                 name: "Download flow".into(),
@@ -58,6 +59,7 @@ fn sample_run() -> RunReport {
                 journal: Some("nexus-backupd[1]: backup started\n".into()),
                 device_state: Some("== btrfs filesystem usage /broot\nOverall:\n".into()),
                 cleanup: Vec::new(),
+                device: None,
             },
             ScenarioReport {
                 name: "Lifecycle only".into(),
@@ -70,6 +72,7 @@ fn sample_run() -> RunReport {
                 journal: None,
                 device_state: None,
                 cleanup: Vec::new(),
+                device: None,
             },
             ScenarioReport {
                 name: "Polkit grants".into(),
@@ -82,6 +85,7 @@ fn sample_run() -> RunReport {
                 journal: None,
                 device_state: None,
                 cleanup: Vec::new(),
+                device: None,
             },
         ],
     }
