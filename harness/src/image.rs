@@ -206,6 +206,28 @@ pub fn automation_next_to(backupd: &Path) -> PathBuf {
     backupd.with_file_name("nexus-automation")
 }
 
+/// A `nexus-automation` (the latency probe) built for a device of architecture `arch` (`uname -m`),
+/// to copy onto a real device that lacks it: `$NEXUS_HIL_AUTOMATION` if set, else the one next to
+/// this executable for the host's own architecture, else a cross build in
+/// `target/<arch>-unknown-linux-gnu/{this profile,release}/`.
+pub fn automation_for_arch(arch: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("NEXUS_HIL_AUTOMATION") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    if arch == std::env::consts::ARCH {
+        let p = dir.join("nexus-automation");
+        return p.exists().then_some(p);
+    }
+    let profile = dir.file_name()?.to_owned();
+    let triple = dir.parent()?.join(format!("{arch}-unknown-linux-gnu"));
+    [triple.join(&profile), triple.join("release")]
+        .into_iter()
+        .map(|d| d.join("nexus-automation"))
+        .find(|p| p.exists())
+}
+
 /// The daemon binary next to this executable (`target/<profile>/nexus-backupd`).
 pub fn default_backupd() -> PathBuf {
     std::env::current_exe()

@@ -371,6 +371,50 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// When the device has no `nexus-automation`, copies the harness's build for the device's
+    /// architecture to a fresh path in /tmp and returns that path (the step removes it);
+    /// `Unsupported` when there is no build for that architecture.
+    async fn copy_probe_if_missing(&mut self, log: &mut StepLog) -> Result<Option<String>, StepEnd> {
+        let t = Duration::from_secs(30);
+        let out = self
+            .ssh(
+                "root",
+                "command -v nexus-automation >/dev/null && echo present; uname -m",
+                None,
+                t,
+            )
+            .await?;
+        if out.stdout.lines().any(|l| l == "present") {
+            return Ok(None);
+        }
+        let arch = out.stdout.lines().last().unwrap_or_default().trim().to_string();
+        let Some(local) = crate::image::automation_for_arch(&arch) else {
+            return Err(StepEnd::Unsupported(format!(
+                "this device has no nexus-automation (the probe), and there is no build of it for {arch}: \
+                 cargo build --release -p nexus-emulator --target {arch}-unknown-linux-gnu, or set NEXUS_HIL_AUTOMATION"
+            )));
+        };
+        let bytes = std::fs::read(&local).map_err(|e| format!("cannot read {}: {e}", local.display()))?;
+        let out = self
+            .ssh(
+                "root",
+                "f=$(mktemp /tmp/nexus-hil-probe.XXXXXX) && cat > \"$f\" && chmod 755 \"$f\" && echo \"$f\"",
+                Some(&bytes),
+                t,
+            )
+            .await?;
+        let path = out.stdout.trim().to_string();
+        if out.code != Some(0) || !path.starts_with("/tmp/nexus-hil-probe.") {
+            return Err(format!("copying the probe to the device failed: {}", out.stderr.trim()).into());
+        }
+        log.lines.push(format!(
+            "the device has no nexus-automation: copied {} ({arch}, {} bytes) to {path} for this step",
+            local.display(),
+            bytes.len()
+        ));
+        Ok(Some(path))
+    }
+
     /// `probe.latency`: runs `nexus-automation probe` on the device as root, with the `during`
     /// load in its own process group in the background, stopped (the whole group: SIGTERM, and
     /// SIGKILL 30 s later if it is still there) afterwards. Written for any POSIX `sh` (dash's
@@ -397,9 +441,10 @@ impl Run<'_> {
             .unwrap_or(Duration::from_secs(2));
         let during = p.during.as_deref().map(|d| self.subst(d));
         let dir = "/broot/data/.nexus-hil-probe";
-        let mut script = String::from(
-            "command -v nexus-automation >/dev/null || { echo 'this device has no nexus-automation (the probe)' >&2; exit 127; }\n",
-        );
+        // A device without the probe (a real NEXUS) gets one copied over for this step only.
+        let copied = self.copy_probe_if_missing(log).await?;
+        let probe = copied.clone().unwrap_or_else(|| "nexus-automation".to_string());
+        let mut script = String::new();
         if let Some(d) = &during {
             script.push_str(&format!(
                 "setsid sh -c {} </dev/null >/tmp/nexus-hil-during.log 2>&1 &\nbg=$!\nsleep {}\n",
@@ -408,7 +453,7 @@ impl Run<'_> {
             ));
         }
         script.push_str(&format!(
-            "nexus-automation probe --for {}ms --period {}us --dir {dir}{}\nrc=$?\n",
+            "{probe} probe --for {}ms --period {}us --dir {dir}{}\nrc=$?\n",
             duration.as_millis(),
             period.as_micros(),
             if p.load { "" } else { " --no-io" }
@@ -422,16 +467,26 @@ impl Run<'_> {
                  wait $bg 2>/dev/null; kill $watchdog 2>/dev/null\n",
             );
         }
-        script.push_str(&format!("rm -rf {dir}\nexit $rc\n"));
+        script.push_str(&format!("rm -rf {dir}\n"));
+        if let Some(c) = &copied {
+            script.push_str(&format!("rm -f {c}\n"));
+        }
+        script.push_str("exit $rc\n");
         log.lines.push(format!(
             "probe {name:?}: {duration:?} of {period:?} ticks{}{}",
             if p.load { " with their I/O" } else { ", timer only" },
             during.as_deref().map(|d| format!(", during: {d}")).unwrap_or_default()
         ));
-        let out = self.ssh("root", &script, None, timeout).await?;
+        let out = self.ssh("root", &script, None, timeout).await;
+        if let (Err(_), Some(c)) = (&out, &copied) {
+            // The step's own removal did not run: try once more, so nothing is left behind.
+            let _ = self
+                .ssh("root", &format!("rm -f {c}"), None, Duration::from_secs(10))
+                .await;
+        }
+        let out = out?;
         match out.code {
             Some(0) => {}
-            Some(127) => return Err(StepEnd::Unsupported(out.stderr.trim().to_string())),
             code => {
                 return Err(format!("the probe failed (exit {code:?}): {}", out.stderr.trim()).into());
             }

@@ -218,6 +218,49 @@ fn provision_then_the_portable_suite_then_undo_leaves_the_device_as_it_was() {
     );
     assert_eq!(dev.root("ls -A /broot/backups"), "");
 
+    // A device without the latency probe (a real NEXUS) gets the harness's build for this step
+    // only: copied over, run, removed.
+    let probe = dev.root("command -v nexus-automation").trim().to_string();
+    dev.root(&format!("mv {probe} /root/nexus-automation.aside"));
+    let file = dir.path().join("probe.yaml");
+    std::fs::write(
+        &file,
+        "name: probe on a device without it\ntags: [portable]\nsteps:\n  - probe.latency:\n      name: idle\n      for: 1s\n",
+    )
+    .unwrap();
+    let run = bin()
+        .args([
+            "run",
+            "--target",
+            &dev.target(),
+            "--https-port",
+            &dev.https_port.to_string(),
+        ])
+        .arg("--pins")
+        .arg(dir.path().join("pins"))
+        .arg("--report-dir")
+        .arg(dir.path().join("p"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("p/report.json")).unwrap()).unwrap();
+    let step = &report["scenarios"][0]["steps"][0];
+    assert_eq!(step["latency"]["samples"], 100, "{step}");
+    assert!(
+        step["transcript"]
+            .to_string()
+            .contains("the device has no nexus-automation: copied"),
+        "{step}"
+    );
+    assert_eq!(
+        dev.root("ls /tmp | grep -c nexus-hil-probe || true").trim(),
+        "0",
+        "the copied probe was left behind"
+    );
+    dev.root(&format!("mv /root/nexus-automation.aside {probe}"));
+
     let undo = provision(&dev, &["--undo"]);
     assert_eq!(undo.status.code(), Some(0), "{}", text(&undo));
     let after = dev.etc_and_home();
