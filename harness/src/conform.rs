@@ -515,17 +515,7 @@ pub async fn check(dev: &Device) -> Result<Vec<Check>, String> {
 
     // polkit: one action per method.
     let actions = root(dev, "pkaction").await.unwrap_or_default();
-    let want = [
-        "tech.noreya.Backup1.Cancel",
-        "tech.noreya.Backup1.Create",
-        "tech.noreya.Backup1.Delete",
-        "tech.noreya.Backup1.GetList",
-        "tech.noreya.Backup1.Status",
-        "tech.noreya.Snapshot1.Activate",
-        "tech.noreya.Snapshot1.Create",
-        "tech.noreya.Snapshot1.Delete",
-        "tech.noreya.Snapshot1.GetList",
-    ];
+    let want = crate::runner::ALL_ACTIONS;
     let missing: Vec<&str> = want
         .iter()
         .copied()

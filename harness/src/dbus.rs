@@ -190,6 +190,14 @@ impl DeviceBus {
     }
 }
 
+/// A dictionary key as a JSON object key: strings as they are, anything else rendered.
+fn dict_key(k: &Variant<'_>) -> String {
+    match to_json(k) {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    }
+}
+
 /// The D-Bus types inside a value, in the shape of its JSON: a dictionary's values by key
 /// (`{"id": "u", ...}`), an array's items in a list, anything else as its signature.
 pub fn types_of(v: &Variant<'_>) -> serde_json::Value {
@@ -197,17 +205,7 @@ pub fn types_of(v: &Variant<'_>) -> serde_json::Value {
     match v {
         Variant::Variant(inner) => J::from(inner.value_signature().to_string()),
         Variant::Array(a) => J::Array(a.inner().iter().map(types_of).collect()),
-        Variant::Dict(d) => J::Object(
-            d.iter()
-                .map(|(k, v)| {
-                    let key = match to_json(k) {
-                        J::String(s) => s,
-                        other => other.to_string(),
-                    };
-                    (key, types_of(v))
-                })
-                .collect(),
-        ),
+        Variant::Dict(d) => J::Object(d.iter().map(|(k, v)| (dict_key(k), types_of(v))).collect()),
         other => J::from(other.value_signature().to_string()),
     }
 }
@@ -255,17 +253,7 @@ pub fn to_json(v: &Variant<'_>) -> serde_json::Value {
         Variant::ObjectPath(p) => J::from(p.as_str()),
         Variant::Variant(inner) => to_json(inner),
         Variant::Array(a) => J::Array(a.inner().iter().map(to_json).collect()),
-        Variant::Dict(d) => J::Object(
-            d.iter()
-                .map(|(k, v)| {
-                    let key = match to_json(k) {
-                        J::String(s) => s,
-                        other => other.to_string(),
-                    };
-                    (key, to_json(v))
-                })
-                .collect(),
-        ),
+        Variant::Dict(d) => J::Object(d.iter().map(|(k, v)| (dict_key(k), to_json(v))).collect()),
         Variant::Structure(s) => J::Array(s.fields().iter().map(to_json).collect()),
         #[allow(unreachable_patterns)]
         _ => J::Null,

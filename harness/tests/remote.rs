@@ -176,23 +176,16 @@ fn provision_then_the_portable_suite_then_undo_leaves_the_device_as_it_was() {
 
     // The suite through --target with the harness key that provision installed.
     let dir = tempfile::tempdir().unwrap();
-    let run = bin()
-        .args([
-            "run",
-            "--target",
-            &dev.target(),
-            "--https-port",
-            &dev.https_port.to_string(),
-        ])
-        .arg("--pins")
-        .arg(dir.path().join("pins"))
-        .arg("--report-dir")
-        .arg(dir.path().join("r"))
-        .args(["--filter", "portable"])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/06-polkit-grants.yaml"))
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/01-control-ui-flow.yaml"))
-        .output()
-        .unwrap();
+    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let run = run_on(
+        &dev,
+        dir.path(),
+        "r",
+        &[
+            scenarios.join("06-polkit-grants.yaml"),
+            scenarios.join("01-control-ui-flow.yaml"),
+        ],
+    );
     assert_eq!(run.status.code(), Some(0), "{}", text(&run));
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("r/report.json")).unwrap()).unwrap();
@@ -228,21 +221,7 @@ fn provision_then_the_portable_suite_then_undo_leaves_the_device_as_it_was() {
         "name: probe on a device without it\ntags: [portable]\nsteps:\n  - probe.latency:\n      name: idle\n      for: 1s\n",
     )
     .unwrap();
-    let run = bin()
-        .args([
-            "run",
-            "--target",
-            &dev.target(),
-            "--https-port",
-            &dev.https_port.to_string(),
-        ])
-        .arg("--pins")
-        .arg(dir.path().join("pins"))
-        .arg("--report-dir")
-        .arg(dir.path().join("p"))
-        .arg(&file)
-        .output()
-        .unwrap();
+    let run = run_on(&dev, dir.path(), "p", &[file]);
     assert_eq!(run.status.code(), Some(0), "{}", text(&run));
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("p/report.json")).unwrap()).unwrap();
@@ -304,20 +283,7 @@ fn a_device_whose_ca_changed_is_refused_with_how_to_re_pin() {
     let other = rcgen_free_ca();
     let pin = pins.join(format!("127.0.0.1_{}.pem", dev.https_port));
     std::fs::write(&pin, other).unwrap();
-    let out = bin()
-        .args([
-            "conform",
-            "--target",
-            &dev.target(),
-            "--https-port",
-            &dev.https_port.to_string(),
-        ])
-        .arg("--key")
-        .arg(&dev.admin_key)
-        .arg("--pins")
-        .arg(&pins)
-        .output()
-        .unwrap();
+    let out = conform(&dev, &pins);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().find(|l| l.contains("HTTPS CA")).unwrap_or_default();
@@ -329,7 +295,36 @@ fn a_device_whose_ca_changed_is_refused_with_how_to_re_pin() {
     );
     // Re-pinning as the message says makes it pass.
     std::fs::remove_file(&pin).unwrap();
-    let out = bin()
+    let out = conform(&dev, &pins);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(std::fs::read_to_string(&pin)
+        .unwrap()
+        .starts_with("-----BEGIN CERTIFICATE-----"));
+}
+
+/// `nexus-hil run --target` the device with the harness key; CAs pinned in `dir/pins`, reports
+/// in `dir/report`.
+fn run_on(dev: &Device, dir: &Path, report: &str, files: &[PathBuf]) -> Output {
+    bin()
+        .args([
+            "run",
+            "--target",
+            &dev.target(),
+            "--https-port",
+            &dev.https_port.to_string(),
+        ])
+        .arg("--pins")
+        .arg(dir.join("pins"))
+        .arg("--report-dir")
+        .arg(dir.join(report))
+        .args(files)
+        .output()
+        .unwrap()
+}
+
+/// `nexus-hil conform` against the device, with the admin's key and CAs pinned in `pins`.
+fn conform(dev: &Device, pins: &Path) -> Output {
+    bin()
         .args([
             "conform",
             "--target",
@@ -340,13 +335,9 @@ fn a_device_whose_ca_changed_is_refused_with_how_to_re_pin() {
         .arg("--key")
         .arg(&dev.admin_key)
         .arg("--pins")
-        .arg(&pins)
+        .arg(pins)
         .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(std::fs::read_to_string(&pin)
         .unwrap()
-        .starts_with("-----BEGIN CERTIFICATE-----"));
 }
 
 /// Some other CA: the one of a second emulator would do; a fixed self-signed certificate is enough.
