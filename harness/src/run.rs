@@ -65,8 +65,9 @@ pub struct RunArgs {
     /// ca_sha256 per [[device]]); the scenarios are shared out among them, one combined report.
     #[arg(long, conflicts_with = "target")]
     pub targets: Option<PathBuf>,
-    /// With --targets: how many devices work at once (default: all of them).
-    #[arg(long, short = 'j', requires = "targets")]
+    /// How many scenarios run at once: emulators side by side (default 1; each scenario still
+    /// gets its own fresh container), or devices of --targets (default: all of them).
+    #[arg(long, short = 'j')]
     pub jobs: Option<usize>,
 }
 
@@ -523,65 +524,65 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
-    if report.infra_error.is_none() && matches!(target, Target::Emulator) {
-        for s in &scenarios {
-            let work = report_dir.join(slug(&s.name));
-            bar.set_message(format!("{}: starting", s.name));
-            let (image, template) = prepared.as_ref().expect("prepared above");
-            let r = run_on_emulator(s, image, template, &key, &pubkey, &work, &bar, &current).await;
-            bar.println(result_line(&r));
-            bar.inc(1);
-            report.scenarios.push(r);
-        }
-    } else if report.infra_error.is_none() {
-        // Each device takes the next scenario when it is free; results keep the files' order.
-        let jobs = args.jobs.unwrap_or(fleet.len()).clamp(1, fleet.len().max(1));
-        let scenarios = Arc::new(scenarios);
-        let next = Arc::new(Mutex::new(0usize));
-        let done: Arc<Mutex<Vec<(usize, ScenarioReport)>>> = Arc::default();
-        // The workers run concurrently within this task (the runner's futures are not Send).
-        let mut workers = Vec::new();
-        for m in fleet.into_iter().take(jobs) {
-            let (scenarios, next, done, bar, report_dir) = (
-                scenarios.clone(),
-                next.clone(),
-                done.clone(),
-                bar.clone(),
-                report_dir.clone(),
-            );
-            workers.push(async move {
-                loop {
-                    let i = {
-                        let mut n = next.lock().unwrap_or_else(|p| p.into_inner());
-                        *n += 1;
-                        *n - 1
-                    };
-                    let Some(s) = scenarios.get(i) else { break };
-                    let dir = match &m.name {
-                        Some(n) => report_dir.join(n),
-                        None => report_dir.clone(),
-                    };
-                    let work = dir.join(slug(&s.name));
-                    let mut r = if s.has_tag(scenario::EMULATOR_ONLY) {
-                        skipped(s, "emulator-only: needs the emulator's lifecycle")
-                    } else {
+    if report.infra_error.is_none() {
+        // Slots that take the next scenario when free: `-j` emulators side by side (a fresh
+        // container per scenario), or the real devices. Results keep the files' order.
+        let slots: Vec<Option<FleetMember>> = match &target {
+            Target::Emulator => vec![None; args.jobs.unwrap_or(1).max(1)],
+            _ => {
+                let jobs = args.jobs.unwrap_or(fleet.len()).clamp(1, fleet.len().max(1));
+                fleet.into_iter().take(jobs).map(Some).collect()
+            }
+        };
+        let next = Mutex::new(0usize);
+        let done: Mutex<Vec<(usize, ScenarioReport)>> = Mutex::default();
+        let (scenarios, bar, report_dir, key, pubkey, current, prepared) =
+            (&scenarios, &bar, &report_dir, &key, &pubkey, &current, &prepared);
+        let (next, done_ref) = (&next, &done);
+        // The slots run concurrently within this task (the runner's futures are not Send).
+        let workers = slots.into_iter().map(|slot| async move {
+            loop {
+                let i = {
+                    let mut n = next.lock().unwrap_or_else(|p| p.into_inner());
+                    *n += 1;
+                    *n - 1
+                };
+                let Some(s) = scenarios.get(i) else { break };
+                let r = match &slot {
+                    None => {
+                        let work = report_dir.join(slug(&s.name));
+                        bar.set_message(format!("{}: starting", s.name));
+                        let (image, template) = prepared.as_ref().expect("prepared above");
+                        run_on_emulator(s, image, template, key, pubkey, &work, bar, current).await
+                    }
+                    Some(m) if s.has_tag(scenario::EMULATOR_ONLY) => {
+                        let mut r = skipped(s, "emulator-only: needs the emulator's lifecycle");
+                        r.device = m.name.clone();
+                        r
+                    }
+                    Some(m) => {
+                        let dir = match &m.name {
+                            Some(n) => report_dir.join(n),
+                            None => report_dir.clone(),
+                        };
                         let label = match &m.name {
                             Some(n) => format!("{n}: {}", s.name),
                             None => s.name.clone(),
                         };
                         let b = bar.clone();
-                        run_scenario(s, &m.dev, None, &work, &move |msg| {
+                        let mut r = run_scenario(s, &m.dev, None, &dir.join(slug(&s.name)), &move |msg| {
                             b.set_message(format!("{label}: {msg}"))
                         })
-                        .await
-                    };
-                    r.device = m.name.clone();
-                    bar.println(result_line(&r));
-                    bar.inc(1);
-                    done.lock().unwrap_or_else(|p| p.into_inner()).push((i, r));
-                }
-            });
-        }
+                        .await;
+                        r.device = m.name.clone();
+                        r
+                    }
+                };
+                bar.println(result_line(&r));
+                bar.inc(1);
+                done_ref.lock().unwrap_or_else(|p| p.into_inner()).push((i, r));
+            }
+        });
         futures_util::future::join_all(workers).await;
         let mut done = std::mem::take(&mut *done.lock().unwrap_or_else(|p| p.into_inner()));
         done.sort_by_key(|(i, _)| *i);
