@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use nexus_harness::error::InfraError;
-use nexus_harness::{emulator, image, run, sdcard};
+use nexus_harness::{emulator, image, run, sdcard, standin};
 
 /// Hardware-in-the-loop tests of the NOREYA NEXUS backup system.
 #[derive(Debug, Parser)]
@@ -57,8 +57,13 @@ enum ImageCmd {
 enum EmulatorCmd {
     /// Start an emulator and keep it up until Ctrl-C; prints how to reach it.
     Up {
+        /// The nexus-backupd binary (default: next to nexus-hil; for arm64 the cross-built one).
         #[arg(long)]
         backupd: Option<PathBuf>,
+        /// `native`: the container emulator; `arm64`: the Pi-class stand-in in
+        /// qemu-system-aarch64, reached only over SSH and HTTPS on 127.0.0.1 ports.
+        #[arg(long, value_enum, default_value = "native")]
+        arch: standin::Arch,
     },
     /// Remove every emulator container left behind by earlier runs.
     Down,
@@ -172,7 +177,17 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, InfraError> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Emulator {
-            command: EmulatorCmd::Up { backupd },
+            command:
+                EmulatorCmd::Up {
+                    backupd,
+                    arch: standin::Arch::Arm64,
+                },
+        } => {
+            standin::up(backupd, false, &say).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Emulator {
+            command: EmulatorCmd::Up { backupd, .. },
         } => {
             let (reference, template) = build_all(backupd, false).await?;
             let dir = image::cache_dir().join(format!("emulator-{}", std::process::id()));

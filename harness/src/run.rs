@@ -382,7 +382,8 @@ fn write(path: &Path, text: &str) -> Result<(), InfraError> {
 }
 
 /// Where a real device's CA is pinned between runs.
-fn pin_path(host: &str, port: u16) -> PathBuf {
+/// Where the CA of the device at `host:port` is pinned.
+pub fn pin_path(host: &str, port: u16) -> PathBuf {
     crate::image::cache_dir()
         .join("pins")
         .join(format!("{host}_{port}.pem"))
