@@ -208,7 +208,15 @@ pub async fn ensure(
     ));
     let w = work.clone();
     let job = tokio::task::spawn_blocking(move || build(&w, &inputs));
-    with_progress("mmdebstrap (arm64)", &log, job)
+    // Seen here: something else on the host re-registered the binfmt handlers while mmdebstrap
+    // ran, and the arm64 maintainer scripts failed from then on; the entry is put back at once.
+    let keep_binfmt = || {
+        if !binfmt_enabled() {
+            tracing::warn!("the binfmt entry qemu-aarch64 went away during the build; enabling it again");
+            let _ = enable_binfmt();
+        }
+    };
+    with_progress("mmdebstrap (arm64)", &log, job, keep_binfmt)
         .await
         .map_err(|e| InfraError::Image(e.to_string()))??;
     // Older images of the stand-in are of no more use; they take a few GiB each.
@@ -235,6 +243,7 @@ async fn with_progress<T>(
     label: &str,
     log: &Path,
     mut job: tokio::task::JoinHandle<T>,
+    on_tick: impl Fn(),
 ) -> Result<T, tokio::task::JoinError> {
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
@@ -248,6 +257,7 @@ async fn with_progress<T>(
         tokio::select! {
             r = &mut job => break r,
             _ = tick.tick() => {
+                on_tick();
                 let text = std::fs::read_to_string(log).unwrap_or_default();
                 let line: String = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").chars().take(100).collect();
                 if bar.is_hidden() {
@@ -266,10 +276,13 @@ async fn with_progress<T>(
     result
 }
 
+fn binfmt_enabled() -> bool {
+    std::fs::read_to_string("/proc/sys/fs/binfmt_misc/qemu-aarch64").is_ok_and(|t| t.starts_with("enabled"))
+}
+
 /// Lets the host run arm64 programs (mmdebstrap's maintainer scripts) through qemu-user.
 fn enable_binfmt() -> Result<(), InfraError> {
-    let entry = Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64");
-    let enabled = || std::fs::read_to_string(entry).is_ok_and(|t| t.starts_with("enabled"));
+    let enabled = binfmt_enabled;
     if enabled() {
         return Ok(());
     }
@@ -303,8 +316,9 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), InfraError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| InfraError::io(path.display(), e))
 }
 
-/// Runs `cmd` with its output appended to `log`; on failure, the error quotes the log's end.
-fn logged(cmd: &mut Command, log: &Path) -> Result<(), InfraError> {
+/// Runs `cmd` with its output appended to `log`; on failure, the error (made by `wrap`) quotes
+/// the log's end.
+fn logged(cmd: &mut Command, log: &Path, wrap: fn(String) -> InfraError) -> Result<(), InfraError> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -327,7 +341,7 @@ fn logged(cmd: &mut Command, log: &Path) -> Result<(), InfraError> {
     }
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let tail: Vec<&str> = text.lines().rev().take(15).collect();
-    Err(InfraError::Image(format!(
+    Err(wrap(format!(
         "{program} failed ({status}); last lines of {}:\n{}",
         log.display(),
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
@@ -370,7 +384,19 @@ fn build(work: &Path, inputs: &StandinInputs) -> Result<(), InfraError> {
                 .arg(&rootdir)
                 .args(&inputs.mirrors),
             &log,
-        )?;
+            InfraError::Image,
+        )
+        .map_err(|e| {
+            // Seen here: the binfmt entry went away while mmdebstrap ran (something else on the
+            // host re-registered binfmt handlers), and every arm64 maintainer script failed.
+            if binfmt_enabled() {
+                e
+            } else {
+                InfraError::Image(format!(
+                    "{e}\nthe host's binfmt entry qemu-aarch64 is gone (removed while mmdebstrap ran?): run again"
+                ))
+            }
+        })?;
         let image = StandinImage::at(work);
         for (prefix, dest) in [("vmlinuz-", &image.kernel), ("initrd.img-", &image.initrd)] {
             let boot = rootdir.join("boot");
@@ -394,6 +420,7 @@ fn build(work: &Path, inputs: &StandinInputs) -> Result<(), InfraError> {
                 .arg(&image.root)
                 .arg(format!("{}k", ROOT_BYTES / 1024)),
             &log,
+            InfraError::Image,
         )
     })();
     let _ = std::fs::remove_dir_all(&rootdir);
@@ -462,6 +489,7 @@ impl Standin {
                 .arg(&image.root)
                 .arg(&overlay),
             &boot_dir.join("qemu-img.log"),
+            InfraError::Emulator,
         )?;
         crate::sdcard::copy_for(sdcard_template, &sdcard)?;
         let (ssh_port, https_port) = (free_port()?, free_port()?);

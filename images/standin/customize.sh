@@ -15,6 +15,10 @@ systemctl disable broot.mount >/dev/null 2>&1 || true
 rm -f /etc/systemd/system/broot.mount
 
 systemctl enable systemd-networkd.service >/dev/null 2>&1
+# sudo looks up the host name (the container's engine writes /etc/hosts; here the image does),
+# and the build host's resolver means nothing in the stand-in, which reaches no DNS server.
+printf '127.0.0.1\tlocalhost\n127.0.1.1\tnoreya-nexus\n::1\tlocalhost ip6-localhost ip6-loopback\n' > /etc/hosts
+: > /etc/resolv.conf
 
 # The admin key arrives with the image (the container mounts it at each start instead).
 install -d -m 0700 -o nexus -g nexus /home/nexus/.ssh
