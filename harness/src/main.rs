@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use nexus_harness::error::InfraError;
-use nexus_harness::{emulator, image, run, sdcard};
+use nexus_harness::{emulator, image, run, sdcard, standin};
 
 /// Hardware-in-the-loop tests of the NOREYA NEXUS backup system.
 #[derive(Debug, Parser)]
@@ -65,8 +65,18 @@ enum ImageCmd {
 enum EmulatorCmd {
     /// Start an emulator and keep it up until Ctrl-C; prints how to reach it.
     Up {
+        /// The nexus-backupd binary (default: next to nexus-hil; for arm64 the cross-built one).
         #[arg(long)]
         backupd: Option<PathBuf>,
+        /// `native`: the container emulator; `arm64`: the Pi-class stand-in in
+        /// qemu-system-aarch64, reached only over SSH and HTTPS on 127.0.0.1 ports.
+        #[arg(long, value_enum, default_value = "native")]
+        arch: standin::Arch,
+        /// Bytes of home-automation content on its SD card (default: 256 MiB; 64 MiB for arm64,
+        /// whose qemu user network serves HTTPS at about 5 MB/s, so a 256 MiB backup's
+        /// download would outlast the scenarios' 60 s step timeouts).
+        #[arg(long)]
+        content_bytes: Option<u64>,
     },
     /// Remove every emulator container left behind by earlier runs.
     Down,
@@ -182,9 +192,23 @@ async fn dispatch(cmd: Cmd) -> Result<ExitCode, InfraError> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Emulator {
-            command: EmulatorCmd::Up { backupd },
+            command:
+                EmulatorCmd::Up {
+                    backupd,
+                    arch: standin::Arch::Arm64,
+                    content_bytes,
+                },
         } => {
-            let (reference, template) = build_all(backupd, false).await?;
+            standin::up(backupd, content_bytes.unwrap_or(standin::DEFAULT_CONTENT), false, &say).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Emulator {
+            command: EmulatorCmd::Up {
+                backupd, content_bytes, ..
+            },
+        } => {
+            let content = content_bytes.unwrap_or(sdcard::DEFAULT_CONTENT);
+            let (reference, template) = run::prepare_emulator(backupd, false, content, &say).await?;
             let dir = image::cache_dir().join(format!("emulator-{}", std::process::id()));
             std::fs::create_dir_all(&dir).map_err(|e| InfraError::io(dir.display(), e))?;
             let key = nexus_harness::ssh::make_key(&dir).await?;

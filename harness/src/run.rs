@@ -628,7 +628,6 @@ fn write(path: &Path, text: &str) -> Result<(), InfraError> {
     std::fs::write(path, text).map_err(|e| InfraError::io(path.display(), e))
 }
 
-/// Where a real device's CA is pinned between runs.
 /// The terminal's line for a finished scenario.
 fn result_line(r: &ScenarioReport) -> String {
     let mark = match r.outcome {

@@ -17,3 +17,6 @@ systemctl enable broot.mount nexus-hostkeys.service nexus-backupd.service nexus-
 systemctl mask getty@tty1.service serial-getty@console.service console-getty.service \
   systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer \
   fstrim.timer systemd-networkd-wait-online.service >/dev/null 2>&1 || true
+# A privileged container shares the host's binfmt_misc: systemd-binfmt would unregister every
+# handler of the host (qemu-aarch64 among them) at each boot and register the image's own.
+systemctl mask systemd-binfmt.service proc-sys-fs-binfmt_misc.automount proc-sys-fs-binfmt_misc.mount >/dev/null 2>&1 || true
