@@ -67,7 +67,7 @@ pub struct RunArgs {
     pub targets: Option<PathBuf>,
     /// How many scenarios run at once: emulators side by side (default 1; each scenario still
     /// gets its own fresh container), or devices of --targets (default: all of them).
-    #[arg(long, short = 'j')]
+    #[arg(long, short = 'j', overrides_with = "jobs")]
     pub jobs: Option<usize>,
 }
 
