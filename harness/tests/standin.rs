@@ -1,6 +1,7 @@
-//! The arm64 stand-in, a Pi-class NEXUS in qemu reached only over SSH and HTTPS on 127.0.0.1.
+//! The arm64 stand-in, a Pi-class NEXUS in qemu reached only over SSH and HTTPS on 127.0.0.1:
+//! conform pinned with insta, and provision then `--undo` leaving /etc and /home as they were.
 //! It takes minutes to build and boot, so `ci/standin` (part of `.ci/run`) boots it and runs
-//! these tests with `--run-ignored only`, naming it in `NEXUS_HIL_STANDIN_TARGET`,
+//! these tests with `--include-ignored`, naming it in `NEXUS_HIL_STANDIN_TARGET`,
 //! `NEXUS_HIL_STANDIN_HTTPS_PORT` and `NEXUS_HIL_STANDIN_KEY`.
 
 use std::process::Command;
@@ -29,4 +30,77 @@ fn conform_on_the_arm64_standin_holds_every_documented_item() {
         String::from_utf8_lossy(&out.stderr)
     );
     insta::assert_snapshot!("conform_standin", stdout);
+}
+
+/// Runs a command as root on the stand-in with the admin's key.
+fn root(cmd: &str) -> String {
+    let target = env("NEXUS_HIL_STANDIN_TARGET");
+    let port = target.rsplit(':').next().unwrap().to_string();
+    let out = Command::new("ssh")
+        .args(["-p", &port, "-i", &env("NEXUS_HIL_STANDIN_KEY")])
+        .args([
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+        ])
+        .args([
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "nexus@127.0.0.1",
+        ])
+        .args(["sudo", "-n", "sh", "-c"])
+        .arg(format!("'{cmd}'"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every file, folder and link under /etc and /home with its mode, owner and content hash.
+fn etc_and_home() -> String {
+    root(
+        "cd / && find etc home -xdev -printf \"%p %M %u %g %l\\n\" | sort && \
+         find etc home -xdev -type f -exec sha256sum {} + | sort -k2",
+    )
+}
+
+fn provision(extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_nexus-hil"))
+        .args(["provision", "--target", &env("NEXUS_HIL_STANDIN_TARGET")])
+        .args(["--login-key", &env("NEXUS_HIL_STANDIN_KEY")])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+#[ignore = "needs the arm64 stand-in booted: ci/standin runs it"]
+fn provision_then_undo_leaves_the_arm64_standin_as_it_was() {
+    let before = etc_and_home();
+    let first = provision(&[]);
+    assert_eq!(first.status.code(), Some(0), "{first:?}");
+    assert!(root("id remotebackup").contains("remotebackup"));
+    let again = provision(&[]);
+    assert_eq!(again.status.code(), Some(0), "{again:?}");
+    let said = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        !said.contains("$ "),
+        "the second provisioning changed something:\n{said}"
+    );
+    let undo = provision(&["--undo"]);
+    assert_eq!(undo.status.code(), Some(0), "{undo:?}");
+    let after = etc_and_home();
+    let b: std::collections::BTreeSet<&str> = before.lines().collect();
+    let a: std::collections::BTreeSet<&str> = after.lines().collect();
+    assert!(
+        a == b,
+        "/etc or /home differ after --undo:\nonly before: {:#?}\nonly after: {:#?}",
+        b.difference(&a).collect::<Vec<_>>(),
+        a.difference(&b).collect::<Vec<_>>()
+    );
 }
