@@ -253,9 +253,13 @@ pub struct BuildLock {
 
 impl BuildLock {
     pub fn take() -> Result<Self, InfraError> {
+        Self::take_in(&cache_dir())
+    }
+
+    /// The same lock on another folder (the arm64 stand-in's images have their own).
+    pub fn take_in(dir: &Path) -> Result<Self, InfraError> {
         use std::os::fd::AsRawFd;
-        let dir = cache_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| InfraError::io(dir.display(), e))?;
+        std::fs::create_dir_all(dir).map_err(|e| InfraError::io(dir.display(), e))?;
         let path = dir.join(".build.lock");
         let f = std::fs::OpenOptions::new()
             .create(true)

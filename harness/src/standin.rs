@@ -157,36 +157,13 @@ impl StandinImage {
     }
 }
 
-/// An exclusive lock on the stand-in's folder while its image is made. Released on drop.
-struct StandinLock {
-    _file: std::fs::File,
-}
-
-impl StandinLock {
-    fn take() -> Result<Self, InfraError> {
-        use std::os::fd::AsRawFd;
-        let path = dir().join(".build.lock");
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| InfraError::io(path.display(), e))?;
-        // SAFETY: flock on a file descriptor we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(InfraError::io(path.display(), std::io::Error::last_os_error()));
-        }
-        Ok(Self { _file: f })
-    }
-}
-
 /// Makes sure the image for these inputs exists, building it when missing or `force`.
 pub async fn ensure(
     inputs: StandinInputs,
     force: bool,
     say: &(dyn Fn(&str) + Sync),
 ) -> Result<StandinImage, InfraError> {
-    let lock = tokio::task::spawn_blocking(StandinLock::take)
+    let lock = tokio::task::spawn_blocking(|| image::BuildLock::take_in(&dir()))
         .await
         .map_err(|e| InfraError::Image(e.to_string()))??;
     let done = dir().join(format!("image-{}", inputs.tag));
