@@ -1,8 +1,8 @@
 //! The backup stream: a directory tree as tar, framed as an OpenPGP literal packet and encrypted,
-//! into a file. Three threads: the reader (scan, read under the bandwidth cap, tar, frame, SHA-1
-//! MDC), the encrypter (AES-CFB, serial by nature, with a core to itself) and the writer
-//! (SHA-256 of the output, write), all at the configured low priority, joined by small bounded
-//! channels so memory stays flat whatever the size.
+//! into a file. Three threads: the reader (scan, read under the bandwidth cap, tar, frame), the
+//! encrypter (SHA-1 MDC, AES-CFB, SHA-256 of the output: serial chains that run stitched on one
+//! core, see [`crate::openpgp`]) and the writer, all at the configured low priority, joined by
+//! small bounded channels so memory stays flat whatever the size.
 
 use std::fs;
 use std::io::{self, Write};
@@ -84,33 +84,36 @@ pub fn encrypt_tree(
     }
     progress.total.store(scan.content_bytes, Ordering::Relaxed);
     let (skesk, key) = openpgp::skesk_packet(password.as_bytes(), config.s2k_count)?;
-    // Three stages on three threads, so the serial AES-CFB has a core to itself while the
-    // SHA-1 of the plaintext (reader) and the SHA-256 of the output (writer) run beside it.
+    // Three stages on three threads: reading and tar beside the cipher's serial chains, and
+    // the writes (which may wait for the disk) beside both.
     let (tx, rx) = sync_channel::<Vec<u8>>(CHANNEL_DEPTH);
     let (ctx, crx) = sync_channel::<Vec<u8>>(CHANNEL_DEPTH);
     let (prio_enc, prio_write) = (config.clone(), config.clone());
-    let (enc, head) = Encryptor::new(&skesk, &key);
+    let enc = Encryptor::new(&skesk, &key);
+    drop(key);
     let encrypter = std::thread::Builder::new()
         .name("backup-encrypt".into())
         .spawn(move || {
             lower_thread_priority(&prio_enc);
-            encrypt(enc, head, rx, ctx)
+            encrypt(enc, rx, ctx)
         })?;
     let flush_every = config.write_flush_bytes;
     let writer = std::thread::Builder::new().name("backup-write".into()).spawn(move || {
         lower_thread_priority(&prio_write);
-        write_hashed(file, crx, flush_every)
+        write_out(file, crx, flush_every)
     })?;
     let read_result = read_plain(&scan, config, literal_name, progress, on_progress, tx);
-    let _ = encrypter.join();
+    let sha256 = encrypter
+        .join()
+        .map_err(|_| io::Error::other("backup encrypter thread panicked"))?;
     let write_result = writer
         .join()
         .map_err(|_| io::Error::other("backup writer thread panicked"))?;
     // The writer's error (e.g. ENOSPC) is the cause when both failed.
-    match (read_result, write_result) {
-        (_, Err(e)) | (Err(e), _) => Err(e),
-        (Ok(()), Ok(Some(written))) => Ok(written),
-        (Ok(()), Ok(None)) => Err(io::Error::other("backup stream ended early")),
+    match (read_result, write_result, sha256) {
+        (_, Err(e), _) | (Err(e), _, _) => Err(e),
+        (Ok(()), Ok(Some((file, size))), Some(sha256)) => Ok(Written { file, sha256, size }),
+        (Ok(()), Ok(_), _) => Err(io::Error::other("backup stream ended early")),
     }
 }
 
@@ -183,45 +186,35 @@ fn read_plain(
     send(Vec::new())
 }
 
-/// The middle stage: encrypts plaintext chunks in place and passes the framed ciphertext on.
-/// An empty chunk ends the stream (and is passed on); a closed channel aborts it.
-fn encrypt(mut enc: Encryptor, head: Vec<u8>, rx: Receiver<Vec<u8>>, tx: SyncSender<Vec<u8>>) {
-    if tx.send(head).is_err() {
-        return;
-    }
+/// The middle stage: encrypts plaintext chunks in place and passes the framed, hashed
+/// ciphertext on; returns the SHA-256 of all of it. An empty chunk ends the stream (and is passed
+/// on); a closed channel aborts it (`None`).
+fn encrypt(mut enc: Encryptor, rx: Receiver<Vec<u8>>, tx: SyncSender<Vec<u8>>) -> Option<[u8; 32]> {
     while let Ok(mut chunk) = rx.recv() {
-        let mut out = Vec::with_capacity(chunk.len() + 64);
         if chunk.is_empty() {
-            enc.finish(&mut out);
-            let _ = tx.send(out).and_then(|_| tx.send(Vec::new()));
-            return;
+            let (out, sha256) = enc.finish();
+            return tx.send(out).and_then(|_| tx.send(Vec::new())).ok().map(|_| sha256);
         }
-        enc.encrypt(&mut chunk, &mut out);
+        let out = enc.encrypt(&mut chunk);
         if !out.is_empty() && tx.send(out).is_err() {
-            return;
+            return None;
         }
     }
+    None
 }
 
-/// The writer: hashes and writes the ciphertext, flushing behind every `flush_every` bytes;
-/// `None` when the stream was aborted.
-fn write_hashed(mut file: fs::File, rx: Receiver<Vec<u8>>, flush_every: u64) -> io::Result<Option<Written>> {
-    use sha2::Digest;
-    let mut sha256 = sha2::Sha256::new();
+/// The writer: writes the ciphertext, flushing behind every `flush_every` bytes; the file and
+/// its size, or `None` when the stream was aborted.
+fn write_out(mut file: fs::File, rx: Receiver<Vec<u8>>, flush_every: u64) -> io::Result<Option<(fs::File, u64)>> {
     let mut size = 0u64;
     let mut flushed = 0u64;
     let mut dropped = 0u64;
     while let Ok(chunk) = rx.recv() {
         if chunk.is_empty() {
             file.flush()?;
-            return Ok(Some(Written {
-                file,
-                sha256: sha256.finalize().into(),
-                size,
-            }));
+            return Ok(Some((file, size)));
         }
         file.write_all(&chunk)?;
-        sha256.update(&chunk);
         size += chunk.len() as u64;
         if flush_every > 0 && size - flushed >= flush_every {
             flush_behind(&file, flushed, size, &mut dropped)?;
