@@ -223,6 +223,23 @@ impl Cfb {
     }
 
     fn encrypt(&mut self, data: &mut [u8]) {
+        // A started block ends byte by byte; whole blocks go at once; a new partial block is begun.
+        let started = ((16 - self.pos) % 16).min(data.len());
+        let (head, rest) = data.split_at_mut(started);
+        self.encrypt_bytes(head);
+        let (blocks, tail) = rest.as_chunks_mut::<16>();
+        for block in blocks {
+            let mut ks = self.iv.into();
+            self.aes.encrypt_block(&mut ks);
+            for (b, k) in block.iter_mut().zip(ks) {
+                *b ^= k;
+            }
+            self.iv = *block;
+        }
+        self.encrypt_bytes(tail);
+    }
+
+    fn encrypt_bytes(&mut self, data: &mut [u8]) {
         for b in data {
             if self.pos == 0 {
                 let mut block = self.iv.into();

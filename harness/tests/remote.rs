@@ -4,6 +4,8 @@
 //! that leave the device's snapshots as they found them, `conform` (pinned with insta), and a
 //! changed CA refused with the way to re-pin.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -75,39 +77,12 @@ impl Device {
 
     /// Runs a command as root on the device with the admin's key.
     fn root(&self, cmd: &str) -> String {
-        let out = Command::new("ssh")
-            .args(["-p", &self.ssh_port.to_string(), "-i"])
-            .arg(&self.admin_key)
-            .args([
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "LogLevel=ERROR",
-                "nexus@127.0.0.1",
-                "sudo",
-                "-n",
-                "sh",
-                "-c",
-            ])
-            .arg(format!("'{cmd}'"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
+        common::ssh_root(self.ssh_port, &self.admin_key, cmd)
     }
 
     /// Every file, folder and link under /etc and /home with its mode, owner and content hash.
     fn etc_and_home(&self) -> String {
-        self.root(
-            "cd / && find etc home -xdev -printf \"%p %M %u %g %l\\n\" | sort && \
-             find etc home -xdev -type f -exec sha256sum {} + | sort -k2",
-        )
+        self.root(common::ETC_AND_HOME)
     }
 
     fn snapshot_ids(&self) -> String {
@@ -242,16 +217,7 @@ fn provision_then_the_portable_suite_then_undo_leaves_the_device_as_it_was() {
 
     let undo = provision(&dev, &["--undo"]);
     assert_eq!(undo.status.code(), Some(0), "{}", text(&undo));
-    let after = dev.etc_and_home();
-    if after != before {
-        let b: std::collections::BTreeSet<&str> = before.lines().collect();
-        let a: std::collections::BTreeSet<&str> = after.lines().collect();
-        panic!(
-            "/etc or /home differ after --undo:\nonly before: {:#?}\nonly after: {:#?}",
-            b.difference(&a).collect::<Vec<_>>(),
-            a.difference(&b).collect::<Vec<_>>()
-        );
-    }
+    common::assert_same_etc_and_home(&before, &dev.etc_and_home());
 }
 
 #[test]

@@ -4,6 +4,9 @@
 //! these tests with `--include-ignored`, naming it in `NEXUS_HIL_STANDIN_TARGET`,
 //! `NEXUS_HIL_STANDIN_HTTPS_PORT` and `NEXUS_HIL_STANDIN_KEY`.
 
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 
 fn env(name: &str) -> String {
@@ -35,38 +38,8 @@ fn conform_on_the_arm64_standin_holds_every_documented_item() {
 /// Runs a command as root on the stand-in with the admin's key.
 fn root(cmd: &str) -> String {
     let target = env("NEXUS_HIL_STANDIN_TARGET");
-    let port = target.rsplit(':').next().unwrap().to_string();
-    let out = Command::new("ssh")
-        .args(["-p", &port, "-i", &env("NEXUS_HIL_STANDIN_KEY")])
-        .args([
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-        ])
-        .args([
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "nexus@127.0.0.1",
-        ])
-        .args(["sudo", "-n", "sh", "-c"])
-        .arg(format!("'{cmd}'"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Every file, folder and link under /etc and /home with its mode, owner and content hash.
-fn etc_and_home() -> String {
-    root(
-        "cd / && find etc home -xdev -printf \"%p %M %u %g %l\\n\" | sort && \
-         find etc home -xdev -type f -exec sha256sum {} + | sort -k2",
-    )
+    let port = target.rsplit(':').next().unwrap().parse().unwrap();
+    common::ssh_root(port, Path::new(&env("NEXUS_HIL_STANDIN_KEY")), cmd)
 }
 
 fn provision(extra: &[&str]) -> std::process::Output {
@@ -81,7 +54,7 @@ fn provision(extra: &[&str]) -> std::process::Output {
 #[test]
 #[ignore = "needs the arm64 stand-in booted: ci/standin runs it"]
 fn provision_then_undo_leaves_the_arm64_standin_as_it_was() {
-    let before = etc_and_home();
+    let before = root(common::ETC_AND_HOME);
     let first = provision(&[]);
     assert_eq!(first.status.code(), Some(0), "{first:?}");
     assert!(root("id remotebackup").contains("remotebackup"));
@@ -94,13 +67,5 @@ fn provision_then_undo_leaves_the_arm64_standin_as_it_was() {
     );
     let undo = provision(&["--undo"]);
     assert_eq!(undo.status.code(), Some(0), "{undo:?}");
-    let after = etc_and_home();
-    let b: std::collections::BTreeSet<&str> = before.lines().collect();
-    let a: std::collections::BTreeSet<&str> = after.lines().collect();
-    assert!(
-        a == b,
-        "/etc or /home differ after --undo:\nonly before: {:#?}\nonly after: {:#?}",
-        b.difference(&a).collect::<Vec<_>>(),
-        a.difference(&b).collect::<Vec<_>>()
-    );
+    common::assert_same_etc_and_home(&before, &root(common::ETC_AND_HOME));
 }
