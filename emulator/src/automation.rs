@@ -64,6 +64,14 @@ pub struct ProbeResult {
     pub io_us: Option<Percentiles>,
     /// Lateness histogram for plots: (upper bound of a log2 bucket in µs, ticks in it).
     pub lateness_buckets: Vec<(u64, u64)>,
+    /// Every recorded lateness at the histogram's precision (3 significant digits): (highest
+    /// value of its bucket in µs, ticks in it), ascending. Several probes' counts add up to
+    /// one histogram with the same percentiles as if it had been recorded at once.
+    #[serde(default)]
+    pub lateness_counts: Vec<(u64, u64)>,
+    /// The tick's I/O times, the same way (empty with `io` off).
+    #[serde(default)]
+    pub io_counts: Vec<(u64, u64)>,
 }
 
 /// The error of a workload that cannot run (its folder, its files).
@@ -179,6 +187,13 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds are valid")
 }
 
+/// (highest equivalent value, count) of every bucket that holds a value, ascending.
+fn counts(h: &Histogram<u64>) -> Vec<(u64, u64)> {
+    h.iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        .collect()
+}
+
 fn percentiles(h: &Histogram<u64>) -> Percentiles {
     Percentiles {
         p50: h.value_at_quantile(0.50),
@@ -279,6 +294,8 @@ pub fn probe(w: &Workload, duration: Option<Duration>, stop: &dyn Fn() -> bool) 
         lateness_us: percentiles(&late),
         io_us: w.io.then(|| percentiles(&io)),
         lateness_buckets: buckets,
+        lateness_counts: counts(&late),
+        io_counts: counts(&io),
     })
 }
 
@@ -307,6 +324,16 @@ mod tests {
         assert_eq!(state.lines().count(), 100);
         assert!(state.lines().last().unwrap().starts_with("100 "), "{state}");
         assert!(r.io_us.is_some());
+        assert_eq!(r.lateness_counts.iter().map(|b| b.1).sum::<u64>(), r.samples);
+        assert_eq!(r.io_counts.iter().map(|b| b.1).sum::<u64>(), r.samples);
+        assert!(r.lateness_counts.windows(2).all(|w| w[0].0 < w[1].0), "{r:?}");
+        // The counts hold the percentiles: the p99 is the value where 99 % of the ticks are reached.
+        let mut seen = 0;
+        let p99 = r.lateness_counts.iter().find(|b| {
+            seen += b.1;
+            seen >= 99
+        });
+        assert_eq!(p99.map(|b| b.0), Some(r.lateness_us.p99), "{r:?}");
     }
 
     #[test]

@@ -80,7 +80,11 @@ pub fn render(report: &RunReport) -> String {
                 .map(|r| format!(" &middot; emulator ready in {r:.2} s"))
                 .unwrap_or_default()
         );
-        let probes: Vec<&Latency> = s.steps.iter().filter_map(|st| st.latency.as_ref()).collect();
+        let probes: Vec<&Latency> = s
+            .steps
+            .iter()
+            .flat_map(|st| st.baseline.iter().chain(st.latency.iter()))
+            .collect();
         if !probes.is_empty() {
             latency_section(&mut h, &probes);
         }
@@ -153,9 +157,18 @@ fn latency_section(h: &mut String, probes: &[&Latency]) {
         };
         let _ = writeln!(
             h,
-            "<tr><td title=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{vs}</td><td class=\"{class}\">{verdict}</td></tr>",
+            "<tr><td title=\"{}\">{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{vs}</td><td class=\"{class}\">{verdict}</td></tr>",
             esc(p.during.as_deref().unwrap_or("no load")),
             esc(&p.name),
+            if p.window_p99_us.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " <small>({} windows, taking turns; p99 per window: {})</small>",
+                    p.window_p99_us.len(),
+                    p.window_p99_us.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+                )
+            },
             m.samples,
             l.p50,
             l.p99,
@@ -380,6 +393,7 @@ mod tests {
         Latency {
             name: name.into(),
             during: Some("load".into()),
+            window_p99_us: vec![],
             measured: Measured {
                 period_us: 10_000,
                 io: true,
@@ -394,6 +408,8 @@ mod tests {
                 },
                 io_us: None,
                 lateness_buckets: vec![(64, 10), (128, 900), (256, 80), (p99.next_power_of_two(), 10)],
+                lateness_counts: vec![],
+                io_counts: vec![],
             },
             verdict,
         }
@@ -410,6 +426,7 @@ mod tests {
             transcript: vec![],
             progress: vec![],
             latency: None,
+            baseline: None,
         }
     }
 
@@ -417,6 +434,16 @@ mod tests {
     fn the_page_holds_every_condition_its_verdict_and_charts() {
         let mut idle = step(1, "probe.latency");
         idle.latency = Some(probe("idle", 900, None));
+        // A probe that took turns with its own unloaded windows shows both conditions.
+        let mut turns = step(4, "probe.latency");
+        turns.baseline = Some(Latency {
+            window_p99_us: vec![700, 650, 690, 710, 680, 900],
+            ..probe("between windows", 700, None)
+        });
+        turns.latency = Some(Latency {
+            window_p99_us: vec![800, 780, 820, 790, 800, 810],
+            ..probe("backup, in turns", 800, None)
+        });
         let mut busy = step(2, "probe.latency");
         busy.latency = Some(probe(
             "backup <capped>",
@@ -454,7 +481,7 @@ mod tests {
                 reason: None,
                 duration_s: 10.0,
                 ready_s: Some(0.6),
-                steps: vec![idle, busy, wait],
+                steps: vec![idle, busy, wait, turns],
                 journal: None,
                 device_state: None,
                 cleanup: Vec::new(),
@@ -466,8 +493,16 @@ mod tests {
         assert!(page.contains("<td title=\"load\">idle</td>"), "{page}");
         assert!(page.contains("backup &lt;capped&gt;"), "names are escaped");
         assert!(page.contains("1.67x idle") && page.contains("missed (at most 1.2x)"));
-        // One exceedance chart, one histogram per condition, one progress chart.
-        assert_eq!(page.matches("<svg").count(), 4, "{page}");
+        let between = page.find(
+            "between windows <small>(6 windows, taking turns; p99 per window: 700, 650, 690, 710, 680, 900)</small>",
+        );
+        let in_turns = page.find("backup, in turns <small>(6 windows");
+        assert!(
+            between.is_some() && between < in_turns,
+            "the unloaded windows come first: {page}"
+        );
+        // One exceedance chart, one histogram per condition (4), one progress chart.
+        assert_eq!(page.matches("<svg").count(), 6, "{page}");
         assert!(page.contains("25.0 MiB/s"), "throughput of 100 MiB in 4 s");
         // Self-contained: nothing loaded from anywhere, no script.
         assert!(!page.contains("src=") && !page.contains("href=\"http") && !page.contains("<link"));

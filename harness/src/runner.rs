@@ -54,6 +54,28 @@ struct Made {
 }
 
 /// The ids in a `GetList` reply.
+/// The windows a probe step's script printed, one per line: `with JSON` (the condition under
+/// the load, or the only one) and `without JSON` (the alternating unloaded one).
+fn parse_windows(stdout: &str) -> Result<(Vec<Measured>, Vec<Measured>), String> {
+    let (mut with, mut without) = (Vec::new(), Vec::new());
+    for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
+        let (list, json) = if let Some(j) = line.strip_prefix("with ") {
+            (&mut with, j)
+        } else if let Some(j) = line.strip_prefix("without ") {
+            (&mut without, j)
+        } else {
+            return Err(format!(
+                "the probe printed a line that is not one of its windows: {line}"
+            ));
+        };
+        list.push(
+            serde_json::from_str(json.trim())
+                .map_err(|e| format!("the probe's output is not its JSON ({e}): {}", json.trim()))?,
+        );
+    }
+    Ok((with, without))
+}
+
 fn listed_ids(reply: &[serde_json::Value]) -> Vec<u64> {
     reply
         .first()
@@ -131,6 +153,7 @@ struct StepLog {
     lines: Vec<String>,
     progress: Vec<ProgressSample>,
     latency: Option<Latency>,
+    baseline: Option<Latency>,
 }
 
 impl Run<'_> {
@@ -417,8 +440,9 @@ impl Run<'_> {
 
     /// `probe.latency`: runs `nexus-automation probe` on the device as root, with the `during`
     /// load in its own process group in the background, stopped (the whole group: SIGTERM, and
-    /// SIGKILL 30 s later if it is still there) afterwards. Written for any POSIX `sh` (dash's
-    /// `kill` takes no `--`).
+    /// SIGKILL 30 s later if it is still there) afterwards. With `alternate_with`, windows
+    /// without and with the load take turns, each after `settle`, and each condition's ticks
+    /// are pooled. Written for any POSIX `sh` (dash's `kill` takes no `--`).
     async fn probe_latency(
         &mut self,
         p: &scenario::ProbeLatency,
@@ -426,7 +450,10 @@ impl Run<'_> {
         log: &mut StepLog,
     ) -> Result<(), StepEnd> {
         let name = self.subst(&p.name);
+        let baseline_name = p.alternate_with.as_deref().map(|b| self.subst(b));
         let duration = scenario::parse_duration(&p.duration)?;
+        let windows = p.windows();
+        let window = duration / windows;
         let period = p
             .period
             .as_deref()
@@ -444,36 +471,60 @@ impl Run<'_> {
         // A device without the probe (a real NEXUS) gets one copied over for this step only.
         let copied = self.copy_probe_if_missing(log).await?;
         let probe = copied.clone().unwrap_or_else(|| "nexus-automation".to_string());
-        let mut script = String::new();
-        if let Some(d) = &during {
-            script.push_str(&format!(
-                "setsid sh -c {} </dev/null >/tmp/nexus-hil-during.log 2>&1 &\nbg=$!\nsleep {}\n",
-                sh_quote(d),
-                settle.as_secs_f64()
-            ));
-        }
-        script.push_str(&format!(
-            "{probe} probe --for {}ms --period {}us --dir {dir}{}\nrc=$?\n",
-            duration.as_millis(),
+        let probe_cmd = format!(
+            "{probe} probe --for {}ms --period {}us --dir {dir}{}",
+            window.as_millis(),
             period.as_micros(),
             if p.load { "" } else { " --no-io" }
-        ));
-        if during.is_some() {
-            script.push_str(
-                "state=$(sed 's/^.*) //' /proc/$bg/stat 2>/dev/null | cut -c1)\n\
+        );
+        let settle_s = settle.as_secs_f64();
+        // Every window prints one line: `with JSON` or `without JSON`.
+        let mut script = String::from("rc=0\n");
+        if let Some(d) = &during {
+            script.push_str(&format!(
+                "start_load() {{\n\
+                 setsid sh -c {} </dev/null >/tmp/nexus-hil-during.log 2>&1 &\nbg=$!\nsleep {settle_s}\n}}\n\
+                 stop_load() {{\n\
+                 state=$(sed 's/^.*) //' /proc/$bg/stat 2>/dev/null | cut -c1)\n\
                  if [ -z \"$state\" ] || [ \"$state\" = Z ]; then echo \"the load (during) ended before the probe did: $(tail -n 5 /tmp/nexus-hil-during.log)\" >&2; rc=3; fi\n\
                  kill -TERM -$bg 2>/dev/null\n\
                  ( sleep 30; kill -KILL -$bg 2>/dev/null ) </dev/null >/dev/null 2>&1 & watchdog=$!\n\
-                 wait $bg 2>/dev/null; kill $watchdog 2>/dev/null\n",
-            );
+                 wait $bg 2>/dev/null; kill $watchdog 2>/dev/null\n}}\n",
+                sh_quote(d)
+            ));
         }
+        script.push_str(&format!(
+            "i=0\nwhile [ $i -lt {windows} ] && [ $rc = 0 ]; do\ni=$((i+1))\n"
+        ));
+        if baseline_name.is_some() {
+            // `sync` first: what the last loaded window left to write back is not the idle's.
+            script.push_str(&format!(
+                "sync\nsleep {settle_s}\nout=$({probe_cmd}) || {{ rc=$?; break; }}\nprintf 'without %s\\n' \"$out\"\n"
+            ));
+        }
+        if during.is_some() {
+            script.push_str(&format!(
+                "start_load\nout=$({probe_cmd}); prc=$?\nstop_load\n[ $prc = 0 ] || {{ rc=$prc; break; }}\n[ $rc = 0 ] || break\n"
+            ));
+        } else {
+            script.push_str(&format!("out=$({probe_cmd}) || {{ rc=$?; break; }}\n"));
+        }
+        script.push_str("printf 'with %s\\n' \"$out\"\ndone\n");
         script.push_str(&format!("rm -rf {dir}\n"));
         if let Some(c) = &copied {
             script.push_str(&format!("rm -f {c}\n"));
         }
         script.push_str("exit $rc\n");
         log.lines.push(format!(
-            "probe {name:?}: {duration:?} of {period:?} ticks{}{}",
+            "probe {name:?}: {}{duration:?} of {period:?} ticks{}{}",
+            if windows > 1 {
+                format!(
+                    "{windows} windows of {window:?} each, taking turns with {:?} (the same without the load); ",
+                    baseline_name.as_deref().unwrap_or_default()
+                )
+            } else {
+                String::new()
+            },
             if p.load { " with their I/O" } else { ", timer only" },
             during.as_deref().map(|d| format!(", during: {d}")).unwrap_or_default()
         ));
@@ -491,11 +542,44 @@ impl Run<'_> {
                 return Err(format!("the probe failed (exit {code:?}): {}", out.stderr.trim()).into());
             }
         }
-        let measured: Measured = serde_json::from_str(out.stdout.trim())
-            .map_err(|e| format!("the probe's output is not its JSON ({e}): {}", out.stdout.trim()))?;
-        let verdict = match &p.compare_to {
+        let (with, without) = parse_windows(&out.stdout)?;
+        if with.len() != windows as usize || without.len() != if baseline_name.is_some() { windows as usize } else { 0 }
+        {
+            return Err(format!(
+                "the probe printed {} loaded and {} unloaded windows, not {windows} each: {}",
+                with.len(),
+                without.len(),
+                out.stdout.trim()
+            )
+            .into());
+        }
+        if windows > 1 {
+            for (i, (a, b)) in without.iter().zip(&with).enumerate() {
+                log.lines.push(format!(
+                    "window {}: p99 {} us without the load, {} us with it; missed {} and {}",
+                    i + 1,
+                    a.lateness_us.p99,
+                    b.lateness_us.p99,
+                    a.missed,
+                    b.missed
+                ));
+            }
+        }
+        let measured = Measured::pool(&with)?;
+        let baseline = match &baseline_name {
             None => None,
-            Some(other) => {
+            Some(b) => Some(Latency {
+                name: b.clone(),
+                during: None,
+                window_p99_us: without.iter().map(|w| w.lateness_us.p99).collect(),
+                measured: Measured::pool(&without)?,
+                verdict: None,
+            }),
+        };
+        let base = match (&baseline, &p.compare_to) {
+            (Some(b), _) => Some(b.clone()),
+            (None, None) => None,
+            (None, Some(other)) => {
                 let other = self.subst(other);
                 let Some(base) = self.probes.iter().find(|l| l.name == other) else {
                     let known: Vec<&str> = self.probes.iter().map(|l| l.name.as_str()).collect();
@@ -509,25 +593,35 @@ impl Run<'_> {
                     )
                     .into());
                 };
-                let ratio = measured.lateness_us.p99.max(1) as f64 / base.measured.lateness_us.p99.max(1) as f64;
-                Some(Verdict {
-                    compare_to: other,
-                    ratio,
-                    max_ratio: p.max_p99_ratio,
-                    met: p.max_p99_ratio.is_none_or(|m| ratio <= m),
-                })
+                Some(base.clone())
             }
         };
-        let l = &measured.lateness_us;
-        log.lines.push(format!(
-            "{} ticks: lateness p50 {} us, p99 {} us, p99.9 {} us, max {} us; {} missed periods",
-            measured.samples, l.p50, l.p99, l.p999, l.max, measured.missed
-        ));
-        if let Some(io) = &measured.io_us {
+        let verdict = base.map(|base| {
+            let ratio = measured.lateness_us.p99.max(1) as f64 / base.measured.lateness_us.p99.max(1) as f64;
+            Verdict {
+                compare_to: base.name,
+                ratio,
+                max_ratio: p.max_p99_ratio,
+                met: p.max_p99_ratio.is_none_or(|m| ratio <= m),
+            }
+        });
+        for (cond, m) in baseline
+            .as_ref()
+            .map(|b| (b.name.as_str(), &b.measured))
+            .into_iter()
+            .chain([(name.as_str(), &measured)])
+        {
+            let l = &m.lateness_us;
             log.lines.push(format!(
-                "tick I/O: p50 {} us, p99 {} us, max {} us",
-                io.p50, io.p99, io.max
+                "{cond}: {} ticks: lateness p50 {} us, p99 {} us, p99.9 {} us, max {} us; {} missed periods",
+                m.samples, l.p50, l.p99, l.p999, l.max, m.missed
             ));
+            if let Some(io) = &m.io_us {
+                log.lines.push(format!(
+                    "{cond}: tick I/O: p50 {} us, p99 {} us, max {} us",
+                    io.p50, io.p99, io.max
+                ));
+            }
         }
         if let Some(v) = &verdict {
             log.lines.push(format!(
@@ -544,10 +638,19 @@ impl Run<'_> {
         let latency = Latency {
             name,
             during,
+            window_p99_us: if windows > 1 {
+                with.iter().map(|w| w.lateness_us.p99).collect()
+            } else {
+                Vec::new()
+            },
             measured,
             verdict,
         };
+        if let Some(b) = &baseline {
+            self.probes.push(b.clone());
+        }
         self.probes.push(latency.clone());
+        log.baseline = baseline;
         log.latency = Some(latency);
         Ok(())
     }
@@ -1004,7 +1107,12 @@ fn step_timeout(step: &Step) -> Duration {
             // The probe's own time and its load's settling, plus the usual margin.
             Step::ProbeLatency(p) => {
                 let d = |v: Option<&str>| v.and_then(|v| scenario::parse_duration(v).ok()).unwrap_or_default();
-                d(Some(&p.duration)) + d(p.settle.as_deref()).max(Duration::from_secs(2)) + DEFAULT_STEP_TIMEOUT
+                let settle = p.settle.as_deref().map_or(Duration::from_secs(2), |s| d(Some(s)));
+                // With `alternate_with`: twice the time, and a settle and the load's stop per window.
+                let turns = if p.alternate_with.is_some() { 2 } else { 1 };
+                d(Some(&p.duration)) * turns
+                    + (settle * turns + Duration::from_secs(5)) * p.windows()
+                    + DEFAULT_STEP_TIMEOUT
             }
             _ => DEFAULT_STEP_TIMEOUT,
         })
@@ -1131,6 +1239,7 @@ pub async fn run_scenario(
                 transcript: log.lines,
                 progress: log.progress,
                 latency: log.latency,
+                baseline: log.baseline,
             });
             break;
         }
@@ -1148,6 +1257,7 @@ pub async fn run_scenario(
             transcript: log.lines,
             progress: log.progress,
             latency: log.latency,
+            baseline: log.baseline,
         });
         if failed {
             outcome = Outcome::Failed;
@@ -1280,3 +1390,20 @@ const DEVICE_STATE: &str = "echo '== btrfs filesystem usage /broot'; btrfs files
      echo '== Snapshot1.GetList'; busctl --system --json=short call tech.noreya.Snapshot1 /tech/noreya/Snapshot1 tech.noreya.Snapshot1 GetList 2>&1; \
      echo '== Backup1.GetList'; busctl --system --json=short call tech.noreya.Backup1 /tech/noreya/Backup1 tech.noreya.Backup1 GetList 2>&1; \
      echo '== ls -la /broot/backups'; ls -la /broot/backups 2>&1";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_scripts_windows_are_read_by_condition() {
+        let j = r#"{"period_us":10000,"io":false,"samples":2,"missed":0,"lateness_us":{"p50":5,"p99":9,"p999":9,"max":9,"mean":7.0},"io_us":null,"lateness_buckets":[[8,1],[16,1]],"lateness_counts":[[5,1],[9,1]]}"#;
+        let (with, without) = parse_windows(&format!("without {j}\nwith {j}\n\nwithout {j}\n")).unwrap();
+        assert_eq!((with.len(), without.len()), (1, 2));
+        assert_eq!(with[0].lateness_counts, vec![(5, 1), (9, 1)]);
+        let e = parse_windows(&format!("with {j}\nWelcome to the NEXUS\n")).unwrap_err();
+        assert!(e.contains("not one of its windows") && e.contains("Welcome"), "{e}");
+        let e = parse_windows("with {\"period_us\":").unwrap_err();
+        assert!(e.contains("not its JSON"), "{e}");
+    }
+}

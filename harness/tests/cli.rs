@@ -327,7 +327,7 @@ fn latency_probes_measure_each_condition_and_the_html_report_shows_them() {
     write(
         dir.path(),
         "1-probes.yaml",
-        "name: Probes\ndescription: idle, then under a load\nsteps:\n  - probe.latency: {name: idle, for: 2s}\n  - probe.latency: {name: busy, for: 2s, period: 20ms, during: exec sleep 997, settle: 1s, compare_to: idle, max_p99_ratio: 1000}\n  - ssh.run:\n      as: root\n      command: \"test ! -e /broot/data/.nexus-hil-probe && for f in /proc/[0-9]*/cmdline; do tr '\\\\0' ' ' < $f; echo; done | grep -c '^sleep 997'\"\n      expect_exit: 1\n      expect_stdout: [\"0\"]\n",
+        "name: Probes\ndescription: idle, then under a load\nsteps:\n  - probe.latency: {name: idle, for: 2s}\n  - probe.latency: {name: busy, for: 2s, period: 20ms, during: exec sleep 997, settle: 1s, compare_to: idle, max_p99_ratio: 1000}\n  - probe.latency: {name: turns, for: 2s, during: 'echo started >> /tmp/turns.log; exec sleep 996', settle: 0s, alternate_with: between, windows: 2, max_p99_ratio: 1000}\n  - ssh.run:\n      as: root\n      command: \"test ! -e /broot/data/.nexus-hil-probe && wc -l < /tmp/turns.log && for f in /proc/[0-9]*/cmdline; do tr '\\\\0' ' ' < $f; echo; done | grep -c '^sleep 99[67]'\"\n      expect_exit: 1\n      expect_stdout: [\"2\\n0\"]\n",
     );
     write(
         dir.path(),
@@ -367,10 +367,32 @@ fn latency_probes_measure_each_condition_and_the_html_report_shows_them() {
     assert_eq!(busy["during"], "exec sleep 997");
     assert_eq!(busy["verdict"]["compare_to"], "idle");
     assert_eq!(busy["verdict"]["met"], true, "{busy}");
+    // Taking turns: two 1 s windows per condition (the load started anew for each of its own,
+    // as the ssh.run step counted), 100 ticks each, pooled; the verdict is against its turns.
+    let (between, turns) = (&steps[2]["baseline"], &steps[2]["latency"]);
+    assert_eq!(
+        (&between["name"], &between["samples"]),
+        (&"between".into(), &200.into()),
+        "{between}"
+    );
+    assert_eq!(between["window_p99_us"].as_array().map(Vec::len), Some(2), "{between}");
+    assert_eq!(between["during"], serde_json::Value::Null, "{between}");
+    assert_eq!(turns["samples"], 200, "{turns}");
+    assert_eq!(turns["window_p99_us"].as_array().map(Vec::len), Some(2), "{turns}");
+    assert_eq!(turns["verdict"]["compare_to"], "between", "{turns}");
+    let transcript = steps[2]["transcript"].to_string();
+    assert!(
+        transcript.contains("window 1: p99") && transcript.contains("window 2: p99"),
+        "{transcript}"
+    );
+    assert!(!transcript.contains("window 3"), "{transcript}");
     // The page nexus-hil run wrote, and the one `nexus-hil report` writes again.
     let page = std::fs::read_to_string(reports.join("report.html")).unwrap();
     assert!(
-        page.contains(">idle</td>") && page.contains(">busy</td>") && page.matches("<svg").count() == 3,
+        page.contains(">idle</td>")
+            && page.contains(">busy</td>")
+            && page.contains(">between <small>(2 windows, taking turns; p99 per window: ")
+            && page.matches("<svg").count() == 5,
         "one exceedance chart and a histogram per condition"
     );
     let again = dir.path().join("again.html");

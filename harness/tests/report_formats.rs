@@ -14,6 +14,7 @@ fn sample_run() -> RunReport {
         transcript: vec![format!("{kind} ran")],
         progress: Vec::new(),
         latency: None,
+        baseline: None,
     };
     let mut wait = step(2, "backup.wait", Outcome::Passed, None);
     wait.progress = vec![

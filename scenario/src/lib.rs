@@ -110,7 +110,11 @@ pub struct CutNetwork {
 /// shell command (as root) runs in the background for the probe's time, after `settle`: the load
 /// whose effect is measured. With `compare_to` (an earlier probe's name) and `max_p99_ratio`, the
 /// report gives the verdict of this p99 against that one's; a verdict is reported, it does not
-/// fail the scenario (timings are not pass/fail).
+/// fail the scenario (timings are not pass/fail). With `alternate_with`, the step measures two
+/// conditions in turns, `windows` windows each: without the load (recorded under
+/// `alternate_with`, measured first) and with it (under `name`), `for / windows` per window;
+/// each condition's ticks are pooled over its windows, and the verdict compares the two. Both
+/// conditions then meet the same background noise of the host.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeLatency {
@@ -127,7 +131,22 @@ pub struct ProbeLatency {
     pub settle: Option<String>,
     pub compare_to: Option<String>,
     pub max_p99_ratio: Option<f64>,
+    /// The name of the condition without the load, measured in windows that alternate with
+    /// the loaded ones (needs `during`; this probe's verdict compares to it).
+    pub alternate_with: Option<String>,
+    /// Windows per condition with `alternate_with` (default 6).
+    pub windows: Option<u32>,
     pub timeout: Option<String>,
+}
+
+impl ProbeLatency {
+    /// Windows per condition: 1 without `alternate_with`.
+    pub fn windows(&self) -> u32 {
+        match (&self.alternate_with, self.windows) {
+            (None, _) => 1,
+            (Some(_), w) => w.unwrap_or(6),
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -414,6 +433,7 @@ impl Step {
                 t.push(&s.name);
                 t.extend(o(&s.during));
                 t.extend(o(&s.compare_to));
+                t.extend(o(&s.alternate_with));
             }
             Step::HttpHold(_)
             | Step::FaultFillDisk(_)
@@ -677,8 +697,40 @@ fn check_step(step: &Step) -> Result<(), String> {
                     }
                 }
             }
-            if s.max_p99_ratio.is_some() && s.compare_to.is_none() {
-                return Err("`max_p99_ratio` needs `compare_to` (the name of an earlier probe)".into());
+            if s.max_p99_ratio.is_some() && s.compare_to.is_none() && s.alternate_with.is_none() {
+                return Err(
+                    "`max_p99_ratio` needs `compare_to` (the name of an earlier probe) or `alternate_with`".into(),
+                );
+            }
+            if s.windows.is_some() && s.alternate_with.is_none() {
+                return Err("`windows` splits a probe that alternates with its unloaded condition; give `alternate_with` (its name) too".into());
+            }
+            if let Some(a) = &s.alternate_with {
+                if s.during.is_none() {
+                    return Err(
+                        "`alternate_with` names the condition without the `during` load; give `during` too".into(),
+                    );
+                }
+                if s.compare_to.is_some() {
+                    return Err("`alternate_with` is what this probe compares to; drop `compare_to`".into());
+                }
+                if a == &s.name {
+                    return Err(format!(
+                        "`alternate_with` needs a name of its own, not this probe's {a:?}"
+                    ));
+                }
+                let n = s.windows();
+                if !(2..=100).contains(&n) {
+                    return Err(format!("`windows`: use 2..100, not {n}"));
+                }
+                if let Ok(d) = parse_duration(&s.duration) {
+                    if d / n < Duration::from_secs(1) {
+                        return Err(format!(
+                            "`for` {} in {n} windows leaves under 1s per window; use fewer windows or a longer `for`",
+                            s.duration
+                        ));
+                    }
+                }
             }
             if s.max_p99_ratio.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
                 return Err("`max_p99_ratio` is a ratio above 0, like 1.2".into());

@@ -122,6 +122,21 @@ fn probe_mistakes_are_named() {
     assert!(e.contains("give `during` too"), "{e}");
     let e = error_of("name: x\nsteps:\n  - probe.latency: {name: a, for: 5s, period: fast}\n");
     assert!(e.contains("`period`") && e.contains("500ms"), "{e}");
+    let e = error_of("name: x\nsteps:\n  - probe.latency: {name: a, for: 5s, alternate_with: idle}\n");
+    assert!(e.contains("`alternate_with`") && e.contains("give `during` too"), "{e}");
+    let e = error_of("name: x\nsteps:\n  - probe.latency: {name: a, for: 5s, windows: 3}\n");
+    assert!(e.contains("give `alternate_with`"), "{e}");
+    let e = error_of(
+        "name: x\nsteps:\n  - probe.latency: {name: a, for: 5s, during: x, alternate_with: b, compare_to: c}\n",
+    );
+    assert!(e.contains("drop `compare_to`"), "{e}");
+    let e = error_of("name: x\nsteps:\n  - probe.latency: {name: a, for: 5s, during: x, alternate_with: a}\n");
+    assert!(e.contains("a name of its own"), "{e}");
+    let e = error_of("name: x\nsteps:\n  - probe.latency: {name: a, for: 5s, during: x, alternate_with: b}\n");
+    assert!(e.contains("under 1s per window") && e.contains("fewer windows"), "{e}");
+    let e =
+        error_of("name: x\nsteps:\n  - probe.latency: {name: a, for: 50s, during: x, alternate_with: b, windows: 1}\n");
+    assert!(e.contains("`windows`: use 2..100"), "{e}");
     let e = error_of("name: x\nsteps:\n  - fault.slow_io: {read_bytes_per_sec: lots}\n");
     assert!(e.starts_with("scenarios/bad.yaml:3:"), "{e}");
 }
