@@ -53,7 +53,6 @@ struct Made {
     pkla: Vec<String>,
 }
 
-/// The ids in a `GetList` reply.
 /// The windows a probe step's script printed, one per line: `with JSON` (the condition under
 /// the load, or the only one) and `without JSON` (the alternating unloaded one).
 fn parse_windows(stdout: &str) -> Result<(Vec<Measured>, Vec<Measured>), String> {
@@ -76,6 +75,12 @@ fn parse_windows(stdout: &str) -> Result<(Vec<Measured>, Vec<Measured>), String>
     Ok((with, without))
 }
 
+/// Each window's own p99 lateness.
+fn window_p99s(windows: &[Measured]) -> Vec<u64> {
+    windows.iter().map(|w| w.lateness_us.p99).collect()
+}
+
+/// The ids in a `GetList` reply.
 fn listed_ids(reply: &[serde_json::Value]) -> Vec<u64> {
     reply
         .first()
@@ -571,13 +576,14 @@ impl Run<'_> {
             Some(b) => Some(Latency {
                 name: b.clone(),
                 during: None,
-                window_p99_us: without.iter().map(|w| w.lateness_us.p99).collect(),
+                window_p99_us: window_p99s(&without),
                 measured: Measured::pool(&without)?,
                 verdict: None,
             }),
         };
+        // The condition compared with: its name and p99.
         let base = match (&baseline, &p.compare_to) {
-            (Some(b), _) => Some(b.clone()),
+            (Some(b), _) => Some((b.name.clone(), b.measured.lateness_us.p99)),
             (None, None) => None,
             (None, Some(other)) => {
                 let other = self.subst(other);
@@ -593,13 +599,13 @@ impl Run<'_> {
                     )
                     .into());
                 };
-                Some(base.clone())
+                Some((other, base.measured.lateness_us.p99))
             }
         };
-        let verdict = base.map(|base| {
-            let ratio = measured.lateness_us.p99.max(1) as f64 / base.measured.lateness_us.p99.max(1) as f64;
+        let verdict = base.map(|(compare_to, base_p99)| {
+            let ratio = measured.lateness_us.p99.max(1) as f64 / base_p99.max(1) as f64;
             Verdict {
-                compare_to: base.name,
+                compare_to,
                 ratio,
                 max_ratio: p.max_p99_ratio,
                 met: p.max_p99_ratio.is_none_or(|m| ratio <= m),
@@ -638,11 +644,7 @@ impl Run<'_> {
         let latency = Latency {
             name,
             during,
-            window_p99_us: if windows > 1 {
-                with.iter().map(|w| w.lateness_us.p99).collect()
-            } else {
-                Vec::new()
-            },
+            window_p99_us: if windows > 1 { window_p99s(&with) } else { Vec::new() },
             measured,
             verdict,
         };
