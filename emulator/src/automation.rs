@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+
+// The probe's report is part of the contract: the harness reads it back.
+pub use nexus_contract::probe::{Percentiles, ProbeResult};
 
 /// What the loop does each tick.
 #[derive(Debug, Clone)]
@@ -40,38 +42,6 @@ impl Workload {
             sensors: 8,
         }
     }
-}
-
-/// Percentiles of one histogram, in microseconds.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
-pub struct Percentiles {
-    pub p50: u64,
-    pub p99: u64,
-    pub p999: u64,
-    pub max: u64,
-    pub mean: f64,
-}
-
-/// What a probe measured.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
-pub struct ProbeResult {
-    pub period_us: u64,
-    pub io: bool,
-    pub samples: u64,
-    /// Ticks that started a whole period or more after their deadline.
-    pub missed: u64,
-    pub lateness_us: Percentiles,
-    pub io_us: Option<Percentiles>,
-    /// Lateness histogram for plots: (upper bound of a log2 bucket in µs, ticks in it).
-    pub lateness_buckets: Vec<(u64, u64)>,
-    /// Every recorded lateness at the histogram's precision (3 significant digits): (highest
-    /// value of its bucket in µs, ticks in it), ascending. Several probes' counts add up to
-    /// one histogram with the same percentiles as if it had been recorded at once.
-    #[serde(default)]
-    pub lateness_counts: Vec<(u64, u64)>,
-    /// The tick's I/O times, the same way (empty with `io` off).
-    #[serde(default)]
-    pub io_counts: Vec<(u64, u64)>,
 }
 
 /// The error of a workload that cannot run (its folder, its files).

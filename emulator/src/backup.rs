@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nexus_contract::names::BACKUP1;
+use nexus_contract::paths;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use zeroize::Zeroizing;
@@ -171,7 +173,7 @@ impl BackupManager {
             self.store.get(id)?;
             if self.layout().backup_file(id).exists() {
                 return Err(NexusError::Exists(format!(
-                    "{} already exists; download it, or call tech.noreya.Backup1.Delete({id}) to make it again",
+                    "{} already exists; download it, or call {BACKUP1}.Delete({id}) to make it again",
                     Layout::backup_name(id)
                 )));
             }
@@ -258,7 +260,7 @@ impl BackupManager {
             Ok(m) if m.is_file() => {}
             _ => {
                 return Err(NexusError::NoSuchBackup(format!(
-                    "there is no backup of snapshot {id}; call tech.noreya.Backup1.GetList for the existing ones"
+                    "there is no backup of snapshot {id}; call {BACKUP1}.GetList for the existing ones"
                 )))
             }
         }
@@ -293,7 +295,7 @@ impl BackupManager {
             out.push(BackupInfo {
                 id,
                 path: e.path().to_string_lossy().into_owned(),
-                url: format!("/nexus-backups/{}", Layout::backup_name(id)),
+                url: paths::backup_url(id.into()),
                 size: meta.len(),
                 created: known.created,
                 sha256: known.sha256,
@@ -408,7 +410,7 @@ impl BackupManager {
             file,
             password,
             &self.config,
-            &format!("nexus_backup_{id}.tar"),
+            &Layout::archive_name(id),
             &job.progress,
             |percent| {
                 if percent != last.1 && last.0.elapsed() >= interval {

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use nexus_contract::names::{self, action};
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{OwnedVariant as OwnedValue, Variant as Value};
@@ -14,8 +15,8 @@ use crate::error::NexusError;
 use crate::polkit::Authorizer;
 use crate::snapshot_iface::{blocking, sender};
 
-pub const NAME: &str = "tech.noreya.Backup1";
-pub const PATH: &str = "/tech/noreya/Backup1";
+pub const NAME: &str = names::BACKUP1;
+pub const PATH: &str = names::BACKUP1_PATH;
 
 /// The object at `/tech/noreya/Backup1`.
 #[derive(Debug)]
@@ -28,6 +29,7 @@ fn value(v: impl Into<Value<'static>>) -> OwnedValue {
     v.into().try_into_owned().expect("plain values convert")
 }
 
+// zbus checks the name at compile time, so it stays a literal; a test holds it to NAME.
 #[zbus::interface(name = "tech.noreya.Backup1")]
 impl BackupService {
     /// Starts an encrypted backup of a snapshot and returns once Status shows it. The backup runs
@@ -39,21 +41,21 @@ impl BackupService {
         password: String,
     ) -> Result<(), NexusError> {
         let password = Zeroizing::new(password);
-        self.auth.check(sender(&hdr), "tech.noreya.Backup1.Create").await?;
+        self.auth.check(sender(&hdr), action::BACKUP1_CREATE).await?;
         let backups = self.backups.clone();
         blocking(move || backups.start(snapshot_id, password)).await
     }
 
     /// Stops the running backup and removes its partial file.
     async fn cancel(&self, #[zbus(header)] hdr: Header<'_>) -> Result<(), NexusError> {
-        self.auth.check(sender(&hdr), "tech.noreya.Backup1.Cancel").await?;
+        self.auth.check(sender(&hdr), action::BACKUP1_CANCEL).await?;
         let backups = self.backups.clone();
         blocking(move || backups.cancel().map(|_| ())).await
     }
 
     /// Deletes the backup file of a snapshot.
     async fn delete(&self, #[zbus(header)] hdr: Header<'_>, snapshot_id: u32) -> Result<(), NexusError> {
-        self.auth.check(sender(&hdr), "tech.noreya.Backup1.Delete").await?;
+        self.auth.check(sender(&hdr), action::BACKUP1_DELETE).await?;
         let backups = self.backups.clone();
         blocking(move || backups.delete(snapshot_id)).await
     }
@@ -61,7 +63,7 @@ impl BackupService {
     /// Lists the backups: id (u), path (s), url (s), size (t), created (x), sha256 (s).
     #[zbus(out_args("backups"))]
     async fn get_list(&self, #[zbus(header)] hdr: Header<'_>) -> Result<Vec<HashMap<String, OwnedValue>>, NexusError> {
-        self.auth.check(sender(&hdr), "tech.noreya.Backup1.GetList").await?;
+        self.auth.check(sender(&hdr), action::BACKUP1_GETLIST).await?;
         let backups = self.backups.clone();
         let list = blocking(move || Ok(backups.list())).await?;
         Ok(list
@@ -84,7 +86,7 @@ impl BackupService {
     /// cancelled, failed: <reason>).
     #[zbus(out_args("status"))]
     async fn status(&self, #[zbus(header)] hdr: Header<'_>) -> Result<HashMap<String, OwnedValue>, NexusError> {
-        self.auth.check(sender(&hdr), "tech.noreya.Backup1.Status").await?;
+        self.auth.check(sender(&hdr), action::BACKUP1_STATUS).await?;
         let s = self.backups.status();
         Ok(HashMap::from([
             ("id".to_string(), value(s.id)),
@@ -119,5 +121,18 @@ pub async fn forward_events(conn: zbus::Connection, mut rx: tokio::sync::mpsc::U
         if let Err(e) = r {
             tracing::warn!("cannot emit a backup signal: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_object_serves_the_contracts_interface() {
+        assert_eq!(
+            <BackupService as zbus::object_server::Interface>::name().as_str(),
+            names::BACKUP1
+        );
     }
 }

@@ -107,7 +107,7 @@ pub struct HttpsConfig {
 impl Default for Paths {
     fn default() -> Self {
         Self {
-            broot: PathBuf::from("/broot"),
+            broot: PathBuf::from(nexus_contract::paths::BROOT),
             state_dir: PathBuf::from(".nexus-backupd"),
             tls_dir: PathBuf::from("/etc/nexus/tls"),
         }

@@ -1,6 +1,7 @@
 //! The daemon's one error type. Each variant is one D-Bus error name of the contract, and every
 //! message says what to do next.
 
+use nexus_contract::names::error;
 use zbus::message::{Header, Message};
 use zbus::names::ErrorName;
 
@@ -38,14 +39,14 @@ impl NexusError {
     /// The D-Bus error name of this error.
     pub fn dbus_name(&self) -> &'static str {
         match self {
-            Self::Busy(_) => "tech.noreya.Error.Busy",
-            Self::NoSuchSnapshot(_) => "tech.noreya.Error.NoSuchSnapshot",
-            Self::NoSuchBackup(_) => "tech.noreya.Error.NoSuchBackup",
-            Self::InUse(_) => "tech.noreya.Error.InUse",
-            Self::NotRunning(_) => "tech.noreya.Error.NotRunning",
-            Self::NoSpace(_) => "tech.noreya.Error.NoSpace",
-            Self::Exists(_) => "tech.noreya.Error.Exists",
-            Self::InvalidPassword(_) => "tech.noreya.Error.InvalidPassword",
+            Self::Busy(_) => error::BUSY,
+            Self::NoSuchSnapshot(_) => error::NO_SUCH_SNAPSHOT,
+            Self::NoSuchBackup(_) => error::NO_SUCH_BACKUP,
+            Self::InUse(_) => error::IN_USE,
+            Self::NotRunning(_) => error::NOT_RUNNING,
+            Self::NoSpace(_) => error::NO_SPACE,
+            Self::Exists(_) => error::EXISTS,
+            Self::InvalidPassword(_) => error::INVALID_PASSWORD,
             Self::InvalidArgs(_) => "org.freedesktop.DBus.Error.InvalidArgs",
             Self::AccessDenied(_) => "org.freedesktop.DBus.Error.AccessDenied",
             Self::Failed(_) => "org.freedesktop.DBus.Error.Failed",

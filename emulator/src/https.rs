@@ -20,6 +20,7 @@ use hyper::header::{
     RANGE, WWW_AUTHENTICATE,
 };
 use hyper::{Method, Request, Response, StatusCode};
+use nexus_contract::paths::{BACKUPS_URL_PREFIX, CA_PATH};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 
@@ -30,8 +31,6 @@ const MAX_CONNECTIONS: usize = 256;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HEADER_BYTES: usize = 16 * 1024;
-const CA_PATH: &str = "/noreya-nexus/certificates/ca.pem";
-const BACKUPS_PREFIX: &str = "/nexus-backups/";
 
 /// What the server serves.
 #[derive(Debug)]
@@ -93,7 +92,10 @@ impl FileServer {
             r.headers_mut()
                 .insert(CONTENT_LENGTH, HeaderValue::from(self.ca_pem.len()));
             r
-        } else if let Some(id) = path.strip_prefix(BACKUPS_PREFIX).and_then(Layout::parse_backup_name) {
+        } else if let Some(id) = path
+            .strip_prefix(BACKUPS_URL_PREFIX)
+            .and_then(Layout::parse_backup_name)
+        {
             let file = self.backups_dir.join(Layout::backup_name(id));
             let headers = parts.headers.clone();
             tokio::task::spawn_blocking(move || serve_file(file, &headers, is_head))

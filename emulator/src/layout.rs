@@ -1,6 +1,16 @@
-//! Where things are on the SD card's btrfs file system (spec: "Storage layout").
+//! Where things are on the SD card's btrfs file system (spec: "Storage layout"): the contract's
+//! paths, rebased onto the configured `/broot` so tests can run the daemon on a plain directory.
 
 use std::path::{Path, PathBuf};
+
+use nexus_contract::paths;
+
+/// A directory of the contract relative to `/broot`.
+fn below_broot(dir: &'static str) -> &'static Path {
+    Path::new(dir)
+        .strip_prefix(paths::BROOT)
+        .expect("the contract's directories are below /broot")
+}
 
 /// The live subvolumes a snapshot can hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +59,7 @@ impl Layout {
     }
 
     pub fn snapshots_dir(&self) -> PathBuf {
-        self.broot.join("snapshot/snapshots")
+        self.broot.join(below_broot(paths::SNAPSHOTS_DIR))
     }
 
     pub fn snapshot_dir(&self, id: u32) -> PathBuf {
@@ -57,21 +67,25 @@ impl Layout {
     }
 
     pub fn backups_dir(&self) -> PathBuf {
-        self.broot.join("backups")
+        self.broot.join(below_broot(paths::BACKUPS_DIR))
     }
 
     /// The published name of a backup: `nexus_backup_N.tar.gpg`.
     pub fn backup_name(id: u32) -> String {
-        format!("nexus_backup_{id}.tar.gpg")
+        paths::backup_file_name(id.into())
     }
 
-    /// The snapshot id of a published backup name, if the name is exactly one.
+    /// The name of the TAR a backup encrypts (`nexus_backup_N.tar`): the backup's name without
+    /// its `.gpg`, as `gpg --decrypt --use-embedded-filename` restores it.
+    pub fn archive_name(id: u32) -> String {
+        let name = Self::backup_name(id);
+        name.rsplit_once('.').map(|(tar, _gpg)| tar.to_owned()).unwrap_or(name)
+    }
+
+    /// The snapshot id of a published backup name, if the name is exactly one. Snapshot ids are
+    /// `u` on D-Bus, so a name beyond them names no snapshot.
     pub fn parse_backup_name(name: &str) -> Option<u32> {
-        let digits = name.strip_prefix("nexus_backup_")?.strip_suffix(".tar.gpg")?;
-        if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        digits.parse().ok().filter(|&id| id > 0)
+        paths::parse_backup_file_name(name).and_then(|id| u32::try_from(id).ok())
     }
 
     pub fn backup_file(&self, id: u32) -> PathBuf {
@@ -85,7 +99,9 @@ impl Layout {
 
     /// Is `name` (in the backups directory) a partial file left by an unfinished backup?
     pub fn is_partial_name(name: &str) -> bool {
-        name.starts_with(".nexus_backup_") && name.ends_with(".partial")
+        name.strip_prefix('.')
+            .is_some_and(|n| n.starts_with(paths::BACKUP_FILE_PREFIX))
+            && name.ends_with(".partial")
     }
 
     /// Metadata the daemon keeps about a published backup (its sha256, when it was made).
@@ -112,5 +128,22 @@ mod tests {
         ] {
             assert_eq!(Layout::parse_backup_name(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn the_device_layout_is_the_contracts() {
+        let l = Layout::new(Path::new(paths::BROOT), Path::new("/state"));
+        assert_eq!(l.snapshot_dir(3), Path::new(&paths::snapshot_dir(3)));
+        assert_eq!(
+            l.backup_file(3),
+            Path::new(paths::BACKUPS_DIR).join("nexus_backup_3.tar.gpg")
+        );
+        assert_eq!(Layout::archive_name(3), "nexus_backup_3.tar");
+        assert_eq!(
+            l.partial_file(3),
+            Path::new(paths::BACKUPS_DIR).join(".nexus_backup_3.tar.gpg.partial")
+        );
+        assert!(Layout::is_partial_name(".nexus_backup_3.tar.gpg.partial"));
+        assert!(!Layout::is_partial_name("nexus_backup_3.tar.gpg"));
     }
 }

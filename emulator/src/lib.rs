@@ -1,6 +1,7 @@
 //! `nexus-emulator`: our implementation of the NOREYA NEXUS backup daemon, `nexus-backupd`.
 //!
-//! The contract is `spec/nexus-backup-api.md`. The logic lives in plain Rust types that know
+//! The contract is `spec/nexus-backup-api.md`, its names (D-Bus names, polkit actions, error names,
+//! paths) taken from `nexus_contract`. The logic lives in plain Rust types that know
 //! nothing of D-Bus: [`snapshot::SnapshotStore`] (btrfs snapshots through [`subvolume`], ids and
 //! the pending switch in [`state`]) and [`backup::BackupManager`] (a snapshot streamed by
 //! [`archive`] into [`openpgp`] encryption by [`pipeline`], kept gentle by [`throttle`]). [`snapshot_iface`] and

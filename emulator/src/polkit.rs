@@ -5,23 +5,14 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use nexus_contract::paths::{PKLA_DIR, VENDOR_PKLA};
 use zbus::Connection;
 use zbus::Variant as Value;
 
 use crate::error::{NexusError, NexusResult};
 
 /// The nine polkit actions the daemon checks, one per method.
-pub const ACTIONS: [&str; 9] = [
-    "tech.noreya.Backup1.Cancel",
-    "tech.noreya.Backup1.Create",
-    "tech.noreya.Backup1.Delete",
-    "tech.noreya.Backup1.GetList",
-    "tech.noreya.Backup1.Status",
-    "tech.noreya.Snapshot1.Activate",
-    "tech.noreya.Snapshot1.Create",
-    "tech.noreya.Snapshot1.Delete",
-    "tech.noreya.Snapshot1.GetList",
-];
+pub use nexus_contract::names::ACTIONS;
 
 /// Decides whether the sender of a call may perform an action.
 #[derive(Debug, Clone)]
@@ -49,7 +40,7 @@ impl Authorizer {
     pub async fn check(&self, sender: Option<&str>, action: &str) -> NexusResult<()> {
         let denied = || {
             NexusError::AccessDenied(format!(
-                "not authorized for {action}; an administrator can grant it in a polkit rule or in /etc/polkit-1/localauthority/50-local.d/10-backup.pkla"
+                "not authorized for {action}; an administrator can grant it in a polkit rule or in {PKLA_DIR}/{VENDOR_PKLA}"
             ))
         };
         match self {

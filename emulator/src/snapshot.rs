@@ -5,6 +5,7 @@ use std::fs;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use nexus_contract::names::{BACKUP1, SNAPSHOT1};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{NexusError, NexusResult};
@@ -162,7 +163,7 @@ impl SnapshotStore {
     pub fn get(&self, id: u32) -> NexusResult<SnapshotInfo> {
         self.info(id).ok_or_else(|| {
             NexusError::NoSuchSnapshot(format!(
-                "there is no snapshot {id}; call tech.noreya.Snapshot1.GetList for the existing ids"
+                "there is no snapshot {id}; call {SNAPSHOT1}.GetList for the existing ids"
             ))
         })
     }
@@ -174,7 +175,7 @@ impl SnapshotStore {
         let state = self.state.get();
         if state.running_backup == Some(id) {
             return Err(NexusError::InUse(format!(
-                "snapshot {id} is being backed up; wait for the backup or call tech.noreya.Backup1.Cancel first"
+                "snapshot {id} is being backed up; wait for the backup or call {BACKUP1}.Cancel first"
             )));
         }
         if state.active == id {

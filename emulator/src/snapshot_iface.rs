@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use nexus_contract::names::{self, action};
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::{OwnedVariant as OwnedValue, Variant as Value};
@@ -12,8 +13,8 @@ use crate::error::{NexusError, NexusResult};
 use crate::polkit::Authorizer;
 use crate::snapshot::SnapshotStore;
 
-pub const NAME: &str = "tech.noreya.Snapshot1";
-pub const PATH: &str = "/tech/noreya/Snapshot1";
+pub const NAME: &str = names::SNAPSHOT1;
+pub const PATH: &str = names::SNAPSHOT1_PATH;
 
 /// The object at `/tech/noreya/Snapshot1`.
 #[derive(Debug)]
@@ -39,6 +40,7 @@ fn value(v: impl Into<Value<'static>>) -> OwnedValue {
     v.into().try_into_owned().expect("plain values convert")
 }
 
+// zbus checks the name at compile time, so it stays a literal; a test holds it to NAME.
 #[zbus::interface(name = "tech.noreya.Snapshot1")]
 impl SnapshotService {
     /// Creates a read-only snapshot of the system state and/or the automation data; at least one
@@ -53,7 +55,7 @@ impl SnapshotService {
         data: bool,
         description: String,
     ) -> Result<u32, NexusError> {
-        self.auth.check(sender(&hdr), "tech.noreya.Snapshot1.Create").await?;
+        self.auth.check(sender(&hdr), action::SNAPSHOT1_CREATE).await?;
         let store = self.store.clone();
         let info = blocking(move || store.create(system, data, &description)).await?;
         if let Err(e) = Self::created(&emitter, info.id).await {
@@ -69,7 +71,7 @@ impl SnapshotService {
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
         id: u32,
     ) -> Result<(), NexusError> {
-        self.auth.check(sender(&hdr), "tech.noreya.Snapshot1.Delete").await?;
+        self.auth.check(sender(&hdr), action::SNAPSHOT1_DELETE).await?;
         let store = self.store.clone();
         blocking(move || store.delete(id)).await?;
         if let Err(e) = Self::deleted(&emitter, id).await {
@@ -82,7 +84,7 @@ impl SnapshotService {
     /// data (b), active (b: the state the system runs on).
     #[zbus(out_args("snapshots"))]
     async fn get_list(&self, #[zbus(header)] hdr: Header<'_>) -> Result<Vec<HashMap<String, OwnedValue>>, NexusError> {
-        self.auth.check(sender(&hdr), "tech.noreya.Snapshot1.GetList").await?;
+        self.auth.check(sender(&hdr), action::SNAPSHOT1_GETLIST).await?;
         let store = self.store.clone();
         let (list, active) = blocking(move || Ok((store.list(), store.state().get().active))).await?;
         Ok(list
@@ -103,7 +105,7 @@ impl SnapshotService {
     /// Switches the system to a snapshot at the next start, after taking an automatic snapshot
     /// of the state being left.
     async fn activate(&self, #[zbus(header)] hdr: Header<'_>, id: u32) -> Result<(), NexusError> {
-        self.auth.check(sender(&hdr), "tech.noreya.Snapshot1.Activate").await?;
+        self.auth.check(sender(&hdr), action::SNAPSHOT1_ACTIVATE).await?;
         let store = self.store.clone();
         blocking(move || store.activate(id)).await
     }
@@ -115,4 +117,17 @@ impl SnapshotService {
     /// A snapshot was deleted.
     #[zbus(signal)]
     async fn deleted(emitter: &SignalEmitter<'_>, id: u32) -> zbus::Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_object_serves_the_contracts_interface() {
+        assert_eq!(
+            <SnapshotService as zbus::object_server::Interface>::name().as_str(),
+            names::SNAPSHOT1
+        );
+    }
 }

@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use nexus_contract::names::{action, error, BACKUP1, BACKUP1_PATH, SNAPSHOT1, SNAPSHOT1_PATH};
 use nexus_emulator::config::Config;
 use nexus_emulator::polkit::Authorizer;
 use nexus_emulator::service::Daemon;
@@ -15,8 +16,8 @@ use nexus_emulator::subvolume::Subvolumes;
 use support::*;
 use zbus::Connection;
 
-const SNAP: (&str, &str) = ("/tech/noreya/Snapshot1", "tech.noreya.Snapshot1");
-const BACKUP: (&str, &str) = ("/tech/noreya/Backup1", "tech.noreya.Backup1");
+const SNAP: (&str, &str) = (SNAPSHOT1_PATH, SNAPSHOT1);
+const BACKUP: (&str, &str) = (BACKUP1_PATH, BACKUP1);
 
 struct Peer {
     dir: tempfile::TempDir,
@@ -232,13 +233,13 @@ async fn bad_snapshot_arguments_are_refused_and_change_nothing() {
     for (method, obj) in [("Delete", SNAP), ("Activate", SNAP)] {
         assert_err(
             call::<_, ()>(&p.client, obj, method, &(42u32,)).await,
-            "tech.noreya.Error.NoSuchSnapshot",
+            error::NO_SUCH_SNAPSHOT,
             &["42", "GetList"],
         );
     }
     assert_err(
         call::<_, ()>(&p.client, BACKUP, "Create", &(42u32, "pw")).await,
-        "tech.noreya.Error.NoSuchSnapshot",
+        error::NO_SUCH_SNAPSHOT,
         &["42"],
     );
     let list: Vec<Dict> = call(&p.client, SNAP, "GetList", &()).await.unwrap();
@@ -251,11 +252,10 @@ async fn bad_snapshot_arguments_are_refused_and_change_nothing() {
 async fn polkit_refusal_names_the_action_and_changes_nothing() {
     let p = peer().await;
     let id = create_snapshot(&p).await;
-    p.auth
-        .set_allowed(["tech.noreya.Snapshot1.GetList", "tech.noreya.Backup1.Status"]);
+    p.auth.set_allowed([action::SNAPSHOT1_GETLIST, action::BACKUP1_STATUS]);
     for (obj, method, action) in [
-        (SNAP, "Delete", "tech.noreya.Snapshot1.Delete"),
-        (SNAP, "Activate", "tech.noreya.Snapshot1.Activate"),
+        (SNAP, "Delete", action::SNAPSHOT1_DELETE),
+        (SNAP, "Activate", action::SNAPSHOT1_ACTIVATE),
     ] {
         assert_err(
             call::<_, ()>(&p.client, obj, method, &(id,)).await,
@@ -266,22 +266,22 @@ async fn polkit_refusal_names_the_action_and_changes_nothing() {
     assert_err(
         call::<_, u32>(&p.client, SNAP, "Create", &(true, true, "")).await,
         "org.freedesktop.DBus.Error.AccessDenied",
-        &["tech.noreya.Snapshot1.Create"],
+        &[action::SNAPSHOT1_CREATE],
     );
     assert_err(
         call::<_, ()>(&p.client, BACKUP, "Create", &(id, "pw")).await,
         "org.freedesktop.DBus.Error.AccessDenied",
-        &["tech.noreya.Backup1.Create"],
+        &[action::BACKUP1_CREATE],
     );
     assert_err(
         call::<_, ()>(&p.client, BACKUP, "Cancel", &()).await,
         "org.freedesktop.DBus.Error.AccessDenied",
-        &["Backup1.Cancel"],
+        &[action::BACKUP1_CANCEL],
     );
     assert_err(
         call::<_, Vec<Dict>>(&p.client, BACKUP, "GetList", &()).await,
         "org.freedesktop.DBus.Error.AccessDenied",
-        &["Backup1.GetList"],
+        &[action::BACKUP1_GETLIST],
     );
     // Granted calls still work; refused ones changed nothing.
     let list: Vec<Dict> = call(&p.client, SNAP, "GetList", &()).await.unwrap();
@@ -292,7 +292,7 @@ async fn polkit_refusal_names_the_action_and_changes_nothing() {
     assert_err(
         call::<_, Dict>(&p.client, BACKUP, "Status", &()).await,
         "org.freedesktop.DBus.Error.AccessDenied",
-        &["Backup1.Status"],
+        &[action::BACKUP1_STATUS],
     );
 }
 
@@ -338,14 +338,14 @@ async fn backup_is_listed_with_its_checksum_and_restores_the_snapshot() {
     // A second backup of the same snapshot is refused until the first is deleted.
     assert_err(
         call::<_, ()>(&p.client, BACKUP, "Create", &(id, password)).await,
-        "tech.noreya.Error.Exists",
+        error::EXISTS,
         &["Delete"],
     );
     call::<_, ()>(&p.client, BACKUP, "Delete", &(id,)).await.unwrap();
     assert!(!file.exists());
     assert_err(
         call::<_, ()>(&p.client, BACKUP, "Delete", &(id,)).await,
-        "tech.noreya.Error.NoSuchBackup",
+        error::NO_SUCH_BACKUP,
         &["GetList"],
     );
 }
@@ -358,7 +358,7 @@ async fn progress_and_finished_signals_report_the_backup() {
     let id = create_snapshot(&p).await;
     let rule = zbus::MatchRule::builder()
         .msg_type(zbus::message::Type::Signal)
-        .interface("tech.noreya.Backup1")
+        .interface(BACKUP1)
         .build()
         .unwrap();
     let mut signals = zbus::MessageStream::for_match_rule(rule, &p.client, None)
@@ -403,7 +403,7 @@ async fn one_backup_at_a_time_and_cancel_removes_the_partial_file() {
     let other = create_snapshot(&p).await;
     assert_err(
         call::<_, ()>(&p.client, BACKUP, "Cancel", &()).await,
-        "tech.noreya.Error.NotRunning",
+        error::NOT_RUNNING,
         &["no backup"],
     );
     call::<_, ()>(&p.client, BACKUP, "Create", &(id, "pw")).await.unwrap();
@@ -419,17 +419,17 @@ async fn one_backup_at_a_time_and_cancel_removes_the_partial_file() {
     assert!(total > 4 << 20, "bytes_total {total}");
     assert_err(
         call::<_, ()>(&p.client, BACKUP, "Create", &(other, "pw")).await,
-        "tech.noreya.Error.Busy",
+        error::BUSY,
         &["Cancel"],
     );
     assert_err(
         call::<_, ()>(&p.client, SNAP, "Delete", &(id,)).await,
-        "tech.noreya.Error.InUse",
+        error::IN_USE,
         &["Cancel"],
     );
     assert_err(
         call::<_, ()>(&p.client, BACKUP, "Delete", &(id,)).await,
-        "tech.noreya.Error.InUse",
+        error::IN_USE,
         &["Cancel"],
     );
     let partial = p.broot().join(format!("backups/.nexus_backup_{id}.tar.gpg.partial"));
@@ -457,22 +457,19 @@ async fn bad_passwords_are_refused_without_echoing_them() {
     let id = create_snapshot(&p).await;
     assert_err(
         call::<_, ()>(&p.client, BACKUP, "Create", &(id, "")).await,
-        "tech.noreya.Error.InvalidPassword",
+        error::INVALID_PASSWORD,
         &["empty"],
     );
     let long = "s3cr3t".repeat(200);
     let (name, msg) = call::<_, ()>(&p.client, BACKUP, "Create", &(id, &long))
         .await
         .unwrap_err();
-    assert_eq!(name, "tech.noreya.Error.InvalidPassword");
+    assert_eq!(name, error::INVALID_PASSWORD);
     assert!(msg.contains("1024") && !msg.contains("s3cr3t"), "{msg}");
     assert_eq!(get::<u32>(&status(&p).await, "id"), 0);
     // NUL cannot travel in a D-Bus string; the check behind it still refuses it.
     let err = nexus_emulator::backup::BackupManager::check_password("a\0b").unwrap_err();
-    assert_eq!(
-        zbus::DBusError::name(&err).as_str(),
-        "tech.noreya.Error.InvalidPassword"
-    );
+    assert_eq!(zbus::DBusError::name(&err).as_str(), error::INVALID_PASSWORD);
 }
 
 #[tokio::test]
@@ -486,7 +483,7 @@ async fn activate_switches_the_system_at_the_next_start_and_keeps_the_state_left
     assert!(marker.exists());
     assert_err(
         call::<_, ()>(&p.client, SNAP, "Delete", &(id,)).await,
-        "tech.noreya.Error.InUse",
+        error::IN_USE,
         &["activate"],
     );
 
@@ -513,7 +510,7 @@ async fn activate_switches_the_system_at_the_next_start_and_keeps_the_state_left
         .exists());
     assert_err(
         call::<_, ()>(&p.client, SNAP, "Delete", &(id,)).await,
-        "tech.noreya.Error.InUse",
+        error::IN_USE,
         &["runs on"],
     );
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use nexus_contract::names::{action, error, object_path, BACKUP1, SNAPSHOT1};
 use support::*;
 use zbus::Connection;
 
@@ -16,15 +17,26 @@ where
     B: serde::Serialize + zbus::zvariant::DynamicType,
     R: for<'d> zbus::zvariant::DynamicDeserialize<'d>,
 {
-    let path = format!("/{}", iface.replace('.', "/"));
+    let path = object_path(iface);
     conn.call_method(Some(iface), path.as_str(), Some(iface), method, body)
         .await
         .map(|r| r.body().deserialize::<R>().unwrap())
         .map_err(|e| e.to_string())
 }
 
+/// `dbus-send --print-reply` as `user`: `method` of `service` on its object, with `args` in
+/// dbus-send's notation, as the vendor's shell examples call it.
+fn dbus_send(dev: &Device, user: &str, service: &str, method: &str, args: &[&str]) -> std::process::Output {
+    let dest = format!("--dest={service}");
+    let path = object_path(service);
+    let member = format!("{service}.{method}");
+    let mut all = vec![dest.as_str(), path.as_str(), member.as_str()];
+    all.extend_from_slice(args);
+    dev.dbus_send_as(user, &all)
+}
+
 async fn status(conn: &Connection) -> Dict {
-    call(conn, "tech.noreya.Backup1", "Status", &()).await.unwrap()
+    call(conn, BACKUP1, "Status", &()).await.unwrap()
 }
 
 /// Polls Status like the vendor's client until the backup is no longer running.
@@ -57,16 +69,12 @@ fn random_password() -> String {
 async fn documented_flow_backup_restores_the_snapshot_exactly() {
     let dev = Device::start(DeviceOptions::default());
     // The doc's root shell flow: the 10th word of dbus-send's reply is the snapshot id.
-    let out = dev.dbus_send_as(
+    let out = dbus_send(
+        &dev,
         "root",
-        &[
-            "--dest=tech.noreya.Snapshot1",
-            "/tech/noreya/Snapshot1",
-            "tech.noreya.Snapshot1.Create",
-            "boolean:true",
-            "boolean:true",
-            "string:Automated backup",
-        ],
+        SNAPSHOT1,
+        "Create",
+        &["boolean:true", "boolean:true", "string:Automated backup"],
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let words: Vec<String> = String::from_utf8_lossy(&out.stdout)
@@ -81,7 +89,7 @@ async fn documented_flow_backup_restores_the_snapshot_exactly() {
 
     let conn = dev.conn().await;
     let password = random_password();
-    call::<_, ()>(&conn, "tech.noreya.Backup1", "Create", &(1u32, password.as_str()))
+    call::<_, ()>(&conn, BACKUP1, "Create", &(1u32, password.as_str()))
         .await
         .unwrap();
     let s = wait_backup(&conn).await;
@@ -100,64 +108,47 @@ async fn documented_flow_backup_restores_the_snapshot_exactly() {
 async fn polkit_allows_exactly_what_the_pkla_grants() {
     let dev = Device::start(DeviceOptions {
         grant_nobody: vec![
-            "tech.noreya.Snapshot1.Create",
-            "tech.noreya.Snapshot1.GetList",
-            "tech.noreya.Backup1.Status",
+            action::SNAPSHOT1_CREATE,
+            action::SNAPSHOT1_GETLIST,
+            action::BACKUP1_STATUS,
         ],
         ..DeviceOptions::default()
     });
-    let snap = ["--dest=tech.noreya.Snapshot1", "/tech/noreya/Snapshot1"];
     // The granted user may create a snapshot...
-    let out = dev.dbus_send_as(
+    let out = dbus_send(
+        &dev,
         "nobody",
-        &[
-            snap[0],
-            snap[1],
-            "tech.noreya.Snapshot1.Create",
-            "boolean:true",
-            "boolean:false",
-            "string:by nobody",
-        ],
+        SNAPSHOT1,
+        "Create",
+        &["boolean:true", "boolean:false", "string:by nobody"],
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // ...but not back it up: the refusal names the action, and nothing starts.
-    let out = dev.dbus_send_as(
-        "nobody",
-        &[
-            "--dest=tech.noreya.Backup1",
-            "/tech/noreya/Backup1",
-            "tech.noreya.Backup1.Create",
-            "uint32:1",
-            "string:pw",
-        ],
-    );
+    let out = dbus_send(&dev, "nobody", BACKUP1, "Create", &["uint32:1", "string:pw"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("org.freedesktop.DBus.Error.AccessDenied") && err.contains("tech.noreya.Backup1.Create"),
+        err.contains("org.freedesktop.DBus.Error.AccessDenied") && err.contains(action::BACKUP1_CREATE),
         "{err}"
     );
     let conn = dev.conn().await;
     assert_eq!(get::<u32>(&status(&conn).await, "id"), 0);
     assert!(!dev.broot.join("backups/.nexus_backup_1.tar.gpg.partial").exists());
     // A stranger gets nothing, not even the list.
-    let out = dev.dbus_send_as("daemon", &[snap[0], snap[1], "tech.noreya.Snapshot1.GetList"]);
+    let out = dbus_send(&dev, "daemon", SNAPSHOT1, "GetList", &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("AccessDenied") && err.contains("tech.noreya.Snapshot1.GetList"),
+        err.contains("AccessDenied") && err.contains(action::SNAPSHOT1_GETLIST),
         "{err}"
     );
-    let out = dev.dbus_send_as(
-        "daemon",
-        &[snap[0], snap[1], "tech.noreya.Snapshot1.Delete", "uint32:1"],
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("tech.noreya.Snapshot1.Delete"));
+    let out = dbus_send(&dev, "daemon", SNAPSHOT1, "Delete", &["uint32:1"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains(action::SNAPSHOT1_DELETE));
     assert!(
         dev.snapshot_dir(1).join("info.json").exists(),
         "a refused Delete must leave the snapshot"
     );
     // Root may do everything.
-    let out = dev.dbus_send_as("root", &[snap[0], snap[1], "tech.noreya.Snapshot1.Delete", "uint32:1"]);
+    let out = dbus_send(&dev, "root", SNAPSHOT1, "Delete", &["uint32:1"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!dev.snapshot_dir(1).exists());
 }
@@ -175,14 +166,10 @@ fn curl(dev: &Device, args: &[&str]) -> std::process::Output {
 async fn https_serves_backups_with_ranges_and_nothing_else() {
     let dev = Device::start(DeviceOptions::default());
     let conn = dev.conn().await;
-    let id: u32 = call(&conn, "tech.noreya.Snapshot1", "Create", &(true, true, "web"))
-        .await
-        .unwrap();
-    call::<_, ()>(&conn, "tech.noreya.Backup1", "Create", &(id, "pw"))
-        .await
-        .unwrap();
+    let id: u32 = call(&conn, SNAPSHOT1, "Create", &(true, true, "web")).await.unwrap();
+    call::<_, ()>(&conn, BACKUP1, "Create", &(id, "pw")).await.unwrap();
     wait_backup(&conn).await;
-    let list: Vec<Dict> = call(&conn, "tech.noreya.Backup1", "GetList", &()).await.unwrap();
+    let list: Vec<Dict> = call(&conn, BACKUP1, "GetList", &()).await.unwrap();
     let url = format!("https://127.0.0.1:{}{}", dev.https_port, get::<String>(&list[0], "url"));
 
     // The whole file, checked against the sha256 that GetList reports.
@@ -263,7 +250,7 @@ async fn full_disk_fails_cleanly_and_the_next_backup_succeeds() {
         ..DeviceOptions::default()
     });
     let conn = dev.conn().await;
-    let id: u32 = call(&conn, "tech.noreya.Snapshot1", "Create", &(true, true, "before fill"))
+    let id: u32 = call(&conn, SNAPSHOT1, "Create", &(true, true, "before fill"))
         .await
         .unwrap();
     // Fill the file system with data that is not in the snapshot.
@@ -278,11 +265,9 @@ async fn full_disk_fails_cleanly_and_the_next_backup_succeeds() {
         "the image did not fill up"
     );
     // Completely full: the backup cannot even be registered, and says why.
-    let err = call::<_, ()>(&conn, "tech.noreya.Backup1", "Create", &(id, "pw"))
-        .await
-        .unwrap_err();
+    let err = call::<_, ()>(&conn, BACKUP1, "Create", &(id, "pw")).await.unwrap_err();
     assert!(
-        err.contains("tech.noreya.Error.NoSpace") && err.contains("delete old backups or snapshots"),
+        err.contains(error::NO_SPACE) && err.contains("delete old backups or snapshots"),
         "{err}"
     );
     assert_eq!(get::<u32>(&status(&conn).await, "id"), 0);
@@ -296,9 +281,7 @@ async fn full_disk_fails_cleanly_and_the_next_backup_succeeds() {
         .arg(&dev.broot)
         .status()
         .unwrap();
-    call::<_, ()>(&conn, "tech.noreya.Backup1", "Create", &(id, "pw"))
-        .await
-        .unwrap();
+    call::<_, ()>(&conn, BACKUP1, "Create", &(id, "pw")).await.unwrap();
     let s = wait_backup(&conn).await;
     let result: String = get(&s, "last_result");
     assert!(result.starts_with("failed: no space left"), "{result}\n{}", dev.log());
@@ -313,9 +296,7 @@ async fn full_disk_fails_cleanly_and_the_next_backup_succeeds() {
         .arg(&dev.broot)
         .status()
         .unwrap();
-    call::<_, ()>(&conn, "tech.noreya.Backup1", "Create", &(id, "pw"))
-        .await
-        .unwrap();
+    call::<_, ()>(&conn, BACKUP1, "Create", &(id, "pw")).await.unwrap();
     assert_eq!(
         get::<String>(&wait_backup(&conn).await, "last_result"),
         "ok",
@@ -334,28 +315,20 @@ async fn cancel_kill_and_stop_never_leave_a_partial_backup() {
     });
     let partial = dev.broot.join("backups/.nexus_backup_1.tar.gpg.partial");
     let conn = dev.conn().await;
-    let id: u32 = call(&conn, "tech.noreya.Snapshot1", "Create", &(true, true, ""))
-        .await
-        .unwrap();
+    let id: u32 = call(&conn, SNAPSHOT1, "Create", &(true, true, "")).await.unwrap();
 
     // Cancel: the partial file is gone when Cancel returns.
-    call::<_, ()>(&conn, "tech.noreya.Backup1", "Create", &(id, "pw"))
-        .await
-        .unwrap();
+    call::<_, ()>(&conn, BACKUP1, "Create", &(id, "pw")).await.unwrap();
     wait_for("the partial file", Duration::from_secs(10), || async {
         partial.exists().then_some(())
     })
     .await;
-    call::<_, ()>(&conn, "tech.noreya.Backup1", "Cancel", &())
-        .await
-        .unwrap();
+    call::<_, ()>(&conn, BACKUP1, "Cancel", &()).await.unwrap();
     assert!(!partial.exists());
     assert_eq!(get::<String>(&status(&conn).await, "last_result"), "cancelled");
 
     // SIGKILL mid-backup: after the restart the partial file is gone and the run is reported.
-    call::<_, ()>(&conn, "tech.noreya.Backup1", "Create", &(id, "pw"))
-        .await
-        .unwrap();
+    call::<_, ()>(&conn, BACKUP1, "Create", &(id, "pw")).await.unwrap();
     wait_for("the partial file", Duration::from_secs(10), || async {
         partial.exists().then_some(())
     })
@@ -374,9 +347,7 @@ async fn cancel_kill_and_stop_never_leave_a_partial_backup() {
     );
 
     // SIGTERM mid-backup (systemctl stop): the daemon cleans up itself and exits 0.
-    call::<_, ()>(&conn, "tech.noreya.Backup1", "Create", &(id, "pw"))
-        .await
-        .unwrap();
+    call::<_, ()>(&conn, BACKUP1, "Create", &(id, "pw")).await.unwrap();
     wait_for("the partial file", Duration::from_secs(10), || async {
         partial.exists().then_some(())
     })
@@ -391,9 +362,7 @@ async fn cancel_kill_and_stop_never_leave_a_partial_backup() {
     dev.start_daemon();
     let conn = dev.conn().await;
     assert!(get::<String>(&status(&conn).await, "last_result").starts_with("failed: interrupted"));
-    call::<_, ()>(&conn, "tech.noreya.Backup1", "Create", &(id, "pw"))
-        .await
-        .unwrap();
+    call::<_, ()>(&conn, BACKUP1, "Create", &(id, "pw")).await.unwrap();
     assert_eq!(get::<String>(&wait_backup(&conn).await, "last_result"), "ok");
     assert_backup_restores(&dev.backup_file(id), "pw", &dev.snapshot_dir(id));
 }
@@ -447,19 +416,14 @@ async fn the_password_is_found_nowhere_but_inside_the_encrypted_backup() {
     });
     let password = random_password();
     let conn = dev.conn().await;
-    let id: u32 = call(&conn, "tech.noreya.Snapshot1", "Create", &(true, true, ""))
-        .await
-        .unwrap();
+    let id: u32 = call(&conn, SNAPSHOT1, "Create", &(true, true, "")).await.unwrap();
     // The doc's way of passing it: over D-Bus, from a client process (dbus-send as root).
-    let out = dev.dbus_send_as(
+    let out = dbus_send(
+        &dev,
         "root",
-        &[
-            "--dest=tech.noreya.Backup1",
-            "/tech/noreya/Backup1",
-            "tech.noreya.Backup1.Create",
-            &format!("uint32:{id}"),
-            &format!("string:{password}"),
-        ],
+        BACKUP1,
+        "Create",
+        &[&format!("uint32:{id}"), &format!("string:{password}")],
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // dbus-send has exited: the caller is gone and the backup must go on to the end regardless.
@@ -491,7 +455,7 @@ async fn the_password_is_found_nowhere_but_inside_the_encrypted_backup() {
 async fn activated_snapshot_is_the_system_after_a_restart() {
     let mut dev = Device::start(DeviceOptions::default());
     let conn = dev.conn().await;
-    let id: u32 = call(&conn, "tech.noreya.Snapshot1", "Create", &(true, false, "known good"))
+    let id: u32 = call(&conn, SNAPSHOT1, "Create", &(true, false, "known good"))
         .await
         .unwrap();
     std::fs::write(
@@ -499,9 +463,7 @@ async fn activated_snapshot_is_the_system_after_a_restart() {
         b"broken=true\n",
     )
     .unwrap();
-    call::<_, ()>(&conn, "tech.noreya.Snapshot1", "Activate", &(id,))
-        .await
-        .unwrap();
+    call::<_, ()>(&conn, SNAPSHOT1, "Activate", &(id,)).await.unwrap();
     drop(conn);
     assert!(dev.stop_daemon().success());
     dev.start_daemon();
@@ -512,7 +474,7 @@ async fn activated_snapshot_is_the_system_after_a_restart() {
         "ro=false",
         "the live system must be writable"
     );
-    let list: Vec<Dict> = call(&conn, "tech.noreya.Snapshot1", "GetList", &()).await.unwrap();
+    let list: Vec<Dict> = call(&conn, SNAPSHOT1, "GetList", &()).await.unwrap();
     let active: Vec<u32> = list
         .iter()
         .filter(|d| get::<bool>(d, "active"))

@@ -1,25 +1,31 @@
-//! `nexus-harness`: the `nexus-hil` tool.
+//! `nexus-harness`: the `nexus-hil` tool. Imports only point down this list:
 //!
-//! [`image`] builds the emulator image and [`sdcard`] the SD-card image it boots with;
-//! [`emulator`] runs them in the container engine found by [`engine`]; [`standin`] boots the
-//! same system built for arm64 in qemu, reached like hardware over SSH and HTTPS only.
-//! Infrastructure failures are [`error::InfraError`]s, kept apart from test failures.
+//! - [`cmd`]: one module per command (arguments and dispatch only).
+//! - [`conform`], [`provision`]: the contract checks and the provisioning scripts.
+//! - [`runner`]: runs scenarios (and shares a suite out among devices); [`steps`]: what each
+//!   step does, one module per family; [`session`]: one scenario's hold on its device.
+//! - [`report`]: the result model and its formats (JSON, JUnit, terminal, HTML).
+//! - [`device`]: the kinds of device (container emulator, arm64 stand-in, real devices), how
+//!   each is opened, and the lifecycle through which faults are injected.
+//! - [`image`]: the images (container, stand-in, SD card) those devices boot; [`engine`]: the
+//!   container engine.
+//! - [`transport`]: SSH, D-Bus over SSH, HTTPS; [`cache`], [`error`]: leaves.
+//!
+//! The device's names (bus names, actions, errors, paths, the probe's output) come from
+//! `nexus_contract`; scenario files from `nexus_scenario`. Infrastructure failures are
+//! [`error::InfraError`]s, kept apart from test failures.
 
+pub mod cache;
+pub mod cmd;
 pub mod conform;
-pub mod dbus;
-pub mod emulator;
+pub mod device;
 pub mod engine;
 pub mod error;
-pub mod html;
-pub mod https;
 pub mod image;
-pub mod inventory;
 pub mod provision;
 pub mod report;
-pub mod run;
 pub mod runner;
+pub mod session;
+pub mod steps;
+pub mod transport;
 pub use nexus_scenario as scenario;
-pub mod sdcard;
-pub mod ssh;
-pub mod standin;
-pub mod tree;

@@ -1,4 +1,4 @@
-//! `nexus-hil provision`: prepares a real device for the suite with only its admin account, the
+//! What `nexus-hil provision` runs on a device: prepares a real device for the suite with only its admin account, the
 //! way the vendor documents it: the `remotebackup` user, the documented polkit grant, the
 //! harness's key for both users. Checks that what the scenarios use is there
 //! (`systemd-stdio-bridge`, python3-dbus, rsync). Idempotent; every change is written to a
@@ -6,32 +6,11 @@
 //! was added and restores the account files' backups it touched. `--dry-run` prints each
 //! command and changes nothing.
 
-use std::path::PathBuf;
-use std::process::ExitCode;
-use std::time::Duration;
+use nexus_contract::names::ACTIONS;
+use nexus_contract::paths::{BACKUP_USER, VENDOR_PKLA};
 
-use crate::error::InfraError;
-use crate::run::{harness_key, parse_target, Target};
-use crate::runner::{sh_quote, ALL_ACTIONS};
-use crate::ssh::SshTarget;
-
-/// Arguments of `nexus-hil provision`.
-#[derive(Debug, clap::Args)]
-pub struct ProvisionArgs {
-    /// The device's admin account: `ssh://nexus@HOST[:PORT]`.
-    #[arg(long)]
-    pub target: String,
-    /// Key to log in as the admin while provisioning (default: the harness key, then your own
-    /// ssh keys and agent). The admin needs sudo without a password prompt.
-    #[arg(long)]
-    pub login_key: Option<PathBuf>,
-    /// Print each command and change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Remove exactly what earlier provisioning added.
-    #[arg(long)]
-    pub undo: bool,
-}
+use crate::steps::setup::{self, REMOVE_USER};
+use crate::transport::ssh::sh_quote;
 
 /// Where the manifest and saved files live on the device.
 const STATE: &str = "/var/lib/nexus-hil";
@@ -40,28 +19,8 @@ const ACCOUNT_BACKUPS: &str = "passwd- group- shadow- gshadow- subuid- subgid-";
 
 /// The vendor's own command for the polkit grant, word for word.
 fn pkla_command() -> String {
-    format!(
-        r#"bash -c 'echo -e "[Backup permissions]\nIdentity=unix-user:remotebackup\nAction={};\nResultActive=yes\nResultInactive=yes\nResultAny=yes\n" > /etc/polkit-1/localauthority/50-local.d/10-backup.pkla'"#,
-        ALL_ACTIONS.join(";")
-    )
+    setup::pkla_command(BACKUP_USER, VENDOR_PKLA, &ACTIONS)
 }
-
-/// Shell function `remove_user NAME`: ends the user's sessions (logins leave a user manager
-/// behind for a moment, and userdel refuses a user with processes), waits up to 10 s for its
-/// processes to go, then removes it with its home.
-pub const REMOVE_USER: &str = r#"remove_user() {
-  ru=$1; ruid=$(id -u "$ru") || return 1
-  loginctl terminate-user "$ru" >/dev/null 2>&1 || true
-  i=0
-  while [ $i -lt 100 ]; do
-    busy=0
-    for p in /proc/[0-9]*; do [ "$(stat -c %u "$p" 2>/dev/null)" = "$ruid" ] && busy=1 && break; done
-    [ $busy = 0 ] && break
-    sleep 0.1; i=$((i+1))
-  done
-  deluser --remove-home "$ru" >/dev/null 2>&1 || userdel -r "$ru"
-}
-"#;
 
 const COMMON: &str = r#"set -eu
 STATE=__STATE__
@@ -74,7 +33,7 @@ note() { if [ "$DRY" != 1 ]; then printf '%s\n' "$1" >> "$MANIFEST"; fi; }
 "#;
 
 /// The provisioning script, run as root on the device.
-fn provision_script(admin: &str, pubkey: &str, dry: bool) -> String {
+pub fn provision_script(admin: &str, pubkey: &str, dry: bool) -> String {
     let mut s = format!(
         "DRY={}\nADMIN={}\nKEY={}\nPKLA_CMD={}\n",
         u8::from(dry),
@@ -147,7 +106,7 @@ say "provisioned: the suite can run with --target and the harness key"
 
 /// The undo script: reverts the manifest's entries, newest first. Each revert checks first, so
 /// an undo that stopped half way can simply be run again.
-fn undo_script(pubkey: &str, dry: bool) -> String {
+pub fn undo_script(pubkey: &str, dry: bool) -> String {
     let mut s = format!("DRY={}\nKEY={}\n", u8::from(dry), sh_quote(pubkey.trim()));
     s.push_str(&COMMON.replace("__STATE__", STATE));
     s.push_str(REMOVE_USER);
@@ -170,81 +129,4 @@ say "undone: the device is as it was before provisioning"
 "#,
     );
     s
-}
-
-/// Runs `nexus-hil provision`. Exit status: 0 done, 1 the device lacks something, 2 bad
-/// arguments, 3 the device could not be reached or refused.
-pub async fn command(args: ProvisionArgs) -> Result<ExitCode, InfraError> {
-    let (user, host, port) = match parse_target(&args.target) {
-        Ok(Target::Remote { user, host, port }) => (user, host, port),
-        Ok(Target::Emulator | Target::Fleet(_)) => {
-            eprintln!("nexus-hil: provision prepares a real device: --target ssh://nexus@HOST[:PORT]");
-            return Ok(ExitCode::from(2));
-        }
-        Err(e) => {
-            eprintln!("nexus-hil: {e}");
-            return Ok(ExitCode::from(2));
-        }
-    };
-    let key = harness_key();
-    let dir = key.parent().map(PathBuf::from).unwrap_or_default();
-    std::fs::create_dir_all(&dir).map_err(|e| InfraError::io(dir.display(), e))?;
-    crate::ssh::make_key(&dir).await?;
-    let pubkey = std::fs::read_to_string(key.with_extension("pub"))
-        .map_err(|e| InfraError::io(key.with_extension("pub").display(), e))?;
-    let script = if args.undo {
-        undo_script(&pubkey, args.dry_run)
-    } else {
-        provision_script(&user, &pubkey, args.dry_run)
-    };
-    let login = args.login_key.clone().unwrap_or_else(|| key.clone());
-    let ssh = SshTarget {
-        host: host.clone(),
-        port,
-        key: login.clone(),
-        known_hosts: dir.join("known_hosts"),
-    };
-    let mut argv = ssh.ssh_argv(&user);
-    if args.login_key.is_none() {
-        // Besides the harness key, whatever the user's own ssh offers (keys, agent).
-        if let Some(i) = argv.iter().position(|a| a == "IdentitiesOnly=yes") {
-            argv.drain(i - 1..=i);
-        }
-    }
-    let mut cmd = tokio::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..]).arg("--").arg("sudo -n sh -s");
-    eprintln!(
-        "nexus-hil: {} {user}@{host}:{port}{}",
-        if args.undo {
-            "undoing the provisioning of"
-        } else {
-            "provisioning"
-        },
-        if args.dry_run {
-            " (dry run: nothing changes)"
-        } else {
-            ""
-        }
-    );
-    let out = crate::ssh::run_local(cmd, Some(script.as_bytes()), Duration::from_secs(120))
-        .await
-        .map_err(|e| InfraError::Unreachable(format!("ssh {user}@{host}:{port}: {e}")))?;
-    print!("{}", out.stdout);
-    match out.code {
-        Some(0) => Ok(ExitCode::SUCCESS),
-        Some(4) => Ok(ExitCode::from(1)),
-        Some(255) => Err(InfraError::Unreachable(format!(
-            "ssh {user}@{host}:{port} as the admin failed: {}; pass --login-key, or make sure your ssh can log in",
-            out.stderr.trim()
-        ))),
-        _ if out.stderr.contains("sudo") => Err(InfraError::Unreachable(format!(
-            "{user} cannot use sudo without a password prompt ({}); the suite needs that for its root steps: \
-             allow it (for example `{user} ALL=(ALL) NOPASSWD:ALL` in /etc/sudoers.d/nexus-hil) and provision again",
-            out.stderr.trim()
-        ))),
-        code => Err(InfraError::Unreachable(format!(
-            "provisioning stopped (exit {code:?}): {}",
-            out.stderr.trim()
-        ))),
-    }
 }

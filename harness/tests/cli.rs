@@ -20,6 +20,19 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
+/// A key of the test's own, so the run gets as far as the device whatever the machine's
+/// harness cache holds.
+fn own_key(dir: &Path) -> PathBuf {
+    let key = dir.join("id_ed25519");
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    key
+}
+
 fn require_root() {
     assert!(
         unsafe { libc::geteuid() } == 0,
@@ -63,7 +76,8 @@ fn an_unreachable_device_is_an_infrastructure_error_in_every_report() {
     // Nothing listens on port 1 of this machine.
     let reports = dir.path().join("r");
     let out = nexus_hil()
-        .args(["--target", "ssh://nexus@127.0.0.1:1"])
+        .args(["--target", "ssh://nexus@127.0.0.1:1", "--key"])
+        .arg(own_key(dir.path()))
         .arg(&f)
         .arg("--report-dir")
         .arg(&reports)
@@ -88,6 +102,35 @@ fn an_unreachable_device_is_an_infrastructure_error_in_every_report() {
     );
     let json = std::fs::read_to_string(reports.join("report.json")).unwrap();
     assert!(json.contains("\"infra_error\": \"device unreachable"), "{json}");
+}
+
+#[test]
+fn a_machine_without_the_harness_key_is_told_to_provision_in_every_report() {
+    // A fresh machine: an empty cache, so no harness key.
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "one.yaml",
+        "name: One\nsteps:\n  - ssh.run: {as: nexus, command: id}\n",
+    );
+    let reports = dir.path().join("r");
+    let out = nexus_hil()
+        .env("XDG_CACHE_HOME", dir.path().join("cache"))
+        .args(["--target", "ssh://nexus@127.0.0.1:1"])
+        .arg(&f)
+        .arg("--report-dir")
+        .arg(&reports)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.contains("ERROR infrastructure: device unreachable: no key for ssh://nexus@127.0.0.1:1")
+            && stdout.contains("nexus-hil provision"),
+        "{stdout}"
+    );
+    let json = std::fs::read_to_string(reports.join("report.json")).unwrap();
+    assert!(json.contains("\"infra_error\": \"device unreachable: no key"), "{json}");
 }
 
 #[test]
@@ -203,7 +246,8 @@ fn a_device_that_accepts_but_never_answers_is_an_infrastructure_error() {
     );
     let start = Instant::now();
     let out = nexus_hil()
-        .args(["--target", &format!("ssh://nexus@127.0.0.1:{port}")])
+        .args(["--target", &format!("ssh://nexus@127.0.0.1:{port}"), "--key"])
+        .arg(own_key(dir.path()))
         .arg(&f)
         .arg("--report-dir")
         .arg(dir.path().join("r"))

@@ -4,10 +4,10 @@
 //! container engine and the debug `nexus-backupd` built next to the tests (`ci/test` does all).
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use nexus_harness::report::Outcome;
+use nexus_harness::runner::schedule::{run_on_emulator, EmulatorSlot};
 use nexus_harness::scenario::{self, Scenario};
 
 fn target_dir() -> PathBuf {
@@ -28,35 +28,34 @@ fn run_one(file: &Path) -> Result<(), Failed> {
     rt.block_on(async {
         let say = |m: &str| eprintln!("{m}");
         let backupd = target_dir().join("nexus-backupd");
-        let (image, template) =
-            nexus_harness::run::prepare_emulator(Some(backupd), false, nexus_harness::sdcard::DEFAULT_CONTENT, &say)
-                .await
-                .map_err(|e| format!("infrastructure: {e}"))?;
+        let (image, template) = nexus_harness::device::open::prepare_emulator(
+            Some(backupd),
+            false,
+            nexus_harness::image::sdcard::DEFAULT_CONTENT,
+            &say,
+        )
+        .await
+        .map_err(|e| format!("infrastructure: {e}"))?;
         let work = tempfile::Builder::new().prefix("nexus-suite-").tempdir()?;
-        let key = nexus_harness::ssh::make_key(work.path())
+        let key = nexus_harness::transport::ssh::make_key(work.path())
             .await
             .map_err(|e| e.to_string())?;
         let pubkey = std::fs::read_to_string(key.with_extension("pub"))?;
         let bar = indicatif::ProgressBar::hidden();
-        let current = Mutex::new(None);
-        let r = nexus_harness::run::run_on_emulator(
-            &s,
-            &image,
-            &template,
-            &key,
-            &pubkey,
-            &work.path().join("work"),
-            &bar,
-            &current,
-        )
-        .await;
+        let slot = EmulatorSlot {
+            image,
+            template,
+            key,
+            pubkey,
+        };
+        let r = run_on_emulator(&s, &slot, &work.path().join("work"), &bar).await;
         match r.outcome {
             Outcome::Passed => Ok(()),
             _ => Err(format!(
                 "{:?}: {}\n{}\njournal:\n{}",
                 r.outcome,
                 r.reason.clone().unwrap_or_default(),
-                nexus_harness::report::transcript(&r),
+                nexus_harness::report::terminal::transcript(&r),
                 r.journal.clone().unwrap_or_default()
             )
             .into()),

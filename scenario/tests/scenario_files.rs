@@ -140,3 +140,14 @@ fn probe_mistakes_are_named() {
     let e = error_of("name: x\nsteps:\n  - fault.slow_io: {read_bytes_per_sec: lots}\n");
     assert!(e.starts_with("scenarios/bad.yaml:3:"), "{e}");
 }
+
+#[test]
+fn the_format_documentation_describes_every_step() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/README.md")).unwrap();
+    for name in nexus_scenario::Step::NAMES {
+        assert!(
+            readme.contains(&format!("| `{name}` |")),
+            "scenarios/README.md has no table row for `{name}`"
+        );
+    }
+}

@@ -530,8 +530,8 @@ impl Device {
             .spawn()
             .unwrap();
         self.daemon = Some(child);
-        self.wait_name("tech.noreya.Snapshot1");
-        self.wait_name("tech.noreya.Backup1");
+        self.wait_name(nexus_contract::names::SNAPSHOT1);
+        self.wait_name(nexus_contract::names::BACKUP1);
     }
 
     pub fn daemon_pid(&self) -> u32 {

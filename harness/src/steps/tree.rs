@@ -42,7 +42,7 @@ impl Tree {
 
 /// The shell command that lists `dir` on the device (run as root).
 pub fn remote_listing_command(dir: &str) -> String {
-    let d = crate::runner::sh_quote(dir);
+    let d = crate::transport::ssh::sh_quote(dir);
     format!(
         "cd {d} && find . -mindepth 1 -printf '%P\\t%y\\t%m\\t%U\\t%G\\t%T@\\t%s\\t%i\\t%n\\t%l\\n' && echo '--' && find . -type f -print0 | xargs -0 -r sha256sum"
     )

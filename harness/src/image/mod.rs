@@ -4,12 +4,16 @@
 //! (the files under `images/`, embedded in this binary; the daemon binary; the mirror) changes.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
 use crate::error::InfraError;
+use mmdebstrap::{package_list, write_file, Bootstrap};
+
+pub mod mmdebstrap;
+pub mod sdcard;
+pub mod standin;
 
 /// Repository name of the emulator image in the engine.
 pub const REPO: &str = "localhost/nexus-emulator";
@@ -236,15 +240,6 @@ pub fn default_backupd() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("nexus-backupd"))
 }
 
-/// Where the harness keeps built artifacts between runs.
-pub fn cache_dir() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from("/var/tmp"))
-        .join("nexus-hil")
-}
-
 /// An exclusive lock on the cache folder while images are made, so parallel runs (or test
 /// processes) build each image once. Released on drop.
 pub struct BuildLock {
@@ -253,7 +248,7 @@ pub struct BuildLock {
 
 impl BuildLock {
     pub fn take() -> Result<Self, InfraError> {
-        Self::take_in(&cache_dir())
+        Self::take_in(&crate::cache::images())
     }
 
     /// The same lock on another folder (the arm64 stand-in's images have their own).
@@ -293,7 +288,7 @@ pub async fn ensure(inputs: &ImageInputs, force: bool, log: impl Fn(&str)) -> Re
         });
     }
     let start = Instant::now();
-    let work = cache_dir().join(format!("image-{}", inputs.tag));
+    let work = crate::cache::images().join(format!("image-{}", inputs.tag));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).map_err(|e| InfraError::io(work.display(), e))?;
     log(&format!(
@@ -327,49 +322,18 @@ fn mmdebstrap(work: &Path, backupd: &Path, mirrors: &[String], tar: &Path) -> Re
     let automation = automation_next_to(backupd);
     let bin = std::fs::read(&automation).map_err(|e| InfraError::io(automation.display(), e))?;
     write_file(&stage.join("usr/local/bin/nexus-automation"), &bin, 0o755)?;
-    let packages: Vec<&str> = std::str::from_utf8(FILES[0].1)
-        .unwrap_or_default()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect();
-    let log_path = work.join("mmdebstrap.log");
-    let log = std::fs::File::create(&log_path).map_err(|e| InfraError::io(log_path.display(), e))?;
-    let status = Command::new("mmdebstrap")
-        .args(["--variant=apt", "--mode=root", "--format=tar"])
-        .arg(format!("--include={}", packages.join(",")))
-        .arg("--aptopt=Acquire::Languages \"none\"")
-        .arg("--dpkgopt=path-exclude=/usr/share/man/*")
-        .arg("--dpkgopt=path-exclude=/usr/share/doc/*")
-        .arg("--dpkgopt=path-exclude=/usr/share/locale/*")
-        .arg(format!("--customize-hook=sync-in {} /", stage.display()))
-        .arg("--customize-hook=chroot \"$1\" /bin/sh /usr/local/lib/nexus-hil/customize.sh")
-        .arg(SUITE)
-        .arg(tar)
-        .args(mirrors)
-        .stdout(log.try_clone().map_err(|e| InfraError::io("log", e))?)
-        .stderr(log)
-        .status()
-        .map_err(|e| InfraError::Image(format!("cannot run mmdebstrap: {e}; install it (ci/setup-host does)")))?;
-    if !status.success() {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(15).collect();
-        return Err(InfraError::Image(format!(
-            "mmdebstrap failed ({status}); last lines of {}:\n{}",
-            log_path.display(),
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        )));
+    let packages: Vec<&str> = package_list(std::str::from_utf8(FILES[0].1).unwrap_or_default()).collect();
+    Bootstrap {
+        format: "tar",
+        arch: None,
+        packages: &packages,
+        stage: &stage,
+        scripts: &["/usr/local/lib/nexus-hil/customize.sh"],
+        suite: SUITE,
+        out: tar,
+        mirrors,
     }
-    Ok(())
-}
-
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), InfraError> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| InfraError::io(dir.display(), e))?;
-    }
-    std::fs::write(path, bytes).map_err(|e| InfraError::io(path.display(), e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| InfraError::io(path.display(), e))
+    .run(&work.join("mmdebstrap.log"))
 }
 
 async fn import(docker: &testcontainers::bollard::Docker, tar: &Path, tag: &str) -> Result<(), InfraError> {

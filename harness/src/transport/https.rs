@@ -7,14 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
+use nexus_contract::paths::CA_PATH;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
-
-pub const CA_PATH: &str = "/noreya-nexus/certificates/ca.pem";
 
 /// One response: status, headers (lower-case names), and where the body went.
 #[derive(Debug, Clone)]

@@ -150,3 +150,8 @@ pub async fn run_local(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration
         Err(_) => Err(format!("{program} did not finish within {timeout:?} and was stopped")),
     }
 }
+
+/// Quotes a word for a POSIX shell.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}

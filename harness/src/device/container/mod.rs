@@ -10,7 +10,10 @@ use testcontainers::core::{ExecCommand, IntoContainerPort, Mount};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, GenericImage, ImageExt};
 
+use super::ready::{wait_for_names, LIST_NAMES};
 use crate::error::InfraError;
+
+mod faults;
 
 /// Label on every emulator container, so `nexus-hil emulator down` finds strays; its value is
 /// the harness's process id.
@@ -45,7 +48,7 @@ impl Emulator {
         let (name, tag) = spec.image.rsplit_once(':').unwrap_or((spec.image, "latest"));
         std::fs::create_dir_all(spec.work_dir).map_err(|e| InfraError::io(spec.work_dir.display(), e))?;
         let sdcard = spec.work_dir.join("sdcard.img");
-        crate::sdcard::copy_for(spec.sdcard_template, &sdcard)?;
+        crate::image::sdcard::copy_for(spec.sdcard_template, &sdcard)?;
         let start = Instant::now();
         let instance = format!(
             "{}-{}",
@@ -113,7 +116,7 @@ impl Emulator {
         Ok(emulator)
     }
 
-    fn container(&self) -> &ContainerAsync<GenericImage> {
+    pub(super) fn container(&self) -> &ContainerAsync<GenericImage> {
         self.container.as_ref().expect("container present until removed")
     }
 
@@ -130,7 +133,7 @@ impl Emulator {
         Ok((code, String::from_utf8_lossy(&out).into_owned()))
     }
 
-    async fn wait_ready(&self) -> Result<(), InfraError> {
+    pub(super) async fn wait_ready(&self) -> Result<(), InfraError> {
         let deadline = Instant::now() + Duration::from_secs(60);
         let (code, out) = loop {
             let (code, out) = self
@@ -156,23 +159,22 @@ impl Emulator {
                 out.trim()
             )));
         }
-        loop {
-            let (_, names) = self
-                .exec(&["busctl", "--system", "list", "--no-legend", "--acquired"])
-                .await?;
-            if names.contains("tech.noreya.Snapshot1") && names.contains("tech.noreya.Backup1") {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                let (_, log) = self
-                    .exec(&["journalctl", "-u", "nexus-backupd", "--no-pager", "-n", "40"])
-                    .await?;
-                return Err(InfraError::Emulator(format!(
-                    "nexus-backupd did not take its D-Bus names; its journal:\n{log}"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let listed = wait_for_names(deadline, Duration::from_millis(50), || async {
+            self.exec(&["sh", "-c", LIST_NAMES])
+                .await
+                .map(|(_, names)| names)
+                .unwrap_or_default()
+        })
+        .await;
+        if listed {
+            return Ok(());
         }
+        let (_, log) = self
+            .exec(&["journalctl", "-u", "nexus-backupd", "--no-pager", "-n", "40"])
+            .await?;
+        Err(InfraError::Emulator(format!(
+            "nexus-backupd did not take its D-Bus names; its journal:\n{log}"
+        )))
     }
 
     /// Why the emulator is gone, when its container no longer runs (stopped or removed from
@@ -230,113 +232,13 @@ impl Emulator {
     }
 }
 
-impl crate::runner::Lifecycle for Emulator {
-    fn fault(
-        &self,
-        fault: crate::runner::Fault,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::runner::Ports, crate::runner::StepEnd>> + '_>>
-    {
-        use crate::runner::{Fault, StepEnd};
-        Box::pin(async move {
-            match fault {
-                Fault::KillDaemon | Fault::RestartDaemon => {
-                    let cmd: &[&str] = if fault == Fault::KillDaemon {
-                        &["systemctl", "kill", "--signal=SIGKILL", "nexus-backupd.service"]
-                    } else {
-                        &["systemctl", "restart", "nexus-backupd.service"]
-                    };
-                    let (code, out) = self.exec(cmd).await.map_err(|e| e.to_string())?;
-                    if code != 0 {
-                        return Err(format!("{cmd:?} failed: {out}").into());
-                    }
-                    Ok(None)
-                }
-                Fault::CutNetwork(after, duration) => {
-                    let docker = crate::engine::client().await.map_err(|e| e.to_string())?;
-                    let id = self.id.clone();
-                    // In the background: the steps after this one meet the cut mid-transfer.
-                    tokio::spawn(async move {
-                        tokio::time::sleep(after).await;
-                        if let Err(e) = docker.pause_container(&id).await {
-                            tracing::warn!("cannot freeze the emulator: {e}");
-                            return;
-                        }
-                        tokio::time::sleep(duration).await;
-                        if let Err(e) = docker.unpause_container(&id).await {
-                            tracing::warn!("cannot thaw the emulator: {e}");
-                        }
-                    });
-                    Ok(None)
-                }
-                Fault::FillDisk(leave) => {
-                    let script = format!(
-                        "sync; avail=$(df -B1 --output=avail /broot | tail -n 1); n=$((avail - {leave})); \
-                         if [ $n -gt 0 ]; then fallocate -l $n /broot/.nexus-hil-ballast; fi; sync; \
-                         df -B1 --output=avail /broot | tail -n 1"
-                    );
-                    let (code, out) = self.exec(&["sh", "-c", &script]).await.map_err(|e| e.to_string())?;
-                    if code != 0 {
-                        return Err(format!("cannot fill /broot: {out}").into());
-                    }
-                    Ok(None)
-                }
-                Fault::SlowIo { read, write } => {
-                    // The container sees its own cgroup at /sys/fs/cgroup: every process of the
-                    // emulator, the daemon's threads included, is throttled on the SD card's device.
-                    let script = format!(
-                        r#"set -e
-src=$(findmnt -no SOURCE /broot | sed 's/\[.*//')
-dev=$(lsblk -dno MAJ:MIN "$src" | tr -d ' ')
-v1=/sys/fs/cgroup/blkio
-if [ -w $v1/blkio.throttle.read_bps_device ]; then
-  echo "$dev {read}" > $v1/blkio.throttle.read_bps_device
-  echo "$dev {write}" > $v1/blkio.throttle.write_bps_device
-  echo "blkio $dev: $(cat $v1/blkio.throttle.read_bps_device | tr '\n' ' ')"
-elif [ -w /sys/fs/cgroup/io.max ]; then
-  r={read}; w={write}; [ "$r" = 0 ] && r=max; [ "$w" = 0 ] && w=max
-  echo "$dev rbps=$r wbps=$w" > /sys/fs/cgroup/io.max
-  echo "io.max $dev: $(cat /sys/fs/cgroup/io.max)"
-else
-  echo "this host's cgroups offer neither blkio throttling (v1) nor io.max (v2) to the container" >&2
-  exit 3
-fi"#
-                    );
-                    let (code, out) = self.exec(&["sh", "-c", &script]).await.map_err(|e| e.to_string())?;
-                    match code {
-                        0 => {
-                            tracing::debug!("slow_io: {}", out.trim());
-                            Ok(None)
-                        }
-                        3 => Err(StepEnd::Unsupported(out.trim().to_string())),
-                        _ => Err(format!("cannot throttle the SD card: {}", out.trim()).into()),
-                    }
-                }
-                Fault::Reboot => {
-                    let c = self.container();
-                    c.stop_with_timeout(Some(10))
-                        .await
-                        .map_err(|e| format!("cannot stop the emulator: {e}"))?;
-                    c.start()
-                        .await
-                        .map_err(|e| format!("cannot start the emulator again: {e}"))?;
-                    self.wait_ready().await.map_err(|e| e.to_string())?;
-                    Ok(Some((
-                        port(c, 22).await.map_err(|e| e.to_string())?,
-                        port(c, 443).await.map_err(|e| e.to_string())?,
-                    )))
-                }
-            }
-        })
-    }
-}
-
 impl Drop for Emulator {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.sdcard);
     }
 }
 
-async fn port(c: &ContainerAsync<GenericImage>, p: u16) -> Result<u16, InfraError> {
+pub(super) async fn port(c: &ContainerAsync<GenericImage>, p: u16) -> Result<u16, InfraError> {
     c.get_host_port_ipv4(p.tcp())
         .await
         .map_err(|e| InfraError::Emulator(format!("port {p} is not published: {e}")))

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use plotters::prelude::*;
 
-use crate::report::{Latency, Outcome, ProgressSample, RunReport, StepReport};
+use super::{Latency, Outcome, ProgressSample, RunReport, StepReport};
 
 const COLORS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
@@ -60,7 +60,7 @@ pub fn render(report: &RunReport) -> String {
             h,
             "<tr class=\"{}\"><td><a href=\"#{}\">{}</a></td><td>{}</td><td>{:.1} s</td><td>{}</td></tr>",
             outcome(s.outcome).replace(' ', "_"),
-            crate::run::slug(&s.name),
+            super::slug(&s.name),
             esc(&s.name),
             outcome(s.outcome),
             s.duration_s,
@@ -72,7 +72,7 @@ pub fn render(report: &RunReport) -> String {
         let _ = writeln!(
             h,
             "<section id=\"{}\"><h2>{}</h2><p class=\"file\">{} &middot; {}{}</p>",
-            crate::run::slug(&s.name),
+            super::slug(&s.name),
             esc(&s.name),
             esc(&s.file),
             outcome(s.outcome),

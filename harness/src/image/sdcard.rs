@@ -97,7 +97,7 @@ impl Drop for Mounted {
 
 /// The template for `content` bytes of content, made when missing.
 pub fn template(content: u64, log: impl Fn(&str)) -> Result<PathBuf, InfraError> {
-    let dir = crate::image::cache_dir();
+    let dir = crate::cache::images();
     fs::create_dir_all(&dir).map_err(|e| InfraError::io(dir.display(), e))?;
     let path = dir.join(format!("sdcard-v{GENERATOR}-{}MiB.img", content / MIB));
     if path.exists() {
@@ -287,7 +287,7 @@ mod tests {
             2048 * MIB
         );
         // The emulator's mount unit names the same offset.
-        let unit = include_str!("../../images/emulator/rootfs/etc/systemd/system/broot.mount");
+        let unit = include_str!("../../../images/emulator/rootfs/etc/systemd/system/broot.mount");
         assert!(unit.contains(&format!("offset={ROOT_START}")));
     }
 }

@@ -11,7 +11,9 @@ use std::time::Duration;
 use zbus::address::transport::{Transport, Unixexec};
 use zbus::{Address, Connection, Variant};
 
-use crate::ssh::SshTarget;
+use nexus_contract::names::object_path;
+
+use crate::transport::ssh::SshTarget;
 
 /// A D-Bus error reply: its name and message.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,11 +32,6 @@ impl std::fmt::Display for CallError {
 pub struct DeviceBus {
     conn: Connection,
     signatures: tokio::sync::Mutex<HashMap<(String, String), Vec<String>>>,
-}
-
-/// Object path of a `tech.noreya.*` service: the name with dots as slashes.
-pub fn object_path(service: &str) -> String {
-    format!("/{}", service.replace('.', "/"))
 }
 
 impl DeviceBus {
@@ -271,6 +268,5 @@ mod tests {
         assert_eq!(convert("b", "true").unwrap(), Variant::Bool(true));
         assert!(convert("u", "-1").unwrap_err().contains("unsigned"));
         assert!(convert("b", "yes").unwrap_err().contains("true or false"));
-        assert_eq!(object_path("tech.noreya.Backup1"), "/tech/noreya/Backup1");
     }
 }

@@ -1,0 +1,33 @@
+//! The target flags that `run`, `conform` and `provision` share.
+
+use std::path::PathBuf;
+
+use crate::device::{parse_target, Target};
+
+/// Which device a command talks to, and how.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TargetArgs {
+    /// `emulator` (a fresh container) or `ssh://USER@HOST[:PORT]`, the admin user of a real device.
+    #[arg(long, default_value = "emulator")]
+    pub target: String,
+    /// HTTPS port of a real device.
+    #[arg(long, default_value_t = 443)]
+    pub https_port: u16,
+    /// SSH key for a real device (default: the harness key that `nexus-hil provision`
+    /// installed; for `provision`, that key, then your own ssh keys and agent).
+    #[arg(long, visible_alias = "login-key")]
+    pub key: Option<PathBuf>,
+    /// Folder where real devices' HTTPS CAs are pinned on first use (default: ~/.cache/nexus-hil/pins).
+    #[arg(long)]
+    pub pins: Option<PathBuf>,
+}
+
+impl TargetArgs {
+    /// The parsed `--target`; a mistake is printed and becomes exit status 2.
+    pub fn parsed(&self) -> Result<Target, std::process::ExitCode> {
+        parse_target(&self.target).map_err(|e| {
+            super::say(&e);
+            std::process::ExitCode::from(2)
+        })
+    }
+}

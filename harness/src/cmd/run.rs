@@ -1,0 +1,312 @@
+//! `nexus-hil run`: load scenarios, bring up a device for each (a fresh emulator, or the real
+//! devices named by `--target ssh://...` or `--targets`), run them with a progress display, and
+//! write the reports. Exit status: 0 all passed, 1 a scenario failed, 2 bad scenario files or
+//! arguments, 3 infrastructure error.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::args::TargetArgs;
+use super::say;
+use crate::device::open::{check_reachable, prepare_emulator, remote_device, RemoteSpec};
+use crate::device::{inventory, keys, Target};
+use crate::error::InfraError;
+use crate::report::RunReport;
+use crate::runner::schedule::{self, EmulatorSlot, FleetMember, Slots};
+use crate::scenario::{self, Scenario};
+
+/// Arguments of `nexus-hil run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Scenario files or folders of them.
+    #[arg(default_value = "scenarios")]
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Only scenarios with this tag.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Write JUnit XML here.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Folder for this run's work files and reports (default: target/nexus-hil/run-<time>).
+    #[arg(long)]
+    pub report_dir: Option<PathBuf>,
+    /// The nexus-backupd binary for the emulator image (default: next to nexus-hil).
+    #[arg(long)]
+    pub backupd: Option<PathBuf>,
+    /// Bytes of home-automation content on the emulator's SD card.
+    #[arg(long, default_value_t = crate::image::sdcard::DEFAULT_CONTENT)]
+    pub content_bytes: u64,
+    /// Run only part K of N of the (filtered) scenarios, e.g. 2/3: CI jobs that share a suite
+    /// each take one part; the split is deterministic (round robin in file order).
+    #[arg(long, value_name = "K/N", value_parser = schedule::parse_partition)]
+    pub partition: Option<(usize, usize)>,
+    /// Print the scenarios that would run (after --filter and --partition) and start nothing.
+    #[arg(long)]
+    pub list: bool,
+    /// An inventory of real devices (targets.toml: name, host, ssh_port, admin, key, https_port,
+    /// ca_sha256 per [[device]]); the scenarios are shared out among them, one combined report.
+    #[arg(long, conflicts_with = "target")]
+    pub targets: Option<PathBuf>,
+    /// How many scenarios run at once: emulators side by side (default 1; each scenario still
+    /// gets its own fresh container), or devices of --targets (default: all of them).
+    #[arg(long, short = 'j', overrides_with = "jobs")]
+    pub jobs: Option<usize>,
+}
+
+/// Runs `nexus-hil run`.
+pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
+    let started = Instant::now();
+    let target = match &args.targets {
+        Some(path) => match inventory::Inventory::load(path) {
+            Ok(inv) => Target::Fleet(inv.devices),
+            Err(e) => {
+                say(&e);
+                return Ok(ExitCode::from(2));
+            }
+        },
+        None => match args.target.parsed() {
+            Ok(t) => t,
+            Err(code) => return Ok(code),
+        },
+    };
+    let scenarios = match load(&args) {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    if args.list {
+        for s in &scenarios {
+            println!("{}\t{}\t[{}]", s.file.display(), s.name, s.tags.join(", "));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report_dir = report_dir(&args)?;
+    let mut report = RunReport {
+        target: target_name(&args, &target),
+        duration_s: 0.0,
+        scenarios: Vec::new(),
+        infra_error: None,
+    };
+    let slots = match slots(&args, &target, &report_dir).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            report.infra_error = Some(e.to_string());
+            None
+        }
+    };
+    // Ctrl-C: remove this run's containers, then stop.
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\nnexus-hil: interrupted; removing this run's emulator");
+            let _ = crate::device::container::remove_owned(std::process::id()).await;
+            std::process::exit(130);
+        }
+    });
+    let bar = ProgressBar::new(scenarios.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{pos}/{len}] {elapsed_precise} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    if let Some(slots) = &slots {
+        report.scenarios = schedule::run_all(&scenarios, slots, &report_dir, &bar).await;
+    }
+    bar.finish_and_clear();
+    report.duration_s = started.elapsed().as_secs_f64();
+    write_reports(&args, &report, &report_dir)?;
+    let t = report.totals();
+    Ok(if t.errors > 0 {
+        ExitCode::from(3)
+    } else if report.all_passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The scenarios to run: found, loaded (every mistake printed), filtered and partitioned.
+fn load(args: &RunArgs) -> Result<Vec<Scenario>, ExitCode> {
+    let files = match scenario::discover(&args.paths) {
+        Ok(f) if !f.is_empty() => f,
+        Ok(_) => {
+            say(&format!("no scenario files (*.yaml) in {:?}", args.paths));
+            return Err(ExitCode::from(2));
+        }
+        Err(e) => {
+            say(&e);
+            return Err(ExitCode::from(2));
+        }
+    };
+    let mut scenarios = Vec::new();
+    let mut bad = 0;
+    for f in &files {
+        match Scenario::load(f) {
+            Ok(s) => scenarios.push(s),
+            Err(e) => {
+                say(&e.to_string());
+                bad += 1;
+            }
+        }
+    }
+    if bad > 0 {
+        say(&format!("{bad} scenario file(s) have mistakes; nothing was run"));
+        return Err(ExitCode::from(2));
+    }
+    if let Some(tag) = &args.filter {
+        scenarios.retain(|s| s.has_tag(tag));
+    }
+    if let Some(part) = args.partition {
+        let all = scenarios.len();
+        scenarios = schedule::partition(scenarios, part);
+        say(&format!(
+            "partition {}/{}: {} of {all} scenarios",
+            part.0,
+            part.1,
+            scenarios.len()
+        ));
+    }
+    Ok(scenarios)
+}
+
+/// The run's report folder, made and made absolute.
+fn report_dir(args: &RunArgs) -> Result<PathBuf, InfraError> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let dir = args
+        .report_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("target/nexus-hil/run-{stamp}")));
+    std::fs::create_dir_all(&dir).map_err(|e| InfraError::io(dir.display(), e))?;
+    dir.canonicalize().map_err(|e| InfraError::io(dir.display(), e))
+}
+
+/// How the report names the target.
+fn target_name(args: &RunArgs, target: &Target) -> String {
+    match target {
+        Target::Emulator => "emulator".to_string(),
+        Target::Remote { user, host, port } => format!("ssh://{user}@{host}:{port}"),
+        Target::Fleet(devices) => {
+            let names: Vec<&str> = devices.iter().map(|d| d.name.as_str()).collect();
+            format!(
+                "{} ({})",
+                args.targets.as_deref().unwrap_or(Path::new("")).display(),
+                names.join(", ")
+            )
+        }
+    }
+}
+
+/// Where the scenarios will run: the emulator's image made and a key for it, or the real
+/// devices described and checked. An unreachable device, or one whose CA is not the
+/// inventory's, is an infrastructure error before anything runs, not a failing scenario.
+async fn slots(args: &RunArgs, target: &Target, report_dir: &Path) -> Result<Slots, InfraError> {
+    let t = &args.target;
+    let members = match target {
+        Target::Emulator => {
+            let key = match &t.key {
+                Some(k) => k.clone(),
+                None => crate::transport::ssh::make_key(report_dir).await?,
+            };
+            let pubkey = std::fs::read_to_string(key.with_extension("pub")).unwrap_or_default();
+            let (image, template) = prepare_emulator(args.backupd.clone(), false, args.content_bytes, &say).await?;
+            let slot = EmulatorSlot {
+                image,
+                template,
+                key,
+                pubkey,
+            };
+            return Ok(Slots::Emulators {
+                slot,
+                jobs: args.jobs.unwrap_or(1),
+            });
+        }
+        Target::Remote { user, host, port } => vec![FleetMember {
+            name: None,
+            dev: remote_device(RemoteSpec {
+                user,
+                host,
+                ssh_port: *port,
+                https_port: t.https_port,
+                key: keys::remote_key(t.key.clone(), &t.target)?,
+                pins: t.pins.as_deref(),
+                ca_sha256: None,
+                work: report_dir,
+            }),
+        }],
+        Target::Fleet(devices) => {
+            let mut v = Vec::new();
+            for d in devices {
+                let key = keys::remote_key(d.key.clone(), &d.target())
+                    .map_err(|e| InfraError::Unreachable(format!("{}: {e}", d.name)))?;
+                v.push(FleetMember {
+                    name: Some(d.name.clone()),
+                    dev: remote_device(RemoteSpec {
+                        user: &d.admin,
+                        host: &d.host,
+                        ssh_port: d.ssh_port,
+                        https_port: d.https_port,
+                        key,
+                        pins: t.pins.as_deref(),
+                        ca_sha256: d.ca_sha256.clone(),
+                        work: report_dir,
+                    }),
+                });
+            }
+            v
+        }
+    };
+    for m in &members {
+        let who = m.name.as_ref().map(|n| format!("{n}: ")).unwrap_or_default();
+        check_reachable(&m.dev, &who).await?;
+        if m.dev.https.ca_sha256.is_some() {
+            m.dev
+                .https
+                .pin_ca(Duration::from_secs(20))
+                .await
+                .map_err(|e| InfraError::Unreachable(format!("{who}{e}")))?;
+        }
+    }
+    let jobs = args.jobs.unwrap_or(members.len()).clamp(1, members.len().max(1));
+    Ok(Slots::Devices(members.into_iter().take(jobs).collect()))
+}
+
+/// JSON (in the report folder and at --json), JUnit, HTML; the summary on the terminal.
+fn write_reports(args: &RunArgs, report: &RunReport, report_dir: &Path) -> Result<(), InfraError> {
+    let json_path = args.json.clone().unwrap_or_else(|| report_dir.join("report.json"));
+    write(&json_path, &report.to_json())?;
+    write(&report_dir.join("report.json"), &report.to_json())?;
+    if let Some(j) = &args.junit {
+        write(j, &report.to_junit())?;
+    }
+    write(&report_dir.join("report.html"), &crate::report::html::render(report))?;
+    print!("{}", report.summary());
+    let ready: Vec<f64> = report.scenarios.iter().filter_map(|s| s.ready_s).collect();
+    if !ready.is_empty() {
+        println!(
+            "emulator start-to-ready: {:.2} s on average, {:.2} s at most",
+            ready.iter().sum::<f64>() / ready.len() as f64,
+            ready.iter().cloned().fold(0.0, f64::max)
+        );
+    }
+    println!("reports: {}", report_dir.display());
+    if let Some(j) = &args.junit {
+        println!("junit: {}", j.display());
+    }
+    Ok(())
+}
+
+fn write(path: &Path, text: &str) -> Result<(), InfraError> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| InfraError::io(d.display(), e))?;
+    }
+    std::fs::write(path, text).map_err(|e| InfraError::io(path.display(), e))
+}

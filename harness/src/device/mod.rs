@@ -1,0 +1,138 @@
+//! The devices a run can target and how each is opened: [`Target`] parses `--target`,
+//! [`Device`] is what every scenario reaches (SSH and HTTPS only), [`keys`] holds the harness's
+//! key and the pinned CAs, [`open`] brings a device up or reaches it. One module per kind of
+//! device: [`container`] (the emulator in a privileged container), [`standin`]
+//! (the arm64 stand-in in qemu), and real devices, listed in an [`inventory`]. A kind that can
+//! do more than a real device (kill the daemon, reboot, cut the network) offers it through the
+//! one [`Lifecycle`] trait.
+
+pub mod container;
+pub mod inventory;
+pub mod keys;
+pub mod open;
+pub mod ready;
+pub mod standin;
+
+use std::time::Duration;
+
+use crate::transport::https::HttpsTarget;
+use crate::transport::ssh::SshTarget;
+
+/// A device as the runner sees it: only what a real device offers.
+#[derive(Debug, Clone)]
+pub struct Device {
+    pub ssh: SshTarget,
+    pub https: HttpsTarget,
+    /// The admin user (sudo), `nexus` on the device.
+    pub admin: String,
+    /// The harness's public key, installed for users that `setup.user` makes.
+    pub pubkey: String,
+}
+
+/// A parsed `--target`.
+#[derive(Debug, PartialEq)]
+pub enum Target {
+    Emulator,
+    Remote {
+        user: String,
+        host: String,
+        port: u16,
+    },
+    /// The devices of a `--targets` inventory.
+    Fleet(Vec<inventory::DeviceEntry>),
+}
+
+/// Parses `--target`: `emulator` or `ssh://USER@HOST[:PORT]`.
+pub fn parse_target(t: &str) -> Result<Target, String> {
+    if t == "emulator" {
+        return Ok(Target::Emulator);
+    }
+    let rest = t
+        .strip_prefix("ssh://")
+        .ok_or_else(|| format!("--target {t:?}: use `emulator` or `ssh://USER@HOST[:PORT]`"))?;
+    let (user, hostport) = rest
+        .split_once('@')
+        .ok_or_else(|| format!("--target {t:?}: name the admin user, e.g. ssh://nexus@noreya-nexus.local"))?;
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().map_err(|_| format!("--target {t:?}: bad port {p:?}"))?),
+        None => (hostport, 22),
+    };
+    if user.is_empty() || host.is_empty() {
+        return Err(format!("--target {t:?}: user and host must not be empty"));
+    }
+    Ok(Target::Remote {
+        user: user.into(),
+        host: host.into(),
+        port,
+    })
+}
+
+/// The faults the runner can ask a device's lifecycle for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// SIGKILL `nexus-backupd` (systemd starts it again, as on the device).
+    KillDaemon,
+    /// `systemctl restart nexus-backupd`.
+    RestartDaemon,
+    /// Restart the whole device; the SD card keeps its state. New published ports follow.
+    Reboot,
+    /// Fill /broot until this many bytes are free.
+    FillDisk(u64),
+    /// After the first duration, stop answering on the published ports for the second.
+    CutNetwork(Duration, Duration),
+    /// Limit reads and writes of /broot's device to these bytes per second (0: no limit).
+    SlowIo { read: u64, write: u64 },
+}
+
+/// Ports of a device after a fault changed them.
+pub type Ports = Option<(u16, u16)>;
+
+/// Why a fault was not applied.
+#[derive(Debug)]
+pub enum FaultError {
+    Failed(String),
+    /// This device cannot have the fault (the scenario is skipped with the reason).
+    Unsupported(String),
+}
+
+impl From<String> for FaultError {
+    fn from(s: String) -> Self {
+        FaultError::Failed(s)
+    }
+}
+
+/// What only a device the harness controls can do; a real device has none of it.
+pub trait Lifecycle {
+    /// Applies `fault`; [`FaultError::Unsupported`] when this device cannot have it.
+    fn fault(
+        &self,
+        fault: Fault,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Ports, FaultError>> + '_>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_or_say_what_is_wrong() {
+        assert_eq!(parse_target("emulator"), Ok(Target::Emulator));
+        assert_eq!(
+            parse_target("ssh://nexus@noreya-nexus.local"),
+            Ok(Target::Remote {
+                user: "nexus".into(),
+                host: "noreya-nexus.local".into(),
+                port: 22
+            })
+        );
+        assert_eq!(
+            parse_target("ssh://nexus@127.0.0.1:2222").map(|t| match t {
+                Target::Remote { port, .. } => port,
+                _ => 0,
+            }),
+            Ok(2222)
+        );
+        assert!(parse_target("nexus@host").unwrap_err().contains("ssh://USER@HOST"));
+        assert!(parse_target("ssh://host").unwrap_err().contains("admin user"));
+    }
+}

@@ -1,0 +1,174 @@
+//! What a run found, and how it is told. This module is the result model (and its JSON, for
+//! tools); [`latency`] pools a probe's windows, [`junit`] writes JUnit XML for CI, [`terminal`]
+//! the lines people read, [`html`] the self-contained page with its charts.
+//! Infrastructure errors are reported as such, apart from failures.
+
+pub mod html;
+pub mod junit;
+pub mod latency;
+pub mod terminal;
+
+use serde::{Deserialize, Serialize};
+
+/// How a scenario (or step) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Passed,
+    Failed,
+    Skipped,
+    /// The harness or the device's surroundings failed; nothing was learnt about the device.
+    InfraError,
+}
+
+/// One progress sample of `backup.wait`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProgressSample {
+    pub at_s: f64,
+    pub percent: u64,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+}
+
+/// One step's record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepReport {
+    pub index: usize,
+    pub kind: String,
+    /// Line of the step in the scenario file.
+    pub line: usize,
+    pub outcome: Outcome,
+    pub duration_s: f64,
+    /// Why it failed, when it did.
+    pub message: Option<String>,
+    /// What was run and what came back.
+    pub transcript: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub progress: Vec<ProgressSample>,
+    /// What a `probe.latency` step measured.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub latency: Option<Latency>,
+    /// With `alternate_with`: the condition measured without the load, in the windows that
+    /// took turns with `latency`'s.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub baseline: Option<Latency>,
+}
+
+pub use nexus_contract::probe::{Percentiles, ProbeResult as Measured};
+
+/// One condition's latency: what was measured, under which load, and the verdict.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Latency {
+    /// The condition, e.g. `idle` or `backup, default cap`.
+    pub name: String,
+    /// The load that ran meanwhile (`during`), if any.
+    pub during: Option<String>,
+    /// Each window's own p99 lateness in µs, when the ticks were pooled from windows that
+    /// took turns with another condition (how much the host's noise moved it).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub window_p99_us: Vec<u64>,
+    #[serde(flatten)]
+    pub measured: Measured,
+    pub verdict: Option<Verdict>,
+}
+
+/// This condition's p99 lateness against another's.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Verdict {
+    pub compare_to: String,
+    /// p99 here / p99 there.
+    pub ratio: f64,
+    pub max_ratio: Option<f64>,
+    /// Whether `ratio` is at most `max_ratio` (true when there is no threshold).
+    pub met: bool,
+}
+
+/// One scenario's record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScenarioReport {
+    pub name: String,
+    pub file: String,
+    pub outcome: Outcome,
+    /// Why it failed or was skipped.
+    pub reason: Option<String>,
+    pub duration_s: f64,
+    /// Emulator start-to-ready time, when an emulator was started for it.
+    pub ready_s: Option<f64>,
+    pub steps: Vec<StepReport>,
+    /// The device's `nexus-backupd` journal, attached when the scenario did not pass.
+    pub journal: Option<String>,
+    /// The device's file system usage and its lists of snapshots and backups, attached when
+    /// the scenario did not pass.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub device_state: Option<String>,
+    /// On a real device: what the harness removed afterwards (the scenario's snapshots, users).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub cleanup: Vec<String>,
+    /// The inventory's name of the device it ran on (`--targets`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub device: Option<String>,
+}
+
+/// The whole run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunReport {
+    pub target: String,
+    pub duration_s: f64,
+    pub scenarios: Vec<ScenarioReport>,
+    /// An infrastructure error that stopped the run before or between scenarios.
+    pub infra_error: Option<String>,
+}
+
+/// Counts by outcome.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub errors: usize,
+}
+
+impl RunReport {
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for s in &self.scenarios {
+            match s.outcome {
+                Outcome::Passed => t.passed += 1,
+                Outcome::Failed => t.failed += 1,
+                Outcome::Skipped => t.skipped += 1,
+                Outcome::InfraError => t.errors += 1,
+            }
+        }
+        if self.infra_error.is_some() {
+            t.errors += 1;
+        }
+        t
+    }
+
+    /// True when every scenario that ran passed and nothing broke around them.
+    pub fn all_passed(&self) -> bool {
+        let t = self.totals();
+        t.failed == 0 && t.errors == 0 && t.passed + t.skipped > 0
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("report serializes")
+    }
+}
+
+/// A scenario name as a folder or anchor name: lower-case alphanumerics joined by `-`.
+pub fn slug(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect::<String>()
+        .split('-')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("-")
+}

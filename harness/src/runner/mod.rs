@@ -1,0 +1,140 @@
+//! Runs scenarios against devices. [`run_scenario`] runs one scenario's steps in order against
+//! one device: each step under its timeout (sent to its family in `steps`), the transcript and
+//! the step reports, the scenario's time limit, and on failure the device's journal and state;
+//! on a real device [`tidy`] then removes what the scenario made. [`schedule`] shares a suite
+//! out among fresh emulators or real devices.
+
+pub mod schedule;
+pub mod tidy;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nexus_contract::names::SNAPSHOT1;
+
+use crate::device::{Device, Lifecycle};
+use crate::report::{Outcome, ScenarioReport, StepReport};
+use crate::scenario::Scenario;
+use crate::session::{listed_ids, Made, Session};
+use crate::steps::{self, StepEnd, StepLog};
+
+/// Runs one scenario's steps against `dev`, with `work` as its local folder. `on_step` hears of
+/// each step as it starts.
+pub async fn run_scenario(
+    s: &Scenario,
+    dev: &Device,
+    lifecycle: Option<&dyn Lifecycle>,
+    work: &Path,
+    on_step: &(dyn Fn(&str) + Sync),
+) -> ScenarioReport {
+    let started = Instant::now();
+    let _ = std::fs::create_dir_all(work);
+    let mut session = Session {
+        dev: dev.clone(),
+        lifecycle,
+        work: work.to_owned(),
+        vars: s.vars.clone(),
+        buses: HashMap::new(),
+        scenario_dir: s.file.parent().map(Path::to_path_buf).unwrap_or_default(),
+        holds: Vec::new(),
+        probes: Vec::new(),
+        made: Made::default(),
+    };
+    if lifecycle.is_none() {
+        // A real device is left as it was found: note its snapshots now.
+        if let Ok(bus) = session.bus("root", Duration::from_secs(20)).await {
+            if let Ok(reply) = bus.call(SNAPSHOT1, "GetList", &[]).await {
+                session.made.snapshots_before = Some(listed_ids(&reply));
+            }
+        }
+    }
+    let (steps, outcome, reason) = run_steps(&mut session, s, started, on_step).await;
+    for h in session.holds.drain(..) {
+        h.abort();
+    }
+    let (journal, device_state) = if outcome == Outcome::Failed {
+        let (j, st) = tidy::evidence(&session).await;
+        (Some(j), Some(st))
+    } else {
+        (None, None)
+    };
+    let cleanup = if lifecycle.is_none() {
+        tidy::tidy(&mut session).await
+    } else {
+        Vec::new()
+    };
+    ScenarioReport {
+        name: s.name.clone(),
+        file: s.file.display().to_string(),
+        outcome,
+        reason,
+        duration_s: started.elapsed().as_secs_f64(),
+        ready_s: None,
+        steps,
+        journal,
+        device_state,
+        cleanup,
+        device: None,
+    }
+}
+
+/// The steps in order until one fails or is unsupported, or the time limit is reached.
+async fn run_steps(
+    session: &mut Session<'_>,
+    s: &Scenario,
+    started: Instant,
+    on_step: &(dyn Fn(&str) + Sync),
+) -> (Vec<StepReport>, Outcome, Option<String>) {
+    let mut steps = Vec::new();
+    let limit = s.time_limit();
+    for (i, step) in s.steps.iter().enumerate() {
+        let line = step.span().start().map(|m| m.line()).unwrap_or(0);
+        let kind = step.kind();
+        if started.elapsed() > limit {
+            let why = format!(
+                "the scenario's time limit of {limit:?} was reached before step {} ({kind})",
+                i + 1
+            );
+            return (steps, Outcome::Failed, Some(why));
+        }
+        on_step(&format!("step {}/{}: {kind}", i + 1, s.steps.len()));
+        let timeout = steps::step_timeout(step);
+        let t = Instant::now();
+        let mut log = StepLog::default();
+        // The step's own timeout, with a margin for the work around it.
+        let r = match tokio::time::timeout(
+            timeout + Duration::from_secs(5),
+            steps::run(session, step, timeout, &mut log),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(StepEnd::Failed(format!(
+                "the step did not finish within its timeout of {timeout:?}"
+            ))),
+        };
+        let (outcome, message) = match r {
+            Ok(()) => (Outcome::Passed, None),
+            Err(StepEnd::Unsupported(why)) => (Outcome::Skipped, Some(why)),
+            Err(StepEnd::Failed(m)) => (Outcome::Failed, Some(session.mask(&m))),
+        };
+        steps.push(StepReport {
+            index: i + 1,
+            kind: kind.to_string(),
+            line,
+            outcome,
+            duration_s: t.elapsed().as_secs_f64(),
+            message: message.clone(),
+            transcript: log.lines,
+            progress: log.progress,
+            latency: log.latency,
+            baseline: log.baseline,
+        });
+        if outcome != Outcome::Passed {
+            let why = format!("step {} {kind} (line {line}): {}", i + 1, message.unwrap_or_default());
+            return (steps, outcome, Some(why));
+        }
+    }
+    (steps, Outcome::Passed, None)
+}

@@ -1,0 +1,226 @@
+//! A suite shared out among devices: slots take the next scenario when free, either `-j`
+//! fresh emulators (a new container per scenario) or the real devices of a run. Results keep
+//! the files' order; an emulator that died during a scenario makes it an infrastructure error.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use indicatif::ProgressBar;
+
+use super::run_scenario;
+use crate::device::container::{Emulator, EmulatorSpec};
+use crate::device::open::emulator_device;
+use crate::device::Device;
+use crate::report::terminal::result_line;
+use crate::report::{slug, Outcome, ScenarioReport};
+use crate::scenario::{self, Scenario};
+
+/// What a fresh emulator is started from.
+pub struct EmulatorSlot {
+    pub image: String,
+    pub template: PathBuf,
+    pub key: PathBuf,
+    pub pubkey: String,
+}
+
+/// A real device of the run: its name in an inventory (none for `--target`) and how to reach it.
+#[derive(Clone)]
+pub struct FleetMember {
+    pub name: Option<String>,
+    pub dev: Device,
+}
+
+/// Where scenarios run.
+pub enum Slots {
+    /// `jobs` fresh emulators at a time.
+    Emulators { slot: EmulatorSlot, jobs: usize },
+    /// Each of these real devices takes one scenario at a time.
+    Devices(Vec<FleetMember>),
+}
+
+/// Runs `scenarios` on `slots`, each in its own folder under `report_dir`, a line printed as
+/// each finishes; the reports in the scenarios' order.
+pub async fn run_all(
+    scenarios: &[Scenario],
+    slots: &Slots,
+    report_dir: &Path,
+    bar: &ProgressBar,
+) -> Vec<ScenarioReport> {
+    let workers: Vec<Option<&FleetMember>> = match slots {
+        Slots::Emulators { jobs, .. } => vec![None; (*jobs).max(1)],
+        Slots::Devices(members) => members.iter().map(Some).collect(),
+    };
+    let next = Mutex::new(0usize);
+    let done: Mutex<Vec<(usize, ScenarioReport)>> = Mutex::default();
+    let (next, done_ref) = (&next, &done);
+    // The slots run concurrently within this task (the runner's futures are not Send).
+    let workers = workers.into_iter().map(|member| async move {
+        loop {
+            let i = {
+                let mut n = next.lock().unwrap_or_else(|p| p.into_inner());
+                *n += 1;
+                *n - 1
+            };
+            let Some(s) = scenarios.get(i) else { break };
+            let r = match (member, slots) {
+                (None, Slots::Emulators { slot, .. }) => {
+                    bar.set_message(format!("{}: starting", s.name));
+                    run_on_emulator(s, slot, &report_dir.join(slug(&s.name)), bar).await
+                }
+                (Some(m), _) => run_on_device(s, m, report_dir, bar).await,
+                (None, Slots::Devices(_)) => break,
+            };
+            bar.println(result_line(&r));
+            bar.inc(1);
+            done_ref.lock().unwrap_or_else(|p| p.into_inner()).push((i, r));
+        }
+    });
+    futures_util::future::join_all(workers).await;
+    let mut done = std::mem::take(&mut *done.lock().unwrap_or_else(|p| p.into_inner()));
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
+/// One scenario on a real device (skipped when it needs the emulator).
+async fn run_on_device(s: &Scenario, m: &FleetMember, report_dir: &Path, bar: &ProgressBar) -> ScenarioReport {
+    if s.has_tag(scenario::EMULATOR_ONLY) {
+        let mut r = skipped(s, "emulator-only: needs the emulator's lifecycle");
+        r.device = m.name.clone();
+        return r;
+    }
+    let dir = match &m.name {
+        Some(n) => report_dir.join(n),
+        None => report_dir.to_path_buf(),
+    };
+    let label = match &m.name {
+        Some(n) => format!("{n}: {}", s.name),
+        None => s.name.clone(),
+    };
+    let b = bar.clone();
+    let mut r = run_scenario(s, &m.dev, None, &dir.join(slug(&s.name)), &move |msg| {
+        b.set_message(format!("{label}: {msg}"))
+    })
+    .await;
+    r.device = m.name.clone();
+    r
+}
+
+/// A scenario that did not run, and why.
+pub fn skipped(s: &Scenario, why: &str) -> ScenarioReport {
+    ScenarioReport {
+        name: s.name.clone(),
+        file: s.file.display().to_string(),
+        outcome: Outcome::Skipped,
+        reason: Some(why.to_string()),
+        duration_s: 0.0,
+        ready_s: None,
+        steps: Vec::new(),
+        journal: None,
+        device_state: None,
+        cleanup: Vec::new(),
+        device: None,
+    }
+}
+
+/// Runs one scenario on a fresh emulator, removed afterwards.
+pub async fn run_on_emulator(s: &Scenario, slot: &EmulatorSlot, work: &Path, bar: &ProgressBar) -> ScenarioReport {
+    let started = Instant::now();
+    let emu = Emulator::start(EmulatorSpec {
+        image: &slot.image,
+        sdcard_template: &slot.template,
+        admin_pubkey: &slot.key.with_extension("pub"),
+        work_dir: work,
+    })
+    .await;
+    let emu = match emu {
+        Ok(e) => e,
+        Err(e) => {
+            let mut r = skipped(s, "");
+            r.outcome = Outcome::InfraError;
+            r.reason = Some(e.to_string());
+            r.duration_s = started.elapsed().as_secs_f64();
+            return r;
+        }
+    };
+    let dev = emulator_device(&emu, &slot.key, &slot.pubkey, work);
+    let name = s.name.clone();
+    let b = bar.clone();
+    let mut r = run_scenario(s, &dev, Some(&emu), work, &move |m| {
+        b.set_message(format!("{name}: {m}"))
+    })
+    .await;
+    r.ready_s = Some(emu.ready_after.as_secs_f64());
+    r.duration_s = started.elapsed().as_secs_f64();
+    // A step that failed because the emulator died is the infrastructure's failure, not the
+    // scenario's: say so, with the step it happened in.
+    if r.outcome == Outcome::Failed {
+        if let Some(why) = emu.gone().await {
+            r.outcome = Outcome::InfraError;
+            r.reason = Some(format!(
+                "{why}; {}",
+                r.reason.as_deref().unwrap_or("no step had failed yet")
+            ));
+        }
+    }
+    if let Err(e) = emu.remove().await {
+        eprintln!("nexus-hil: {e}");
+    }
+    r
+}
+
+/// Parses `K/N` with 1 <= K <= N.
+pub fn parse_partition(s: &str) -> Result<(usize, usize), String> {
+    let (k, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?}: write K/N, e.g. 2/3 for the second of three parts"))?;
+    let (k, n): (usize, usize) = match (k.trim().parse(), n.trim().parse()) {
+        (Ok(k), Ok(n)) => (k, n),
+        _ => return Err(format!("{s:?}: K and N are whole numbers, e.g. 2/3")),
+    };
+    if n == 0 || k == 0 || k > n {
+        return Err(format!("{s:?}: need 1 <= K <= N, e.g. 1/{}", n.max(1)));
+    }
+    Ok((k, n))
+}
+
+/// Part `k` of `n` of `items`: every n-th one from the k-th on, in their order.
+pub fn partition<T>(items: Vec<T>, (k, n): (usize, usize)) -> Vec<T> {
+    items
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % n == k - 1)
+        .map(|(_, t)| t)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_parse_and_cover_the_suite_once() {
+        assert_eq!(parse_partition("2/3"), Ok((2, 3)));
+        for bad in ["3", "0/2", "3/2", "a/b", "1/0"] {
+            let e = parse_partition(bad).unwrap_err();
+            assert!(
+                e.contains("K/N") || e.contains("K <= N") || e.contains("whole numbers"),
+                "{bad}: {e}"
+            );
+        }
+        let items: Vec<u32> = (0..11).collect();
+        let parts: Vec<Vec<u32>> = (1..=3).map(|k| partition(items.clone(), (k, 3))).collect();
+        let mut all: Vec<u32> = parts.concat();
+        all.sort();
+        assert_eq!(all, items, "every scenario in exactly one part");
+        assert!(
+            parts.iter().all(|p| p.len() == 3 || p.len() == 4),
+            "balanced: {parts:?}"
+        );
+        assert_eq!(
+            partition(items.clone(), (2, 3)),
+            partition(items, (2, 3)),
+            "deterministic"
+        );
+    }
+}

@@ -1,0 +1,114 @@
+//! One scenario's hold on a device while it runs: the device and its lifecycle, the scenario's
+//! variables, a D-Bus connection per user, commands over SSH as a user, and what the scenario
+//! made on a real device (to be removed when it ends). Steps act through it; the runner owns it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::device::{Device, Lifecycle};
+use crate::report::Latency;
+use crate::scenario;
+use crate::transport::dbus::DeviceBus;
+use crate::transport::ssh::{sh_quote, Output};
+
+/// What a scenario added to a real device (an emulator is thrown away instead).
+#[derive(Debug, Default)]
+pub struct Made {
+    /// Snapshot ids that were on the device before the scenario (`None`: not known).
+    pub snapshots_before: Option<Vec<u64>>,
+    /// Users that `setup.user` created, and the polkit files it wrote that were not there before.
+    pub users: Vec<String>,
+    pub pkla: Vec<String>,
+}
+
+/// The state of one scenario's run on its device.
+pub struct Session<'a> {
+    pub dev: Device,
+    pub lifecycle: Option<&'a dyn Lifecycle>,
+    /// The scenario's local folder (downloads, decrypted archives).
+    pub work: PathBuf,
+    pub vars: BTreeMap<String, String>,
+    pub buses: HashMap<String, DeviceBus>,
+    /// The scenario file's folder, where `source` files are found.
+    pub scenario_dir: PathBuf,
+    /// Connections `http.hold` keeps open until the scenario ends.
+    pub holds: Vec<tokio::task::JoinHandle<Result<Duration, String>>>,
+    /// The `probe.latency` results so far, for `compare_to`.
+    pub probes: Vec<Latency>,
+    /// On a real device: what this scenario added, to be removed when it ends.
+    pub made: Made,
+}
+
+impl Session<'_> {
+    /// Replaces `${name}` with the variable's value.
+    pub fn subst(&self, text: &str) -> String {
+        // Escaped `$${` first, so a value or a name can never be mistaken for it.
+        let mut out = text.replace("$${", "\u{0}{");
+        for name in scenario::references(text) {
+            if let Some(v) = self.vars.get(name) {
+                out = out.replace(&format!("${{{name}}}"), v);
+            }
+        }
+        out.replace("\u{0}{", "${")
+    }
+
+    /// Hides the values of variables named like passwords in transcripts.
+    pub fn mask(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for (k, v) in &self.vars {
+            if k.to_lowercase().contains("password") && !v.is_empty() {
+                out = out.replace(v.as_str(), "<password>");
+            }
+        }
+        out
+    }
+
+    /// A file of the scenario's work folder (its name may hold variables).
+    pub fn local(&self, name: &str) -> PathBuf {
+        self.work.join(self.subst(name))
+    }
+
+    /// The device's system bus as `user`, connected on first use.
+    pub async fn bus(&mut self, user: &str, timeout: Duration) -> Result<&DeviceBus, String> {
+        if !self.buses.contains_key(user) {
+            let bus = DeviceBus::connect(&self.dev.ssh, &self.dev.admin, user, timeout).await?;
+            self.buses.insert(user.to_string(), bus);
+        }
+        Ok(&self.buses[user])
+    }
+
+    /// Runs a command as `user`; `root` runs it through the admin user's sudo.
+    pub async fn ssh(
+        &self,
+        user: &str,
+        command: &str,
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Output, String> {
+        if user == "root" {
+            let cmd = format!("sudo -n sh -c {}", sh_quote(command));
+            self.dev.ssh.run(&self.dev.admin, &cmd, stdin, timeout).await
+        } else {
+            self.dev.ssh.run(user, command, stdin, timeout).await
+        }
+    }
+}
+
+/// The first value of a reply as a step compares and captures it.
+pub fn render(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// The ids in a `GetList` reply.
+pub fn listed_ids(reply: &[serde_json::Value]) -> Vec<u64> {
+    reply
+        .first()
+        .and_then(|l| l.as_array())
+        .map(|a| a.iter().filter_map(|e| e.get("id").and_then(|v| v.as_u64())).collect())
+        .unwrap_or_default()
+}

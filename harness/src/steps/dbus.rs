@@ -1,0 +1,143 @@
+//! `dbus.call` (a method of the device's services as a user, its reply or error checked and
+//! captured) and `backup.wait` (polling `Status` as the vendor's client does).
+
+use std::time::{Duration, Instant};
+
+use nexus_contract::names::BACKUP1;
+use serde_json::Value;
+
+use super::StepLog;
+use crate::report::ProgressSample;
+use crate::scenario::{BackupWait, DbusCall};
+use crate::session::{render, Session};
+
+/// `dbus.call`.
+pub async fn call(s: &mut Session<'_>, c: &DbusCall, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
+    let user = s.subst(&c.user);
+    let args: Vec<String> = c.args.iter().map(|a| s.subst(a)).collect();
+    let shown = s.mask(&format!("{}.{}({})", c.service, c.method, args.join(", ")));
+    log.lines.push(format!("dbus as {user}: {shown}"));
+    let (service, method) = (s.subst(&c.service), s.subst(&c.method));
+    let bus = s.bus(&user, timeout).await?;
+    let result = tokio::time::timeout(timeout, bus.call(&service, &method, &args))
+        .await
+        .map_err(|_| format!("no reply within {timeout:?}"))?;
+    match (result, &c.expect_error) {
+        (Ok(values), None) => {
+            log.lines
+                .push(format!("-> {}", s.mask(&Value::Array(values.clone()).to_string())));
+            check_reply(s, c, &values)?;
+            if let Some(v) = &c.capture {
+                let value = match &c.capture_pointer {
+                    Some(p) => values
+                        .first()
+                        .and_then(|f| f.pointer(p))
+                        .map(render)
+                        .ok_or_else(|| format!("the reply has nothing at {p}"))?,
+                    None => values.first().map(render).unwrap_or_default(),
+                };
+                s.vars.insert(v.clone(), value);
+            }
+            Ok(())
+        }
+        (Ok(values), Some(name)) => Err(format!(
+            "the call succeeded ({}) but {name} was expected",
+            Value::Array(values)
+        )),
+        (Err(e), None) => Err(format!("the call failed: {e}")),
+        (Err(e), Some(name)) => {
+            log.lines.push(format!("-> error {e}"));
+            if &e.name != name {
+                return Err(format!("failed with {}, expected {name}: {}", e.name, e.message));
+            }
+            if let Some(c) = &c.expect_error_contains {
+                if !e.message.contains(c.as_str()) {
+                    return Err(format!("the error message {:?} does not mention {c:?}", e.message));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The `expect*` keys of a call that succeeded.
+fn check_reply(s: &Session<'_>, c: &DbusCall, values: &[Value]) -> Result<(), String> {
+    let first = values.first().map(render).unwrap_or_default();
+    if let Some(e) = &c.expect {
+        let e = s.subst(e);
+        if first != e {
+            return Err(format!("reply {first:?}, expected {e:?}"));
+        }
+    }
+    for (k, want) in &c.expect_fields {
+        let want = s.subst(want);
+        let got = values.first().and_then(|v| v.get(k)).map(render);
+        if got.as_deref() != Some(want.as_str()) {
+            return Err(format!("{k} is {got:?}, expected {want:?}"));
+        }
+    }
+    for (k, want) in &c.expect_fields_contain {
+        let want = s.subst(want);
+        let got = values.first().and_then(|v| v.get(k)).map(render).unwrap_or_default();
+        if !got.contains(&want) {
+            return Err(format!("{k} is {got:?}, which does not contain {want:?}"));
+        }
+    }
+    let whole = Value::Array(values.to_vec()).to_string();
+    for text in &c.expect_not_contains {
+        let text = s.subst(text);
+        if whole.contains(&text) {
+            return Err(format!("the reply contains {text:?}, which it must not"));
+        }
+    }
+    Ok(())
+}
+
+/// `backup.wait`: polls `Status` every half second while the backup of `id` runs, keeping the
+/// progress for the report; then checks `last_result`.
+pub async fn wait(s: &mut Session<'_>, w: &BackupWait, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
+    let user = s.subst(&w.user);
+    let id = s.subst(&w.id);
+    let start = Instant::now();
+    log.lines
+        .push(format!("polling {BACKUP1}.Status as {user} while id == {id}"));
+    let status = loop {
+        let bus = s.bus(&user, timeout).await?;
+        let st = bus
+            .call(BACKUP1, "Status", &[])
+            .await
+            .map_err(|e| format!("Status failed: {e}"))?;
+        let st = st.into_iter().next().unwrap_or_default();
+        let num = |k: &str| st.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        log.progress.push(ProgressSample {
+            at_s: start.elapsed().as_secs_f64(),
+            percent: num("progress"),
+            bytes_done: num("bytes_done"),
+            bytes_total: num("bytes_total"),
+        });
+        if render(st.get("id").unwrap_or(&Value::Null)) != id {
+            break st;
+        }
+        if start.elapsed() > timeout {
+            return Err(format!(
+                "the backup of snapshot {id} was still running after {timeout:?} ({}%)",
+                num("progress")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let result = status
+        .get("last_result")
+        .and_then(|v| v.as_str())
+        .unwrap_or("")
+        .to_string();
+    log.lines.push(format!(
+        "finished: last_id={} last_result={result:?}",
+        render(&status["last_id"])
+    ));
+    let want = w.expect_result.clone().unwrap_or_else(|| "ok".into());
+    if want != "any" && result != want {
+        return Err(format!("the backup ended with {result:?}, expected {want:?}"));
+    }
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! What each step of a scenario does to the device, one module per family: [`dbus`] (calls and
+//! waiting for a backup), [`shell`] (commands and files over SSH), [`transfer`] (HTTPS, scp,
+//! rsync), [`verify`] (GnuPG and comparing an archive with its snapshot, through [`tree`]),
+//! [`setup`] (users and polkit grants: the vendor's recipe, shared with `provision`), [`fault`]
+//! and [`probe`] (the automation loop's latency). [`run`] sends a step to its family; the
+//! runner around it keeps the order, the timeouts and the report.
+
+pub mod dbus;
+pub mod fault;
+pub mod probe;
+pub mod setup;
+pub mod shell;
+pub mod transfer;
+pub mod tree;
+pub mod verify;
+
+use std::time::{Duration, Instant};
+
+use crate::device::FaultError;
+use crate::report::{Latency, ProgressSample};
+use crate::scenario::{self, Step};
+use crate::session::Session;
+
+/// How a step can end other than passing.
+pub enum StepEnd {
+    Failed(String),
+    /// The target cannot do this (a fault on a real device): the scenario is skipped.
+    Unsupported(String),
+}
+
+impl From<String> for StepEnd {
+    fn from(s: String) -> Self {
+        StepEnd::Failed(s)
+    }
+}
+
+impl From<&str> for StepEnd {
+    fn from(s: &str) -> Self {
+        StepEnd::Failed(s.to_string())
+    }
+}
+
+impl From<FaultError> for StepEnd {
+    fn from(e: FaultError) -> Self {
+        match e {
+            FaultError::Failed(m) => StepEnd::Failed(m),
+            FaultError::Unsupported(m) => StepEnd::Unsupported(m),
+        }
+    }
+}
+
+/// What a step did: its transcript, progress samples, and what a probe measured.
+#[derive(Default)]
+pub struct StepLog {
+    pub lines: Vec<String>,
+    pub progress: Vec<ProgressSample>,
+    pub latency: Option<Latency>,
+    pub baseline: Option<Latency>,
+}
+
+const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A step's time limit: its own `timeout`, or the default for its kind.
+pub fn step_timeout(step: &Step) -> Duration {
+    step.timeout().unwrap_or(match step {
+        Step::BackupWait(_) => DEFAULT_WAIT_TIMEOUT,
+        Step::Repeat(_) => Duration::from_secs(30 * 60),
+        Step::ProbeLatency(p) => probe::default_timeout(p) + DEFAULT_STEP_TIMEOUT,
+        _ => DEFAULT_STEP_TIMEOUT,
+    })
+}
+
+/// Runs one step against the session's device.
+pub async fn run(s: &mut Session<'_>, step: &Step, timeout: Duration, log: &mut StepLog) -> Result<(), StepEnd> {
+    let failed = |r: Result<(), String>| r.map_err(StepEnd::Failed);
+    match step {
+        Step::DbusCall(c) => failed(dbus::call(s, c, timeout, log).await),
+        Step::BackupWait(w) => failed(dbus::wait(s, w, timeout, log).await),
+        Step::SshRun(r) => failed(shell::run(s, r, timeout, log).await),
+        Step::SshPut(p) => failed(shell::put(s, p, timeout, log).await),
+        Step::HttpGet(g) => failed(transfer::http_get(s, g, timeout, log).await),
+        Step::HttpHold(h) => failed(transfer::http_hold(s, h, timeout, log).await),
+        Step::ScpGet(g) => failed(transfer::scp_get(s, g, timeout, log).await),
+        Step::RsyncPull(r) => failed(transfer::rsync_pull(s, r, timeout, log).await),
+        Step::GpgDecrypt(d) => failed(verify::gpg(s, d, timeout, log).await),
+        Step::ArchiveMatchesSnapshot(a) => failed(verify::archive(s, a, timeout, log).await),
+        Step::SetupUser(u) => failed(setup::user(s, u, timeout, log).await),
+        Step::FaultKillDaemon(_)
+        | Step::FaultRestartDaemon(_)
+        | Step::FaultReboot(_)
+        | Step::FaultCutNetwork(_)
+        | Step::FaultSlowIo(_)
+        | Step::FaultFillDisk(_) => fault::run(s, step, timeout, log).await,
+        Step::ProbeLatency(p) => probe::run(s, p, timeout, log).await,
+        Step::Repeat(r) => repeat(s, r, log).await,
+    }
+}
+
+/// `repeat`: the inner steps `times` times, `${iteration}` the round; only a failing step's
+/// lines reach the transcript, besides one line a round.
+async fn repeat(s: &mut Session<'_>, r: &scenario::Repeat, log: &mut StepLog) -> Result<(), StepEnd> {
+    let started = Instant::now();
+    for round in 1..=r.times {
+        s.vars.insert(scenario::ITERATION.to_string(), round.to_string());
+        for inner in &r.steps {
+            let t = step_timeout(inner);
+            let line = inner.span().start().map(|m| m.line()).unwrap_or(0);
+            let kind = inner.kind();
+            let mut inner_log = StepLog::default();
+            let result = match tokio::time::timeout(
+                t + Duration::from_secs(5),
+                Box::pin(run(s, inner, t, &mut inner_log)),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(StepEnd::Failed(format!("did not finish within its timeout of {t:?}"))),
+            };
+            if let Err(e) = result {
+                log.lines.append(&mut inner_log.lines);
+                s.vars.remove(scenario::ITERATION);
+                return Err(match e {
+                    StepEnd::Failed(m) => StepEnd::Failed(format!("round {round}, {kind} (line {line}): {m}")),
+                    other => other,
+                });
+            }
+        }
+        // Keep the transcript short: one line a round.
+        log.lines.push(format!(
+            "round {round} of {} done at {:.1} s",
+            r.times,
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    s.vars.remove(scenario::ITERATION);
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! Getting files off the device as its owner would: `http.get` (HTTPS with the CA pinned,
+//! resumed with Range requests when asked), `http.hold` (connections held open, idle or
+//! slowloris), `scp.get` and `rsync.pull`.
+
+use std::time::{Duration, Instant};
+
+use super::StepLog;
+use crate::scenario::{HttpGet, HttpHold, RsyncPull, ScpGet};
+use crate::session::Session;
+use crate::transport::https;
+
+/// `http.get`.
+pub async fn http_get(s: &mut Session<'_>, g: &HttpGet, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
+    let path = s.subst(&g.path);
+    let save = g.save.as_ref().map(|f| s.local(f));
+    let method = g.method.clone().unwrap_or_else(|| "GET".into());
+    let mut headers: Vec<(String, String)> = g.headers.iter().map(|(k, v)| (k.clone(), s.subst(v))).collect();
+    if let Some(r) = &g.range {
+        headers.push(("range".into(), s.subst(r)));
+    }
+    log.lines.push(format!(
+        "{method} https://{}:{}{path}",
+        s.dev.https.host, s.dev.https.port
+    ));
+    let started = Instant::now();
+    let mut attempt = 0;
+    let r = loop {
+        // A resumed download asks for the rest with a Range request, as a careful client does.
+        let have = match (&save, attempt) {
+            (Some(f), n) if n > 0 => std::fs::metadata(f).map(|m| m.len()).unwrap_or(0),
+            _ => 0,
+        };
+        let mut h = headers.clone();
+        if have > 0 {
+            h.push(("range".into(), format!("bytes={have}-")));
+        }
+        let receive = https::Receive {
+            append: have > 0,
+            stall: g.resume.then_some(Duration::from_secs(3)),
+        };
+        let left = timeout.saturating_sub(started.elapsed());
+        match s
+            .dev
+            .https
+            .send(&method, &path, &h, save.as_deref(), receive, left)
+            .await
+        {
+            Ok(r) => break r,
+            Err(e) if g.resume && started.elapsed() < timeout => {
+                attempt += 1;
+                let now = save
+                    .as_ref()
+                    .and_then(|f| std::fs::metadata(f).ok())
+                    .map(|m| m.len())
+                    .unwrap_or(0);
+                log.lines
+                    .push(format!("interrupted ({e}) after {now} bytes; asking for the rest"));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let sha = match (&save, attempt) {
+        (Some(f), n) if n > 0 => super::tree::sha256_file(f)?,
+        _ => r.body_sha256.clone(),
+    };
+    log.lines.push(format!(
+        "-> {} ({} bytes, sha256 {sha}){}",
+        r.status,
+        r.body_len,
+        if attempt > 0 {
+            format!(" after {attempt} resume(s)")
+        } else {
+            String::new()
+        }
+    ));
+    let want = g.expect_status.unwrap_or(200);
+    let resumed_ok = attempt > 0 && r.status == 206 && want == 200;
+    if r.status != want && !resumed_ok {
+        return Err(format!("status {}, expected {want}", r.status));
+    }
+    if let Some(expected) = &g.expect_sha256 {
+        let expected = s.subst(expected);
+        if sha != expected {
+            return Err(format!("the body's sha256 is {sha}, expected {expected}"));
+        }
+    }
+    Ok(())
+}
+
+/// `http.hold`: the connections run in the background until the scenario ends.
+pub async fn http_hold(s: &mut Session<'_>, h: &HttpHold, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
+    let slow = h.mode == "slow";
+    log.lines.push(format!(
+        "holding {} {} connection(s) to {}:{}",
+        h.connections, h.mode, s.dev.https.host, s.dev.https.port
+    ));
+    // The CA is pinned before the crowd arrives, so the holds need no TOFU of their own.
+    s.dev.https.pin_ca(timeout).await?;
+    for _ in 0..h.connections {
+        s.holds.push(tokio::spawn(https::hold(s.dev.https.clone(), slow)));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(())
+}
+
+/// `scp.get`, as the vendor's download line.
+pub async fn scp_get(s: &mut Session<'_>, g: &ScpGet, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
+    let user = s.subst(&g.user);
+    let remote = s.subst(&g.remote);
+    let local = s.local(&g.local);
+    log.lines
+        .push(format!("scp {user}@{}:{remote} {}", s.dev.ssh.host, local.display()));
+    let out = s.dev.ssh.scp_get(&user, &remote, &local, timeout).await?;
+    if out.code != Some(0) {
+        return Err(format!("scp failed: {}", out.stderr.trim()));
+    }
+    Ok(())
+}
+
+/// `rsync.pull`, run again after a dropped connection when `resume` is set.
+pub async fn rsync_pull(
+    s: &mut Session<'_>,
+    r: &RsyncPull,
+    timeout: Duration,
+    log: &mut StepLog,
+) -> Result<(), String> {
+    let user = s.subst(&r.user);
+    let remote = s.subst(&r.remote);
+    let local = s.local(&r.local);
+    std::fs::create_dir_all(&local).map_err(|e| e.to_string())?;
+    log.lines.push(format!(
+        "rsync -a {user}@{}:{remote} {}",
+        s.dev.ssh.host,
+        local.display()
+    ));
+    let started = Instant::now();
+    loop {
+        let left = timeout.saturating_sub(started.elapsed());
+        let out = s.dev.ssh.rsync_pull(&user, &remote, &local, r.sudo, left).await;
+        let err = match out {
+            Ok(o) if o.code == Some(0) => return Ok(()),
+            Ok(o) => format!("rsync failed: {}", o.stderr.trim()),
+            Err(e) => e,
+        };
+        if !r.resume || started.elapsed() >= timeout {
+            return Err(err);
+        }
+        log.lines.push(format!("interrupted ({err}); running rsync again"));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}

@@ -1,0 +1,111 @@
+//! Checking what came off the device: `gpg.decrypt` with the real GnuPG, as the vendor
+//! documents, and `archive.matches_snapshot` (a tar or a pulled folder against the snapshot,
+//! read over SSH, entry by entry through [`super::tree`]).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nexus_contract::paths;
+
+use super::tree;
+use super::StepLog;
+use crate::scenario::{ArchiveMatchesSnapshot, GpgDecrypt};
+use crate::session::Session;
+
+/// `gpg.decrypt`, or with `expect_failure` its refusal.
+pub async fn gpg(s: &mut Session<'_>, d: &GpgDecrypt, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
+    let file = s.local(&d.file);
+    let output = s.local(&d.output);
+    let password = s.subst(&d.password);
+    log.lines.push(format!(
+        "gpg --batch --pinentry-mode loopback --passphrase-fd 0 --decrypt {} > {}",
+        file.display(),
+        output.display()
+    ));
+    let r = gpg_decrypt(&file, &password, &output, timeout).await;
+    match (r, d.expect_failure) {
+        (Ok(()), false) => Ok(()),
+        (Err(e), true) => {
+            log.lines
+                .push(format!("-> refused as expected: {}", e.lines().last().unwrap_or("")));
+            let _ = std::fs::remove_file(&output);
+            Ok(())
+        }
+        (Ok(()), true) => Err("gpg decrypted the file, but it was expected to fail".into()),
+        (Err(e), false) => Err(format!("gpg could not decrypt {}: {e}", file.display())),
+    }
+}
+
+/// `archive.matches_snapshot`.
+pub async fn archive(
+    s: &mut Session<'_>,
+    a: &ArchiveMatchesSnapshot,
+    timeout: Duration,
+    log: &mut StepLog,
+) -> Result<(), String> {
+    let snapshot = s.subst(&a.snapshot);
+    let remote_dir = paths::snapshot_dir(&snapshot);
+    let (local, what) = match (&a.archive, &a.dir) {
+        (Some(f), _) => (tree::from_tar(&s.local(f))?, s.local(f)),
+        (_, Some(d)) => (tree::from_dir(&s.local(d))?, s.local(d)),
+        _ => return Err("give `archive` or `dir`".into()),
+    };
+    log.lines
+        .push(format!("comparing {} with {remote_dir} on the device", what.display()));
+    let cmd = tree::remote_listing_command(&remote_dir);
+    let out = s.ssh("root", &cmd, None, timeout).await?;
+    if out.code != Some(0) {
+        return Err(format!("cannot list {remote_dir}: {}", out.stderr.trim()));
+    }
+    let remote = tree::parse_remote_listing(&out.stdout)?;
+    let diffs = tree::compare(&remote, &local);
+    log.lines.push(format!(
+        "{} entries on the device, {} in the copy",
+        remote.len(),
+        local.len()
+    ));
+    if !diffs.is_empty() {
+        let shown: Vec<String> = diffs.iter().take(20).cloned().collect();
+        return Err(format!("{} difference(s): {}", diffs.len(), shown.join("; ")));
+    }
+    Ok(())
+}
+
+/// `gpg --decrypt` with the password on its stdin and a GnuPG home of its own, removed after.
+async fn gpg_decrypt(file: &Path, password: &str, output: &Path, timeout: Duration) -> Result<(), String> {
+    let home = tempdir_in(file.parent().unwrap_or(Path::new(".")))?;
+    let mut cmd = tokio::process::Command::new("gpg");
+    cmd.args([
+        "--batch",
+        "--yes",
+        "--pinentry-mode",
+        "loopback",
+        "--passphrase-fd",
+        "0",
+        "--output",
+    ])
+    .arg(output)
+    .arg("--decrypt")
+    .arg(file)
+    .env("GNUPGHOME", &home);
+    let out = crate::transport::ssh::run_local(cmd, Some(password.as_bytes()), timeout).await;
+    let _ = std::fs::remove_dir_all(&home);
+    let out = out?;
+    if out.code == Some(0) {
+        Ok(())
+    } else {
+        Err(out.stderr.trim().to_string())
+    }
+}
+
+fn tempdir_in(dir: &Path) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dir.join(format!(
+        ".gnupg-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    ));
+    std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).map_err(|e| e.to_string())?;
+    Ok(d)
+}

@@ -1,0 +1,291 @@
+//! Scenario files: the `Scenario` model, reading one from text or a file (YAML errors turned
+//! into `file:line:column` messages, then the checks), and finding the files of a run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use marked_yaml::types::MarkedScalarNode;
+use marked_yaml::{FromNodeError, LoadError, Node, Spanned};
+use serde::Deserialize;
+
+use crate::check::Checker;
+use crate::{duration, ScenarioError, Step};
+
+/// The known tags and what they mean to the runner.
+pub const PORTABLE: &str = "portable";
+pub const EMULATOR_ONLY: &str = "emulator-only";
+
+/// One scenario: a named flow of steps against one device.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// `portable` (runs on real devices too) or `emulator-only`, plus any of the user's own.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Variables, used in steps as `${name}`.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    /// Time limit of the whole scenario; `time_limit()` gives it with its default.
+    #[serde(default, deserialize_with = "duration::optional")]
+    pub timeout: Option<Duration>,
+    pub steps: Vec<Spanned<Step>>,
+    #[serde(skip)]
+    pub file: PathBuf,
+}
+
+impl Scenario {
+    /// Loads and checks one file.
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+            file: path.display().to_string(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks scenario text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ScenarioError> {
+        let file = path.display().to_string();
+        let err = |(line, column): (usize, usize), message: String| ScenarioError {
+            file: file.clone(),
+            line,
+            column,
+            message,
+        };
+        let root =
+            marked_yaml::parse_yaml(0, text).map_err(|e| err(load_error_mark(&e), format!("not valid YAML: {e}")))?;
+        let mut s: Scenario = marked_yaml::from_node(&root).map_err(|e| {
+            let (at, message) = field_error(&root, &e);
+            err(at, message)
+        })?;
+        s.file = path.to_owned();
+        if s.steps.is_empty() {
+            return Err(err(
+                (1, 1),
+                "the scenario has no steps; add at least one under `steps:`".into(),
+            ));
+        }
+        let mut defined: BTreeSet<String> = s.vars.keys().cloned().collect();
+        let checker = Checker {
+            file: &file,
+            dir: path.parent().unwrap_or(Path::new(".")),
+        };
+        checker.steps(&s.steps, &mut defined)?;
+        Ok(s)
+    }
+
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t == tag)
+    }
+
+    /// The scenario's `timeout`, 10 minutes if it gives none.
+    pub fn time_limit(&self) -> Duration {
+        self.timeout.unwrap_or(Duration::from_secs(600))
+    }
+}
+
+/// Where a value did not fit the model and what is wrong, naming the step and the key, as in
+/// ssh.run: \`timeout\`: "soon" is not a duration.
+fn field_error(root: &Node, e: &FromNodeError) -> ((usize, usize), String) {
+    let inner: &marked_yaml::Error = e;
+    let unknown_field = matches!(inner, marked_yaml::Error::UnknownFieldError(..));
+    let trail = follow(root, e.path().unwrap_or(""));
+    let at = position(&trail, unknown_field).or_else(|| e.start_mark().map(|m| (m.line(), m.column())));
+    let message = inner.to_string();
+    if let Some(steps) = unknown_step(&message) {
+        return (at.unwrap_or((1, 1)), steps);
+    }
+    let mut keys: Vec<&str> = trail.iter().filter_map(|(k, _)| k.map(|k| k.as_str())).collect();
+    if unknown_field {
+        keys.pop();
+    }
+    let (kind, fields) = match keys.iter().rposition(|k| Step::NAMES.contains(k)) {
+        Some(i) => (Some(keys[i]), &keys[i + 1..]),
+        None => (None, &keys[..]),
+    };
+    let mut prefix = String::new();
+    if let Some(kind) = kind {
+        prefix = format!("{kind}: ");
+    }
+    if !fields.is_empty() {
+        prefix.push_str(&format!("`{}`: ", fields.join(".")));
+    }
+    (at.unwrap_or((1, 1)), format!("{prefix}{message}"))
+}
+
+/// Where to show a mistake at the end of `trail`: a value where it is written; a map or list
+/// (a step missing a key, an unknown step, an unknown key) at the key that names it.
+fn position(trail: &[(Option<&MarkedScalarNode>, &Node)], unknown_field: bool) -> Option<(usize, usize)> {
+    let mark = |span: &marked_yaml::Span| span.start().map(|m| (m.line(), m.column()));
+    let &(key, node) = trail.last()?;
+    match (key, node) {
+        (Some(key), _) if unknown_field => mark(key.span()),
+        (_, Node::Scalar(_)) => mark(node.span()),
+        (Some(key), _) => mark(key.span()),
+        (None, Node::Mapping(m)) => m.keys().next().and_then(|k| mark(k.span())),
+        (None, Node::Sequence(_)) => mark(node.span()),
+    }
+}
+
+/// The nodes a serde path (`steps[0].ssh.run.timeout`, as marked_yaml renders it) leads
+/// through, each with the key it was reached by (`None` for the root and list items); stops
+/// where the YAML does not go on.
+fn follow<'n>(root: &'n Node, path: &str) -> Vec<(Option<&'n MarkedScalarNode>, &'n Node)> {
+    let mut trail = vec![(None, root)];
+    let mut rest = path;
+    while let Some(&(_, node)) = trail.last() {
+        rest = rest.strip_prefix('.').unwrap_or(rest);
+        if rest.is_empty() {
+            break;
+        }
+        let next = if let Some(after) = rest.strip_prefix('[') {
+            let Some((index, after)) = after.split_once(']') else {
+                break;
+            };
+            let item = index.parse().ok().and_then(|i: usize| node.as_sequence()?.get(i));
+            item.map(|item| ((None, item), after))
+        } else {
+            // Step names hold dots (`ssh.run`): take the longest key the path goes on with.
+            let ends_key = |k: &str| {
+                rest.strip_prefix(k)
+                    .is_some_and(|r| r.is_empty() || r.starts_with(['.', '[']))
+            };
+            let found = node.as_mapping().and_then(|m| {
+                m.iter()
+                    .filter(|(k, _)| ends_key(k.as_str()))
+                    .max_by_key(|(k, _)| k.as_str().len())
+            });
+            found.map(|(k, v)| ((Some(k), v), &rest[k.as_str().len()..]))
+        };
+        let Some((step, after)) = next else { break };
+        trail.push(step);
+        rest = after;
+    }
+    trail
+}
+
+/// Serde's wording about an unknown variant of `Step`, said as "step" with the list of steps.
+fn unknown_step(msg: &str) -> Option<String> {
+    if !msg.contains("unknown variant") {
+        return None;
+    }
+    let start = msg.find('`')? + 1;
+    let name = &msg[start..start + msg[start..].find('`')?];
+    Some(explain(name))
+}
+
+/// The message for a step name the table does not have.
+fn explain(name: &str) -> String {
+    format!(
+        "unknown step `{name}`; the steps are {} (see scenarios/README.md)",
+        Step::NAMES.join(", ")
+    )
+}
+
+fn load_error_mark(e: &LoadError) -> (usize, usize) {
+    use marked_yaml::LoadError as L;
+    let m = match e {
+        L::TopLevelMustBeMapping(m)
+        | L::TopLevelMustBeSequence(m)
+        | L::UnexpectedAnchor(m)
+        | L::MappingKeyMustBeScalar(m)
+        | L::UnexpectedTag(m)
+        | L::ScanError(m, _) => Some(*m),
+        _ => None,
+    };
+    m.map(|m| (m.line(), m.column())).unwrap_or((0, 0))
+}
+
+/// Finds scenario files: each path is a file, or a folder whose `*.yaml` files are taken in name order.
+pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| format!("{}: {e}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else if p.is_file() {
+            files.push(p.clone());
+        } else {
+            return Err(format!("{}: no such scenario file or folder", p.display()));
+        }
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(text: &str) -> ScenarioError {
+        Scenario::parse(text, Path::new("t.yaml")).unwrap_err()
+    }
+
+    #[test]
+    fn unknown_step_lists_the_table() {
+        let e = error_of("name: x\nsteps:\n  - nope: {}\n");
+        let list = e
+            .message
+            .split_once("the steps are ")
+            .and_then(|(_, l)| l.split_once(" (see"));
+        let names: Vec<&str> = list.map_or(vec![], |(l, _)| l.split(", ").collect());
+        assert_eq!(names, Step::NAMES, "{e}");
+        assert_eq!((e.line, e.column), (3, 5), "at the step's name: {e}");
+    }
+
+    #[test]
+    fn duration_mistakes_name_step_and_key_at_the_value() {
+        let e = error_of("name: x\nsteps:\n  - repeat:\n      times: 2\n      steps:\n        - fault.cut_network:\n            after: 1s\n            for: soon\n");
+        assert_eq!((e.line, e.column), (8, 18), "{e}");
+        assert!(
+            e.message
+                .starts_with("fault.cut_network: `for`: \"soon\" is not a duration"),
+            "{e}"
+        );
+        let e = error_of("name: x\ntimeout: 10\nsteps:\n  - ssh.run: {as: root, command: id}\n");
+        assert_eq!((e.line, e.column), (2, 10), "{e}");
+        assert!(e.message.starts_with("`timeout`: \"10\" has no unit"), "{e}");
+        let e = error_of("name: x\nsteps:\n  - probe.latency:\n      name: a\n      settle: 1s\n");
+        assert_eq!((e.line, e.column), (3, 5), "{e}");
+        assert_eq!(e.message, "probe.latency: missing field `for`");
+    }
+
+    #[test]
+    fn time_limit_is_the_timeout_or_ten_minutes() {
+        let with = "name: x\ntimeout: 90s\nsteps:\n  - ssh.run: {as: root, command: id, timeout: 2m}\n";
+        let s = Scenario::parse(with, Path::new("t.yaml")).unwrap();
+        assert_eq!(s.time_limit(), Duration::from_secs(90));
+        assert_eq!(s.steps[0].timeout(), Some(Duration::from_secs(120)));
+        let s = Scenario::parse(
+            "name: x\nsteps:\n  - ssh.run: {as: root, command: id}\n",
+            Path::new("t.yaml"),
+        )
+        .unwrap();
+        assert_eq!(s.time_limit(), Duration::from_secs(600));
+    }
+
+    #[test]
+    fn follow_takes_keys_with_dots_whole() {
+        let root = marked_yaml::parse_yaml(0, "steps:\n  - ssh.run: {as: root}\n  - ssh: {run.x: 1}\n").unwrap();
+        let keys = |path| -> Vec<String> {
+            follow(&root, path)
+                .iter()
+                .filter_map(|(k, _)| k.map(|k| k.as_str().to_string()))
+                .collect()
+        };
+        assert_eq!(keys("steps[0].ssh.run.as"), ["steps", "ssh.run", "as"]);
+        assert_eq!(keys("steps[1].ssh.run.x"), ["steps", "ssh", "run.x"]);
+        assert_eq!(keys("steps[7].ssh.run"), ["steps"], "stops where the YAML does");
+        assert_eq!(follow(&root, "").len(), 1);
+    }
+}

@@ -1,0 +1,78 @@
+//! Fault steps, for the emulator only: killing, restarting or rebooting the daemon's device,
+//! filling its disk, cutting its network and slowing its SD card.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{opt, StepSpec};
+use crate::duration;
+
+/// A fault: kill or restart `nexus-backupd`, or reboot the device. With `at_percent` the fault
+/// waits until the running backup of snapshot `id` has reached that progress. Emulator only; on
+/// a real device the scenario is skipped with the reason.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultStep {
+    pub at_percent: Option<u8>,
+    pub id: Option<String>,
+    #[serde(default, deserialize_with = "duration::optional")]
+    pub timeout: Option<Duration>,
+}
+
+impl StepSpec for FaultStep {
+    fn texts(&self) -> Vec<&str> {
+        opt(&self.id).into_iter().collect()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.at_percent.is_some() != self.id.is_some() {
+            return Err("`at_percent` and `id` (the snapshot being backed up) go together".into());
+        }
+        Ok(())
+    }
+}
+
+/// Fills /broot until only `leave_bytes` are free, with the ballast file
+/// `/broot/.nexus-hil-ballast` (outside every subvolume; remove it to free the space). Emulator only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FillDisk {
+    pub leave_bytes: u64,
+    #[serde(default, deserialize_with = "duration::optional")]
+    pub timeout: Option<Duration>,
+}
+
+impl StepSpec for FillDisk {}
+
+/// After `after`, the device stops answering on its published ports for `for` (the emulator is
+/// frozen, so open connections stall rather than close); runs in the background, so the next
+/// steps meet the cut mid-transfer. Emulator only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CutNetwork {
+    #[serde(deserialize_with = "duration::required")]
+    pub after: Duration,
+    #[serde(rename = "for", deserialize_with = "duration::required")]
+    pub duration: Duration,
+    #[serde(default, deserialize_with = "duration::optional")]
+    pub timeout: Option<Duration>,
+}
+
+impl StepSpec for CutNetwork {}
+
+/// Throttles the SD card: reads (and synchronous writes) of the device that holds /broot are
+/// limited to these many bytes per second, through the blkio controller (cgroup v1) or `io.max`
+/// (cgroup v2) of the emulator's container; 0 lifts the limit. Emulator only; where the host
+/// has neither controller the scenario is skipped with the reason.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlowIo {
+    pub read_bytes_per_sec: u64,
+    #[serde(default)]
+    pub write_bytes_per_sec: u64,
+    #[serde(default, deserialize_with = "duration::optional")]
+    pub timeout: Option<Duration>,
+}
+
+impl StepSpec for SlowIo {}
