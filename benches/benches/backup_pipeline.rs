@@ -1,6 +1,7 @@
 //! Backup throughput of nexus-backupd's pipeline (tar -> OpenPGP, cap off) next to
 //! `tar | gpg --symmetric --cipher-algo AES256 --compress-algo none` on the same data in the same
-//! run, on two data sets: mixed (15 % small files, the rest 64 MiB) and all-large. Output goes to
+//! run, and with the cipher forced onto its portable path (the A/B of the stitched code), on two
+//! data sets: mixed (15 % small files, the rest 64 MiB) and all-large. Output goes to
 //! /dev/shm (NEXUS_BENCH_OUT), so the figures are the pipelines' own cost, not the disk's. Also
 //! prints CPU seconds per GiB (user + system of every thread, or of tar and gpg) and the ratios,
 //! and writes them to target/criterion/nexus-cpu.json for ci/bench. Size: NEXUS_BENCH_BYTES
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use nexus_benches::{cpu_time, dataset_bytes, large_dataset, mixed_dataset, output_dir, quick, tar_gpg};
 use nexus_emulator::config::BackupConfig;
+use nexus_emulator::openpgp;
 use nexus_emulator::pipeline::{encrypt_tree, Progress};
 
 const PASSWORD: &str = "benchmark password, not a secret";
@@ -38,34 +40,44 @@ fn backup_pipeline(c: &mut Criterion) {
     ] {
         let src = tmp.join(format!("{set}-{bytes}"));
         make(&src, bytes).expect("make the data set");
+        // The same pipeline twice: the best cipher path this CPU has, then the portable one
+        // (the `aes`, `sha1` and `sha2` crates alone), so the stitched code's gain is measured.
         let mut ours = (Duration::ZERO, Duration::ZERO, 0u32);
-        group.bench_function(format!("nexus_backupd/{set}"), |b| {
-            b.iter_custom(|iters| {
-                let mut wall = Duration::ZERO;
-                for _ in 0..iters {
-                    let file = std::fs::File::create(&out).unwrap();
-                    let cpu0 = cpu_time(false);
-                    let t = Instant::now();
-                    encrypt_tree(
-                        &src,
-                        &["system", "data"],
-                        file,
-                        PASSWORD,
-                        &config,
-                        "bench.tar",
-                        &Progress::default(),
-                        |_| {},
-                    )
-                    .unwrap();
-                    let took = t.elapsed();
-                    wall += took;
-                    ours.0 += cpu_time(false) - cpu0;
-                    ours.1 += took;
-                    ours.2 += 1;
-                }
-                wall
-            })
-        });
+        let mut portable = (Duration::ZERO, Duration::ZERO, 0u32);
+        for (name, force_portable, acc) in [
+            ("nexus_backupd", false, &mut ours),
+            ("nexus_backupd_portable_cipher", true, &mut portable),
+        ] {
+            openpgp::force_portable(force_portable);
+            group.bench_function(format!("{name}/{set}"), |b| {
+                b.iter_custom(|iters| {
+                    let mut wall = Duration::ZERO;
+                    for _ in 0..iters {
+                        let file = std::fs::File::create(&out).unwrap();
+                        let cpu0 = cpu_time(false);
+                        let t = Instant::now();
+                        encrypt_tree(
+                            &src,
+                            &["system", "data"],
+                            file,
+                            PASSWORD,
+                            &config,
+                            "bench.tar",
+                            &Progress::default(),
+                            |_| {},
+                        )
+                        .unwrap();
+                        let took = t.elapsed();
+                        wall += took;
+                        acc.0 += cpu_time(false) - cpu0;
+                        acc.1 += took;
+                        acc.2 += 1;
+                    }
+                    wall
+                })
+            });
+        }
+        openpgp::force_portable(false);
         let mut base = (Duration::ZERO, Duration::ZERO, 0u32);
         group.bench_function(format!("tar_gpg_baseline/{set}"), |b| {
             b.iter_custom(|iters| {
@@ -92,6 +104,7 @@ fn backup_pipeline(c: &mut Criterion) {
             )
         };
         let (ours_cpu, ours_mbs) = per(ours);
+        let (port_cpu, port_mbs) = per(portable);
         let (base_cpu, base_mbs) = per(base);
         println!(
             "{set}: nexus_backupd {ours_mbs:.0} MB/s, {ours_cpu:.2} CPU s/GiB; tar|gpg {base_mbs:.0} MB/s, {base_cpu:.2} CPU s/GiB; \
@@ -99,11 +112,19 @@ fn backup_pipeline(c: &mut Criterion) {
             ours_mbs / base_mbs,
             ours_cpu / base_cpu
         );
+        println!(
+            "{set}: cipher path {:?}: {ours_mbs:.0} MB/s, {ours_cpu:.2} CPU s/GiB; portable {port_mbs:.0} MB/s, \
+             {port_cpu:.2} CPU s/GiB; throughput ratio {:.2}, CPU ratio {:.2}",
+            openpgp::CipherPath::best(),
+            ours_mbs / port_mbs,
+            ours_cpu / port_cpu
+        );
         figures.insert(
             set.to_string(),
             serde_json::json!({
                 "nexus_backupd": {"mb_per_s": ours_mbs, "cpu_s_per_gib": ours_cpu},
                 "tar_gpg_baseline": {"mb_per_s": base_mbs, "cpu_s_per_gib": base_cpu},
+                "portable_cipher": {"mb_per_s": port_mbs, "cpu_s_per_gib": port_cpu},
                 "throughput_ratio": ours_mbs / base_mbs,
                 "cpu_ratio": ours_cpu / base_cpu,
             }),

@@ -1,23 +1,27 @@
 //! POSIX tar (ustar, with pax records where ustar runs out) of a snapshot directory: modes,
-//! owners, mtimes, symlinks, hard links, devices, FIFOs and empty directories kept. The tree is
-//! scanned first (for the progress total), then streamed in bounded chunks.
+//! owners, mtimes, symlinks, hard links, devices, FIFOs and empty directories kept, names byte
+//! for byte as the file system has them. The tree is scanned first (for the progress total), then
+//! streamed in bounded chunks.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::{self, Metadata};
 use std::io::{self, Read};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 /// One member of the archive.
 #[derive(Debug)]
 pub struct Entry {
-    /// Path inside the archive (relative, `/`-separated).
-    pub name: String,
+    /// Path inside the archive (relative, `/`-separated): the file names' own bytes, which need
+    /// not be UTF-8.
+    pub name: Vec<u8>,
     /// Where it is on disk.
     pub path: PathBuf,
     pub meta: Metadata,
     /// For a hard link to a member already archived: that member's name.
-    pub link_to: Option<String>,
+    pub link_to: Option<Vec<u8>>,
 }
 
 /// What a scan found: the members in archive order and the file bytes they hold.
@@ -32,11 +36,11 @@ pub struct Scan {
 /// Scans `root`'s children named in `members` (in that order), depth first, without following symlinks.
 pub fn scan(root: &Path, members: &[&str]) -> io::Result<Scan> {
     let mut scan = Scan::default();
-    let mut links: HashMap<(u64, u64), String> = HashMap::new();
+    let mut links: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     for m in members {
         let path = root.join(m);
         match fs::symlink_metadata(&path) {
-            Ok(meta) => walk(&path, (*m).to_string(), meta, &mut scan, &mut links)?,
+            Ok(meta) => walk(&path, m.as_bytes().to_vec(), meta, &mut scan, &mut links)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
         }
@@ -46,10 +50,10 @@ pub fn scan(root: &Path, members: &[&str]) -> io::Result<Scan> {
 
 fn walk(
     path: &Path,
-    name: String,
+    name: Vec<u8>,
     meta: Metadata,
     scan: &mut Scan,
-    links: &mut HashMap<(u64, u64), String>,
+    links: &mut HashMap<(u64, u64), Vec<u8>>,
 ) -> io::Result<()> {
     let ft = meta.file_type();
     if ft.is_socket() {
@@ -62,14 +66,14 @@ fn walk(
             .collect::<Result<_, _>>()?;
         children.sort_by_key(|c| c.file_name());
         scan.entries.push(Entry {
-            name: format!("{name}/"),
+            name: [&name[..], b"/"].concat(),
             path: path.to_owned(),
             meta,
             link_to: None,
         });
         for c in children {
             let child_meta = c.metadata()?;
-            let child_name = format!("{name}/{}", c.file_name().to_string_lossy());
+            let child_name = [&name[..], b"/", c.file_name().as_bytes()].concat();
             walk(&c.path(), child_name, child_meta, scan, links)?;
         }
         return Ok(());
@@ -166,20 +170,25 @@ pub fn header(entry: &Entry, out: &mut Vec<u8>) -> io::Result<()> {
         h.set_device_major(libc::major(rdev))?;
         h.set_device_minor(libc::minor(rdev))?;
     }
-    if h.set_path(&entry.name).is_err() || entry.name.len() > 255 {
-        pax_record(&mut pax, "path", entry.name.as_bytes());
-        set_raw_name(&mut h, &entry.name);
+    // Names that ustar cannot hold, or that are not ASCII, get a pax `path` as GNU tar's pax
+    // format gives them: the raw bytes, no `hdrcharset` (GNU tar warns on that keyword), which
+    // GNU tar and the tar crate read back unchanged whatever the bytes. The ustar field keeps
+    // the name too (cut to 100 bytes when long) for readers that know no pax.
+    let name = &entry.name[..];
+    let fits = h.set_path(OsStr::from_bytes(name)).is_ok() && h.path_bytes().as_ref() == name;
+    if !fits || name.len() > 255 || !name.is_ascii() {
+        pax_record(&mut pax, "path", name);
+        if !fits {
+            set_raw_name(&mut h, name);
+        }
     }
     let link = match (&entry.link_to, ft.is_symlink()) {
-        (Some(first), _) => Some(first.as_bytes().to_vec()),
-        (None, true) => {
-            use std::os::unix::ffi::OsStrExt;
-            Some(fs::read_link(&entry.path)?.as_os_str().as_bytes().to_vec())
-        }
+        (Some(first), _) => Some(first.clone()),
+        (None, true) => Some(fs::read_link(&entry.path)?.into_os_string().into_vec()),
         _ => None,
     };
     if let Some(link) = link {
-        if link.len() > 100 || h.set_link_name_literal(&link).is_err() {
+        if link.len() > 100 || !link.is_ascii() || h.set_link_name_literal(&link).is_err() {
             pax_record(&mut pax, "linkpath", &link);
             let ustar = h.as_ustar_mut().expect("ustar header");
             let n = link.len().min(100);
@@ -192,13 +201,8 @@ pub fn header(entry: &Entry, out: &mut Vec<u8>) -> io::Result<()> {
         ph.set_entry_type(tar::EntryType::XHeader);
         ph.set_mode(0o644);
         ph.set_size(pax.len() as u64);
-        set_raw_name(
-            &mut ph,
-            &format!(
-                "PaxHeaders/{}",
-                entry.name.trim_end_matches('/').rsplit('/').next().unwrap_or("x")
-            ),
-        );
+        let base = name.rsplit(|b| *b == b'/').find(|c| !c.is_empty()).unwrap_or(b"x");
+        set_raw_name(&mut ph, &[b"PaxHeaders/", base].concat());
         ph.set_cksum();
         out.extend_from_slice(ph.as_bytes());
         let len = pax.len() as u64;
@@ -209,13 +213,14 @@ pub fn header(entry: &Entry, out: &mut Vec<u8>) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes a name that does not fit ustar, cut to the name field (the pax record holds it whole).
-fn set_raw_name(h: &mut tar::Header, name: &str) {
+/// Writes a name that does not fit ustar, cut to the name field (the pax record holds it whole);
+/// no prefix, so a reader that knows no pax sees the name's first 100 bytes, as from GNU tar.
+fn set_raw_name(h: &mut tar::Header, name: &[u8]) {
     let ustar = h.as_ustar_mut().expect("ustar header");
-    let bytes = name.as_bytes();
-    let n = bytes.len().min(100);
+    let n = name.len().min(100);
     ustar.name = [0; 100];
-    ustar.name[..n].copy_from_slice(&bytes[..n]);
+    ustar.prefix = [0; 155];
+    ustar.name[..n].copy_from_slice(&name[..n]);
 }
 
 /// Bytes after the last member: two zero blocks, then up to a 10 KiB record as GNU tar writes.
@@ -263,4 +268,78 @@ pub fn content(entry: &Entry, chunk: usize, mut each: impl FnMut(&[u8]) -> io::R
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `members` of `root` as one whole archive in memory, as the pipeline streams it.
+    fn archive(root: &Path, members: &[&str]) -> Vec<u8> {
+        let scan = scan(root, members).unwrap();
+        let mut out = Vec::new();
+        for e in &scan.entries {
+            header(e, &mut out).unwrap();
+            if e.meta.file_type().is_file() && e.link_to.is_none() {
+                content(e, 1 << 16, |d| {
+                    out.extend_from_slice(d);
+                    Ok(())
+                })
+                .unwrap();
+            }
+        }
+        let written = out.len() as u64;
+        trailer(written, &mut out);
+        out
+    }
+
+    #[test]
+    fn names_are_archived_as_their_bytes_and_ascii_ones_stay_plain_ustar() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("data");
+        let raw = |n: &[u8]| d.join(OsStr::from_bytes(n));
+        fs::create_dir(&d).unwrap();
+        let long = "é".repeat(60);
+        for (n, content) in [
+            (&b"a\xff"[..], "ff"),
+            (b"a\xfe", "fe"),
+            (b"caf\xe9", "latin-1"),
+            (b"plain", "ascii"),
+            (long.as_bytes(), "long"),
+        ] {
+            fs::write(raw(n), content).unwrap();
+        }
+        std::os::unix::fs::symlink(OsStr::from_bytes(b"caf\xe9"), raw(b"l")).unwrap();
+        fs::hard_link(raw(b"a\xff"), raw(b"h\xfe")).unwrap();
+
+        // Name, link target, content and whether a pax header came with it.
+        type Member = (Vec<u8>, Option<Vec<u8>>, String, bool);
+        let member = |name: &[u8], link: Option<&[u8]>, content: &str, pax: bool| -> Member {
+            (name.to_vec(), link.map(<[u8]>::to_vec), content.to_string(), pax)
+        };
+        let tar_bytes = archive(dir.path(), &["data"]);
+        let mut read = tar::Archive::new(&tar_bytes[..]);
+        let mut got = Vec::new();
+        for e in read.entries().unwrap() {
+            let mut e = e.unwrap();
+            let pax = e.pax_extensions().unwrap().is_some();
+            let link = e.link_name_bytes().map(|l| l.into_owned());
+            let name = e.path_bytes().into_owned();
+            let mut content = String::new();
+            e.read_to_string(&mut content).unwrap();
+            got.push((name, link, content, pax));
+        }
+        let long_name = [&b"data/"[..], long.as_bytes()].concat();
+        let want = vec![
+            member(b"data/", None, "", false),
+            member(b"data/a\xfe", None, "fe", true),
+            member(b"data/a\xff", None, "ff", true),
+            member(b"data/caf\xe9", None, "latin-1", true),
+            member(b"data/h\xfe", Some(b"data/a\xff"), "", true),
+            member(b"data/l", Some(b"caf\xe9"), "", true),
+            member(b"data/plain", None, "ascii", false),
+            member(&long_name, None, "long", true),
+        ];
+        assert_eq!(got, want);
+    }
 }

@@ -102,6 +102,9 @@ pub struct HttpsConfig {
     pub names: Vec<String>,
     /// When set, requests need HTTP Basic auth with user `token` and this password.
     pub token: Option<String>,
+    /// A send to a client that takes nothing for this many seconds closes the connection and
+    /// frees its slot (a client that stopped reading cannot hold the server).
+    pub write_timeout_secs: u64,
 }
 
 impl Default for Paths {
@@ -135,6 +138,7 @@ impl Default for HttpsConfig {
             listen: vec!["0.0.0.0:443".parse().expect("static address")],
             names: Vec::new(),
             token: None,
+            write_timeout_secs: 30,
         }
     }
 }
@@ -233,6 +237,13 @@ impl Config {
                 ));
             }
         }
+        if !(1..=3600).contains(&self.https.write_timeout_secs) {
+            return Err(bad(
+                "https.write_timeout_secs",
+                self.https.write_timeout_secs.to_string(),
+                "use 1..3600",
+            ));
+        }
         Ok(())
     }
 
@@ -282,6 +293,14 @@ mod tests {
             err.contains("backup.write_flush_bytes") && err.contains("65536"),
             "{err}"
         );
+        let err = parse("[https]\nwrite_timeout_secs = 0\n").unwrap_err().to_string();
+        assert!(err.contains("https.write_timeout_secs"), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_file_holds_the_defaults() {
+        let shipped = include_str!("../../images/etc/nexus/backupd.toml");
+        assert_eq!(parse(shipped).unwrap(), Config::default());
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The HTTPS file server: `GET`/`HEAD` of `/nexus-backups/nexus_backup_N.tar.gpg` (with Range,
 //! Content-Length, ETag) and of the CA at `/noreya-nexus/certificates/ca.pem`; everything else 404.
 //! Paths are matched exactly, never decoded or joined, files are opened without following links,
-//! and slow or idle clients are cut off so others keep being served.
+//! and slow, idle or stuck clients are cut off so others keep being served.
 
 use std::convert::Infallible;
 use std::fs;
+use std::future::Future;
 use std::io::{self, Read, Seek};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
@@ -21,13 +22,12 @@ use hyper::header::{
 };
 use hyper::{Method, Request, Response, StatusCode};
 use nexus_contract::paths::{BACKUPS_URL_PREFIX, CA_PATH};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::layout::Layout;
 
-/// At most this many connections are served at once; more wait in the listen queue.
-const MAX_CONNECTIONS: usize = 256;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -293,10 +293,42 @@ impl hyper::body::Body for Body {
     }
 }
 
-/// Accepts connections forever: TLS handshake, then HTTP/1.1 with header timeouts.
+/// How many clients are served at once, and how long a stuck one may keep its place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections served at once; more wait in the listen queue.
+    pub max_connections: usize,
+    /// A send that makes no progress for this long closes the connection and frees its slot:
+    /// the client stopped reading (or its network is gone). Time spent waiting for the SD card
+    /// does not count, only time the client's side of the connection is full.
+    pub write_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            // A client that reads at all, even over a slow link, drains the socket buffer in
+            // well under a second; 30 s of nothing taken is a client that has stopped reading.
+            write_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Accepts connections forever with the default [`Limits`].
 pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, files: Arc<FileServer>) {
+    serve_with_limits(listener, tls, files, Limits::default()).await
+}
+
+/// Accepts connections forever: TLS handshake, then HTTP/1.1 with header and write timeouts.
+pub async fn serve_with_limits(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    files: Arc<FileServer>,
+    limits: Limits,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
@@ -313,6 +345,7 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, files:
         let files = files.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            let tcp = WriteTimeout::new(tcp, limits.write_timeout);
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -337,9 +370,186 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, files:
     }
 }
 
+/// A TCP connection whose sends fail with `TimedOut` once they have made no progress for
+/// `limit`. Hyper has no write timeout of its own, and a client that stops reading would
+/// otherwise keep its connection (and its slot) for as long as it stays connected.
+struct WriteTimeout {
+    tcp: TcpStream,
+    limit: Duration,
+    /// Set when a send could not go on; re-armed, not re-allocated, at each stall.
+    stall: Pin<Box<tokio::time::Sleep>>,
+    stalled: bool,
+}
+
+impl WriteTimeout {
+    fn new(tcp: TcpStream, limit: Duration) -> Self {
+        Self {
+            tcp,
+            limit,
+            stall: Box::pin(tokio::time::sleep(limit)),
+            stalled: false,
+        }
+    }
+
+    /// A send's result, with the time it has been stuck counted.
+    fn guard(&mut self, cx: &mut Context<'_>, sent: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if !sent.is_pending() {
+            self.stalled = false;
+            return sent;
+        }
+        if !self.stalled {
+            self.stalled = true;
+            let deadline = tokio::time::Instant::now() + self.limit;
+            self.stall.as_mut().reset(deadline);
+        }
+        match self.stall.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client took nothing for {:?}", self.limit),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for WriteTimeout {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteTimeout {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let sent = Pin::new(&mut self.tcp).poll_write(cx, buf);
+        self.guard(cx, sent)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let sent = Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+        self.guard(cx, sent)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    // A TcpStream's flush and shutdown never wait.
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_range;
+    use std::time::Instant;
+
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A client of the test server, trusting the server's CA.
+    async fn connect(addr: std::net::SocketAddr, ca_pem: &str) -> tokio_rustls::client::TlsStream<TcpStream> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+            .unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_stops_reading_loses_its_slot_to_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let backups = dir.path().join("backups");
+        fs::create_dir(&backups).unwrap();
+        // Far more than the socket buffers on both sides hold; sparse, so nothing is written.
+        let size = 256u64 << 20;
+        fs::File::create(backups.join(Layout::backup_name(1)))
+            .unwrap()
+            .set_len(size)
+            .unwrap();
+        let tls = crate::tls::load_or_make(&dir.path().join("tls"), &[]).unwrap();
+        let files = Arc::new(FileServer::new(backups, tls.ca_pem.clone(), None));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let write_timeout = Duration::from_secs(1);
+        let limits = Limits {
+            max_connections: 1,
+            write_timeout,
+        };
+        tokio::spawn(serve_with_limits(listener, tls.server.clone(), files, limits));
+
+        // The only slot: asks for the big file and never reads the answer.
+        let mut stuck = connect(addr, &tls.ca_pem).await;
+        stuck
+            .write_all(
+                format!(
+                    "GET {BACKUPS_URL_PREFIX}{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+                    Layout::backup_name(1)
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        stuck.flush().await.unwrap();
+
+        // The next client waits in the listen queue until the stuck one's send times out.
+        let start = Instant::now();
+        let served = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut next = connect(addr, &tls.ca_pem).await;
+            next.write_all(
+                format!("GET {CA_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut reply = Vec::new();
+            let _ = next.read_to_end(&mut reply).await; // no close_notify is fine
+            String::from_utf8_lossy(&reply).into_owned()
+        })
+        .await
+        .expect("the next client was not served: the stuck client kept the only slot");
+        let waited = start.elapsed();
+        assert!(
+            served.starts_with("HTTP/1.1 200") && served.ends_with(&tls.ca_pem),
+            "{served}"
+        );
+        // It did wait for the slot (so the stuck client held it), about the write timeout.
+        assert!(waited >= write_timeout / 2, "served after {waited:?}");
+
+        // The stuck client's connection was closed before the whole file went through.
+        let mut got = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        let read_all = async {
+            loop {
+                match stuck.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n as u64,
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), read_all)
+            .await
+            .expect("the stuck client's connection is still open");
+        assert!(got < size, "{got} of {size} bytes arrived");
+    }
 
     #[test]
     fn ranges() {

@@ -305,6 +305,39 @@ mod tests {
     }
 
     #[test]
+    fn reported_sha256_and_size_are_those_of_the_written_file() {
+        use sha2::{Digest, Sha256};
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("tree");
+        fs::create_dir_all(src.join("system/etc")).unwrap();
+        fs::create_dir_all(src.join("data")).unwrap();
+        fs::write(src.join("system/etc/a.conf"), b"a = 1\n").unwrap();
+        let big: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+            .collect();
+        fs::write(src.join("data/db.bin"), &big).unwrap();
+        let out = dir.path().join("b.gpg");
+        let config = BackupConfig {
+            read_bytes_per_sec: 0,
+            ..BackupConfig::default()
+        };
+        let written = encrypt_tree(
+            &src,
+            &["system", "data"],
+            fs::File::create(&out).unwrap(),
+            "pw",
+            &config,
+            "t.tar",
+            &Progress::default(),
+            |_| {},
+        )
+        .unwrap();
+        let bytes = fs::read(&out).unwrap();
+        assert_eq!(written.size, bytes.len() as u64);
+        assert_eq!(written.sha256, <[u8; 32]>::from(Sha256::digest(&bytes)));
+    }
+
+    #[test]
     fn flush_behind_keeps_the_backup_out_of_the_page_cache() {
         // On a disk-backed folder (tmpfs pages are the storage and cannot be dropped).
         let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();

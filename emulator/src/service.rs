@@ -161,7 +161,16 @@ pub async fn run(config: Config) -> Result<(), StartError> {
                 .await
                 .map_err(|source| StartError::Listen { addr: *addr, source })?;
             tracing::info!(%addr, "serving backups over HTTPS");
-            tokio::spawn(crate::https::serve(listener, tls.server.clone(), files.clone()));
+            let limits = crate::https::Limits {
+                write_timeout: std::time::Duration::from_secs(config.https.write_timeout_secs),
+                ..Default::default()
+            };
+            tokio::spawn(crate::https::serve_with_limits(
+                listener,
+                tls.server.clone(),
+                files.clone(),
+                limits,
+            ));
         }
     }
 

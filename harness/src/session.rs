@@ -4,9 +4,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::device::{Device, Lifecycle};
+use crate::device::{CutLog, Device, Lifecycle};
 use crate::report::Latency;
 use crate::scenario;
 use crate::transport::dbus::DeviceBus;
@@ -38,6 +38,17 @@ pub struct Session<'a> {
     pub probes: Vec<Latency>,
     /// On a real device: what this scenario added, to be removed when it ends.
     pub made: Made,
+    /// The network cuts of `fault.cut_network`, in order: checked by transfers that expect to
+    /// meet one, and by the runner at the scenario's end.
+    pub cuts: Vec<Cut>,
+}
+
+/// One network cut the scenario asked for.
+pub struct Cut {
+    pub log: CutLog,
+    /// When the device answers again at the latest, counted from `started`.
+    pub ends_after: Duration,
+    pub started: Instant,
 }
 
 impl Session<'_> {

@@ -535,3 +535,43 @@ fn a_missing_engine_or_daemon_binary_is_an_infrastructure_error_in_every_report(
         "{json}"
     );
 }
+
+#[test]
+fn faults_prove_they_happened_and_a_transfer_that_missed_the_cut_fails() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    // The reboot and the kill each show the device changed; the cut is set too late for the
+    // download, so the download, which expects to meet it, must fail.
+    let f = write(
+        dir.path(),
+        "cut.yaml",
+        "name: Cut too late\nsteps:\n  - fault.reboot: {}\n  - fault.kill_daemon: {}\n  - fault.cut_network: {after: 30s, for: 1s}\n  - http.get:\n      path: /noreya-nexus/certificates/ca.pem\n      save: ca.pem\n      resume: true\n      expect_interrupted: true\n",
+    );
+    let reports = dir.path().join("reports");
+    let out = nexus_hil().arg(&f).arg("--report-dir").arg(&reports).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("step 4 http.get") && stdout.contains("it met no cut"),
+        "{stdout}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reports.join("report.json")).unwrap()).unwrap();
+    let transcript = |i: usize| json["scenarios"][0]["steps"][i]["transcript"].to_string();
+    let (boot, kill) = (transcript(0), transcript(1));
+    assert!(boot.contains("boot id: ") && boot.contains("pid1-start"), "{boot}");
+    assert!(kill.contains("daemon pid: "), "{kill}");
+    // The proof is a change: the two sides of the arrow differ.
+    let pids: Vec<&str> = kill
+        .split("daemon pid: ")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .map(|s| s.split(" -> ").collect())
+        .unwrap_or_default();
+    assert!(pids.len() == 2 && pids[0] != pids[1], "{kill}");
+}

@@ -48,6 +48,7 @@ fn sample_run() -> RunReport {
                 device_state: None,
                 cleanup: Vec::new(),
                 device: None,
+                required: false,
             },
             ScenarioReport {
                 name: "Download flow".into(),
@@ -61,6 +62,7 @@ fn sample_run() -> RunReport {
                 device_state: Some("== btrfs filesystem usage /broot\nOverall:\n".into()),
                 cleanup: Vec::new(),
                 device: None,
+                required: false,
             },
             ScenarioReport {
                 name: "Lifecycle only".into(),
@@ -74,6 +76,7 @@ fn sample_run() -> RunReport {
                 device_state: None,
                 cleanup: Vec::new(),
                 device: None,
+                required: false,
             },
             ScenarioReport {
                 name: "Polkit grants".into(),
@@ -87,6 +90,7 @@ fn sample_run() -> RunReport {
                 device_state: None,
                 cleanup: Vec::new(),
                 device: None,
+                required: false,
             },
         ],
     }

@@ -32,6 +32,9 @@ pub struct Scenario {
     /// Time limit of the whole scenario; `time_limit()` gives it with its default.
     #[serde(default, deserialize_with = "duration::optional")]
     pub timeout: Option<Duration>,
+    /// The scenario must run: a skip (a step the target cannot do) fails the run.
+    #[serde(default)]
+    pub must_run: bool,
     pub steps: Vec<Spanned<Step>>,
     #[serde(skip)]
     pub file: PathBuf,

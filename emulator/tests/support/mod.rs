@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -116,15 +117,15 @@ pub fn fill_sample(root: &Path, data_bytes: usize) {
     set_mtime(&sys.join("var/lib/automation/empty-dir"), old);
 }
 
-fn filetime(secs: i64) -> libc::timespec {
+pub fn filetime(secs: i64) -> libc::timespec {
     libc::timespec {
         tv_sec: secs,
         tv_nsec: 0,
     }
 }
 
-fn set_mtime(p: &Path, t: libc::timespec) {
-    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+pub fn set_mtime(p: &Path, t: libc::timespec) {
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
     let times = [t, t];
     assert_eq!(
         unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) },
@@ -132,17 +133,18 @@ fn set_mtime(p: &Path, t: libc::timespec) {
     );
 }
 
-/// Every difference a user would notice between two trees: names, types, content, symlink
-/// targets, modes, owners, mtimes (not of symlinks) and which files are hard links of each other.
+/// Every difference a user would notice between two trees: names (byte for byte), types, content,
+/// symlink targets, modes, owners, mtimes (not of symlinks) and which files are hard links of each
+/// other. Names are shown as Rust shows paths, bytes that are not UTF-8 escaped.
 pub fn compare_trees(a: &Path, b: &Path) -> Vec<String> {
-    fn collect(root: &Path) -> BTreeMap<String, fs::Metadata> {
+    fn collect(root: &Path) -> BTreeMap<PathBuf, fs::Metadata> {
         let mut out = BTreeMap::new();
         let mut stack = vec![root.to_owned()];
         while let Some(dir) = stack.pop() {
             for e in fs::read_dir(&dir).unwrap() {
                 let e = e.unwrap();
                 let m = fs::symlink_metadata(e.path()).unwrap();
-                let rel = e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                let rel = e.path().strip_prefix(root).unwrap().to_owned();
                 if m.is_dir() {
                     stack.push(e.path());
                 }
@@ -154,26 +156,26 @@ pub fn compare_trees(a: &Path, b: &Path) -> Vec<String> {
     let (ta, tb) = (collect(a), collect(b));
     let mut diffs = Vec::new();
     for name in ta.keys().filter(|k| !tb.contains_key(*k)) {
-        diffs.push(format!("missing in {}: {name}", b.display()));
+        diffs.push(format!("missing in {}: {name:?}", b.display()));
     }
     for name in tb.keys().filter(|k| !ta.contains_key(*k)) {
-        diffs.push(format!("extra in {}: {name}", b.display()));
+        diffs.push(format!("extra in {}: {name:?}", b.display()));
     }
-    let mut links_a: HashMap<u64, Vec<&String>> = HashMap::new();
-    let mut links_b: HashMap<u64, Vec<&String>> = HashMap::new();
+    let mut links_a: HashMap<u64, Vec<&PathBuf>> = HashMap::new();
+    let mut links_b: HashMap<u64, Vec<&PathBuf>> = HashMap::new();
     for (name, ma) in &ta {
         let Some(mb) = tb.get(name) else { continue };
         let (pa, pb) = (a.join(name), b.join(name));
         if ma.file_type() != mb.file_type() {
-            diffs.push(format!("{name}: type differs"));
+            diffs.push(format!("{name:?}: type differs"));
             continue;
         }
         if !ma.file_type().is_symlink() && ma.mode() != mb.mode() {
-            diffs.push(format!("{name}: mode {:o} vs {:o}", ma.mode(), mb.mode()));
+            diffs.push(format!("{name:?}: mode {:o} vs {:o}", ma.mode(), mb.mode()));
         }
         if (ma.uid(), ma.gid()) != (mb.uid(), mb.gid()) {
             diffs.push(format!(
-                "{name}: owner {}:{} vs {}:{}",
+                "{name:?}: owner {}:{} vs {}:{}",
                 ma.uid(),
                 ma.gid(),
                 mb.uid(),
@@ -181,11 +183,11 @@ pub fn compare_trees(a: &Path, b: &Path) -> Vec<String> {
             ));
         }
         if !ma.file_type().is_symlink() && ma.mtime() != mb.mtime() {
-            diffs.push(format!("{name}: mtime {} vs {}", ma.mtime(), mb.mtime()));
+            diffs.push(format!("{name:?}: mtime {} vs {}", ma.mtime(), mb.mtime()));
         }
         if ma.is_file() {
             if fs::read(&pa).unwrap() != fs::read(&pb).unwrap() {
-                diffs.push(format!("{name}: content differs"));
+                diffs.push(format!("{name:?}: content differs"));
             }
             if ma.nlink() > 1 {
                 links_a.entry(ma.ino()).or_default().push(name);
@@ -193,11 +195,11 @@ pub fn compare_trees(a: &Path, b: &Path) -> Vec<String> {
             }
         }
         if ma.file_type().is_symlink() && fs::read_link(&pa).unwrap() != fs::read_link(&pb).unwrap() {
-            diffs.push(format!("{name}: symlink target differs"));
+            diffs.push(format!("{name:?}: symlink target differs"));
         }
     }
-    let groups = |m: HashMap<u64, Vec<&String>>| {
-        let mut g: Vec<Vec<String>> = m.into_values().map(|v| v.into_iter().cloned().collect()).collect();
+    let groups = |m: HashMap<u64, Vec<&PathBuf>>| {
+        let mut g: Vec<Vec<PathBuf>> = m.into_values().map(|v| v.into_iter().cloned().collect()).collect();
         g.iter_mut().for_each(|v| v.sort());
         g.sort();
         g

@@ -7,7 +7,9 @@ use crate::device::{parse_target, Target};
 /// Which device a command talks to, and how.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TargetArgs {
-    /// `emulator` (a fresh container) or `ssh://USER@HOST[:PORT]`, the admin user of a real device.
+    /// `emulator` (a fresh container), `standin` (`run` only: a fresh arm64 guest in qemu per
+    /// scenario, whose power the harness owns) or `ssh://USER@HOST[:PORT]`, the admin user of a
+    /// real device.
     #[arg(long, default_value = "emulator")]
     pub target: String,
     /// HTTPS port of a real device.

@@ -34,7 +34,7 @@ pub struct ProvisionArgs {
 pub async fn command(args: ProvisionArgs) -> Result<ExitCode, InfraError> {
     let (user, host, port) = match args.target.parsed() {
         Ok(Target::Remote { user, host, port }) => (user, host, port),
-        Ok(Target::Emulator | Target::Fleet(_)) => {
+        Ok(Target::Emulator | Target::Standin | Target::Fleet(_)) => {
             super::say("provision prepares a real device: --target ssh://nexus@HOST[:PORT]");
             return Ok(ExitCode::from(2));
         }

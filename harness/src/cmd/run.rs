@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::args::TargetArgs;
 use super::say;
 use crate::device::open::{check_reachable, prepare_emulator, remote_device, RemoteSpec};
+use crate::device::standin::prepare_standin;
 use crate::device::{inventory, keys, Target};
 use crate::error::InfraError;
 use crate::report::RunReport;
@@ -38,12 +39,14 @@ pub struct RunArgs {
     /// Folder for this run's work files and reports (default: target/nexus-hil/run-<time>).
     #[arg(long)]
     pub report_dir: Option<PathBuf>,
-    /// The nexus-backupd binary for the emulator image (default: next to nexus-hil).
+    /// The nexus-backupd binary for the emulator's image (default: next to nexus-hil; for
+    /// `--target standin`, the arm64 cross build in target/aarch64-unknown-linux-gnu/release/).
     #[arg(long)]
     pub backupd: Option<PathBuf>,
-    /// Bytes of home-automation content on the emulator's SD card.
-    #[arg(long, default_value_t = crate::image::sdcard::DEFAULT_CONTENT)]
-    pub content_bytes: u64,
+    /// Bytes of home-automation content on the SD card (default 256 MiB; 64 MiB on the
+    /// stand-in, whose user network serves HTTPS at about 5 MB/s).
+    #[arg(long)]
+    pub content_bytes: Option<u64>,
     /// Run only part K of N of the (filtered) scenarios, e.g. 2/3: CI jobs that share a suite
     /// each take one part; the split is deterministic (round robin in file order).
     #[arg(long, value_name = "K/N", value_parser = schedule::parse_partition)]
@@ -55,6 +58,14 @@ pub struct RunArgs {
     /// ca_sha256 per [[device]]); the scenarios are shared out among them, one combined report.
     #[arg(long, conflicts_with = "target")]
     pub targets: Option<PathBuf>,
+    /// Fail the run (exit 1) when any scenario is skipped, not only those that say `must_run`
+    /// (CI's fault and power suites: a fault that could not be injected proves nothing).
+    #[arg(long)]
+    pub require_all: bool,
+    /// Fail the run (exit 1) when a latency verdict is missed; without it a missed verdict is
+    /// reported (terminal, JUnit, HTML) but does not fail anything, as timings are not pass/fail.
+    #[arg(long)]
+    pub fail_on_verdict: bool,
     /// How many scenarios run at once: emulators side by side (default 1; each scenario still
     /// gets its own fresh container), or devices of --targets (default: all of them).
     #[arg(long, short = 'j', overrides_with = "jobs")]
@@ -121,14 +132,40 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
     bar.finish_and_clear();
     report.duration_s = started.elapsed().as_secs_f64();
     write_reports(&args, &report, &report_dir)?;
+    Ok(exit_code(&args, &report))
+}
+
+/// 3 for an infrastructure error; 1 for a failure, a required scenario skipped, nothing run at
+/// all, or (with --fail-on-verdict) a missed verdict; else 0. Each reason but the first is said.
+fn exit_code(args: &RunArgs, report: &RunReport) -> ExitCode {
     let t = report.totals();
-    Ok(if t.errors > 0 {
-        ExitCode::from(3)
-    } else if report.all_passed() {
-        ExitCode::SUCCESS
-    } else {
+    if t.errors > 0 {
+        return ExitCode::from(3);
+    }
+    let mut fail = !report.all_passed();
+    if t.passed == 0 && t.failed == 0 {
+        println!("nothing ran: every scenario was skipped, so the run proves nothing");
+    }
+    let skips = report.required_skips(args.require_all);
+    if !skips.is_empty() {
+        let names: Vec<&str> = skips.iter().map(|s| s.name.as_str()).collect();
+        println!(
+            "{} scenario(s) had to run but were skipped ({}): {}",
+            skips.len(),
+            if args.require_all { "--require-all" } else { "must_run" },
+            names.join("; ")
+        );
+        fail = true;
+    }
+    if args.fail_on_verdict && !report.missed_verdicts().is_empty() {
+        println!("--fail-on-verdict: a latency verdict was missed");
+        fail = true;
+    }
+    if fail {
         ExitCode::from(1)
-    })
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// The scenarios to run: found, loaded (every mistake printed), filtered and partitioned.
@@ -193,6 +230,7 @@ fn report_dir(args: &RunArgs) -> Result<PathBuf, InfraError> {
 fn target_name(args: &RunArgs, target: &Target) -> String {
     match target {
         Target::Emulator => "emulator".to_string(),
+        Target::Standin => "standin (arm64, qemu)".to_string(),
         Target::Remote { user, host, port } => format!("ssh://{user}@{host}:{port}"),
         Target::Fleet(devices) => {
             let names: Vec<&str> = devices.iter().map(|d| d.name.as_str()).collect();
@@ -217,7 +255,13 @@ async fn slots(args: &RunArgs, target: &Target, report_dir: &Path) -> Result<Slo
                 None => crate::transport::ssh::make_key(report_dir).await?,
             };
             let pubkey = std::fs::read_to_string(key.with_extension("pub")).unwrap_or_default();
-            let (image, template) = prepare_emulator(args.backupd.clone(), false, args.content_bytes, &say).await?;
+            let (image, template) = prepare_emulator(
+                args.backupd.clone(),
+                false,
+                args.content_bytes.unwrap_or(crate::image::sdcard::DEFAULT_CONTENT),
+                &say,
+            )
+            .await?;
             let slot = EmulatorSlot {
                 image,
                 template,
@@ -226,6 +270,14 @@ async fn slots(args: &RunArgs, target: &Target, report_dir: &Path) -> Result<Slo
             };
             return Ok(Slots::Emulators {
                 slot,
+                jobs: args.jobs.unwrap_or(1),
+            });
+        }
+        Target::Standin => {
+            let content = args.content_bytes.unwrap_or(crate::device::standin::DEFAULT_CONTENT);
+            let parts = prepare_standin(args.backupd.clone(), content, false, &say).await?;
+            return Ok(Slots::Standins {
+                parts,
                 jobs: args.jobs.unwrap_or(1),
             });
         }

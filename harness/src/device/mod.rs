@@ -13,7 +13,8 @@ pub mod open;
 pub mod ready;
 pub mod standin;
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::transport::https::HttpsTarget;
 use crate::transport::ssh::SshTarget;
@@ -33,6 +34,8 @@ pub struct Device {
 #[derive(Debug, PartialEq)]
 pub enum Target {
     Emulator,
+    /// A fresh arm64 stand-in per scenario, whose power the harness owns.
+    Standin,
     Remote {
         user: String,
         host: String,
@@ -44,12 +47,14 @@ pub enum Target {
 
 /// Parses `--target`: `emulator` or `ssh://USER@HOST[:PORT]`.
 pub fn parse_target(t: &str) -> Result<Target, String> {
-    if t == "emulator" {
-        return Ok(Target::Emulator);
+    match t {
+        "emulator" => return Ok(Target::Emulator),
+        "standin" => return Ok(Target::Standin),
+        _ => {}
     }
     let rest = t
         .strip_prefix("ssh://")
-        .ok_or_else(|| format!("--target {t:?}: use `emulator` or `ssh://USER@HOST[:PORT]`"))?;
+        .ok_or_else(|| format!("--target {t:?}: use `emulator`, `standin` or `ssh://USER@HOST[:PORT]`"))?;
     let (user, hostport) = rest
         .split_once('@')
         .ok_or_else(|| format!("--target {t:?}: name the admin user, e.g. ssh://nexus@noreya-nexus.local"))?;
@@ -68,7 +73,7 @@ pub fn parse_target(t: &str) -> Result<Target, String> {
 }
 
 /// The faults the runner can ask a device's lifecycle for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Fault {
     /// SIGKILL `nexus-backupd` (systemd starts it again, as on the device).
     KillDaemon,
@@ -76,16 +81,45 @@ pub enum Fault {
     RestartDaemon,
     /// Restart the whole device; the SD card keeps its state. New published ports follow.
     Reboot,
+    /// Cut the power: every write the device had not flushed is lost; powered on again unless
+    /// `stay_off`. Only a device whose power the harness owns (a guest with its own kernel).
+    PowerCut { stay_off: bool },
     /// Fill /broot until this many bytes are free.
     FillDisk(u64),
-    /// After the first duration, stop answering on the published ports for the second.
-    CutNetwork(Duration, Duration),
+    /// After `after`, stop answering on the published ports for `duration`; runs in the
+    /// background and writes what happened, and when, to `log`.
+    CutNetwork {
+        after: Duration,
+        duration: Duration,
+        log: CutLog,
+    },
     /// Limit reads and writes of /broot's device to these bytes per second (0: no limit).
     SlowIo { read: u64, write: u64 },
 }
 
 /// Ports of a device after a fault changed them.
 pub type Ports = Option<(u16, u16)>;
+
+/// What a fault did: new ports, and what the device measured to show it took.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub ports: Ports,
+    pub note: Option<String>,
+}
+
+/// How a network cut went, written by the device as it happens.
+#[derive(Debug, Default, Clone)]
+pub struct CutState {
+    /// When the device stopped answering.
+    pub frozen_at: Option<Instant>,
+    /// When it answered again.
+    pub thawed_at: Option<Instant>,
+    /// Why it could not be cut or brought back.
+    pub error: Option<String>,
+}
+
+/// A network cut's state, shared between the device that cuts and the steps that meet it.
+pub type CutLog = Arc<Mutex<CutState>>;
 
 /// Why a fault was not applied.
 #[derive(Debug)]
@@ -107,7 +141,7 @@ pub trait Lifecycle {
     fn fault(
         &self,
         fault: Fault,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Ports, FaultError>> + '_>>;
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Applied, FaultError>> + '_>>;
 }
 
 #[cfg(test)]
@@ -117,6 +151,7 @@ mod tests {
     #[test]
     fn targets_parse_or_say_what_is_wrong() {
         assert_eq!(parse_target("emulator"), Ok(Target::Emulator));
+        assert_eq!(parse_target("standin"), Ok(Target::Standin));
         assert_eq!(
             parse_target("ssh://nexus@noreya-nexus.local"),
             Ok(Target::Remote {

@@ -158,8 +158,8 @@ pub async fn open_device(spec: OpenSpec<'_>) -> Result<Opened, InfraError> {
             let dev = emulator_device(&emu, &key, &pubkey, work);
             Ok(Opened { dev, emu: Some(emu) })
         }
-        Target::Fleet(_) => Err(InfraError::Unreachable(
-            "name one device with --target ssh://USER@HOST[:PORT]".into(),
+        Target::Fleet(_) | Target::Standin => Err(InfraError::Unreachable(
+            "name one device with --target emulator or --target ssh://USER@HOST[:PORT] (the stand-in: `emulator up --arch arm64`)".into(),
         )),
         Target::Remote { user, host, port } => {
             let key = keys::remote_key(spec.key, &format!("ssh://{user}@{host}:{port}"))?;

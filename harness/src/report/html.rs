@@ -486,6 +486,7 @@ mod tests {
                 device_state: None,
                 cleanup: Vec::new(),
                 device: None,
+                required: false,
             }],
             infra_error: None,
         };

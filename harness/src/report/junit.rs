@@ -43,6 +43,20 @@ impl RunReport {
             let mut case = TestCase::new(s.name.as_str(), status);
             case.set_classname(s.file.as_str());
             case.set_time(Duration::from_secs_f64(s.duration_s.max(0.0)));
+            // A missed verdict does not fail the case, but CI shows it: a property and a line.
+            let missed = s.missed_verdicts();
+            for v in &missed {
+                case.properties
+                    .push(quick_junit::Property::new("verdict-missed", v.as_str()));
+            }
+            if s.outcome == Outcome::Passed && !missed.is_empty() {
+                case.set_system_out(
+                    missed
+                        .iter()
+                        .map(|v| format!("verdict missed: {v}\n"))
+                        .collect::<String>(),
+                );
+            }
             if s.outcome != Outcome::Passed {
                 case.set_system_out(transcript(s));
                 if let Some(j) = &s.journal {

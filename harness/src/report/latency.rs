@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use hdrhistogram::Histogram;
+
 use super::{Measured, Percentiles};
 
 /// One measurement out of several windows of the same condition: their ticks pooled into
@@ -15,25 +17,32 @@ pub fn pool(windows: &[Measured]) -> Result<Measured, String> {
     if windows.len() == 1 {
         return Ok(first.clone());
     }
-    if windows.iter().any(|w| w.samples > 0 && w.lateness_counts.is_empty()) {
-        return Err("the probe on the device does not print its full histogram (an older \
-                    nexus-automation): update it (rebuild the emulator image) to pool windows"
-            .into());
+    let io = first.io;
+    let mut late = histogram();
+    let mut io_time = histogram();
+    for (i, w) in windows.iter().enumerate() {
+        if w.samples == 0 {
+            continue;
+        }
+        late.add(window_histogram(i, "lateness_counts", &w.lateness_counts)?)
+            .map_err(|e| format!("cannot add window {}'s lateness: {e}", i + 1))?;
+        if io {
+            io_time
+                .add(window_histogram(i, "io_counts", &w.io_counts)?)
+                .map_err(|e| format!("cannot add window {}'s I/O times: {e}", i + 1))?;
+        }
     }
     let samples = windows.iter().map(|w| w.samples).sum();
-    let lateness_counts = add_counts(windows.iter().map(|w| &w.lateness_counts));
-    let io = first.io;
-    let io_counts = add_counts(windows.iter().map(|w| &w.io_counts));
     let mean = |f: &dyn Fn(&Measured) -> f64| {
         windows.iter().map(|w| f(w) * w.samples as f64).sum::<f64>() / (samples as f64).max(1.0)
     };
     let lateness_us = Percentiles {
         mean: mean(&|w| w.lateness_us.mean),
-        ..percentiles_of(&lateness_counts)
+        ..percentiles(&late)
     };
     let io_us = io.then(|| Percentiles {
         mean: mean(&|w| w.io_us.as_ref().map_or(0.0, |p| p.mean)),
-        ..percentiles_of(&io_counts)
+        ..percentiles(&io_time)
     });
     Ok(Measured {
         period_us: first.period_us,
@@ -43,42 +52,64 @@ pub fn pool(windows: &[Measured]) -> Result<Measured, String> {
         lateness_us,
         io_us,
         lateness_buckets: add_counts(windows.iter().map(|w| &w.lateness_buckets)),
-        lateness_counts,
-        io_counts,
+        lateness_counts: counts(&late),
+        io_counts: counts(&io_time),
     })
 }
 
-/// (value, count) lists added up, ascending by value.
+/// An empty histogram with the probe's bounds and precision (see nexus-automation), so its
+/// buckets are the ones the counts were recorded in.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds are valid")
+}
+
+/// Window `i`'s (highest equivalent value, count) pairs of `field` read back into a histogram.
+fn window_histogram(i: usize, field: &str, counts: &[(u64, u64)]) -> Result<Histogram<u64>, String> {
+    if counts.is_empty() {
+        return Err(format!(
+            "window {} has samples but no `{field}`: the probe on the device does not print its full \
+             histogram (an older nexus-automation); update nexus-automation (rebuild the emulator \
+             image) to pool windows",
+            i + 1
+        ));
+    }
+    let mut h = histogram();
+    for &(v, n) in counts {
+        h.record_n(v, n).map_err(|e| {
+            format!(
+                "window {}'s `{field}` holds {v} µs, beyond the probe's range: {e:?}",
+                i + 1
+            )
+        })?;
+    }
+    Ok(h)
+}
+
+/// (highest equivalent value, count) of every bucket that holds a value, as the probe prints them.
+fn counts(h: &Histogram<u64>) -> Vec<(u64, u64)> {
+    h.iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        .collect()
+}
+
+/// The percentiles of a histogram; `mean` is left 0 (the windows' means are weighted instead).
+fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    Percentiles {
+        p50: h.value_at_quantile(0.50),
+        p99: h.value_at_quantile(0.99),
+        p999: h.value_at_quantile(0.999),
+        max: h.max(),
+        mean: 0.0,
+    }
+}
+
+/// (value, count) lists added up, ascending by value (the log2 plot buckets).
 fn add_counts<'a>(lists: impl Iterator<Item = &'a Vec<(u64, u64)>>) -> Vec<(u64, u64)> {
     let mut sum = BTreeMap::new();
     for &(v, n) in lists.flatten() {
         *sum.entry(v).or_insert(0) += n;
     }
     sum.into_iter().collect()
-}
-
-/// Percentiles of ascending (value, count) pairs, as `hdrhistogram`'s `value_at_quantile`
-/// computes them (the value at which the count reaches ceil(q x total)); `mean` is left 0.
-fn percentiles_of(counts: &[(u64, u64)]) -> Percentiles {
-    let total: u64 = counts.iter().map(|c| c.1).sum();
-    let at = |q: f64| {
-        let target = ((q * total as f64).ceil() as u64).max(1);
-        let mut seen = 0;
-        counts
-            .iter()
-            .find(|c| {
-                seen += c.1;
-                seen >= target
-            })
-            .map_or(0, |c| c.0)
-    };
-    Percentiles {
-        p50: at(0.50),
-        p99: at(0.99),
-        p999: at(0.999),
-        max: counts.last().map_or(0, |c| c.0),
-        mean: 0.0,
-    }
 }
 
 #[cfg(test)]
@@ -89,7 +120,7 @@ mod tests {
         let lateness_us = Percentiles {
             mean: counts.iter().map(|c| (c.0 * c.1) as f64).sum::<f64>()
                 / counts.iter().map(|c| c.1).sum::<u64>() as f64,
-            ..percentiles_of(&counts)
+            ..percentiles(&window_histogram(0, "lateness_counts", &counts).unwrap())
         };
         Measured {
             period_us: 10_000,
@@ -108,9 +139,11 @@ mod tests {
     fn pooled_windows_have_the_percentiles_of_all_their_ticks() {
         // One window with 2 % of its ticks at 3 ms (its p99 is 3 ms), one without: over all
         // 2000 ticks only 1 % is that late, so the pooled p99 is 100 µs, not an average of p99s.
+        // At 3 significant digits, 3000 µs lies in the bucket 3000..=3001 and 12 000 µs in
+        // 12 000..=12 007; a histogram reports a bucket by its highest value.
         let a = window(vec![(100, 980), (3000, 20)], 0);
         let b = window(vec![(90, 500), (100, 500)], 0);
-        assert_eq!((a.lateness_us.p99, b.lateness_us.p99), (3000, 100));
+        assert_eq!((a.lateness_us.p99, b.lateness_us.p99), (3001, 100));
         let p = pool(&[a.clone(), b.clone()]).unwrap();
         assert_eq!(p.samples, 2000);
         assert_eq!(
@@ -120,9 +153,9 @@ mod tests {
                 p.lateness_us.p999,
                 p.lateness_us.max
             ),
-            (100, 100, 3000, 3000)
+            (100, 100, 3001, 3001)
         );
-        assert_eq!(p.io_us.as_ref().map(|io| io.p999), Some(3000));
+        assert_eq!(p.io_us.as_ref().map(|io| io.p999), Some(3001));
         assert!(
             (p.lateness_us.mean - (100.0 * 980.0 + 3000.0 * 20.0 + 90.0 * 500.0 + 100.0 * 500.0) / 2000.0).abs() < 1e-9
         );
@@ -130,7 +163,7 @@ mod tests {
         // Missed periods add up: three windows with two ticks over the period each.
         let late = window(vec![(100, 998), (12_000, 2)], 2);
         let p = pool(&[late.clone(), late.clone(), late]).unwrap();
-        assert_eq!((p.missed, p.lateness_us.p999, p.lateness_us.max), (6, 12_000, 12_000));
+        assert_eq!((p.missed, p.lateness_us.p999, p.lateness_us.max), (6, 12_007, 12_007));
     }
 
     #[test]
@@ -141,5 +174,29 @@ mod tests {
         assert!(e.contains("older") && e.contains("rebuild"), "{e}");
         // One window alone needs no pooling.
         assert_eq!(pool(std::slice::from_ref(&old)).unwrap(), old);
+    }
+
+    #[test]
+    fn windows_that_measured_io_without_its_full_histogram_are_not_pooled() {
+        // Once taken as no I/O at all, which made the pooled I/O percentiles those of the
+        // other windows alone.
+        let new = window(vec![(100, 1000)], 0);
+        let mut old = new.clone();
+        old.io_counts.clear();
+        let e = pool(&[new.clone(), old]).unwrap_err();
+        assert!(
+            e.contains("window 2")
+                && e.contains("`io_counts`")
+                && e.contains("nexus-automation")
+                && e.contains("rebuild"),
+            "{e}"
+        );
+        // Without I/O measured, there are no I/O counts to miss.
+        let mut timer_only = new;
+        timer_only.io = false;
+        timer_only.io_us = None;
+        timer_only.io_counts.clear();
+        let p = pool(&[timer_only.clone(), timer_only]).unwrap();
+        assert_eq!((p.samples, p.io_us), (2000, None));
     }
 }

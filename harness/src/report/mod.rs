@@ -107,6 +107,29 @@ pub struct ScenarioReport {
     /// The inventory's name of the device it ran on (`--targets`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub device: Option<String>,
+    /// The scenario says it must run (`must_run`): a skip fails the run.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub required: bool,
+}
+
+impl ScenarioReport {
+    /// The latency verdicts of this scenario that were missed, one line each.
+    pub fn missed_verdicts(&self) -> Vec<String> {
+        self.steps
+            .iter()
+            .flat_map(|st| st.baseline.iter().chain(st.latency.iter()))
+            .filter_map(|l| {
+                let v = l.verdict.as_ref().filter(|v| !v.met)?;
+                Some(format!(
+                    "{}: p99 {:.2}x that of {:?} (at most {})",
+                    l.name,
+                    v.ratio,
+                    v.compare_to,
+                    v.max_ratio.map(|m| m.to_string()).unwrap_or_default()
+                ))
+            })
+            .collect()
+    }
 }
 
 /// The whole run.
@@ -145,10 +168,28 @@ impl RunReport {
         t
     }
 
-    /// True when every scenario that ran passed and nothing broke around them.
+    /// True when every scenario that ran passed, nothing broke around them, and at least one
+    /// ran: a run in which everything was skipped proves nothing.
     pub fn all_passed(&self) -> bool {
         let t = self.totals();
-        t.failed == 0 && t.errors == 0 && t.passed + t.skipped > 0
+        t.failed == 0 && t.errors == 0 && t.passed > 0
+    }
+
+    /// The skipped scenarios that had to run: all of them with `require_all`, else those that
+    /// say `must_run`.
+    pub fn required_skips(&self, require_all: bool) -> Vec<&ScenarioReport> {
+        self.scenarios
+            .iter()
+            .filter(|s| s.outcome == Outcome::Skipped && (require_all || s.required))
+            .collect()
+    }
+
+    /// Every missed latency verdict, with its scenario's name.
+    pub fn missed_verdicts(&self) -> Vec<String> {
+        self.scenarios
+            .iter()
+            .flat_map(|s| s.missed_verdicts().into_iter().map(move |v| format!("{}: {v}", s.name)))
+            .collect()
     }
 
     pub fn to_json(&self) -> String {

@@ -40,6 +40,7 @@ pub async fn run_scenario(
         holds: Vec::new(),
         probes: Vec::new(),
         made: Made::default(),
+        cuts: Vec::new(),
     };
     if lifecycle.is_none() {
         // A real device is left as it was found: note its snapshots now.
@@ -49,9 +50,16 @@ pub async fn run_scenario(
             }
         }
     }
-    let (steps, outcome, reason) = run_steps(&mut session, s, started, on_step).await;
+    let (steps, mut outcome, mut reason) = run_steps(&mut session, s, started, on_step).await;
     for h in session.holds.drain(..) {
         h.abort();
+    }
+    // A scenario that failed already is not held up for its cuts (its emulator goes anyway).
+    if outcome == Outcome::Passed {
+        if let Err(why) = cuts_took(&session).await {
+            outcome = Outcome::Failed;
+            reason = Some(why);
+        }
     }
     let (journal, device_state) = if outcome == Outcome::Failed {
         let (j, st) = tidy::evidence(&session).await;
@@ -76,6 +84,7 @@ pub async fn run_scenario(
         device_state,
         cleanup,
         device: None,
+        required: s.must_run,
     }
 }
 
@@ -137,4 +146,27 @@ async fn run_steps(
         }
     }
     (steps, Outcome::Passed, None)
+}
+
+/// Every network cut froze the device and let it go again: waits (bounded) for cuts still
+/// under way, so that nothing is torn down frozen, and names the first that did not take.
+async fn cuts_took(session: &Session<'_>) -> Result<(), String> {
+    for (i, cut) in session.cuts.iter().enumerate() {
+        let deadline = cut.started + cut.ends_after + Duration::from_secs(15);
+        let state = loop {
+            let state = cut.log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if state.error.is_some() || state.thawed_at.is_some() || Instant::now() > deadline {
+                break state;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let n = i + 1;
+        match (state.error, state.frozen_at, state.thawed_at) {
+            (Some(e), _, _) => return Err(format!("network cut {n}: {e}")),
+            (None, None, _) => return Err(format!("network cut {n}: the device never froze")),
+            (None, Some(_), None) => return Err(format!("network cut {n}: the device was not thawed in time")),
+            (None, Some(_), Some(_)) => {}
+        }
+    }
+    Ok(())
 }

@@ -11,6 +11,7 @@ use indicatif::ProgressBar;
 use super::run_scenario;
 use crate::device::container::{Emulator, EmulatorSpec};
 use crate::device::open::emulator_device;
+use crate::device::standin::{self, Standin, StandinParts, StandinSpec};
 use crate::device::Device;
 use crate::report::terminal::result_line;
 use crate::report::{slug, Outcome, ScenarioReport};
@@ -35,6 +36,8 @@ pub struct FleetMember {
 pub enum Slots {
     /// `jobs` fresh emulators at a time.
     Emulators { slot: EmulatorSlot, jobs: usize },
+    /// `jobs` fresh arm64 stand-ins at a time, their SD cards' writes logged.
+    Standins { parts: StandinParts, jobs: usize },
     /// Each of these real devices takes one scenario at a time.
     Devices(Vec<FleetMember>),
 }
@@ -48,7 +51,7 @@ pub async fn run_all(
     bar: &ProgressBar,
 ) -> Vec<ScenarioReport> {
     let workers: Vec<Option<&FleetMember>> = match slots {
-        Slots::Emulators { jobs, .. } => vec![None; (*jobs).max(1)],
+        Slots::Emulators { jobs, .. } | Slots::Standins { jobs, .. } => vec![None; (*jobs).max(1)],
         Slots::Devices(members) => members.iter().map(Some).collect(),
     };
     let next = Mutex::new(0usize);
@@ -67,6 +70,10 @@ pub async fn run_all(
                 (None, Slots::Emulators { slot, .. }) => {
                     bar.set_message(format!("{}: starting", s.name));
                     run_on_emulator(s, slot, &report_dir.join(slug(&s.name)), bar).await
+                }
+                (None, Slots::Standins { parts, .. }) => {
+                    bar.set_message(format!("{}: booting the stand-in", s.name));
+                    run_on_standin(s, parts, &report_dir.join(slug(&s.name)), bar).await
                 }
                 (Some(m), _) => run_on_device(s, m, report_dir, bar).await,
                 (None, Slots::Devices(_)) => break,
@@ -120,7 +127,17 @@ pub fn skipped(s: &Scenario, why: &str) -> ScenarioReport {
         device_state: None,
         cleanup: Vec::new(),
         device: None,
+        required: s.must_run,
     }
+}
+
+/// A scenario whose device could not be started: an infrastructure error, not a failure.
+fn not_started(s: &Scenario, e: &crate::error::InfraError, started: Instant) -> ScenarioReport {
+    let mut r = skipped(s, "");
+    r.outcome = Outcome::InfraError;
+    r.reason = Some(e.to_string());
+    r.duration_s = started.elapsed().as_secs_f64();
+    r
 }
 
 /// Runs one scenario on a fresh emulator, removed afterwards.
@@ -135,13 +152,7 @@ pub async fn run_on_emulator(s: &Scenario, slot: &EmulatorSlot, work: &Path, bar
     .await;
     let emu = match emu {
         Ok(e) => e,
-        Err(e) => {
-            let mut r = skipped(s, "");
-            r.outcome = Outcome::InfraError;
-            r.reason = Some(e.to_string());
-            r.duration_s = started.elapsed().as_secs_f64();
-            return r;
-        }
+        Err(e) => return not_started(s, &e, started),
     };
     let dev = emulator_device(&emu, &slot.key, &slot.pubkey, work);
     let name = s.name.clone();
@@ -166,6 +177,33 @@ pub async fn run_on_emulator(s: &Scenario, slot: &EmulatorSlot, work: &Path, bar
     if let Err(e) = emu.remove().await {
         eprintln!("nexus-hil: {e}");
     }
+    r
+}
+
+/// Runs one scenario on a fresh stand-in, its boot folder (disks, write logs, console) in
+/// `work`; qemu is stopped and the disk copies removed afterwards, the console kept.
+pub async fn run_on_standin(s: &Scenario, parts: &StandinParts, work: &Path, bar: &ProgressBar) -> ScenarioReport {
+    let started = Instant::now();
+    let spec = StandinSpec {
+        image: &parts.image,
+        sdcard_template: &parts.template,
+        key: &parts.key,
+        boot_dir: Some(work.join("standin")),
+        log_writes: true,
+    };
+    let vm = match Standin::start(spec, &|m| bar.println(format!("nexus-hil: {m}"))).await {
+        Ok(vm) => vm,
+        Err(e) => return not_started(s, &e, started),
+    };
+    let dev = standin::device(&vm, &parts.key, work);
+    let name = s.name.clone();
+    let b = bar.clone();
+    let mut r = run_scenario(s, &dev, Some(&vm), work, &move |m| {
+        b.set_message(format!("{name}: {m}"))
+    })
+    .await;
+    r.ready_s = Some(vm.ready_after.as_secs_f64());
+    r.duration_s = started.elapsed().as_secs_f64();
     r
 }
 

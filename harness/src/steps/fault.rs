@@ -8,9 +8,15 @@ use std::time::{Duration, Instant};
 use nexus_contract::names::BACKUP1;
 
 use super::{StepEnd, StepLog};
-use crate::device::{Fault, Lifecycle};
+use crate::device::{Applied, CutLog, Fault, Lifecycle};
 use crate::scenario::{FaultStep, Step};
-use crate::session::{render, Session};
+use crate::session::{render, Cut, Session};
+
+/// The daemon's process id as systemd knows it (0 when it is not running).
+const DAEMON_PID: &str = "systemctl show -p MainPID --value nexus-backupd";
+/// Who the device is this boot: the kernel's boot id and when PID 1 started (a container's
+/// restart keeps the host kernel's boot id but starts a new PID 1).
+const BOOT_ID: &str = "echo \"$(cat /proc/sys/kernel/random/boot_id) pid1-start $(cut -d' ' -f22 /proc/1/stat)\"";
 
 /// Runs a `fault.*` step.
 pub async fn run(s: &mut Session<'_>, step: &Step, timeout: Duration, log: &mut StepLog) -> Result<(), StepEnd> {
@@ -21,13 +27,32 @@ pub async fn run(s: &mut Session<'_>, step: &Step, timeout: Duration, log: &mut 
         )));
     };
     match step {
-        Step::FaultKillDaemon(f) => restart(s, lifecycle, Fault::KillDaemon, f, timeout, log).await,
-        Step::FaultRestartDaemon(f) => restart(s, lifecycle, Fault::RestartDaemon, f, timeout, log).await,
-        Step::FaultReboot(f) => restart(s, lifecycle, Fault::Reboot, f, timeout, log).await,
+        Step::FaultKillDaemon(f) => restart(s, lifecycle, Fault::KillDaemon, when(f), timeout, log).await,
+        Step::FaultRestartDaemon(f) => restart(s, lifecycle, Fault::RestartDaemon, when(f), timeout, log).await,
+        Step::FaultReboot(f) => restart(s, lifecycle, Fault::Reboot, when(f), timeout, log).await,
+        Step::FaultPowerCut(p) => {
+            let fault = Fault::PowerCut { stay_off: p.stay_off };
+            restart(s, lifecycle, fault, (p.at_percent, p.id.as_deref()), timeout, log).await
+        }
         Step::FaultCutNetwork(f) => {
             log.lines
                 .push(format!("the network goes down in {:?} for {:?}", f.after, f.duration));
-            lifecycle.fault(Fault::CutNetwork(f.after, f.duration)).await?;
+            let cut = CutLog::default();
+            let (after, duration) = (f.after, f.duration);
+            lifecycle
+                .fault(Fault::CutNetwork {
+                    after,
+                    duration,
+                    log: cut.clone(),
+                })
+                .await?;
+            // Whether the freeze took is known only later: the runner checks it by the
+            // scenario's end, and transfers that `expect_interrupted` check they met it.
+            s.cuts.push(Cut {
+                log: cut,
+                ends_after: after + duration,
+                started: Instant::now(),
+            });
             Ok(())
         }
         Step::FaultSlowIo(f) => {
@@ -44,37 +69,55 @@ pub async fn run(s: &mut Session<'_>, step: &Step, timeout: Duration, log: &mut 
                 limit(f.write_bytes_per_sec)
             ));
             let (read, write) = (f.read_bytes_per_sec, f.write_bytes_per_sec);
-            lifecycle.fault(Fault::SlowIo { read, write }).await?;
+            let applied = lifecycle.fault(Fault::SlowIo { read, write }).await?;
+            log.lines.extend(applied.note);
             Ok(())
         }
         Step::FaultFillDisk(f) => {
             log.lines
                 .push(format!("filling /broot until {} bytes are free", f.leave_bytes));
-            lifecycle.fault(Fault::FillDisk(f.leave_bytes)).await?;
+            let applied = lifecycle.fault(Fault::FillDisk(f.leave_bytes)).await?;
+            log.lines.extend(applied.note);
             Ok(())
         }
         other => Err(format!("{} is not a fault", other.kind()).into()),
     }
 }
 
-/// A kill, restart or reboot, at a backup's `at_percent` if given; done when `Status` answers.
+/// When a fault comes: at the running backup's progress, or at once.
+fn when(f: &FaultStep) -> (Option<u8>, Option<&str>) {
+    (f.at_percent, f.id.as_deref())
+}
+
+/// A kill, restart, reboot or power cut, at a backup's `at_percent` if given; done when
+/// `Status` answers again (or at once for a power cut that stays off).
 async fn restart(
     s: &mut Session<'_>,
     lifecycle: &dyn Lifecycle,
     fault: Fault,
-    f: &FaultStep,
+    (at_percent, id): (Option<u8>, Option<&str>),
     timeout: Duration,
     log: &mut StepLog,
 ) -> Result<(), StepEnd> {
-    if let (Some(p), Some(id)) = (f.at_percent, &f.id) {
+    if let (Some(p), Some(id)) = (at_percent, id) {
         let id = s.subst(id);
         wait_for_progress(s, &id, p, timeout, log).await?;
     }
+    let stays_off = matches!(fault, Fault::PowerCut { stay_off: true });
+    let reboot = matches!(fault, Fault::Reboot | Fault::PowerCut { .. });
+    let proof = if reboot { BOOT_ID } else { DAEMON_PID };
+    let before = identity(s, proof, timeout).await?;
     log.lines.push(format!("fault: {fault:?}"));
-    let ports = lifecycle.fault(fault).await?;
+    let Applied { ports, note } = lifecycle.fault(fault).await?;
+    log.lines.extend(note);
     // The bridge connections died with the daemon's peers or the device.
-    if fault == Fault::Reboot {
+    if reboot {
         s.buses.clear();
+    }
+    if stays_off {
+        log.lines
+            .push(format!("the device stays off (boot id before: {before})"));
+        return Ok(());
     }
     if let Some((ssh, https)) = ports {
         log.lines
@@ -105,7 +148,23 @@ async fn restart(
         "nexus-backupd answers again after {:.2} s",
         start.elapsed().as_secs_f64()
     ));
+    // The fault proves it happened: a new daemon process, or a new boot.
+    let after = identity(s, proof, timeout).await?;
+    let what = if reboot { "boot id" } else { "daemon pid" };
+    log.lines.push(format!("{what}: {before} -> {after}"));
+    if after == before || after == "0" || after.is_empty() {
+        return Err(format!("the fault did not take: the {what} is still {after:?}").into());
+    }
     Ok(())
+}
+
+/// The device's answer to `cmd` (the daemon's pid, or the boot's identity), trimmed.
+async fn identity(s: &Session<'_>, cmd: &str, timeout: Duration) -> Result<String, StepEnd> {
+    let out = s.ssh("root", cmd, None, timeout).await?;
+    if out.code != Some(0) {
+        return Err(format!("`{cmd}` failed on the device: {}", out.stderr.trim()).into());
+    }
+    Ok(out.stdout.trim().to_string())
 }
 
 /// Polls `Status` until the backup of `id` has reached `percent`.

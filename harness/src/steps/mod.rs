@@ -91,7 +91,8 @@ pub async fn run(s: &mut Session<'_>, step: &Step, timeout: Duration, log: &mut 
         | Step::FaultReboot(_)
         | Step::FaultCutNetwork(_)
         | Step::FaultSlowIo(_)
-        | Step::FaultFillDisk(_) => fault::run(s, step, timeout, log).await,
+        | Step::FaultFillDisk(_)
+        | Step::FaultPowerCut(_) => fault::run(s, step, timeout, log).await,
         Step::ProbeLatency(p) => probe::run(s, p, timeout, log).await,
         Step::Repeat(r) => repeat(s, r, log).await,
     }

@@ -52,7 +52,8 @@ pub async fn run(s: &mut Session<'_>, r: &SshRun, timeout: Duration, log: &mut S
     Ok(())
 }
 
-/// `ssh.put`: the text (or the `source` file's) through `cat`, then `chmod`.
+/// `ssh.put`: the text (or the `source` file's) through `cat`, then `chmod`, then its size on
+/// the device checked against what was sent.
 pub async fn put(s: &mut Session<'_>, p: &SshPut, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
     let user = s.subst(&p.user);
     let path = s.subst(&p.path);
@@ -70,10 +71,12 @@ pub async fn put(s: &mut Session<'_>, p: &SshPut, timeout: Duration, log: &mut S
         "ssh {user}: write {path} ({} bytes, mode {mode})",
         content.len()
     ));
+    // The size read back on the device: a write cut short there (full disk, dropped link) can
+    // still leave `cat` with exit 0.
     let out = s
         .ssh(
             &user,
-            &format!("cat > {q} && chmod {mode} {q}"),
+            &format!("cat > {q} && chmod {mode} {q} && wc -c < {q}"),
             Some(content.as_bytes()),
             timeout,
         )
@@ -81,5 +84,40 @@ pub async fn put(s: &mut Session<'_>, p: &SshPut, timeout: Duration, log: &mut S
     if out.code != Some(0) {
         return Err(format!("cannot write {path}: {}", out.stderr.trim()));
     }
-    Ok(())
+    check_written_size(&path, content.len(), &out.stdout)
+}
+
+/// Compares what `wc -c` printed last with the size that was sent.
+fn check_written_size(path: &str, sent: usize, wc_stdout: &str) -> Result<(), String> {
+    let last = wc_stdout.lines().last().unwrap_or("").trim();
+    match last.parse::<u64>() {
+        Ok(n) if n == sent as u64 => Ok(()),
+        Ok(n) => Err(format!(
+            "{path} holds {n} bytes on the device but {sent} were sent: the write was cut short \
+             (is the device's disk full? see `df`) and the file there is incomplete"
+        )),
+        Err(_) => Err(format!(
+            "cannot tell how much of {path} was written: `wc -c` printed {last:?}, expected a byte count \
+             ({sent} bytes were sent)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_written_size;
+
+    #[test]
+    fn a_file_shorter_on_the_device_than_sent_is_an_error_with_both_sizes() {
+        assert_eq!(check_written_size("/etc/x", 120, "120\n"), Ok(()));
+        // BSD and busybox `wc` pad the count; a login banner may come first.
+        assert_eq!(check_written_size("/etc/x", 120, "welcome\n     120\n"), Ok(()));
+        let e = check_written_size("/etc/x", 120, "64\n").unwrap_err();
+        assert!(
+            e.contains("/etc/x") && e.contains("64 bytes") && e.contains("120 were sent"),
+            "{e}"
+        );
+        let e = check_written_size("/etc/x", 120, "").unwrap_err();
+        assert!(e.contains("120 bytes were sent"), "{e}");
+    }
 }

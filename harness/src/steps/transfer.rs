@@ -74,6 +74,15 @@ pub async fn http_get(s: &mut Session<'_>, g: &HttpGet, timeout: Duration, log: 
             String::new()
         }
     ));
+    if g.expect_interrupted {
+        let cut = met_cut(s, started)?;
+        if attempt == 0 {
+            return Err(format!(
+                "{cut}, but the download was never resumed: it did not meet the cut"
+            ));
+        }
+        log.lines.push(format!("{cut}; resumed {attempt} time(s)"));
+    }
     let want = g.expect_status.unwrap_or(200);
     let resumed_ok = attempt > 0 && r.status == 206 && want == 200;
     if r.status != want && !resumed_ok {
@@ -139,7 +148,12 @@ pub async fn rsync_pull(
         let left = timeout.saturating_sub(started.elapsed());
         let out = s.dev.ssh.rsync_pull(&user, &remote, &local, r.sudo, left).await;
         let err = match out {
-            Ok(o) if o.code == Some(0) => return Ok(()),
+            Ok(o) if o.code == Some(0) => {
+                if r.expect_interrupted {
+                    log.lines.push(met_cut(s, started)?);
+                }
+                return Ok(());
+            }
             Ok(o) => format!("rsync failed: {}", o.stderr.trim()),
             Err(e) => e,
         };
@@ -148,5 +162,27 @@ pub async fn rsync_pull(
         }
         log.lines.push(format!("interrupted ({err}); running rsync again"));
         tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Proof that a transfer that began at `started` met a network cut: the device froze after
+/// it began (it cannot have finished before the thaw then). An error says what happened instead.
+fn met_cut(s: &Session<'_>, started: Instant) -> Result<String, String> {
+    let Some(cut) = s.cuts.last() else {
+        return Err("`expect_interrupted`: no fault.cut_network came before this transfer".into());
+    };
+    let state = cut.log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some(e) = state.error {
+        return Err(format!("the network cut failed: {e}"));
+    }
+    match state.frozen_at {
+        Some(f) if f >= started => Ok(format!(
+            "the device froze {:.2} s into the transfer",
+            f.duration_since(started).as_secs_f64()
+        )),
+        Some(_) => Err("the network cut happened before the transfer began: it met no cut".into()),
+        None => {
+            Err("the transfer ended before the network cut took: it met no cut (make the cut's `after` shorter)".into())
+        }
     }
 }

@@ -125,33 +125,86 @@ impl SshTarget {
     }
 }
 
-/// Runs a local command with a timeout; the child is killed when the time is up.
+/// Runs a local command with a timeout; the child is killed when the time is up. `stdin` is
+/// written whole or the run is an error naming how much got through: a child that stops
+/// reading early (ssh whose connection dropped, a remote `cat` that failed) may still exit 0.
 pub async fn run_local(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Result<Output, String> {
-    use tokio::io::AsyncWriteExt;
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let program = format!("{:?}", cmd.as_std().get_program());
     let mut child = cmd.spawn().map_err(|e| format!("cannot run {program}: {e}"))?;
-    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        let data = data.to_vec();
-        tokio::spawn(async move {
-            let _ = pipe.write_all(&data).await;
-        });
+    // Written while the output is read, so neither side waits on a full pipe.
+    let pipe = child.stdin.take();
+    let writing = async {
+        match (stdin, pipe) {
+            (Some(data), Some(pipe)) => feed(pipe, data).await,
+            _ => Ok(()),
+        }
+    };
+    let both = async { tokio::join!(child.wait_with_output(), writing) };
+    let Ok((out, fed)) = tokio::time::timeout(timeout, both).await else {
+        return Err(format!("{program} did not finish within {timeout:?} and was stopped"));
+    };
+    let out = out.map_err(|e| format!("{program} failed: {e}"))?;
+    let out = Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    match fed {
+        Ok(()) => Ok(out),
+        Err((written, e)) => Err(format!(
+            "{program} took only {written} of {} bytes of its standard input ({e}) and ended with {}: {}",
+            stdin.map_or(0, <[u8]>::len),
+            out.code.map_or("a signal".into(), |c| format!("exit status {c}")),
+            out.stderr.trim()
+        )),
     }
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(Ok(out)) => Ok(Output {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }),
-        Ok(Err(e)) => Err(format!("{program} failed: {e}")),
-        Err(_) => Err(format!("{program} did not finish within {timeout:?} and was stopped")),
+}
+
+/// Writes all of `data` to the child and closes its stdin; on failure, how much was written.
+async fn feed(mut pipe: tokio::process::ChildStdin, data: &[u8]) -> Result<(), (usize, std::io::Error)> {
+    use tokio::io::AsyncWriteExt;
+    let mut written = 0;
+    while written < data.len() {
+        match pipe.write(&data[written..]).await {
+            Ok(0) => return Err((written, std::io::ErrorKind::WriteZero.into())),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err((written, e)),
+        }
     }
+    pipe.shutdown().await.map_err(|e| (written, e))
 }
 
 /// Quotes a word for a POSIX shell.
 pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_child_that_stops_reading_its_input_is_an_error_naming_what_was_not_written() {
+        // `head` reads its 10 bytes and exits 0; most of the 10 MB never gets through.
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "head -c 10 >/dev/null"]);
+        let data = vec![b'x'; 10 << 20];
+        let e = run_local(cmd, Some(&data), Duration::from_secs(30)).await.unwrap_err();
+        assert!(e.contains("took only") && e.contains("of 10485760 bytes"), "{e}");
+        assert!(e.contains("ended with exit status 0"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn input_read_to_the_end_is_written_whole() {
+        let data = vec![b'x'; 10 << 20];
+        let mut cmd = Command::new("wc");
+        cmd.arg("-c");
+        let out = run_local(cmd, Some(&data), Duration::from_secs(30)).await.unwrap();
+        assert_eq!((out.code, out.stdout.trim()), (Some(0), "10485760"));
+    }
 }

@@ -26,10 +26,41 @@ impl StepSpec for FaultStep {
     }
 
     fn check(&self) -> Result<(), String> {
-        if self.at_percent.is_some() != self.id.is_some() {
-            return Err("`at_percent` and `id` (the snapshot being backed up) go together".into());
-        }
-        Ok(())
+        at_percent_with_id(self.at_percent, &self.id)
+    }
+}
+
+/// A fault's `at_percent` names the progress of the backup of `id`: one needs the other.
+fn at_percent_with_id(at_percent: Option<u8>, id: &Option<String>) -> Result<(), String> {
+    if at_percent.is_some() != id.is_some() {
+        return Err("`at_percent` and `id` (the snapshot being backed up) go together".into());
+    }
+    Ok(())
+}
+
+/// Cuts the device's power: every write it had not flushed is lost, as on an SD card. Then it
+/// is powered on again (unless `stay_off`) and the step waits for SSH and the daemon. With
+/// `at_percent` and `id` the cut comes when the running backup of `id` has reached that progress.
+/// Needs a target whose power the harness owns (`--target standin`); elsewhere the scenario is
+/// skipped with the reason.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PowerCut {
+    pub at_percent: Option<u8>,
+    pub id: Option<String>,
+    #[serde(default)]
+    pub stay_off: bool,
+    #[serde(default, deserialize_with = "duration::optional")]
+    pub timeout: Option<Duration>,
+}
+
+impl StepSpec for PowerCut {
+    fn texts(&self) -> Vec<&str> {
+        opt(&self.id).into_iter().collect()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        at_percent_with_id(self.at_percent, &self.id)
     }
 }
 

@@ -30,6 +30,10 @@ pub struct HttpGet {
     /// rest with a Range request, until the step's timeout (needs `save`).
     #[serde(default)]
     pub resume: bool,
+    /// The transfer must have met a network cut (a `fault.cut_network` froze the device while
+    /// it was in flight) and resumed: proof that the fault happened where it was meant to.
+    #[serde(default)]
+    pub expect_interrupted: bool,
     #[serde(default, deserialize_with = "duration::optional")]
     pub timeout: Option<Duration>,
 }
@@ -47,6 +51,9 @@ impl StepSpec for HttpGet {
     fn check(&self) -> Result<(), String> {
         if self.resume && self.save.is_none() {
             return Err("`resume` needs `save` (the file the rest is appended to)".into());
+        }
+        if self.expect_interrupted && !self.resume {
+            return Err("`expect_interrupted` needs `resume` (an interrupted download is resumed)".into());
         }
         Ok(())
     }

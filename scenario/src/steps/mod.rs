@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 pub use archive::{ArchiveMatchesSnapshot, GpgDecrypt};
 pub use dbus::{BackupWait, DbusCall};
-pub use fault::{CutNetwork, FaultStep, FillDisk, SlowIo};
+pub use fault::{CutNetwork, FaultStep, FillDisk, PowerCut, SlowIo};
 pub use http::{HttpGet, HttpHold};
 pub use probe::ProbeLatency;
 pub use repeat::Repeat;
@@ -99,6 +99,7 @@ steps! {
     FaultFillDisk(FillDisk) = "fault.fill_disk",
     FaultCutNetwork(CutNetwork) = "fault.cut_network",
     FaultSlowIo(SlowIo) = "fault.slow_io",
+    FaultPowerCut(PowerCut) = "fault.power_cut",
     ProbeLatency(ProbeLatency) = "probe.latency",
     Repeat(Repeat) = "repeat",
 }

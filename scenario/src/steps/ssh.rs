@@ -118,6 +118,10 @@ pub struct RsyncPull {
     /// When rsync fails (a dropped connection), run it again with --partial until the timeout.
     #[serde(default)]
     pub resume: bool,
+    /// The transfer must have met a network cut (a `fault.cut_network` froze the device while
+    /// it was in flight): proof that the fault happened where it was meant to.
+    #[serde(default)]
+    pub expect_interrupted: bool,
     #[serde(default, deserialize_with = "duration::optional")]
     pub timeout: Option<Duration>,
 }
@@ -125,6 +129,13 @@ pub struct RsyncPull {
 impl StepSpec for RsyncPull {
     fn texts(&self) -> Vec<&str> {
         vec![&self.user, &self.remote, &self.local]
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.expect_interrupted && !self.resume {
+            return Err("`expect_interrupted` needs `resume` (an interrupted rsync is run again)".into());
+        }
+        Ok(())
     }
 }
 

@@ -21,6 +21,7 @@ const MINIMAL: &[(&str, &str)] = &[
     ("fault.fill_disk", "leave_bytes: 0"),
     ("fault.cut_network", "after: 1s, for: 2s"),
     ("fault.slow_io", "read_bytes_per_sec: 0"),
+    ("fault.power_cut", ""),
     ("probe.latency", "name: a, for: 5s"),
     ("repeat", "times: 1, steps: [{ssh.run: {as: root, command: id}}]"),
 ];

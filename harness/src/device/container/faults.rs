@@ -1,22 +1,31 @@
 //! The faults a container emulator can have, injected from outside the device as a power
 //! strip, a cable or a full card would: the daemon killed or restarted, the container stopped
-//! and started (reboot), frozen (network cut), its card filled or throttled.
+//! and started (reboot), frozen (network cut), its card filled or throttled. Each says what it
+//! measured to show it took (the freeze's times, the throttled read rate).
+
+use std::time::{Duration, Instant};
 
 use super::{port, Emulator};
-use crate::device::{Fault, FaultError, Lifecycle, Ports};
+use crate::device::{Applied, CutLog, Fault, FaultError, Lifecycle};
 
 impl Lifecycle for Emulator {
     fn fault(
         &self,
         fault: Fault,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Ports, FaultError>> + '_>> {
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Applied, FaultError>> + '_>> {
         Box::pin(async move {
             match fault {
-                Fault::KillDaemon | Fault::RestartDaemon => self.daemon(fault == Fault::KillDaemon).await,
-                Fault::CutNetwork(after, duration) => self.cut_network(after, duration).await,
+                Fault::KillDaemon => self.daemon(true).await,
+                Fault::RestartDaemon => self.daemon(false).await,
+                Fault::CutNetwork { after, duration, log } => self.cut_network(after, duration, log).await,
                 Fault::FillDisk(leave) => self.fill_disk(leave).await,
                 Fault::SlowIo { read, write } => self.slow_io(read, write).await,
                 Fault::Reboot => self.reboot().await,
+                Fault::PowerCut { .. } => Err(FaultError::Unsupported(
+                    "fault.power_cut needs a target with its own kernel (--target standin): the container \
+                     emulator's SD card lives in the host's kernel, which keeps every write a power cut would lose"
+                        .into(),
+                )),
             }
         })
     }
@@ -24,7 +33,7 @@ impl Lifecycle for Emulator {
 
 impl Emulator {
     /// SIGKILL of the daemon (`kill`) or its restart; systemd starts it again, as on the device.
-    async fn daemon(&self, kill: bool) -> Result<Ports, FaultError> {
+    async fn daemon(&self, kill: bool) -> Result<Applied, FaultError> {
         let cmd: &[&str] = if kill {
             &["systemctl", "kill", "--signal=SIGKILL", "nexus-backupd.service"]
         } else {
@@ -34,33 +43,42 @@ impl Emulator {
         if code != 0 {
             return Err(format!("{cmd:?} failed: {out}").into());
         }
-        Ok(None)
+        Ok(Applied::default())
     }
 
-    /// After `after`, the container is frozen for `duration`: open connections stall.
-    async fn cut_network(
-        &self,
-        after: std::time::Duration,
-        duration: std::time::Duration,
-    ) -> Result<Ports, FaultError> {
+    /// After `after`, the container is frozen for `duration`: open connections stall. In the
+    /// background, so the steps after this one meet the cut mid-transfer; `log` gets the times
+    /// the freeze took and ended (checked by the engine, not assumed), or why it did not.
+    async fn cut_network(&self, after: Duration, duration: Duration, log: CutLog) -> Result<Applied, FaultError> {
         let docker = crate::engine::client().await.map_err(|e| e.to_string())?;
         let id = self.id.clone();
-        // In the background: the steps after this one meet the cut mid-transfer.
+        let note = |log: &CutLog, f: &dyn Fn(&mut crate::device::CutState)| {
+            f(&mut log.lock().unwrap_or_else(|p| p.into_inner()));
+        };
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
             if let Err(e) = docker.pause_container(&id).await {
-                tracing::warn!("cannot freeze the emulator: {e}");
+                note(&log, &|s| s.error = Some(format!("cannot freeze the emulator: {e}")));
                 return;
             }
+            let frozen = Instant::now();
+            match paused(&docker, &id).await {
+                Ok(true) => note(&log, &|s| s.frozen_at = Some(frozen)),
+                Ok(false) => note(&log, &|s| {
+                    s.error = Some("the engine accepted the freeze but the container is not paused".into())
+                }),
+                Err(e) => note(&log, &|s| s.error = Some(e.clone())),
+            }
             tokio::time::sleep(duration).await;
-            if let Err(e) = docker.unpause_container(&id).await {
-                tracing::warn!("cannot thaw the emulator: {e}");
+            match docker.unpause_container(&id).await {
+                Ok(()) => note(&log, &|s| s.thawed_at = Some(Instant::now())),
+                Err(e) => note(&log, &|s| s.error = Some(format!("cannot thaw the emulator: {e}"))),
             }
         });
-        Ok(None)
+        Ok(Applied::default())
     }
 
-    async fn fill_disk(&self, leave: u64) -> Result<Ports, FaultError> {
+    async fn fill_disk(&self, leave: u64) -> Result<Applied, FaultError> {
         let script = format!(
             "sync; avail=$(df -B1 --output=avail /broot | tail -n 1); n=$((avail - {leave})); \
                  if [ $n -gt 0 ]; then fallocate -l $n /broot/.nexus-hil-ballast; fi; sync; \
@@ -70,10 +88,13 @@ impl Emulator {
         if code != 0 {
             return Err(format!("cannot fill /broot: {out}").into());
         }
-        Ok(None)
+        Ok(Applied {
+            ports: None,
+            note: Some(format!("{} bytes free on /broot", out.trim())),
+        })
     }
 
-    async fn slow_io(&self, read: u64, write: u64) -> Result<Ports, FaultError> {
+    async fn slow_io(&self, read: u64, write: u64) -> Result<Applied, FaultError> {
         // The container sees its own cgroup at /sys/fs/cgroup: every process of the
         // emulator, the daemon's threads included, is throttled on the SD card's device.
         let script = format!(
@@ -98,7 +119,7 @@ fi"#
         match code {
             0 => {
                 tracing::debug!("slow_io: {}", out.trim());
-                Ok(None)
+                self.measure_read(read).await
             }
             3 => Err(FaultError::Unsupported(out.trim().to_string())),
             _ => Err(format!("cannot throttle the SD card: {}", out.trim()).into()),
@@ -106,7 +127,7 @@ fi"#
     }
 
     /// Stopped and started again; the SD card keeps its state, the ports change.
-    async fn reboot(&self) -> Result<Ports, FaultError> {
+    async fn reboot(&self) -> Result<Applied, FaultError> {
         let c = self.container();
         c.stop_with_timeout(Some(10))
             .await
@@ -115,9 +136,59 @@ fi"#
             .await
             .map_err(|e| format!("cannot start the emulator again: {e}"))?;
         self.wait_ready().await.map_err(|e| e.to_string())?;
-        Ok(Some((
-            port(c, 22).await.map_err(|e| e.to_string())?,
-            port(c, 443).await.map_err(|e| e.to_string())?,
-        )))
+        Ok(Applied {
+            ports: Some((
+                port(c, 22).await.map_err(|e| e.to_string())?,
+                port(c, 443).await.map_err(|e| e.to_string())?,
+            )),
+            note: None,
+        })
     }
+
+    /// Reads about two seconds' worth of `limit` from the SD card's device, past every cache,
+    /// and fails unless the rate is throttled (at most twice the limit, for the engine's burst).
+    async fn measure_read(&self, limit: u64) -> Result<Applied, FaultError> {
+        if limit == 0 {
+            return Ok(Applied {
+                ports: None,
+                note: Some("the SD card's limit is lifted".into()),
+            });
+        }
+        let blocks = (2 * limit).div_ceil(65536).max(1);
+        let script = format!(
+            "src=$(findmnt -no SOURCE /broot | sed 's/\\[.*//'); s=$(date +%s%N); \
+             dd if=\"$src\" of=/dev/null bs=65536 count={blocks} iflag=direct 2>/dev/null || exit 4; \
+             echo $(( $(date +%s%N) - s ))"
+        );
+        let (code, out) = self.exec(&["sh", "-c", &script]).await.map_err(|e| e.to_string())?;
+        let nanos: u64 = match (code, out.trim().parse()) {
+            (0, Ok(n)) => n,
+            _ => return Err(format!("cannot measure the SD card's read rate: {}", out.trim()).into()),
+        };
+        let rate = (blocks * 65536) as f64 / (nanos.max(1) as f64 / 1e9);
+        let note = format!("reads measured at {rate:.0} B/s (limit {limit} B/s)");
+        if rate > 2.0 * limit as f64 {
+            return Err(format!("the throttle did not take: {note}").into());
+        }
+        Ok(Applied {
+            ports: None,
+            note: Some(note),
+        })
+    }
+}
+
+/// Whether the engine lists the container as paused.
+async fn paused(docker: &testcontainers::bollard::Docker, id: &str) -> Result<bool, String> {
+    use testcontainers::bollard::query_parameters::ListContainersOptionsBuilder;
+    let filters = std::collections::HashMap::from([
+        ("id".to_string(), vec![id.to_string()]),
+        ("status".to_string(), vec!["paused".to_string()]),
+    ]);
+    docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::new().all(true).filters(&filters).build(),
+        ))
+        .await
+        .map(|l| !l.is_empty())
+        .map_err(|e| format!("cannot ask the engine whether the emulator is frozen: {e}"))
 }

@@ -1,16 +1,22 @@
 //! The Pi-class stand-in: an arm64 NEXUS in qemu-system-aarch64 (`virt`, Cortex-A72, 2 vCPU,
 //! 1 GiB), reached like hardware only over SSH and HTTPS forwarded to 127.0.0.1 ports. It boots
 //! the image of `image::standin` with the SD-card template as its second disk; every boot gets
-//! its own copies of both disks.
+//! its own copies of both disks. The harness owns its power ([`power`]): a cut kills qemu, and
+//! with the card's writes logged the card comes back as it was at its last flush.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::ready::{wait_for_names, LIST_NAMES};
+
+pub mod power;
+use super::Device;
 use crate::error::InfraError;
 use crate::image::mmdebstrap::logged;
-use crate::image::standin::{default_backupd, dir, StandinImage, StandinInputs, ROOT_LABEL};
+use crate::image::standin::{dir, StandinImage, ROOT_LABEL};
 use crate::transport::ssh::SshTarget;
 
 /// How long a boot may take until SSH answers (software emulation; about 45 s seen).
@@ -35,7 +41,7 @@ fn free_port() -> Result<u16, InfraError> {
 
 /// A running stand-in; qemu is stopped by its pid and the boot's disk copies removed on drop.
 pub struct Standin {
-    qemu: Child,
+    qemu: Mutex<Option<Child>>,
     pub ssh_port: u16,
     pub https_port: u16,
     pub key: PathBuf,
@@ -44,11 +50,33 @@ pub struct Standin {
     pub boot_dir: PathBuf,
     /// Time from qemu's start until SSH answered and both D-Bus names were owned.
     pub ready_after: Duration,
+    kernel: PathBuf,
+    initrd: PathBuf,
+    /// Whether the SD card's writes are logged (`blklogwrites`): a power cut then keeps only
+    /// what the guest had flushed.
+    log_writes: bool,
+    /// Power-ons so far (the first boot is 1).
+    power_ons: AtomicU32,
+}
+
+/// How a stand-in is started.
+pub struct StandinSpec<'a> {
+    pub image: &'a StandinImage,
+    pub sdcard_template: &'a Path,
+    pub key: &'a Path,
+    /// Where its disks, write logs and console go (default: a folder of its own in the cache).
+    pub boot_dir: Option<PathBuf>,
+    /// Log the SD card's writes, so a power cut loses what was not flushed.
+    pub log_writes: bool,
 }
 
 impl Standin {
     pub fn qemu_pid(&self) -> u32 {
-        self.qemu.id()
+        self.child().as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    fn child(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.qemu.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// `ssh://nexus@127.0.0.1:PORT`, the target for `nexus-hil run`.
@@ -56,13 +84,18 @@ impl Standin {
         format!("ssh://nexus@127.0.0.1:{}", self.ssh_port)
     }
 
-    fn ssh(&self) -> SshTarget {
+    pub(super) fn ssh(&self) -> SshTarget {
         SshTarget {
             host: "127.0.0.1".into(),
             port: self.ssh_port,
             key: self.key.clone(),
             known_hosts: self.known_hosts.clone(),
         }
+    }
+
+    /// The SD card as the guest sees it.
+    pub fn sdcard(&self) -> PathBuf {
+        self.boot_dir.join("sdcard.img")
     }
 
     /// Boots `image` with a copy of the SD-card template; returns once SSH answers and the
@@ -73,42 +106,92 @@ impl Standin {
         key: &Path,
         say: &(dyn Fn(&str) + Sync),
     ) -> Result<Self, InfraError> {
+        Self::start(
+            StandinSpec {
+                image,
+                sdcard_template,
+                key,
+                boot_dir: None,
+                log_writes: false,
+            },
+            say,
+        )
+        .await
+    }
+
+    /// Starts a stand-in as `spec` says; returns once it is ready.
+    pub async fn start(spec: StandinSpec<'_>, say: &(dyn Fn(&str) + Sync)) -> Result<Self, InfraError> {
         remove_stale_boots();
-        let boot_dir = dir().join(format!("boot-{}", std::process::id()));
+        let boot_dir = spec
+            .boot_dir
+            .unwrap_or_else(|| dir().join(format!("boot-{}", std::process::id())));
         std::fs::create_dir_all(&boot_dir).map_err(|e| InfraError::io(boot_dir.display(), e))?;
-        let overlay = boot_dir.join("root.qcow2");
-        let sdcard = boot_dir.join("sdcard.img");
-        let console = boot_dir.join("console.log");
         let _ = std::fs::remove_file(boot_dir.join("known_hosts"));
         logged(
             Command::new("qemu-img")
                 .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-                .arg(&image.root)
-                .arg(&overlay),
+                .arg(&spec.image.root)
+                .arg(boot_dir.join("root.qcow2")),
             &boot_dir.join("qemu-img.log"),
             InfraError::Emulator,
         )?;
-        crate::image::sdcard::copy_for(sdcard_template, &sdcard)?;
+        crate::image::sdcard::copy_for(spec.sdcard_template, &boot_dir.join("sdcard.img"))?;
         let (ssh_port, https_port) = (free_port()?, free_port()?);
         // Each boot makes a new HTTPS CA; a pin left from an earlier device on this port is stale.
         let _ = std::fs::remove_file(super::keys::pin_path(None, "127.0.0.1", https_port));
+        let mut vm = Self {
+            qemu: Mutex::new(None),
+            ssh_port,
+            https_port,
+            key: spec.key.to_owned(),
+            known_hosts: boot_dir.join("known_hosts"),
+            console: boot_dir.join("console.log"),
+            boot_dir,
+            ready_after: Duration::ZERO,
+            kernel: spec.image.kernel.clone(),
+            initrd: spec.image.initrd.clone(),
+            log_writes: spec.log_writes,
+            power_ons: AtomicU32::new(0),
+        };
+        vm.ready_after = vm.power_on(say).await?;
+        Ok(vm)
+    }
+
+    /// The qemu command line: the SD card behind `blklogwrites` when its writes are logged (its
+    /// flushes then are the guest's only durability points), the console appended to a file.
+    fn command(&self) -> Command {
+        let dir = &self.boot_dir;
+        let (ssh_port, https_port) = (self.ssh_port, self.https_port);
         let mut cmd = Command::new("qemu-system-aarch64");
         cmd.args(["-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024"])
             .args(["-nographic", "-monitor", "none"])
-            .arg("-serial")
-            .arg(format!("file:{}", console.display()))
+            .arg("-chardev")
+            .arg(format!("file,id=console,path={},append=on", self.console.display()))
+            .args(["-serial", "chardev:console"])
             .arg("-kernel")
-            .arg(&image.kernel)
+            .arg(&self.kernel)
             .arg("-initrd")
-            .arg(&image.initrd)
+            .arg(&self.initrd)
             .arg("-append")
             .arg(format!("root=LABEL={ROOT_LABEL} rw console=ttyAMA0 panic=-1"))
             .arg("-drive")
-            .arg(format!("file={},if=none,id=root,format=qcow2", overlay.display()))
-            .args(["-device", "virtio-blk-pci,drive=root"])
-            .arg("-drive")
-            .arg(format!("file={},if=none,id=sdcard,format=raw", sdcard.display()))
-            .args(["-device", "virtio-blk-pci,drive=sdcard"])
+            .arg(format!(
+                "file={},if=none,id=root,format=qcow2",
+                dir.join("root.qcow2").display()
+            ));
+        cmd.args(["-device", "virtio-blk-pci,drive=root"]);
+        if self.log_writes {
+            cmd.arg("-blockdev").arg(format!(
+                "driver=blklogwrites,node-name=sdcard,file.driver=file,file.filename={},\
+                 log.driver=file,log.filename={},log-super-update-interval=1",
+                self.sdcard().display(),
+                dir.join("sdcard.log").display()
+            ));
+        } else {
+            cmd.arg("-drive")
+                .arg(format!("file={},if=none,id=sdcard,format=raw", self.sdcard().display()));
+        }
+        cmd.args(["-device", "virtio-blk-pci,drive=sdcard"])
             // The only way in: SSH and HTTPS on loopback; restrict=on cuts the guest off from
             // everything else.
             .arg("-netdev")
@@ -119,10 +202,32 @@ impl Standin {
             .args(["-device", "virtio-rng-pci"])
             .arg("-no-reboot")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(boot_dir.join("qemu.log")).map_err(|e| InfraError::io(boot_dir.display(), e))?,
-            );
+            .stdout(Stdio::null());
+        cmd
+    }
+
+    /// Starts qemu and waits until the device is ready; returns how long that took. With logged
+    /// writes the card as it is now is kept as `sdcard.base` (the log's starting point) and the
+    /// log starts empty.
+    pub(super) async fn power_on(&self, say: &(dyn Fn(&str) + Sync)) -> Result<Duration, InfraError> {
+        let n = self.power_ons.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.log_writes {
+            let base = self.boot_dir.join("sdcard.base");
+            let _ = std::fs::remove_file(&base);
+            crate::crash::log::sparse_copy(&self.sdcard(), &base).map_err(|e| InfraError::io(base.display(), e))?;
+            // QEMU opens the log, it does not make it; an empty one starts a new log.
+            let log = self.boot_dir.join("sdcard.log");
+            std::fs::File::create(&log).map_err(|e| InfraError::io(log.display(), e))?;
+        }
+        let mut cmd = self.command();
+        let qemu_log = self.boot_dir.join("qemu.log");
+        cmd.stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&qemu_log)
+                .map_err(|e| InfraError::io(qemu_log.display(), e))?,
+        );
         // qemu goes when this process goes, even when it is killed. The death signal follows
         // the spawning thread: this runs on the runtime's main or worker threads, which live
         // as long as the process (never on a blocking-pool thread, which may end early).
@@ -135,46 +240,44 @@ impl Standin {
             });
         }
         let start = Instant::now();
-        let qemu = cmd.spawn().map_err(|e| {
+        let child = cmd.spawn().map_err(|e| {
             InfraError::Emulator(format!(
                 "cannot run qemu-system-aarch64: {e}; install qemu-system-arm (ci/standin does)"
             ))
         })?;
-        let mut vm = Self {
-            qemu,
-            ssh_port,
-            https_port,
-            key: key.to_owned(),
-            known_hosts: boot_dir.join("known_hosts"),
-            console,
-            boot_dir,
-            ready_after: Duration::ZERO,
-        };
         say(&format!(
-            "booting the arm64 stand-in (qemu pid {}; console: {})",
-            vm.qemu_pid(),
-            vm.console.display()
+            "powering on the arm64 stand-in ({}; qemu pid {}; console: {})",
+            if n == 1 {
+                "first boot".to_string()
+            } else {
+                format!("power-on {n}")
+            },
+            child.id(),
+            self.console.display()
         ));
-        vm.wait_ready(start).await?;
-        vm.ready_after = start.elapsed();
-        Ok(vm)
+        *self.child() = Some(child);
+        self.wait_ready(start).await?;
+        Ok(start.elapsed())
     }
 
-    fn exited(&mut self) -> Option<String> {
-        match self.qemu.try_wait() {
-            Ok(Some(status)) => Some(status.to_string()),
-            _ => None,
+    /// Why qemu is not running, if it is not.
+    pub fn exited(&self) -> Option<String> {
+        match self.child().as_mut().map(Child::try_wait) {
+            None => Some("powered off".into()),
+            Some(Ok(Some(status))) => Some(status.to_string()),
+            Some(_) => None,
         }
     }
 
-    fn console_tail(&self, lines: usize) -> String {
+    /// The end of qemu's log and of the console, for errors.
+    pub fn console_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.console).unwrap_or_default();
         let qemu = std::fs::read_to_string(self.boot_dir.join("qemu.log")).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(lines).collect();
         format!("{}{}", qemu, tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
     }
 
-    async fn wait_ready(&mut self, start: Instant) -> Result<(), InfraError> {
+    async fn wait_ready(&self, start: Instant) -> Result<(), InfraError> {
         let ssh = self.ssh();
         loop {
             if let Some(status) = self.exited() {
@@ -251,21 +354,21 @@ impl Standin {
     /// Stops qemu (SIGTERM to its pid, SIGKILL after 10 s) and removes the boot's disk copies;
     /// the console log stays in the boot folder.
     pub fn stop(&mut self) {
-        if self.exited().is_none() {
-            // SAFETY: kill on the pid of our own child, which has not been reaped yet.
-            unsafe {
-                libc::kill(self.qemu.id() as libc::pid_t, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while self.exited().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            if self.exited().is_none() {
-                let _ = self.qemu.kill();
-                let _ = self.qemu.wait();
+        if let Some(mut child) = self.child().take() {
+            if matches!(child.try_wait(), Ok(None)) {
+                // SAFETY: kill on the pid of our own child, which has not been reaped yet.
+                unsafe {
+                    libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+                }
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
             }
         }
-        for f in ["root.qcow2", "sdcard.img"] {
+        for f in ["root.qcow2", "sdcard.img", "sdcard.base", "sdcard.log"] {
             let _ = std::fs::remove_file(self.boot_dir.join(f));
         }
     }
@@ -274,6 +377,62 @@ impl Standin {
 impl Drop for Standin {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// What fresh stand-ins are booted from: the arm64 image (made when its inputs changed), the
+/// SD-card template, and the key the image lets in.
+pub struct StandinParts {
+    pub image: StandinImage,
+    pub template: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Makes sure the stand-in's image and SD-card template exist (`backupd`: the arm64 daemon,
+/// default the cross build next to this executable's target folder).
+pub async fn prepare_standin(
+    backupd: Option<PathBuf>,
+    content: u64,
+    force: bool,
+    say: &(dyn Fn(&str) + Sync),
+) -> Result<StandinParts, InfraError> {
+    use crate::image::standin::{default_backupd, ensure, StandinInputs};
+    let dir = dir();
+    std::fs::create_dir_all(&dir).map_err(|e| InfraError::io(dir.display(), e))?;
+    let key = crate::transport::ssh::make_key(&dir).await?;
+    let backupd = backupd.unwrap_or_else(default_backupd);
+    let inputs = StandinInputs::collect(&backupd, &key.with_extension("pub"))?;
+    let image = ensure(inputs, force, say).await?;
+    let lock = tokio::task::spawn_blocking(crate::image::BuildLock::take)
+        .await
+        .map_err(|e| InfraError::SdCard(e.to_string()))??;
+    let template =
+        tokio::task::spawn_blocking(move || crate::image::sdcard::template(content, |m| eprintln!("nexus-hil: {m}")))
+            .await
+            .map_err(|e| InfraError::SdCard(e.to_string()))??;
+    drop(lock);
+    Ok(StandinParts { image, template, key })
+}
+
+/// The device a stand-in is, reached through its forwarded ports.
+pub fn device(vm: &Standin, key: &Path, work: &Path) -> Device {
+    use crate::transport::https::HttpsTarget;
+    Device {
+        ssh: SshTarget {
+            host: "127.0.0.1".into(),
+            port: vm.ssh_port,
+            key: key.to_owned(),
+            known_hosts: vm.known_hosts.clone(),
+        },
+        https: HttpsTarget {
+            host: "127.0.0.1".into(),
+            port: vm.https_port,
+            pin: work.join("pinned-ca.pem"),
+            token: None,
+            ca_sha256: None,
+        },
+        admin: "nexus".into(),
+        pubkey: std::fs::read_to_string(key.with_extension("pub")).unwrap_or_default(),
     }
 }
 
@@ -311,24 +470,8 @@ pub async fn up(
     force: bool,
     say: &(dyn Fn(&str) + Sync),
 ) -> Result<(), InfraError> {
-    let dir = dir();
-    std::fs::create_dir_all(&dir).map_err(|e| InfraError::io(dir.display(), e))?;
-    let key = crate::transport::ssh::make_key(&dir).await?;
-    let backupd = backupd.unwrap_or_else(default_backupd);
-    let inputs = StandinInputs::collect(&backupd, &key.with_extension("pub"))?;
-    let image = crate::image::standin::ensure(inputs, force, say).await?;
-    let template = {
-        let lock = tokio::task::spawn_blocking(crate::image::BuildLock::take)
-            .await
-            .map_err(|e| InfraError::SdCard(e.to_string()))??;
-        let t = tokio::task::spawn_blocking(move || {
-            crate::image::sdcard::template(content, |m| eprintln!("nexus-hil: {m}"))
-        })
-        .await
-        .map_err(|e| InfraError::SdCard(e.to_string()))??;
-        drop(lock);
-        t
-    };
+    let parts = prepare_standin(backupd, content, force, say).await?;
+    let (image, template, key) = (parts.image, parts.template, parts.key);
     let mut vm = Standin::boot(&image, &template, &key, say).await?;
     let target = vm.target();
     println!(
