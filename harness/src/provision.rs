@@ -9,13 +9,11 @@
 use nexus_contract::names::ACTIONS;
 use nexus_contract::paths::{BACKUP_USER, VENDOR_PKLA};
 
-use crate::steps::setup::{self, REMOVE_USER};
+use crate::steps::setup::{self, ACCOUNT_BACKUPS, REMOVE_USER};
 use crate::transport::ssh::sh_quote;
 
 /// Where the manifest and saved files live on the device.
 const STATE: &str = "/var/lib/nexus-hil";
-/// The account files whose `-` backups adduser/deluser rewrite; provisioning restores them.
-const ACCOUNT_BACKUPS: &str = "passwd- group- shadow- gshadow- subuid- subgid-";
 
 /// The vendor's own command for the polkit grant, word for word.
 fn pkla_command() -> String {

@@ -20,6 +20,24 @@ pub struct Made {
     /// Users that `setup.user` created, and the polkit files it wrote that were not there before.
     pub users: Vec<String>,
     pub pkla: Vec<String>,
+    /// Polkit files that were there, kept aside as `FILE.nexus-hil-saved` to be put back.
+    pub replaced_pkla: Vec<String>,
+    /// The harness's key appended for users that were there before.
+    pub keys: Vec<AddedKey>,
+    /// Files `ssh.put` wrote, in order, and whether one was there before (kept aside as
+    /// `FILE.nexus-hil-saved`, put back at the end) or not (removed).
+    pub files: Vec<(String, bool)>,
+}
+
+/// The harness's key appended to a user's `authorized_keys`, and what was made for it.
+#[derive(Debug)]
+pub struct AddedKey {
+    pub user: String,
+    /// A newline was added first (the file lacked its last one).
+    pub newline: bool,
+    /// The file, or the `.ssh` folder, was made for it.
+    pub file: bool,
+    pub dir: bool,
 }
 
 /// The state of one scenario's run on its device.

@@ -423,3 +423,86 @@ fn an_inventory_shares_the_suite_among_devices_in_one_report() {
         provision(d, &["--undo"]);
     }
 }
+
+/// A device set up as the vendor's page says: `remotebackup` with the backup server's key and
+/// the documented grant. Provisioning, the portable suite and `--undo` leave it as found, and
+/// the backup server still logs in after the suite and after the undo.
+#[test]
+fn a_vendor_set_up_device_keeps_its_backup_servers_key_through_the_suite_and_undo() {
+    let dev = Device::up();
+    let dir = tempfile::tempdir().unwrap();
+    let server_key = dir.path().join("backup-server");
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "backup-server", "-f"])
+        .arg(&server_key)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let server_pub = std::fs::read_to_string(server_key.with_extension("pub")).unwrap();
+    let actions = "tech.noreya.Backup1.Cancel;tech.noreya.Backup1.Create;tech.noreya.Backup1.Delete;tech.noreya.Backup1.GetList;tech.noreya.Backup1.Status;tech.noreya.Snapshot1.Activate;tech.noreya.Snapshot1.Create;tech.noreya.Snapshot1.Delete;tech.noreya.Snapshot1.GetList;";
+    dev.root(&format!(
+        "adduser --disabled-password --gecos Backup remotebackup >/dev/null && \
+         printf \"[Backup permissions]\\nIdentity=unix-user:remotebackup\\nAction={actions}\\nResultActive=yes\\nResultInactive=yes\\nResultAny=yes\\n\\n\" \
+         > /etc/polkit-1/localauthority/50-local.d/10-backup.pkla && \
+         install -d -m 700 -o remotebackup -g remotebackup /home/remotebackup/.ssh && \
+         echo \"{}\" > /home/remotebackup/.ssh/authorized_keys && \
+         chown remotebackup: /home/remotebackup/.ssh/authorized_keys && chmod 600 /home/remotebackup/.ssh/authorized_keys",
+        server_pub.trim()
+    ));
+    let server_logs_in = || {
+        Command::new("ssh")
+            .args(["-p", &dev.ssh_port.to_string(), "-i"])
+            .arg(&server_key)
+            .args([
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "LogLevel=ERROR",
+                "remotebackup@127.0.0.1",
+                "echo in",
+            ])
+            .output()
+            .unwrap()
+    };
+    assert_eq!(String::from_utf8_lossy(&server_logs_in().stdout).trim(), "in");
+    let before = dev.etc_and_home();
+
+    let p = provision(&dev, &[]);
+    assert_eq!(p.status.code(), Some(0), "{}", text(&p));
+    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let run = run_on(
+        &dev,
+        dir.path(),
+        "r",
+        &[
+            scenarios.join("06-polkit-grants.yaml"),
+            scenarios.join("05-ctrl-c-keeps-the-backup.yaml"),
+        ],
+    );
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    let keys = dev.root("cat /home/remotebackup/.ssh/authorized_keys");
+    assert!(
+        keys.starts_with(server_pub.trim()),
+        "the suite replaced the backup server's key:\n{keys}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&server_logs_in().stdout).trim(),
+        "in",
+        "the backup server no longer logs in after the suite"
+    );
+
+    let undo = provision(&dev, &["--undo"]);
+    assert_eq!(undo.status.code(), Some(0), "{}", text(&undo));
+    common::assert_same_etc_and_home(&before, &dev.etc_and_home());
+    assert_eq!(
+        String::from_utf8_lossy(&server_logs_in().stdout).trim(),
+        "in",
+        "the backup server no longer logs in after --undo"
+    );
+}

@@ -8,7 +8,7 @@ use nexus_contract::names::{object_path, BACKUP1, SNAPSHOT1};
 use nexus_contract::paths::{BACKUPS_DIR, BROOT, PKLA_DIR};
 
 use crate::session::{listed_ids, Session};
-use crate::steps::setup::REMOVE_USER;
+use crate::steps::setup::{REMOVE_USER, SAVED_ACCOUNTS};
 use crate::transport::dbus::DeviceBus;
 use crate::transport::ssh::sh_quote;
 
@@ -72,6 +72,42 @@ pub async fn tidy(s: &mut Session<'_>) -> Vec<String> {
             Err(e) => format!("user {u} made by the scenario could not be removed: {e}"),
         });
     }
+    if !s.made.users.is_empty() {
+        // The account files' backups as they were before the scenario's adduser.
+        let script = format!(
+            "for b in $(ls {SAVED_ACCOUNTS} 2>/dev/null); do cp -p {SAVED_ACCOUNTS}/$b /etc/$b; done; rm -rf {}",
+            SAVED_ACCOUNTS.trim_end_matches("/accounts")
+        );
+        done.push(match s.ssh("root", &script, None, timeout).await {
+            Ok(o) if o.code == Some(0) => "put the account files' backups back".to_string(),
+            Ok(o) => format!("the account files' backups could not be put back: {}", o.stderr.trim()),
+            Err(e) => format!("the account files' backups could not be put back: {e}"),
+        });
+    }
+    for (path, existed) in s.made.files.clone() {
+        let q = sh_quote(&path);
+        let cmd = if existed {
+            format!("mv {} {q}", sh_quote(&format!("{path}.nexus-hil-saved")))
+        } else {
+            format!("rm -f {q}")
+        };
+        done.push(match s.ssh("root", &cmd, None, timeout).await {
+            Ok(o) if o.code == Some(0) && existed => format!("put {path} back as it was"),
+            Ok(o) if o.code == Some(0) => format!("removed {path}"),
+            Ok(o) => format!("{path} could not be put back: {}", o.stderr.trim()),
+            Err(e) => format!("{path} could not be put back: {e}"),
+        });
+    }
+    done.extend(remove_keys(s, timeout).await);
+    for f in s.made.replaced_pkla.clone() {
+        let path = format!("{PKLA_DIR}/{f}");
+        let cmd = format!("mv {path}.nexus-hil-saved {path}");
+        done.push(match s.ssh("root", &cmd, None, timeout).await {
+            Ok(o) if o.code == Some(0) => format!("put {path} back as it was"),
+            Ok(o) => format!("{path} could not be put back: {}", o.stderr.trim()),
+            Err(e) => format!("{path} could not be put back: {e}"),
+        });
+    }
     for f in s.made.pkla.clone() {
         let path = format!("{PKLA_DIR}/{f}");
         done.push(match s.ssh("root", &format!("rm -f {path}"), None, timeout).await {
@@ -79,6 +115,44 @@ pub async fn tidy(s: &mut Session<'_>) -> Vec<String> {
             Ok(o) => format!("{path} could not be removed: {}", o.stderr.trim()),
             Err(e) => format!("{path} could not be removed: {e}"),
         });
+    }
+    done
+}
+
+/// Takes the harness's key out of the `authorized_keys` of users that were there before, line
+/// for line (and the newline, file or folder made for it).
+async fn remove_keys(s: &Session<'_>, timeout: Duration) -> Vec<String> {
+    let mut done = Vec::new();
+    for k in &s.made.keys {
+        let script = format!(
+            "home=$(getent passwd {u} | cut -d: -f6); f=\"$home/.ssh/authorized_keys\"; key=$(cat)\n\
+             grep -vxF \"$key\" \"$f\" > \"$f.nexus-hil\" || true\n{}\
+             cat \"$f.nexus-hil\" > \"$f\" && rm -f \"$f.nexus-hil\"\n{}{}",
+            if k.newline {
+                // The file lacked its last newline before: take back the one added.
+                "[ -s \"$f.nexus-hil\" ] && truncate -s -1 \"$f.nexus-hil\"\n"
+            } else {
+                ""
+            },
+            if k.file { "[ -s \"$f\" ] || rm -f \"$f\"\n" } else { "" },
+            if k.dir {
+                "rmdir \"$home/.ssh\" 2>/dev/null || true\n"
+            } else {
+                ""
+            },
+            u = sh_quote(&k.user)
+        );
+        done.push(
+            match s.ssh("root", &script, Some(s.dev.pubkey.as_bytes()), timeout).await {
+                Ok(o) if o.code == Some(0) => format!("removed the harness's key from {}'s authorized_keys", k.user),
+                Ok(o) => format!(
+                    "the harness's key for {} could not be removed: {}",
+                    k.user,
+                    o.stderr.trim()
+                ),
+                Err(e) => format!("the harness's key for {} could not be removed: {e}", k.user),
+            },
+        );
     }
     done
 }

@@ -71,18 +71,27 @@ pub async fn put(s: &mut Session<'_>, p: &SshPut, timeout: Duration, log: &mut S
         "ssh {user}: write {path} ({} bytes, mode {mode})",
         content.len()
     ));
-    // The size read back on the device: a write cut short there (full disk, dropped link) can
-    // still leave `cat` with exit 0.
+    // A file that was there is kept aside first, to be put back when the scenario ends (a real
+    // device is left as found). The size read back on the device: a write cut short there (full
+    // disk, dropped link) can still leave `cat` with exit 0.
+    let saved = sh_quote(&format!("{path}.nexus-hil-saved"));
     let out = s
         .ssh(
             &user,
-            &format!("cat > {q} && chmod {mode} {q} && wc -c < {q}"),
+            &format!(
+                "if [ -e {q} ] && [ ! -e {saved} ]; then cp -p {q} {saved} && echo existed; fi; \
+                 cat > {q} && chmod {mode} {q} && wc -c < {q}"
+            ),
             Some(content.as_bytes()),
             timeout,
         )
         .await?;
     if out.code != Some(0) {
         return Err(format!("cannot write {path}: {}", out.stderr.trim()));
+    }
+    if !s.made.files.iter().any(|(p, _)| *p == path) {
+        let existed = out.stdout.lines().any(|l| l == "existed");
+        s.made.files.push((path.clone(), existed));
     }
     check_written_size(&path, content.len(), &out.stdout)
 }
