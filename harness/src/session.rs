@@ -59,6 +59,36 @@ pub struct Session<'a> {
     /// The network cuts of `fault.cut_network`, in order: checked by transfers that expect to
     /// meet one, and by the runner at the scenario's end.
     pub cuts: Vec<Cut>,
+    /// The scenario's random draws (seeded from the run's seed and the scenario's name).
+    pub random: SeededRandom,
+}
+
+/// A small deterministic generator (splitmix64): the same seed gives the same draws.
+#[derive(Debug, Clone)]
+pub struct SeededRandom {
+    pub seed: u64,
+    state: u64,
+}
+
+impl SeededRandom {
+    /// The generator of one scenario in a run with `run_seed`.
+    pub fn for_scenario(run_seed: u64, scenario: &str) -> Self {
+        let mut seed = run_seed;
+        for b in scenario.bytes() {
+            seed = (seed ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+        Self { seed, state: seed }
+    }
+
+    /// The next draw in `lo..=hi`.
+    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        lo + z % (hi - lo + 1)
+    }
 }
 
 /// One network cut the scenario asked for.
@@ -140,4 +170,21 @@ pub fn listed_ids(reply: &[serde_json::Value]) -> Vec<u64> {
         .and_then(|l| l.as_array())
         .map(|a| a.iter().filter_map(|e| e.get("id").and_then(|v| v.as_u64())).collect())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SeededRandom;
+
+    #[test]
+    fn draws_repeat_with_the_seed_and_stay_in_range() {
+        let draw = |seed| {
+            let mut r = SeededRandom::for_scenario(seed, "cut");
+            (0..50).map(|_| r.between(10, 80)).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(7), draw(7));
+        assert_ne!(draw(7), draw(8));
+        assert!(draw(7).iter().all(|p| (10..=80).contains(p)));
+        assert!(draw(7).iter().collect::<std::collections::BTreeSet<_>>().len() > 10);
+    }
 }

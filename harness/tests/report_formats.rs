@@ -35,6 +35,7 @@ fn sample_run() -> RunReport {
         target: "emulator".into(),
         duration_s: 12.5,
         infra_error: None,
+        seed: None,
         scenarios: vec![
             ScenarioReport {
                 name: "Control-UI flow".into(),

@@ -48,7 +48,7 @@ fn run_one(file: &Path) -> Result<(), Failed> {
             key,
             pubkey,
         };
-        let r = run_on_emulator(&s, &slot, &work.path().join("work"), &bar).await;
+        let r = run_on_emulator(&s, &slot, &work.path().join("work"), 0, &bar).await;
         match r.outcome {
             Outcome::Passed => Ok(()),
             _ => Err(format!(

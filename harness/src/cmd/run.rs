@@ -66,6 +66,10 @@ pub struct RunArgs {
     /// reported (terminal, JUnit, HTML) but does not fail anything, as timings are not pass/fail.
     #[arg(long)]
     pub fail_on_verdict: bool,
+    /// The seed of the run's random draws (e.g. `at_percent_between`); default: from the clock.
+    /// The report names it; the same seed repeats the same draws.
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// How many scenarios run at once: emulators side by side (default 1; each scenario still
     /// gets its own fresh container), or devices of --targets (default: all of them).
     #[arg(long, short = 'j', overrides_with = "jobs")]
@@ -99,11 +103,19 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
         return Ok(ExitCode::SUCCESS);
     }
     let report_dir = report_dir(&args)?;
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            % 1_000_000
+    });
     let mut report = RunReport {
         target: target_name(&args, &target),
         duration_s: 0.0,
         scenarios: Vec::new(),
         infra_error: None,
+        seed: Some(seed),
     };
     let slots = match slots(&args, &target, &report_dir).await {
         Ok(s) => Some(s),
@@ -127,7 +139,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     if let Some(slots) = &slots {
-        report.scenarios = schedule::run_all(&scenarios, slots, &report_dir, &bar).await;
+        report.scenarios = schedule::run_all(&scenarios, slots, &report_dir, seed, &bar).await;
     }
     bar.finish_and_clear();
     report.duration_s = started.elapsed().as_secs_f64();

@@ -489,6 +489,7 @@ mod tests {
                 required: false,
             }],
             infra_error: None,
+            seed: None,
         };
         let page = render(&report);
         assert!(page.contains("<td title=\"load\">idle</td>"), "{page}");

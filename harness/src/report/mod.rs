@@ -140,6 +140,9 @@ pub struct RunReport {
     pub scenarios: Vec<ScenarioReport>,
     /// An infrastructure error that stopped the run before or between scenarios.
     pub infra_error: Option<String>,
+    /// The seed of the run's random draws (`nexus-hil run --seed` repeats them).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub seed: Option<u64>,
 }
 
 /// Counts by outcome.

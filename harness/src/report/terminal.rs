@@ -52,6 +52,11 @@ impl RunReport {
             "{} passed, {} failed, {} skipped, {} infrastructure errors ({:.1} s)\n",
             t.passed, t.failed, t.skipped, t.errors, self.duration_s
         ));
+        if let Some(seed) = self.seed {
+            out.push_str(&format!(
+                "seed {seed} (--seed {seed} repeats this run's random draws)\n"
+            ));
+        }
         let missed = self.missed_verdicts().len();
         if missed > 0 {
             out.push_str(&format!(
@@ -147,6 +152,7 @@ mod tests {
             duration_s: 1.0,
             scenarios,
             infra_error: None,
+            seed: None,
         }
     }
 

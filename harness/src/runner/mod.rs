@@ -16,16 +16,17 @@ use nexus_contract::names::SNAPSHOT1;
 use crate::device::{Device, Lifecycle};
 use crate::report::{Outcome, ScenarioReport, StepReport};
 use crate::scenario::Scenario;
-use crate::session::{listed_ids, Made, Session};
+use crate::session::{listed_ids, Made, SeededRandom, Session};
 use crate::steps::{self, StepEnd, StepLog};
 
-/// Runs one scenario's steps against `dev`, with `work` as its local folder. `on_step` hears of
-/// each step as it starts.
+/// Runs one scenario's steps against `dev`, with `work` as its local folder and the run's
+/// `seed` for its random draws. `on_step` hears of each step as it starts.
 pub async fn run_scenario(
     s: &Scenario,
     dev: &Device,
     lifecycle: Option<&dyn Lifecycle>,
     work: &Path,
+    seed: u64,
     on_step: &(dyn Fn(&str) + Sync),
 ) -> ScenarioReport {
     let started = Instant::now();
@@ -41,6 +42,7 @@ pub async fn run_scenario(
         probes: Vec::new(),
         made: Made::default(),
         cuts: Vec::new(),
+        random: SeededRandom::for_scenario(seed, &s.name),
     };
     if lifecycle.is_none() {
         // A real device is left as it was found: note its snapshots now.

@@ -42,12 +42,13 @@ pub enum Slots {
     Devices(Vec<FleetMember>),
 }
 
-/// Runs `scenarios` on `slots`, each in its own folder under `report_dir`, a line printed as
-/// each finishes; the reports in the scenarios' order.
+/// Runs `scenarios` on `slots`, each in its own folder under `report_dir` and with the run's
+/// `seed`, a line printed as each finishes; the reports in the scenarios' order.
 pub async fn run_all(
     scenarios: &[Scenario],
     slots: &Slots,
     report_dir: &Path,
+    seed: u64,
     bar: &ProgressBar,
 ) -> Vec<ScenarioReport> {
     let workers: Vec<Option<&FleetMember>> = match slots {
@@ -69,13 +70,13 @@ pub async fn run_all(
             let r = match (member, slots) {
                 (None, Slots::Emulators { slot, .. }) => {
                     bar.set_message(format!("{}: starting", s.name));
-                    run_on_emulator(s, slot, &report_dir.join(slug(&s.name)), bar).await
+                    run_on_emulator(s, slot, &report_dir.join(slug(&s.name)), seed, bar).await
                 }
                 (None, Slots::Standins { parts, .. }) => {
                     bar.set_message(format!("{}: booting the stand-in", s.name));
-                    run_on_standin(s, parts, &report_dir.join(slug(&s.name)), bar).await
+                    run_on_standin(s, parts, &report_dir.join(slug(&s.name)), seed, bar).await
                 }
-                (Some(m), _) => run_on_device(s, m, report_dir, bar).await,
+                (Some(m), _) => run_on_device(s, m, report_dir, seed, bar).await,
                 (None, Slots::Devices(_)) => break,
             };
             bar.println(result_line(&r));
@@ -90,7 +91,13 @@ pub async fn run_all(
 }
 
 /// One scenario on a real device (skipped when it needs the emulator).
-async fn run_on_device(s: &Scenario, m: &FleetMember, report_dir: &Path, bar: &ProgressBar) -> ScenarioReport {
+async fn run_on_device(
+    s: &Scenario,
+    m: &FleetMember,
+    report_dir: &Path,
+    seed: u64,
+    bar: &ProgressBar,
+) -> ScenarioReport {
     if s.has_tag(scenario::EMULATOR_ONLY) {
         let mut r = skipped(s, "emulator-only: needs the emulator's lifecycle");
         r.device = m.name.clone();
@@ -105,7 +112,7 @@ async fn run_on_device(s: &Scenario, m: &FleetMember, report_dir: &Path, bar: &P
         None => s.name.clone(),
     };
     let b = bar.clone();
-    let mut r = run_scenario(s, &m.dev, None, &dir.join(slug(&s.name)), &move |msg| {
+    let mut r = run_scenario(s, &m.dev, None, &dir.join(slug(&s.name)), seed, &move |msg| {
         b.set_message(format!("{label}: {msg}"))
     })
     .await;
@@ -141,7 +148,13 @@ fn not_started(s: &Scenario, e: &crate::error::InfraError, started: Instant) -> 
 }
 
 /// Runs one scenario on a fresh emulator, removed afterwards.
-pub async fn run_on_emulator(s: &Scenario, slot: &EmulatorSlot, work: &Path, bar: &ProgressBar) -> ScenarioReport {
+pub async fn run_on_emulator(
+    s: &Scenario,
+    slot: &EmulatorSlot,
+    work: &Path,
+    seed: u64,
+    bar: &ProgressBar,
+) -> ScenarioReport {
     let started = Instant::now();
     let emu = Emulator::start(EmulatorSpec {
         image: &slot.image,
@@ -157,7 +170,7 @@ pub async fn run_on_emulator(s: &Scenario, slot: &EmulatorSlot, work: &Path, bar
     let dev = emulator_device(&emu, &slot.key, &slot.pubkey, work);
     let name = s.name.clone();
     let b = bar.clone();
-    let mut r = run_scenario(s, &dev, Some(&emu), work, &move |m| {
+    let mut r = run_scenario(s, &dev, Some(&emu), work, seed, &move |m| {
         b.set_message(format!("{name}: {m}"))
     })
     .await;
@@ -182,7 +195,13 @@ pub async fn run_on_emulator(s: &Scenario, slot: &EmulatorSlot, work: &Path, bar
 
 /// Runs one scenario on a fresh stand-in, its boot folder (disks, write logs, console) in
 /// `work`; qemu is stopped and the disk copies removed afterwards, the console kept.
-pub async fn run_on_standin(s: &Scenario, parts: &StandinParts, work: &Path, bar: &ProgressBar) -> ScenarioReport {
+pub async fn run_on_standin(
+    s: &Scenario,
+    parts: &StandinParts,
+    work: &Path,
+    seed: u64,
+    bar: &ProgressBar,
+) -> ScenarioReport {
     let started = Instant::now();
     let spec = StandinSpec {
         image: &parts.image,
@@ -198,7 +217,7 @@ pub async fn run_on_standin(s: &Scenario, parts: &StandinParts, work: &Path, bar
     let dev = standin::device(&vm, &parts.key, work);
     let name = s.name.clone();
     let b = bar.clone();
-    let mut r = run_scenario(s, &dev, Some(&vm), work, &move |m| {
+    let mut r = run_scenario(s, &dev, Some(&vm), work, seed, &move |m| {
         b.set_message(format!("{name}: {m}"))
     })
     .await;

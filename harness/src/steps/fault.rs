@@ -32,7 +32,18 @@ pub async fn run(s: &mut Session<'_>, step: &Step, timeout: Duration, log: &mut 
         Step::FaultReboot(f) => restart(s, lifecycle, Fault::Reboot, when(f), timeout, log).await,
         Step::FaultPowerCut(p) => {
             let fault = Fault::PowerCut { stay_off: p.stay_off };
-            restart(s, lifecycle, fault, (p.at_percent, p.id.as_deref()), timeout, log).await
+            let at = match p.at_percent_between {
+                Some((lo, hi)) => {
+                    let drawn = s.random.between(u64::from(lo), u64::from(hi)) as u8;
+                    log.lines.push(format!(
+                        "the cut comes at {drawn}%, drawn from {lo}..={hi} (scenario seed {})",
+                        s.random.seed
+                    ));
+                    Some(drawn)
+                }
+                None => p.at_percent,
+            };
+            restart(s, lifecycle, fault, (at, p.id.as_deref()), timeout, log).await
         }
         Step::FaultCutNetwork(f) => {
             log.lines

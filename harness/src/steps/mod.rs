@@ -65,6 +65,8 @@ const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(300);
 pub fn step_timeout(step: &Step) -> Duration {
     step.timeout().unwrap_or(match step {
         Step::BackupWait(_) => DEFAULT_WAIT_TIMEOUT,
+        // A guest's boot under software emulation can take minutes on a busy machine.
+        Step::FaultPowerCut(_) | Step::FaultReboot(_) => DEFAULT_WAIT_TIMEOUT,
         Step::Repeat(_) => Duration::from_secs(30 * 60),
         Step::ProbeLatency(p) => probe::default_timeout(p) + DEFAULT_STEP_TIMEOUT,
         _ => DEFAULT_STEP_TIMEOUT,

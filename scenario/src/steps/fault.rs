@@ -47,6 +47,10 @@ fn at_percent_with_id(at_percent: Option<u8>, id: &Option<String>) -> Result<(),
 #[serde(deny_unknown_fields)]
 pub struct PowerCut {
     pub at_percent: Option<u8>,
+    /// Instead of `at_percent`: a percent drawn from this range with the run's seed
+    /// (`nexus-hil run --seed`; the report names it), so cuts land at many points over runs
+    /// and any one can be repeated.
+    pub at_percent_between: Option<(u8, u8)>,
     pub id: Option<String>,
     #[serde(default)]
     pub stay_off: bool,
@@ -60,7 +64,17 @@ impl StepSpec for PowerCut {
     }
 
     fn check(&self) -> Result<(), String> {
-        at_percent_with_id(self.at_percent, &self.id)
+        match self.at_percent_between {
+            Some(_) if self.at_percent.is_some() => Err("give `at_percent` or `at_percent_between`, not both".into()),
+            Some((lo, hi)) if lo > hi || hi > 100 => Err(format!(
+                "`at_percent_between: [{lo}, {hi}]`: give [low, high] with low <= high <= 100"
+            )),
+            Some(_) if self.id.is_none() => {
+                Err("`at_percent_between` needs `id` (the snapshot being backed up)".into())
+            }
+            Some(_) => Ok(()),
+            None => at_percent_with_id(self.at_percent, &self.id),
+        }
     }
 }
 

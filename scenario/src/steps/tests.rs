@@ -95,3 +95,18 @@ fn probe_durations_are_durations() {
     let zero = step("probe.latency", "name: a, for: 5s, period: 0ms");
     assert_eq!(zero.check(), Err("`period` must be more than zero".into()));
 }
+
+#[test]
+fn a_power_cut_draws_its_percent_from_a_range_with_an_id() {
+    let ok = step("fault.power_cut", "at_percent_between: [10, 80], id: x");
+    assert_eq!(ok.check(), Ok(()));
+    for (body, says) in [
+        ("at_percent_between: [80, 10], id: x", "low <= high"),
+        ("at_percent_between: [10, 101], id: x", "<= 100"),
+        ("at_percent_between: [10, 80]", "needs `id`"),
+        ("at_percent_between: [10, 80], at_percent: 5, id: x", "not both"),
+    ] {
+        let e = step("fault.power_cut", body).check().unwrap_err();
+        assert!(e.contains(says), "{body}: {e}");
+    }
+}
