@@ -449,27 +449,7 @@ fn a_vendor_set_up_device_keeps_its_backup_servers_key_through_the_suite_and_und
          chown remotebackup: /home/remotebackup/.ssh/authorized_keys && chmod 600 /home/remotebackup/.ssh/authorized_keys",
         server_pub.trim()
     ));
-    let server_logs_in = || {
-        Command::new("ssh")
-            .args(["-p", &dev.ssh_port.to_string(), "-i"])
-            .arg(&server_key)
-            .args([
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "LogLevel=ERROR",
-                "remotebackup@127.0.0.1",
-                "echo in",
-            ])
-            .output()
-            .unwrap()
-    };
+    let server_logs_in = || common::ssh_as(dev.ssh_port, &server_key, "remotebackup", &["echo in"]);
     assert_eq!(String::from_utf8_lossy(&server_logs_in().stdout).trim(), "in");
     let before = dev.etc_and_home();
 

@@ -1,11 +1,12 @@
 //! Helpers shared by the tests that reach a device over SSH (`remote.rs`, `standin.rs`).
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
-/// Runs `cmd` as root on the device at 127.0.0.1:`port` as `nexus` with `key`; its stdout.
-pub fn ssh_root(port: u16, key: &Path, cmd: &str) -> String {
-    let out = Command::new("ssh")
+/// Runs `args` over ssh on the device at 127.0.0.1:`port` as `user` with `key`, prompts off and
+/// host keys not kept; its output whatever the exit status.
+pub fn ssh_as(port: u16, key: &Path, user: &str, args: &[&str]) -> Output {
+    Command::new("ssh")
         .args(["-p", &port.to_string(), "-i"])
         .arg(key)
         .args([
@@ -19,15 +20,17 @@ pub fn ssh_root(port: u16, key: &Path, cmd: &str) -> String {
             "UserKnownHostsFile=/dev/null",
             "-o",
             "LogLevel=ERROR",
-            "nexus@127.0.0.1",
-            "sudo",
-            "-n",
-            "sh",
-            "-c",
         ])
-        .arg(format!("'{cmd}'"))
+        .arg(format!("{user}@127.0.0.1"))
+        .args(args)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs `cmd` as root on the device at 127.0.0.1:`port` as `nexus` with `key`; its stdout.
+pub fn ssh_root(port: u16, key: &Path, cmd: &str) -> String {
+    let quoted = format!("'{cmd}'");
+    let out = ssh_as(port, key, "nexus", &["sudo", "-n", "sh", "-c", &quoted]);
     assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
