@@ -396,7 +396,13 @@ impl BackupManager {
     /// tar -> OpenPGP -> partial file -> fsync -> rename -> fsync dir.
     fn write_backup(&self, job: &Job, password: &str) -> io::Result<BackupMeta> {
         let id = job.id;
-        let partial = self.layout().partial_file(id);
+        // The test-only in-place writer names the file finally before its data is there.
+        let in_place = self.config.writer == crate::config::Writer::InPlace;
+        let partial = if in_place {
+            self.layout().backup_file(id)
+        } else {
+            self.layout().partial_file(id)
+        };
         let file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -425,7 +431,9 @@ impl BackupManager {
         if job.progress.cancelled() {
             return Err(io::Error::other("cancelled"));
         }
-        fs::rename(&partial, self.layout().backup_file(id))?;
+        if !in_place {
+            fs::rename(&partial, self.layout().backup_file(id))?;
+        }
         fs::File::open(self.layout().backups_dir())?.sync_all()?;
         Ok(BackupMeta {
             size: written.size,

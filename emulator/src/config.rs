@@ -69,6 +69,22 @@ pub struct BackupConfig {
     pub s2k_count: u8,
     /// Least time between two `Progress` signals, in milliseconds.
     pub progress_interval_ms: u64,
+    /// How the backup file reaches its final name; only `safe` belongs on a device.
+    pub writer: Writer,
+}
+
+/// The order in which a backup file is written and named.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Writer {
+    /// A hidden partial file, fsync, rename to the final name, fsync of the folder: a power cut
+    /// leaves a whole backup or none.
+    Safe,
+    /// FOR TESTS ONLY: the file gets its final name before its data (it is written in place,
+    /// each part synced as it goes). A power cut leaves a truncated backup under the final
+    /// name. This is the broken writer that `nexus-hil crash-states --broken-writer` must be
+    /// seen to catch; never set it on a device.
+    InPlace,
 }
 
 /// CPU scheduling policy for the backup threads (sched_setscheduler).
@@ -128,6 +144,7 @@ impl Default for BackupConfig {
             write_flush_bytes: 1024 * 1024,
             s2k_count: 0xe0,
             progress_interval_ms: 250,
+            writer: Writer::Safe,
         }
     }
 }
@@ -259,6 +276,15 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("backupd.toml"))
+    }
+
+    #[test]
+    fn the_test_only_in_place_writer_is_asked_for_by_name() {
+        assert_eq!(Config::default().backup.writer, Writer::Safe);
+        let c = parse("[backup]\nwriter = \"in-place\"\n").unwrap();
+        assert_eq!(c.backup.writer, Writer::InPlace);
+        let err = parse("[backup]\nwriter = \"fast\"\n").unwrap_err().to_string();
+        assert!(err.contains("fast") && err.contains("safe"), "{err}");
     }
 
     #[test]

@@ -98,9 +98,10 @@ pub fn encrypt_tree(
             encrypt(enc, rx, ctx)
         })?;
     let flush_every = config.write_flush_bytes;
+    let sync_parts = config.writer == crate::config::Writer::InPlace;
     let writer = std::thread::Builder::new().name("backup-write".into()).spawn(move || {
         lower_thread_priority(&prio_write);
-        write_out(file, crx, flush_every)
+        write_out(file, crx, flush_every, sync_parts)
     })?;
     let read_result = read_plain(&scan, config, literal_name, progress, on_progress, tx);
     let sha256 = encrypter
@@ -203,9 +204,15 @@ fn encrypt(mut enc: Encryptor, rx: Receiver<Vec<u8>>, tx: SyncSender<Vec<u8>>) -
     None
 }
 
-/// The writer: writes the ciphertext, flushing behind every `flush_every` bytes; the file and
-/// its size, or `None` when the stream was aborted.
-fn write_out(mut file: fs::File, rx: Receiver<Vec<u8>>, flush_every: u64) -> io::Result<Option<(fs::File, u64)>> {
+/// The writer: writes the ciphertext, flushing behind every `flush_every` bytes (with
+/// `sync_parts`, the test-only in-place writer, each part is made durable with fdatasync
+/// instead); the file and its size, or `None` when the stream was aborted.
+fn write_out(
+    mut file: fs::File,
+    rx: Receiver<Vec<u8>>,
+    flush_every: u64,
+    sync_parts: bool,
+) -> io::Result<Option<(fs::File, u64)>> {
     let mut size = 0u64;
     let mut flushed = 0u64;
     let mut dropped = 0u64;
@@ -216,7 +223,10 @@ fn write_out(mut file: fs::File, rx: Receiver<Vec<u8>>, flush_every: u64) -> io:
         }
         file.write_all(&chunk)?;
         size += chunk.len() as u64;
-        if flush_every > 0 && size - flushed >= flush_every {
+        if sync_parts && size - flushed >= flush_every.max(1 << 20) {
+            file.sync_data()?;
+            flushed = size;
+        } else if flush_every > 0 && size - flushed >= flush_every {
             flush_behind(&file, flushed, size, &mut dropped)?;
             flushed = size;
         }

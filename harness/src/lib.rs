@@ -2,8 +2,10 @@
 //!
 //! - [`cmd`]: one module per command (arguments and dispatch only).
 //! - [`conform`], [`provision`]: the contract checks and the provisioning scripts.
-//! - [`runner`]: runs scenarios (and shares a suite out among devices); [`steps`]: what each
-//!   step does, one module per family; [`session`]: one scenario's hold on its device.
+//! - [`runner`]: runs scenarios (and shares a suite out among devices); [`crash_states`]:
+//!   an operation recorded on a card whose writes are logged, and the card checked at each of
+//!   its flush points; [`steps`]: what each step does, one module per family; [`session`]: one
+//!   scenario's hold on its device.
 //! - [`report`]: the result model and its formats (JSON, JUnit, terminal, HTML).
 //! - [`device`]: the kinds of device (container emulator, arm64 stand-in, real devices), how
 //!   each is opened, and the lifecycle through which faults are injected.
@@ -20,6 +22,7 @@ pub mod cache;
 pub mod cmd;
 pub mod conform;
 pub mod crash;
+pub mod crash_states;
 pub mod device;
 pub mod engine;
 pub mod error;

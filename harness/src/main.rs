@@ -4,7 +4,10 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use nexus_harness::cmd::{self, conform::ConformArgs, provision::ProvisionArgs, report::ReportArgs, run::RunArgs};
+use nexus_harness::cmd::{
+    self, conform::ConformArgs, crash_states::CrashStatesArgs, provision::ProvisionArgs, report::ReportArgs,
+    run::RunArgs,
+};
 use nexus_harness::error::InfraError;
 
 /// Hardware-in-the-loop tests of the NOREYA NEXUS backup system.
@@ -32,6 +35,11 @@ enum Cmd {
     /// user remotebackup, the polkit grant, the harness's key; idempotent, `--undo` removes
     /// exactly what it added, `--dry-run` prints each command and changes nothing.
     Provision(ProvisionArgs),
+    /// Record operations (a backup, Cancel, Delete, snapshot Create/Delete, Activate) on an
+    /// emulator whose SD card's writes are logged, then check the card as a power cut could have
+    /// left it at every flush point: btrfs check, a writable mount, the daemon's recovery on it,
+    /// every listed backup decrypted and matched. Exit 1 on a violation.
+    CrashStates(CrashStatesArgs),
     /// Render a run's report.json as one self-contained HTML page (charts inline, nothing fetched).
     Report(ReportArgs),
     /// Start, stop and look into emulators.
@@ -69,6 +77,7 @@ async fn dispatch(command: Cmd) -> Result<ExitCode, InfraError> {
         Cmd::Conform(args) => cmd::conform::command(args).await,
         Cmd::Provision(args) => cmd::provision::command(args).await,
         Cmd::Report(args) => cmd::report::command(args),
+        Cmd::CrashStates(args) => cmd::crash_states::command(args).await,
         Cmd::Image { command } => cmd::emulator::image(command).await,
         Cmd::Emulator { command } => cmd::emulator::emulator(command).await,
     }

@@ -124,6 +124,7 @@ async fn up(backupd: Option<PathBuf>, content: u64) -> Result<ExitCode, InfraErr
         sdcard_template: &template,
         admin_pubkey: &key.with_extension("pub"),
         work_dir: &dir,
+        in_place: false,
     })
     .await?;
     println!(

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod conform;
+pub mod crash_states;
 pub mod emulator;
 pub mod provision;
 pub mod report;

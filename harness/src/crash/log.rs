@@ -52,6 +52,17 @@ impl Entry {
     pub fn bytes(&self) -> u64 {
         self.nr_sectors * DISK_SECTOR
     }
+
+    /// An entry with these flags and no data, for tests of what reads entries.
+    #[cfg(test)]
+    pub fn for_test(flags: u64) -> Self {
+        Self {
+            sector: 0,
+            nr_sectors: if flags & FLUSH != 0 { 0 } else { 1 },
+            flags,
+            data_at: 0,
+        }
+    }
 }
 
 /// A write log, its entries read (not their data).

@@ -151,6 +151,7 @@ pub async fn open_device(spec: OpenSpec<'_>) -> Result<Opened, InfraError> {
                 sdcard_template: &template,
                 admin_pubkey: &key.with_extension("pub"),
                 work_dir: work,
+                in_place: false,
             })
             .await?;
             let pubkey = std::fs::read_to_string(key.with_extension("pub"))

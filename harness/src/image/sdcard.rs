@@ -62,11 +62,22 @@ pub fn mbr(total: u64) -> [u8; 512] {
 }
 
 /// A loop device over part of a file, detached on drop.
-struct Loop(String);
+pub struct Loop(pub String);
 
 impl Loop {
-    fn attach(file: &Path, offset: u64, size: u64) -> Result<Self, InfraError> {
+    pub fn attach(file: &Path, offset: u64, size: u64) -> Result<Self, InfraError> {
+        Self::attach_with(file, offset, size, false)
+    }
+
+    /// The btrfs partition of a card image, read-only or not.
+    pub fn root_of(card: &Path, read_only: bool) -> Result<Self, InfraError> {
+        let total = fs::metadata(card).map_err(|e| InfraError::io(card.display(), e))?.len();
+        Self::attach_with(card, ROOT_START, total.saturating_sub(ROOT_START), read_only)
+    }
+
+    fn attach_with(file: &Path, offset: u64, size: u64, read_only: bool) -> Result<Self, InfraError> {
         let dev = run(Command::new("losetup")
+            .args(if read_only { &["--read-only"][..] } else { &[][..] })
             .args([
                 "--find",
                 "--show",
@@ -87,7 +98,16 @@ impl Drop for Loop {
 }
 
 /// A mount, unmounted on drop.
-struct Mounted(PathBuf);
+pub struct Mounted(pub PathBuf);
+
+impl Mounted {
+    /// Mounts `dev` (btrfs, read-write: a tree log is replayed) on `dir`.
+    pub fn btrfs(dev: &Loop, dir: &Path) -> Result<Self, InfraError> {
+        fs::create_dir_all(dir).map_err(|e| InfraError::io(dir.display(), e))?;
+        run(Command::new("mount").args(["-t", "btrfs"]).arg(&dev.0).arg(dir))?;
+        Ok(Self(dir.to_owned()))
+    }
+}
 
 impl Drop for Mounted {
     fn drop(&mut self) {

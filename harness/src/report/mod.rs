@@ -3,6 +3,7 @@
 //! the lines people read, [`html`] the self-contained page with its charts.
 //! Infrastructure errors are reported as such, apart from failures.
 
+pub mod crash;
 pub mod html;
 pub mod junit;
 pub mod latency;

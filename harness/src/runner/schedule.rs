@@ -161,6 +161,7 @@ pub async fn run_on_emulator(
         sdcard_template: &slot.template,
         admin_pubkey: &slot.key.with_extension("pub"),
         work_dir: work,
+        in_place: false,
     })
     .await;
     let emu = match emu {

@@ -30,6 +30,8 @@ pub struct Emulator {
     /// Time from container start to ready.
     pub ready_after: Duration,
     pub sdcard: PathBuf,
+    /// The SD card is this emulator's own copy (removed with it), not a card it was lent.
+    owns_card: bool,
 }
 
 /// What an emulator is started from.
@@ -40,6 +42,9 @@ pub struct EmulatorSpec<'a> {
     pub admin_pubkey: &'a Path,
     /// Where this emulator's SD-card copy is kept.
     pub work_dir: &'a Path,
+    /// Boot from `sdcard_template` itself, not a copy, and leave it when removed (a card whose
+    /// writes are logged, or a state of a card being checked).
+    pub in_place: bool,
 }
 
 impl Emulator {
@@ -47,8 +52,13 @@ impl Emulator {
         crate::engine::select()?;
         let (name, tag) = spec.image.rsplit_once(':').unwrap_or((spec.image, "latest"));
         std::fs::create_dir_all(spec.work_dir).map_err(|e| InfraError::io(spec.work_dir.display(), e))?;
-        let sdcard = spec.work_dir.join("sdcard.img");
-        crate::image::sdcard::copy_for(spec.sdcard_template, &sdcard)?;
+        let sdcard = if spec.in_place {
+            spec.sdcard_template.to_owned()
+        } else {
+            let copy = spec.work_dir.join("sdcard.img");
+            crate::image::sdcard::copy_for(spec.sdcard_template, &copy)?;
+            copy
+        };
         let start = Instant::now();
         let instance = format!(
             "{}-{}",
@@ -106,6 +116,7 @@ impl Emulator {
             https_port: 0,
             ready_after: Duration::ZERO,
             sdcard,
+            owns_card: !spec.in_place,
         };
         emulator.wait_ready().await?;
         emulator.ready_after = start.elapsed();
@@ -227,14 +238,18 @@ impl Emulator {
                 .await
                 .map_err(|e| InfraError::Emulator(format!("cannot remove container {}: {e}", self.id)))?;
         }
-        let _ = std::fs::remove_file(&self.sdcard);
+        if self.owns_card {
+            let _ = std::fs::remove_file(&self.sdcard);
+        }
         Ok(())
     }
 }
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.sdcard);
+        if self.owns_card {
+            let _ = std::fs::remove_file(&self.sdcard);
+        }
     }
 }
 

@@ -1,0 +1,341 @@
+//! `nexus-hil crash-states`: every flush point of an operation checked. The operation runs once
+//! on a device whose SD card's writes are logged: the arm64 stand-in (a guest with its own
+//! kernel, its card attached through QEMU's `blklogwrites`), or a container emulator whose card
+//! the host's kernel mounts through the same driver (`crash::card`); then the card is rebuilt as it was at each
+//! flush point of the operation's span of the log, and at seeded in-order prefixes between two
+//! (`pick`), and each state is checked on this machine (`check`): the file system, the
+//! daemon's recovery on it, and what the daemon then lists. [`ops`] holds the operations.
+
+pub mod check;
+pub mod ops;
+pub mod pick;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::crash::card::LoggedCard;
+use crate::crash::log::{sparse_copy, Replayer, WriteLog};
+use crate::device::container::{Emulator, EmulatorSpec};
+use crate::device::open::{emulator_device, prepare_emulator};
+use crate::device::standin::{self, prepare_standin, Standin, StandinParts, StandinSpec};
+use crate::device::FaultError;
+use crate::error::InfraError;
+use crate::report::crash::{CrashReport, OperationReport, Violation};
+use crate::session::SeededRandom;
+use ops::{Op, Recorder};
+use pick::State;
+
+/// Where operations are recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RecordOn {
+    /// A container emulator; the host's kernel writes its card, served through blklogwrites.
+    Emulator,
+    /// The arm64 stand-in: a guest with its own kernel, its card attached through blklogwrites.
+    Standin,
+}
+
+/// What a `crash-states` run does.
+pub struct Options {
+    pub on: RecordOn,
+    /// The arm64 daemon for the stand-in's image (default: the cross build).
+    pub standin_backupd: Option<PathBuf>,
+    pub ops: Vec<Op>,
+    /// States per operation (0: every distinct flush point).
+    pub max_states: usize,
+    /// Seeded in-order prefixes between two flush points, per operation.
+    pub prefixes: usize,
+    pub seed: u64,
+    pub content: u64,
+    pub broken_writer: bool,
+    pub report_dir: PathBuf,
+    pub backupd: Option<PathBuf>,
+    /// Failing states kept as images, per operation.
+    pub keep: usize,
+}
+
+/// Runs every operation of `opts` and checks its states.
+pub async fn run(opts: &Options, say: &(dyn Fn(&str) + Sync)) -> Result<CrashReport, InfraError> {
+    let started = Instant::now();
+    let (image, template) = prepare_emulator(opts.backupd.clone(), false, opts.content, say).await?;
+    std::fs::create_dir_all(&opts.report_dir).map_err(|e| InfraError::io(opts.report_dir.display(), e))?;
+    let key = crate::transport::ssh::make_key(&opts.report_dir).await?;
+    let pubkey = std::fs::read_to_string(key.with_extension("pub")).map_err(|e| InfraError::io(key.display(), e))?;
+    let password = zeroize_password()?;
+    let standin = match opts.on {
+        RecordOn::Standin => Some(prepare_standin(opts.standin_backupd.clone(), opts.content, false, say).await?),
+        RecordOn::Emulator => None,
+    };
+    let mut report = CrashReport {
+        target: match opts.on {
+            RecordOn::Emulator => "emulator (its card served through blklogwrites)".into(),
+            RecordOn::Standin => "standin (arm64 guest, its card attached through blklogwrites)".into(),
+        },
+        seed: opts.seed,
+        broken_writer: opts.broken_writer,
+        operations: Vec::new(),
+        duration_s: 0.0,
+    };
+    let env = Env {
+        image: &image,
+        template: &template,
+        key: &key,
+        pubkey: &pubkey,
+        password: &password,
+        standin: standin.as_ref(),
+    };
+    for &op in &opts.ops {
+        let dir = opts.report_dir.join(op.name());
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| InfraError::io(dir.display(), e))?;
+        say(&format!("{}: recording ({})", op.name(), op.what()));
+        let r = operation(opts, &env, op, &dir, say).await;
+        say(&format!(
+            "{}: {} state(s) checked of {} distinct flush point(s), {} violation(s){}",
+            op.name(),
+            r.states_checked,
+            r.distinct_states,
+            r.violations.len(),
+            r.error
+                .as_deref()
+                .map(|e| format!("; NOT CHECKED: {e}"))
+                .unwrap_or_default()
+        ));
+        // The scratch files go; kept state images stay.
+        for f in ["sdcard.img", "sdcard.base", "sdcard.log", "cursor.img", "state.img"] {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
+        let _ = std::fs::remove_dir_all(dir.join("standin").join("disks"));
+        report.operations.push(r);
+    }
+    report.duration_s = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// What every operation shares.
+struct Env<'a> {
+    image: &'a str,
+    template: &'a Path,
+    key: &'a Path,
+    pubkey: &'a str,
+    password: &'a str,
+    standin: Option<&'a StandinParts>,
+}
+
+/// A password for the run's backups, from the system's random source: kept in memory only,
+/// given to the daemon over D-Bus and to GnuPG on its stdin.
+fn zeroize_password() -> Result<String, InfraError> {
+    use base64::Engine;
+    let mut b = [0u8; 18];
+    let mut f = std::fs::File::open("/dev/urandom").map_err(|e| InfraError::io("/dev/urandom", e))?;
+    std::io::Read::read_exact(&mut f, &mut b).map_err(|e| InfraError::io("/dev/urandom", e))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
+}
+
+async fn operation(opts: &Options, env: &Env<'_>, op: Op, dir: &Path, say: &(dyn Fn(&str) + Sync)) -> OperationReport {
+    let mut r = OperationReport {
+        operation: op.name().into(),
+        what: op.what().into(),
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let recorded = match env.standin {
+        Some(parts) => record_on_standin(opts, env, parts, op, dir, say).await,
+        None => record(opts, env, op, dir).await,
+    };
+    r.record_s = t.elapsed().as_secs_f64();
+    let (facts, log_path, base) = match recorded {
+        Ok(x) => x,
+        Err(e) => {
+            r.error = Some(e);
+            return r;
+        }
+    };
+    let t = Instant::now();
+    if let Err(e) = check_states(opts, env, op, dir, &facts, &log_path, &base, &mut r, say).await {
+        r.error = Some(e);
+    }
+    r.check_s = t.elapsed().as_secs_f64();
+    r
+}
+
+/// Runs `op` on an emulator whose card's writes are logged; the facts, the log and the base.
+async fn record(opts: &Options, env: &Env<'_>, op: Op, dir: &Path) -> Result<(ops::Facts, PathBuf, PathBuf), String> {
+    let card = dir.join("sdcard.img");
+    crate::image::sdcard::copy_for(env.template, &card).map_err(|e| e.to_string())?;
+    let logged = tokio::task::block_in_place(|| LoggedCard::start(&card, dir)).map_err(|e| e.to_string())?;
+    let emu = Emulator::start(EmulatorSpec {
+        image: env.image,
+        sdcard_template: &logged.exported,
+        admin_pubkey: &env.key.with_extension("pub"),
+        work_dir: dir,
+        in_place: true,
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let dev = emulator_device(&emu, env.key, env.pubkey, dir);
+    let mark = || logged.entries().map_err(|e| e.to_string());
+    let recorder = Recorder {
+        dev: &dev,
+        password: env.password,
+        mark: &mark,
+        broken_writer: opts.broken_writer,
+    };
+    let facts = recorder.record(op).await;
+    let facts = match facts {
+        Ok(f) => Ok(f),
+        Err(e) => Err(format!(
+            "{e}; the daemon's journal:\n{}",
+            emu.journal("nexus-backupd", 30).await
+        )),
+    };
+    let _ = emu.remove().await;
+    let (log, base) = (logged.log.clone(), logged.base.clone());
+    drop(logged);
+    facts.map(|f| (f, log, base))
+}
+
+/// Runs `op` on a stand-in booted with its card's writes logged, then cuts its power; the
+/// facts, the boot's log and the card it started from (moved out of the boot folder).
+async fn record_on_standin(
+    opts: &Options,
+    env: &Env<'_>,
+    parts: &StandinParts,
+    op: Op,
+    dir: &Path,
+    say: &(dyn Fn(&str) + Sync),
+) -> Result<(ops::Facts, PathBuf, PathBuf), String> {
+    let boot_dir = dir.join("standin");
+    let vm = Standin::start(
+        StandinSpec {
+            image: &parts.image,
+            sdcard_template: &parts.template,
+            key: &parts.key,
+            boot_dir: Some(boot_dir.clone()),
+            log_writes: true,
+        },
+        say,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let dev = standin::device(&vm, &parts.key, dir);
+    let log_now = boot_dir.join("sdcard.log");
+    let mark = || {
+        WriteLog::open(&log_now)
+            .map(|l| l.entries.len())
+            .map_err(|e| e.to_string())
+    };
+    let recorder = Recorder {
+        dev: &dev,
+        password: env.password,
+        mark: &mark,
+        broken_writer: opts.broken_writer,
+    };
+    let facts = recorder.record(op).await;
+    // The power goes (SIGKILL of qemu): the log holds what the card was sent, flushes included.
+    let cut = vm.power_cut(true).await.map_err(|e| match e {
+        FaultError::Failed(m) | FaultError::Unsupported(m) => format!("the power cut that ends the recording: {m}"),
+    });
+    let (log, base) = (dir.join("sdcard.log"), dir.join("sdcard.base"));
+    let moved = std::fs::rename(boot_dir.join("sdcard-1.log"), &log)
+        .and_then(|()| std::fs::rename(boot_dir.join("sdcard.base"), &base))
+        .map_err(|e| format!("the stand-in's write log: {e}"));
+    drop(vm);
+    let facts = facts?;
+    cut?;
+    moved?;
+    Ok((facts, log, base))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn check_states(
+    opts: &Options,
+    env: &Env<'_>,
+    op: Op,
+    dir: &Path,
+    facts: &ops::Facts,
+    log_path: &Path,
+    base: &Path,
+    r: &mut OperationReport,
+    say: &(dyn Fn(&str) + Sync),
+) -> Result<(), String> {
+    let log = WriteLog::open(log_path).map_err(|e| e.to_string())?;
+    let mut random = SeededRandom::for_scenario(opts.seed, op.name());
+    let picked = pick::pick(
+        &log.entries,
+        facts.start,
+        facts.end,
+        opts.max_states,
+        opts.prefixes,
+        &mut random,
+    );
+    r.log_entries = facts.end.saturating_sub(facts.start);
+    r.flush_points = picked.flush_points;
+    r.distinct_states = picked.distinct;
+    let cursor = dir.join("cursor.img");
+    sparse_copy(base, &cursor).map_err(|e| format!("{}: {e}", cursor.display()))?;
+    let mut replayer = Replayer::new(&log, &cursor).map_err(|e| e.to_string())?;
+    let work = dir.join("check");
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    let mut checker = check::Checker::new(op, facts, env.image, env.key, env.pubkey, &work, env.password);
+    let bar = ProgressBar::new(picked.states.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} states {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(op.name());
+    let mut kept = 0;
+    for state in &picked.states {
+        bar.set_message(format!("(log entry {})", state.entries));
+        replayer.advance_to(state.entries).map_err(|e| e.to_string())?;
+        let card = check::state_card(&work);
+        let _ = std::fs::remove_file(&card);
+        sparse_copy(&cursor, &card).map_err(|e| format!("{}: {e}", card.display()))?;
+        let found = checker.check(&card, *state).await;
+        let _ = std::fs::remove_file(&card);
+        r.states_checked += 1;
+        r.prefixes_checked += usize::from(!state.flush_point);
+        if found.is_empty() {
+            bar.inc(1);
+            continue;
+        }
+        let kept_image = if kept < opts.keep {
+            kept += 1;
+            keep_state(&log, base, dir, *state).ok()
+        } else {
+            None
+        };
+        for b in found {
+            say(&format!(
+                "{}: state at log entry {}: {}: {}",
+                op.name(),
+                state.entries,
+                b.check,
+                b.what
+            ));
+            r.violations.push(Violation {
+                entries: state.entries,
+                flush_point: state.flush_point,
+                check: b.check.to_string(),
+                what: b.what,
+                image: kept_image.as_ref().map(|p| p.display().to_string()),
+                mount: kept_image.as_deref().map(check::mount_command),
+            });
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
+
+/// The state as the power cut left it (before any mount or recovery), kept as an image.
+fn keep_state(log: &WriteLog, base: &Path, dir: &Path, state: State) -> Result<PathBuf, String> {
+    let image = dir.join(format!("state-{}.img", state.entries));
+    sparse_copy(base, &image).map_err(|e| e.to_string())?;
+    Replayer::new(log, &image)
+        .and_then(|mut r| r.advance_to(state.entries))
+        .map_err(|e| e.to_string())?;
+    Ok(image)
+}

@@ -1,0 +1,258 @@
+//! The crash-state report (`nexus-hil crash-states`): per operation, the flush points its write
+//! log held, the states checked, the violations found (each with the state's image and a
+//! command that mounts it) and the time it took; as JSON, a terminal table and an HTML page.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use super::html::{esc, CSS};
+
+/// One `crash-states` run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CrashReport {
+    /// What recorded the operations (`emulator`, `standin`).
+    pub target: String,
+    /// The seed of the in-between states' draws; the same seed draws the same states.
+    pub seed: u64,
+    /// The daemon wrote backups with the test-only in-place writer (violations expected).
+    pub broken_writer: bool,
+    pub operations: Vec<OperationReport>,
+    pub duration_s: f64,
+}
+
+/// One operation, recorded once and checked at its states.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct OperationReport {
+    pub operation: String,
+    /// What the operation did, in a sentence.
+    pub what: String,
+    /// Entries the write log held from the operation's start to its end.
+    pub log_entries: usize,
+    /// FLUSH entries in that span.
+    pub flush_points: usize,
+    /// Flush points that differ from the one before (a flush with no write since is the same state).
+    pub distinct_states: usize,
+    /// States checked: flush points, and in-order prefixes of the writes between two flushes.
+    pub states_checked: usize,
+    pub prefixes_checked: usize,
+    pub violations: Vec<Violation>,
+    /// Recording the operation (device up, operation, device down).
+    pub record_s: f64,
+    /// Checking its states.
+    pub check_s: f64,
+    /// An error that stopped the operation's recording or checks (not a violation: nothing was proven).
+    pub error: Option<String>,
+}
+
+impl OperationReport {
+    pub fn seconds_per_state(&self) -> f64 {
+        if self.states_checked == 0 {
+            0.0
+        } else {
+            self.check_s / self.states_checked as f64
+        }
+    }
+}
+
+/// A state that broke a check.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Violation {
+    /// Log entries applied in this state.
+    pub entries: usize,
+    /// A flush point (false: an in-order prefix of the writes after one).
+    pub flush_point: bool,
+    /// The check that failed (`btrfs check`, `mount`, `recovery`, `backups`, `ids`, `activate`,
+    /// `automation`).
+    pub check: String,
+    pub what: String,
+    /// The state's image, kept with the report, and the command that mounts it.
+    pub image: Option<String>,
+    pub mount: Option<String>,
+}
+
+impl CrashReport {
+    pub fn violations(&self) -> usize {
+        self.operations.iter().map(|o| o.violations.len()).sum()
+    }
+
+    pub fn errors(&self) -> usize {
+        self.operations.iter().filter(|o| o.error.is_some()).count()
+    }
+}
+
+/// The table for a terminal.
+pub fn table(r: &CrashReport) -> String {
+    let mut t = format!(
+        "{:<16} {:>8} {:>7} {:>8} {:>8} {:>10} {:>8} {:>9}\n",
+        "operation", "entries", "flushes", "distinct", "checked", "violations", "seconds", "s/state"
+    );
+    for o in &r.operations {
+        let _ = writeln!(
+            t,
+            "{:<16} {:>8} {:>7} {:>8} {:>8} {:>10} {:>8.1} {:>9.2}",
+            o.operation,
+            o.log_entries,
+            o.flush_points,
+            o.distinct_states,
+            o.states_checked,
+            o.violations.len(),
+            o.record_s + o.check_s,
+            o.seconds_per_state()
+        );
+    }
+    for o in &r.operations {
+        if let Some(e) = &o.error {
+            let _ = writeln!(t, "{}: NOT CHECKED: {e}", o.operation);
+        }
+        for v in o.violations.iter().take(10) {
+            let _ = writeln!(
+                t,
+                "{}: state at entry {} ({}): {}: {}",
+                o.operation,
+                v.entries,
+                if v.flush_point {
+                    "flush point"
+                } else {
+                    "between flushes"
+                },
+                v.check,
+                v.what
+            );
+            if let Some(m) = &v.mount {
+                let _ = writeln!(t, "    look at it: {m}");
+            }
+        }
+        if o.violations.len() > 10 {
+            let _ = writeln!(
+                t,
+                "{}: ... {} more in crash-states.json",
+                o.operation,
+                o.violations.len() - 10
+            );
+        }
+    }
+    t
+}
+
+/// One self-contained HTML page.
+pub fn render(r: &CrashReport) -> String {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>nexus-hil crash states</title>\n<style>{CSS}</style></head><body>\n\
+         <h1>Crash states on {}</h1>\n<p class=\"totals\">{} violation(s) in {} operation(s), seed {}, in {:.1} s{}</p>\n",
+        esc(&r.target),
+        r.violations(),
+        r.operations.len(),
+        r.seed,
+        r.duration_s,
+        if r.broken_writer {
+            " &mdash; with the test-only in-place writer, whose violations are expected"
+        } else {
+            ""
+        }
+    );
+    h.push_str(
+        "<table><tr><th>operation</th><th>log entries</th><th>flush points</th><th>distinct states</th>\
+         <th>states checked</th><th>of them between flushes</th><th>violations</th><th>seconds</th><th>s/state</th></tr>\n",
+    );
+    for o in &r.operations {
+        let _ = writeln!(
+            h,
+            "<tr><td title=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{:.1}</td><td>{:.2}</td></tr>",
+            esc(&o.what),
+            esc(&o.operation),
+            o.log_entries,
+            o.flush_points,
+            o.distinct_states,
+            o.states_checked,
+            o.prefixes_checked,
+            if o.violations.is_empty() && o.error.is_none() { "passed" } else { "failed" },
+            match &o.error {
+                Some(e) => format!("not checked: {}", esc(e)),
+                None => o.violations.len().to_string(),
+            },
+            o.record_s + o.check_s,
+            o.seconds_per_state()
+        );
+    }
+    h.push_str("</table>\n");
+    for o in r.operations.iter().filter(|o| !o.violations.is_empty()) {
+        let _ = writeln!(
+            h,
+            "<h2>{}: violations</h2>\n<table><tr><th>state</th><th>check</th><th>what</th><th>look at it</th></tr>",
+            esc(&o.operation)
+        );
+        for v in &o.violations {
+            let _ = writeln!(
+                h,
+                "<tr><td>entry {}{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+                v.entries,
+                if v.flush_point { "" } else { " (between flushes)" },
+                esc(&v.check),
+                esc(&v.what),
+                esc(v.mount.as_deref().unwrap_or("(image not kept)"))
+            );
+        }
+        h.push_str("</table>\n");
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> CrashReport {
+        CrashReport {
+            target: "emulator".into(),
+            seed: 7,
+            broken_writer: true,
+            operations: vec![OperationReport {
+                operation: "backup".into(),
+                what: "a backup of a snapshot".into(),
+                log_entries: 900,
+                flush_points: 120,
+                distinct_states: 80,
+                states_checked: 12,
+                prefixes_checked: 2,
+                violations: vec![Violation {
+                    entries: 433,
+                    flush_point: true,
+                    check: "backups".into(),
+                    what: "GetList lists backup 2 <finished>, but it does not decrypt".into(),
+                    image: Some("backup/state-433.img".into()),
+                    mount: Some("sudo mount -o loop,offset=269484032 backup/state-433.img /mnt".into()),
+                }],
+                record_s: 10.0,
+                check_s: 30.0,
+                error: None,
+            }],
+            duration_s: 40.0,
+        }
+    }
+
+    #[test]
+    fn the_table_names_each_violation_and_how_to_look_at_it() {
+        let t = table(&report());
+        assert!(
+            t.contains("backup") && t.contains("433") && t.contains("does not decrypt"),
+            "{t}"
+        );
+        assert!(t.contains("look at it: sudo mount -o loop"), "{t}");
+        assert!(t.lines().nth(1).unwrap().contains("2.50"), "seconds per state: {t}");
+    }
+
+    #[test]
+    fn the_page_escapes_what_it_shows_and_round_trips_as_json() {
+        let r = report();
+        let h = render(&r);
+        assert!(h.contains("&lt;finished&gt;") && !h.contains("<finished>"), "{h}");
+        assert!(h.contains("violations are expected"));
+        let back: CrashReport = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        assert_eq!((r.violations(), r.errors()), (1, 0));
+    }
+}
