@@ -98,11 +98,14 @@ impl SnapshotStore {
     }
 
     fn create_locked(&self, system: bool, data: bool, description: &str) -> NexusResult<SnapshotInfo> {
-        // The id is taken (and stored) before anything is made, so it is never handed out twice.
+        // The id is taken (and stored) before anything is made, so it is never handed out twice;
+        // and above every backup on the card, which may have been copied back onto a new card
+        // whose state starts afresh: its id is taken.
+        let above_backups = self.highest_backup_id().saturating_add(1);
         let id = self
             .state
             .update(|s| {
-                let id = s.next_id.max(1);
+                let id = s.next_id.max(above_backups).max(1);
                 s.next_id = id + 1;
                 id
             })
@@ -130,6 +133,19 @@ impl SnapshotStore {
         }
         tracing::info!(id, system, data, "snapshot created");
         Ok(info)
+    }
+
+    /// The highest id of a backup file in the backups folder (0: none).
+    fn highest_backup_id(&self) -> u32 {
+        fs::read_dir(self.layout.backups_dir())
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter_map(|e| e.file_name().to_str().and_then(Layout::parse_backup_name))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0)
     }
 
     /// All complete snapshots, by id.

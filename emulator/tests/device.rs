@@ -512,3 +512,30 @@ async fn https_asks_for_the_token_when_one_is_configured_and_keeps_its_ca() {
     assert_eq!(std::fs::read(dev.ca_path()).unwrap(), ca);
     assert_eq!(code(&dev, &["-u", "token:s3cret-token"]), "200");
 }
+
+/// The vendor's total-failure recipe: a new card, then the backup files copied over. The new
+/// card's daemon starts its ids afresh, but an id a restored backup holds is taken: the next
+/// snapshot must get an id above it, or the vendor's client's next backup fails with Exists
+/// (found by scenarios/power/09 on the stand-in).
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_ids_stay_above_backups_copied_onto_a_new_card() {
+    let dev = Device::start(DeviceOptions::default());
+    let conn = dev.conn().await;
+    // As `scp nexus_backup_7.tar.gpg nexus@device:/broot/backups/` leaves it.
+    std::fs::write(dev.backup_file(7), b"a backup restored from the old card").unwrap();
+    let id: u32 = call(&conn, SNAPSHOT1, "Create", &(true, true, "after the restore"))
+        .await
+        .unwrap();
+    assert_eq!(id, 8, "the restored backup's id 7 is taken");
+    let password = random_password();
+    call::<_, ()>(&conn, BACKUP1, "Create", &(id, password.as_str()))
+        .await
+        .unwrap();
+    let st = wait_backup(&conn).await;
+    assert_eq!(get::<String>(&st, "last_result"), "ok");
+    assert_eq!(
+        std::fs::read(dev.backup_file(7)).unwrap(),
+        b"a backup restored from the old card",
+        "the restored backup is untouched"
+    );
+}

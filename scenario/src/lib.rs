@@ -18,6 +18,6 @@ pub use error::ScenarioError;
 pub use load::{discover, Scenario, EMULATOR_ONLY, PORTABLE};
 pub use steps::{
     ArchiveMatchesSnapshot, BackupWait, CutNetwork, DbusCall, FaultStep, FillDisk, GpgDecrypt, HttpGet, HttpHold,
-    ProbeLatency, Repeat, RsyncPull, ScpGet, SetupUser, SlowIo, SshPut, SshRun, Step,
+    PowerCut, ProbeLatency, Repeat, RsyncPull, ScpGet, ScpPut, SetupUser, SlowIo, SshPut, SshRun, Step,
 };
 pub use vars::{references, ITERATION};

@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::args::TargetArgs;
 use super::say;
+use crate::device::lock::{DeviceLock, Timing};
 use crate::device::open::{check_reachable, prepare_emulator, remote_device, RemoteSpec};
 use crate::device::standin::prepare_standin;
 use crate::device::{inventory, keys, Target};
@@ -70,6 +71,13 @@ pub struct RunArgs {
     /// The report names it; the same seed repeats the same draws.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// How long to wait for a real device that another run holds (its lock lives on the
+    /// device, so runs from other machines count too), e.g. 90s, 10m.
+    #[arg(long, default_value = "10m", value_parser = crate::scenario::parse_duration)]
+    pub lock_wait: Duration,
+    /// Fail at once (exit 3, naming the holder) when a real device is held by another run.
+    #[arg(long)]
+    pub no_wait: bool,
     /// How many scenarios run at once: emulators side by side (default 1; each scenario still
     /// gets its own fresh container), or devices of --targets (default: all of them).
     #[arg(long, short = 'j', overrides_with = "jobs")]
@@ -124,11 +132,33 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
             None
         }
     };
-    // Ctrl-C: remove this run's containers, then stop.
+    // One run per real device at a time: each is locked on the device before anything runs.
+    let mut locks = Vec::new();
+    if let Some(Slots::Devices(members)) = &slots {
+        let wait = (!args.no_wait).then_some(args.lock_wait);
+        for m in members {
+            let owner = format!("nexus-hil run ({})", report_dir.display());
+            match DeviceLock::acquire(&m.dev, &owner, wait, Timing::default(), &say).await {
+                Ok(l) => locks.push(l),
+                Err(e) => {
+                    for l in locks.drain(..) {
+                        let _ = l.release().await;
+                    }
+                    say(&e.to_string());
+                    report.infra_error = Some(e.to_string());
+                    report.duration_s = started.elapsed().as_secs_f64();
+                    write_reports(&args, &report, &report_dir)?;
+                    return Ok(ExitCode::from(3));
+                }
+            }
+        }
+    }
+    // Ctrl-C: remove this run's containers, give back the devices it holds, then stop.
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\nnexus-hil: interrupted; removing this run's emulator");
+            eprintln!("\nnexus-hil: interrupted; removing this run's emulator, releasing its devices");
             let _ = crate::device::container::remove_owned(std::process::id()).await;
+            crate::device::lock::release_all().await;
             std::process::exit(130);
         }
     });
@@ -142,6 +172,11 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
         report.scenarios = schedule::run_all(&scenarios, slots, &report_dir, seed, &bar).await;
     }
     bar.finish_and_clear();
+    for l in locks {
+        if let Err(e) = l.release().await {
+            say(&format!("cannot release a device's lock: {e}"));
+        }
+    }
     report.duration_s = started.elapsed().as_secs_f64();
     write_reports(&args, &report, &report_dir)?;
     Ok(exit_code(&args, &report))

@@ -52,10 +52,10 @@ pub struct Checker<'a> {
     pub pubkey: &'a str,
     pub work: &'a Path,
     pub password: &'a str,
-    /// The last tick the automation's file held at the last flush point checked, apart for
-    /// the live data before an Activate's switch (the marker there) and after it (the
-    /// snapshot's data, whose file is older).
-    last_tick: [Option<u64>; 2],
+    /// The automation's records at the last flush point checked, apart for the live data
+    /// before an Activate's switch (the marker there) and after it (the snapshot's data, whose
+    /// file is older).
+    last_records: [Option<Records>; 2],
     /// Decrypted backups by the file's SHA-256: their trees.
     decrypted: HashMap<String, Tree>,
 }
@@ -78,13 +78,14 @@ impl<'a> Checker<'a> {
             pubkey,
             work,
             password,
-            last_tick: [None; 2],
+            last_records: [None, None],
             decrypted: HashMap::new(),
         }
     }
 
-    /// Checks the state held by `card` (a copy this check may change).
-    pub async fn check(&mut self, card: &Path, state: State) -> Vec<Broken> {
+    /// Checks the state held by `card` (a copy this check may change): what it breaks, or
+    /// why it could not be checked (the machine's trouble, not the state's).
+    pub async fn check(&mut self, card: &Path, state: State) -> Result<Vec<Broken>, String> {
         let mut found = Vec::new();
         if let Some(b) = btrfs_check(card) {
             found.push(b);
@@ -93,12 +94,12 @@ impl<'a> Checker<'a> {
         // Mounted writable, as the device mounts it at boot: the tree log is replayed.
         let read = with_mounted(card, &mnt, |root| {
             let marked = root.join("data").join(MARKER).exists();
-            (automation_tick(&root.join(AUTOMATION_LOG)), usize::from(marked))
+            (automation_records(&root.join(AUTOMATION_LOG)), usize::from(marked))
         });
-        let (tick, slot) = match read {
+        let (records, slot) = match read {
             Err(e) => {
                 found.push(broken("mount", format!("a writable mount fails: {e}")));
-                return found;
+                return Ok(found);
             }
             Ok((Err(e), slot)) => {
                 found.push(broken("automation", e));
@@ -106,21 +107,16 @@ impl<'a> Checker<'a> {
             }
             Ok((Ok(t), slot)) => (t, slot),
         };
-        if let (Some(before), Some(now)) = (self.last_tick[slot], tick) {
-            if now < before {
-                found.push(broken(
-                    "automation",
-                    format!(
-                        "the automation's state file ends at tick {now}, but an earlier flush point held it up to tick {before}: fsynced records were lost"
-                    ),
-                ));
+        if let (Some(before), Some(now)) = (&self.last_records[slot], &records) {
+            if let Some(what) = lost_records(before, now) {
+                found.push(broken("automation", what));
             }
         }
-        let recovered = match self.recover(card, state).await {
+        let recovered = match self.recover(card, state).await? {
             Ok(r) => r,
             Err(b) => {
                 found.push(b);
-                return found;
+                return Ok(found);
             }
         };
         found.extend(recovered.broken.iter().cloned());
@@ -128,34 +124,61 @@ impl<'a> Checker<'a> {
             Ok(b) => found.extend(b),
             Err(e) => found.push(broken("mount", format!("the recovered card does not mount: {e}"))),
         }
-        if state.flush_point && tick.is_some() {
-            self.last_tick[slot] = tick;
+        if state.flush_point && records.is_some() {
+            self.last_records[slot] = records;
         }
-        found
+        Ok(found)
     }
 
     /// Starts the daemon on the state (a container emulator on the card) and asks it what it
     /// recovered; the container is removed after.
-    async fn recover(&self, card: &Path, state: State) -> Result<Recovered, Broken> {
-        let emu = Emulator::start(EmulatorSpec {
+    /// The outer error is the machine's (no container, no connection): the state is then not
+    /// checked, rather than blamed.
+    async fn recover(&self, card: &Path, state: State) -> Result<Result<Recovered, Broken>, String> {
+        let started = Emulator::start(EmulatorSpec {
             image: self.image,
             sdcard_template: card,
             admin_pubkey: &self.key.with_extension("pub"),
             work_dir: self.work,
             in_place: true,
         })
-        .await
-        .map_err(|e| broken("recovery", format!("nexus-backupd does not start on this state: {e}")))?;
+        .await;
+        let emu = match started {
+            Ok(e) => e,
+            // The container ran, and the system or the daemon did not come up on this card.
+            Err(crate::error::InfraError::Emulator(e))
+                if e.contains("did not come up") || e.contains("did not take its D-Bus names") =>
+            {
+                return Ok(Err(broken(
+                    "recovery",
+                    format!("nexus-backupd does not start on this state: {e}"),
+                )))
+            }
+            Err(e) => return Err(format!("cannot start a container emulator on the state: {e}")),
+        };
         let dev = emulator_device(&emu, self.key, self.pubkey, self.work);
         let r = self.ask(&dev, state).await;
         let _ = emu.remove().await;
-        r.map_err(|e| broken("recovery", e))
+        r
     }
 
-    async fn ask(&self, dev: &crate::device::Device, state: State) -> Result<Recovered, String> {
-        let bus = DeviceBus::connect(&dev.ssh, &dev.admin, "root", Duration::from_secs(60)).await?;
+    async fn ask(&self, dev: &crate::device::Device, state: State) -> Result<Result<Recovered, Broken>, String> {
+        let mut tries = 0;
+        let bus = loop {
+            tries += 1;
+            match DeviceBus::connect(&dev.ssh, &dev.admin, "root", Duration::from_secs(60)).await {
+                Ok(b) => break b,
+                Err(e) if tries >= 3 => return Err(format!("the recovered emulator's bus, 3 tries: {e}")),
+                Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        };
+        // A call the daemon fails is the state's; the connection was shown to work.
+        Ok(self.questions(&bus, state).await.map_err(|e| broken("recovery", e)))
+    }
+
+    async fn questions(&self, bus: &DeviceBus, state: State) -> Result<Recovered, String> {
         let mut r = Recovered::default();
-        let status = ops::status(&bus).await?;
+        let status = ops::status(bus).await?;
         let running = status.get("id").and_then(|v| v.as_u64()).unwrap_or(0);
         if running != 0 {
             r.broken.push(broken(
@@ -163,7 +186,7 @@ impl<'a> Checker<'a> {
                 format!("after the start Status reports the backup of snapshot {running} as running"),
             ));
         }
-        r.listed = ops::finished_backups(&bus).await?;
+        r.listed = ops::finished_backups(bus).await?;
         let last_ok = status.get("last_result").and_then(|v| v.as_str()) == Some("ok");
         let last_id = status.get("last_id").and_then(|v| v.as_u64()).unwrap_or(0);
         let deleted = self.facts.deleted_backup == Some(last_id);
@@ -173,12 +196,12 @@ impl<'a> Checker<'a> {
                 format!("Status says the backup of snapshot {last_id} finished ok, but GetList does not list it"),
             ));
         }
-        let (ids, active) = ops::snapshots(&bus).await?;
+        let (ids, active) = ops::snapshots(bus).await?;
         r.active = active;
         // Ids are never reused: a new snapshot's id is above every id the card shows and every
         // id handed out before this point. (Not above what an earlier state's recovery gave:
         // a recovery may take ids itself, for the automatic snapshot before a switch.)
-        r.new_id = ops::create(&bus, "crash-states: the next id").await?;
+        r.new_id = ops::create(bus, "crash-states: the next id").await?;
         let on_card = ids.iter().chain(r.listed.keys()).copied().max().unwrap_or(0);
         if r.new_id <= on_card {
             r.broken.push(broken(
@@ -359,24 +382,34 @@ fn with_mounted<T>(card: &Path, mnt: &Path, f: impl FnOnce(&Path) -> T) -> Resul
     Ok(r)
 }
 
-/// The last tick of the automation's state file (`None` when it has none yet). Each complete
-/// line is `TICK AVERAGE OUTPUT`, ticks one apart; a torn last line (no newline) is allowed.
-pub fn automation_tick(path: &Path) -> Result<Option<u64>, String> {
+/// The automation's state file as far as its records are whole: its first record (which
+/// names the file's generation: the loop starts it over at 4 MiB) and how many there are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Records {
+    pub first: String,
+    pub count: usize,
+}
+
+/// Reads the automation's state file (`None` when it has no whole record yet). Each complete
+/// line is `TICK AVERAGE OUTPUT`, each tick one above the last or 1 (the loop started again);
+/// a torn last line (no newline) is allowed.
+pub fn automation_records(path: &Path) -> Result<Option<Records>, String> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
-    parse_ticks(&bytes).map_err(|e| format!("the automation's state file does not parse: {e}"))
+    parse_records(&bytes).map_err(|e| format!("the automation's state file does not parse: {e}"))
 }
 
-fn parse_ticks(bytes: &[u8]) -> Result<Option<u64>, String> {
+fn parse_records(bytes: &[u8]) -> Result<Option<Records>, String> {
     let complete = match bytes.iter().rposition(|&b| b == b'\n') {
         Some(i) => &bytes[..=i],
         None => return Ok(None),
     };
     let text = std::str::from_utf8(complete).map_err(|_| "bytes that are not text".to_string())?;
     let mut last: Option<u64> = None;
+    let mut count = 0;
     for (n, line) in text.lines().enumerate() {
         let f: Vec<&str> = line.split(' ').collect();
         let tick = match (f.len(), f.first().and_then(|t| t.parse::<u64>().ok())) {
@@ -384,13 +417,28 @@ fn parse_ticks(bytes: &[u8]) -> Result<Option<u64>, String> {
             _ => return Err(format!("line {} is {line:?}, not `TICK AVERAGE OUTPUT`", n + 1)),
         };
         if let Some(l) = last {
-            if tick != l + 1 {
+            if tick != l + 1 && tick != 1 {
                 return Err(format!("line {} has tick {tick} after tick {l}", n + 1));
             }
         }
         last = Some(tick);
+        count += 1;
     }
-    Ok(last)
+    Ok(Some(Records {
+        first: text.lines().next().unwrap_or_default().to_string(),
+        count,
+    }))
+}
+
+/// A record an earlier flush point held that this state lost, if any (the same generation of
+/// the file, fewer whole records).
+fn lost_records(before: &Records, now: &Records) -> Option<String> {
+    (now.first == before.first && now.count < before.count).then(|| {
+        format!(
+            "the automation's state file holds {} whole records, but an earlier flush point held {}: fsynced records were lost",
+            now.count, before.count
+        )
+    })
 }
 
 /// GnuPG with the password on its stdin (never in argv or a file), in a keyring of its own.
@@ -456,22 +504,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ticks_are_read_to_the_last_whole_line() {
-        assert_eq!(parse_ticks(b"").unwrap(), None);
+    fn records_are_read_to_the_last_whole_line_across_restarts_of_the_loop() {
+        assert_eq!(parse_records(b"").unwrap(), None);
         assert_eq!(
-            parse_ticks(b"7 18.5 0.1").unwrap(),
+            parse_records(b"7 18.5 0.1").unwrap(),
             None,
-            "a torn first line holds no tick"
+            "a torn first line holds no record"
         );
-        assert_eq!(parse_ticks(b"7 18.5 0.1\n8 18.5 0.2\n9 1").unwrap(), Some(8));
+        let r = parse_records(b"7 18.5 0.1\n8 18.5 0.2\n1 18.5 0.3\n2 1")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            r,
+            Records {
+                first: "7 18.5 0.1".into(),
+                count: 3
+            }
+        );
     }
 
     #[test]
-    fn a_gap_or_garbage_in_the_ticks_is_named() {
-        let e = parse_ticks(b"7 18.5 0.1\n9 18.5 0.2\n").unwrap_err();
+    fn a_gap_or_garbage_in_the_records_is_named() {
+        let e = parse_records(b"7 18.5 0.1\n9 18.5 0.2\n").unwrap_err();
         assert!(e.contains("line 2") && e.contains("tick 9 after tick 7"), "{e}");
-        let e = parse_ticks(b"7 18.5 0.1\n\0\0\0\0\n").unwrap_err();
+        let e = parse_records(b"7 18.5 0.1\n\0\0\0\0\n").unwrap_err();
         assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn fewer_records_of_the_same_file_are_a_loss_and_a_new_file_is_not() {
+        let r = |first: &str, count| Records {
+            first: first.into(),
+            count,
+        };
+        assert!(lost_records(&r("1 a b", 10), &r("1 a b", 12)).is_none());
+        assert!(lost_records(&r("1 a b", 10), &r("1 a b", 9))
+            .unwrap()
+            .contains("held 10"));
+        assert!(
+            lost_records(&r("1 a b", 10), &r("5001 a b", 3)).is_none(),
+            "started over at 4 MiB"
+        );
     }
 
     #[test]

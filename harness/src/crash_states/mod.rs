@@ -75,6 +75,7 @@ pub async fn run(opts: &Options, say: &(dyn Fn(&str) + Sync)) -> Result<CrashRep
         seed: opts.seed,
         broken_writer: opts.broken_writer,
         operations: Vec::new(),
+        record_s: 0.0,
         duration_s: 0.0,
     };
     let env = Env {
@@ -85,12 +86,56 @@ pub async fn run(opts: &Options, say: &(dyn Fn(&str) + Sync)) -> Result<CrashRep
         password: &password,
         standin: standin.as_ref(),
     };
-    for &op in &opts.ops {
+    let rec_dir = opts.report_dir.join("record");
+    let _ = std::fs::remove_dir_all(&rec_dir);
+    std::fs::create_dir_all(&rec_dir).map_err(|e| InfraError::io(rec_dir.display(), e))?;
+    say(&format!(
+        "recording {} on one {}, its card's writes logged",
+        opts.ops.iter().map(|o| o.name()).collect::<Vec<_>>().join(", "),
+        match opts.on {
+            RecordOn::Emulator => "container emulator",
+            RecordOn::Standin => "arm64 stand-in",
+        }
+    ));
+    let t = Instant::now();
+    let recording = match env.standin {
+        Some(parts) => record_on_standin(opts, &env, parts, &rec_dir, say).await,
+        None => record(opts, &env, &rec_dir, say).await,
+    };
+    report.record_s = t.elapsed().as_secs_f64();
+    let (recorded, log, base) = match recording {
+        Ok(r) => r,
+        Err(e) => {
+            let failed = |op: &Op| OperationReport {
+                operation: op.name().into(),
+                what: op.what().into(),
+                error: Some(e.clone()),
+                ..Default::default()
+            };
+            report.operations = opts.ops.iter().map(failed).collect();
+            (Vec::new(), PathBuf::new(), PathBuf::new())
+        }
+    };
+    for (op, facts, record_s) in recorded {
         let dir = opts.report_dir.join(op.name());
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| InfraError::io(dir.display(), e))?;
-        say(&format!("{}: recording ({})", op.name(), op.what()));
-        let r = operation(opts, &env, op, &dir, say).await;
+        let mut r = OperationReport {
+            operation: op.name().into(),
+            what: op.what().into(),
+            record_s,
+            ..Default::default()
+        };
+        let t = Instant::now();
+        match facts {
+            Err(e) => r.error = Some(e),
+            Ok(facts) => {
+                if let Err(e) = check_states(opts, &env, op, &dir, &facts, &log, &base, &mut r, say).await {
+                    r.error = Some(e);
+                }
+            }
+        }
+        r.check_s = t.elapsed().as_secs_f64();
         say(&format!(
             "{}: {} state(s) checked of {} distinct flush point(s), {} violation(s){}",
             op.name(),
@@ -102,12 +147,15 @@ pub async fn run(opts: &Options, say: &(dyn Fn(&str) + Sync)) -> Result<CrashRep
                 .map(|e| format!("; NOT CHECKED: {e}"))
                 .unwrap_or_default()
         ));
-        // The scratch files go; kept state images stay.
-        for f in ["sdcard.img", "sdcard.base", "sdcard.log", "cursor.img", "state.img"] {
+        for f in ["cursor.img", "state.img"] {
             let _ = std::fs::remove_file(dir.join(f));
         }
-        let _ = std::fs::remove_dir_all(dir.join("standin").join("disks"));
         report.operations.push(r);
+    }
+    // The recording's scratch files go (the card, its base and log, the guest's disks); kept
+    // state images and the guest's console stay.
+    for f in ["sdcard.img", "sdcard.base", "sdcard.log"] {
+        let _ = std::fs::remove_file(rec_dir.join(f));
     }
     report.duration_s = started.elapsed().as_secs_f64();
     Ok(report)
@@ -133,35 +181,28 @@ fn zeroize_password() -> Result<String, InfraError> {
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
 }
 
-async fn operation(opts: &Options, env: &Env<'_>, op: Op, dir: &Path, say: &(dyn Fn(&str) + Sync)) -> OperationReport {
-    let mut r = OperationReport {
-        operation: op.name().into(),
-        what: op.what().into(),
-        ..Default::default()
-    };
-    let t = Instant::now();
-    let recorded = match env.standin {
-        Some(parts) => record_on_standin(opts, env, parts, op, dir, say).await,
-        None => record(opts, env, op, dir).await,
-    };
-    r.record_s = t.elapsed().as_secs_f64();
-    let (facts, log_path, base) = match recorded {
-        Ok(x) => x,
-        Err(e) => {
-            r.error = Some(e);
-            return r;
-        }
-    };
-    let t = Instant::now();
-    if let Err(e) = check_states(opts, env, op, dir, &facts, &log_path, &base, &mut r, say).await {
-        r.error = Some(e);
+/// Each operation's facts (or why it could not be recorded) and seconds; the write log and
+/// the card it started from.
+type Recording = (Vec<(Op, Result<ops::Facts, String>, f64)>, PathBuf, PathBuf);
+
+/// Runs every operation in turn on one device.
+async fn record_ops(
+    opts: &Options,
+    recorder: &Recorder<'_>,
+    say: &(dyn Fn(&str) + Sync),
+) -> Vec<(Op, Result<ops::Facts, String>, f64)> {
+    let mut out = Vec::new();
+    for &op in &opts.ops {
+        say(&format!("{}: recording ({})", op.name(), op.what()));
+        let t = Instant::now();
+        let facts = recorder.record(op).await;
+        out.push((op, facts, t.elapsed().as_secs_f64()));
     }
-    r.check_s = t.elapsed().as_secs_f64();
-    r
+    out
 }
 
-/// Runs `op` on an emulator whose card's writes are logged; the facts, the log and the base.
-async fn record(opts: &Options, env: &Env<'_>, op: Op, dir: &Path) -> Result<(ops::Facts, PathBuf, PathBuf), String> {
+/// Runs the operations on an emulator whose card's writes are logged.
+async fn record(opts: &Options, env: &Env<'_>, dir: &Path, say: &(dyn Fn(&str) + Sync)) -> Result<Recording, String> {
     let card = dir.join("sdcard.img");
     crate::image::sdcard::copy_for(env.template, &card).map_err(|e| e.to_string())?;
     let logged = tokio::task::block_in_place(|| LoggedCard::start(&card, dir)).map_err(|e| e.to_string())?;
@@ -182,30 +223,30 @@ async fn record(opts: &Options, env: &Env<'_>, op: Op, dir: &Path) -> Result<(op
         mark: &mark,
         broken_writer: opts.broken_writer,
     };
-    let facts = recorder.record(op).await;
-    let facts = match facts {
-        Ok(f) => Ok(f),
-        Err(e) => Err(format!(
-            "{e}; the daemon's journal:\n{}",
-            emu.journal("nexus-backupd", 30).await
-        )),
-    };
+    let mut recorded = record_ops(opts, &recorder, say).await;
+    if recorded.iter().any(|(_, f, _)| f.is_err()) {
+        let journal = emu.journal("nexus-backupd", 30).await;
+        for (_, f, _) in recorded.iter_mut() {
+            if let Err(e) = f {
+                *e = format!("{e}; the daemon's journal:\n{journal}");
+            }
+        }
+    }
     let _ = emu.remove().await;
     let (log, base) = (logged.log.clone(), logged.base.clone());
     drop(logged);
-    facts.map(|f| (f, log, base))
+    Ok((recorded, log, base))
 }
 
-/// Runs `op` on a stand-in booted with its card's writes logged, then cuts its power; the
-/// facts, the boot's log and the card it started from (moved out of the boot folder).
+/// Runs the operations on a stand-in booted with its card's writes logged, then cuts its
+/// power; the boot's log and the card it started from are moved out of the boot folder.
 async fn record_on_standin(
     opts: &Options,
     env: &Env<'_>,
     parts: &StandinParts,
-    op: Op,
     dir: &Path,
     say: &(dyn Fn(&str) + Sync),
-) -> Result<(ops::Facts, PathBuf, PathBuf), String> {
+) -> Result<Recording, String> {
     let boot_dir = dir.join("standin");
     let vm = Standin::start(
         StandinSpec {
@@ -219,6 +260,10 @@ async fn record_on_standin(
     )
     .await
     .map_err(|e| e.to_string())?;
+    say(&format!(
+        "the stand-in was ready in {:.1} s",
+        vm.ready_after.as_secs_f64()
+    ));
     let dev = standin::device(&vm, &parts.key, dir);
     let log_now = boot_dir.join("sdcard.log");
     let mark = || {
@@ -232,7 +277,7 @@ async fn record_on_standin(
         mark: &mark,
         broken_writer: opts.broken_writer,
     };
-    let facts = recorder.record(op).await;
+    let recorded = record_ops(opts, &recorder, say).await;
     // The power goes (SIGKILL of qemu): the log holds what the card was sent, flushes included.
     let cut = vm.power_cut(true).await.map_err(|e| match e {
         FaultError::Failed(m) | FaultError::Unsupported(m) => format!("the power cut that ends the recording: {m}"),
@@ -242,10 +287,9 @@ async fn record_on_standin(
         .and_then(|()| std::fs::rename(boot_dir.join("sdcard.base"), &base))
         .map_err(|e| format!("the stand-in's write log: {e}"));
     drop(vm);
-    let facts = facts?;
     cut?;
     moved?;
-    Ok((facts, log, base))
+    Ok((recorded, log, base))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -286,14 +330,29 @@ async fn check_states(
     );
     bar.set_prefix(op.name());
     let mut kept = 0;
+    let mut unchecked = Vec::new();
     for state in &picked.states {
         bar.set_message(format!("(log entry {})", state.entries));
         replayer.advance_to(state.entries).map_err(|e| e.to_string())?;
         let card = check::state_card(&work);
         let _ = std::fs::remove_file(&card);
         sparse_copy(&cursor, &card).map_err(|e| format!("{}: {e}", card.display()))?;
-        let found = checker.check(&card, *state).await;
+        let mut found = checker.check(&card, *state).await;
+        if found.is_err() {
+            // Once more on a fresh copy: a container or connection that failed under load.
+            let _ = std::fs::remove_file(&card);
+            sparse_copy(&cursor, &card).map_err(|e| format!("{}: {e}", card.display()))?;
+            found = checker.check(&card, *state).await;
+        }
         let _ = std::fs::remove_file(&card);
+        let found = match found {
+            Ok(f) => f,
+            Err(e) => {
+                unchecked.push(format!("the state at log entry {}: {e}", state.entries));
+                bar.inc(1);
+                continue;
+            }
+        };
         r.states_checked += 1;
         r.prefixes_checked += usize::from(!state.flush_point);
         if found.is_empty() {
@@ -327,6 +386,13 @@ async fn check_states(
     }
     bar.finish_and_clear();
     let _ = std::fs::remove_dir_all(&work);
+    if !unchecked.is_empty() {
+        return Err(format!(
+            "{} state(s) could not be checked: {}",
+            unchecked.len(),
+            unchecked.join("; ")
+        ));
+    }
     Ok(())
 }
 

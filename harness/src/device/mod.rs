@@ -9,6 +9,7 @@
 pub mod container;
 pub mod inventory;
 pub mod keys;
+pub mod lock;
 pub mod open;
 pub mod ready;
 pub mod standin;
@@ -84,6 +85,10 @@ pub enum Fault {
     /// Cut the power: every write the device had not flushed is lost; powered on again unless
     /// `stay_off`. Only a device whose power the harness owns (a guest with its own kernel).
     PowerCut { stay_off: bool },
+    /// The SD card dies and a new one is set up: off (unflushed writes lost with the old card),
+    /// a fresh copy of the card image the device was first given in its place, on again. The
+    /// system (users, keys) is not on the card on the targets that can have this, so it stays.
+    ReplaceCard,
     /// Fill /broot until this many bytes are free.
     FillDisk(u64),
     /// After `after`, stop answering on the published ports for `duration`; runs in the

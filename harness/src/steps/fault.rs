@@ -1,6 +1,7 @@
 //! The fault steps: which [`Fault`] each asks of the device's [`crate::device::Lifecycle`]
-//! (where it is injected: `device::container::faults` for the emulator), waiting first for a
-//! backup to reach `at_percent`, and afterwards for the daemon to answer again. A device with no
+//! (where it is injected: `device::container::faults` for the emulator, `device::standin::power`
+//! for the stand-in), waiting first for a backup to reach `at_percent` or for a seeded delay
+//! into another step (`during`), and afterwards for the daemon to answer again. A device with no
 //! lifecycle (a real one) cannot have them: the scenario is skipped with the reason.
 
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use nexus_contract::names::BACKUP1;
 
 use super::{StepEnd, StepLog};
 use crate::device::{Applied, CutLog, Fault, Lifecycle};
-use crate::scenario::{FaultStep, Step};
+use crate::scenario::{FaultStep, PowerCut, Step};
 use crate::session::{render, Cut, Session};
 
 /// The daemon's process id as systemd knows it (0 when it is not running).
@@ -21,30 +22,19 @@ const BOOT_ID: &str = "echo \"$(cat /proc/sys/kernel/random/boot_id) pid1-start 
 /// Runs a `fault.*` step.
 pub async fn run(s: &mut Session<'_>, step: &Step, timeout: Duration, log: &mut StepLog) -> Result<(), StepEnd> {
     let Some(lifecycle) = s.lifecycle else {
-        return Err(StepEnd::Unsupported(format!(
-            "{} needs the emulator's lifecycle; this target has none",
-            step.kind()
-        )));
+        return Err(StepEnd::Unsupported(match step {
+            Step::FaultReplaceCard(_) => "the card swap is the operator's: fault.replace_card needs a target whose SD \
+                                          card the harness holds (--target standin or emulator)"
+                .to_string(),
+            _ => format!("{} needs the emulator's lifecycle; this target has none", step.kind()),
+        }));
     };
     match step {
         Step::FaultKillDaemon(f) => restart(s, lifecycle, Fault::KillDaemon, when(f), timeout, log).await,
         Step::FaultRestartDaemon(f) => restart(s, lifecycle, Fault::RestartDaemon, when(f), timeout, log).await,
         Step::FaultReboot(f) => restart(s, lifecycle, Fault::Reboot, when(f), timeout, log).await,
-        Step::FaultPowerCut(p) => {
-            let fault = Fault::PowerCut { stay_off: p.stay_off };
-            let at = match p.at_percent_between {
-                Some((lo, hi)) => {
-                    let drawn = s.random.between(u64::from(lo), u64::from(hi)) as u8;
-                    log.lines.push(format!(
-                        "the cut comes at {drawn}%, drawn from {lo}..={hi} (scenario seed {})",
-                        s.random.seed
-                    ));
-                    Some(drawn)
-                }
-                None => p.at_percent,
-            };
-            restart(s, lifecycle, fault, (at, p.id.as_deref()), timeout, log).await
-        }
+        Step::FaultPowerCut(p) => power_cut(s, lifecycle, p, timeout, log).await,
+        Step::FaultReplaceCard(_) => replace_card(s, lifecycle, timeout, log).await,
         Step::FaultCutNetwork(f) => {
             log.lines
                 .push(format!("the network goes down in {:?} for {:?}", f.after, f.duration));
@@ -95,31 +85,143 @@ pub async fn run(s: &mut Session<'_>, step: &Step, timeout: Duration, log: &mut 
     }
 }
 
-/// When a fault comes: at the running backup's progress, or at once.
-fn when(f: &FaultStep) -> (Option<u8>, Option<&str>) {
-    (f.at_percent, f.id.as_deref())
+/// When a fault comes.
+enum When<'a> {
+    Now,
+    /// When the running backup of this snapshot has reached the percent.
+    AtPercent(u8, &'a str),
+    /// This long after the step starts, or after `during` (a step and its line) starts, which
+    /// the fault must meet.
+    After(Duration, Option<(&'a Step, usize)>),
 }
 
-/// A kill, restart, reboot or power cut, at a backup's `at_percent` if given; done when
-/// `Status` answers again (or at once for a power cut that stays off).
+/// When a daemon fault comes: at the running backup's progress, or at once.
+fn when(f: &FaultStep) -> When<'_> {
+    match (f.at_percent, f.id.as_deref()) {
+        (Some(p), Some(id)) => When::AtPercent(p, id),
+        _ => When::Now,
+    }
+}
+
+/// `fault.power_cut`: when it comes (a drawn percent or delay is named with the seed), then
+/// the cut and the way back.
+async fn power_cut(
+    s: &mut Session<'_>,
+    lifecycle: &dyn Lifecycle,
+    p: &PowerCut,
+    timeout: Duration,
+    log: &mut StepLog,
+) -> Result<(), StepEnd> {
+    let seed = s.random.seed;
+    // The step to cut, and its line in the file.
+    let during = p
+        .during
+        .as_deref()
+        .map(|d| (&**d, d.span().start().map(|m| m.line()).unwrap_or(0)));
+    let what = during.map_or("the step".to_string(), |(d, line)| {
+        format!("{} (line {line})", d.kind())
+    });
+    let when = match (
+        p.at_percent_between,
+        p.at_percent,
+        p.after_between,
+        p.after,
+        p.id.as_deref(),
+    ) {
+        (Some((lo, hi)), _, _, _, Some(id)) => {
+            let drawn = s.random.between(u64::from(lo), u64::from(hi)) as u8;
+            log.lines.push(format!(
+                "the cut comes at {drawn}%, drawn from {lo}..={hi} (scenario seed {seed})"
+            ));
+            When::AtPercent(drawn, id)
+        }
+        (None, Some(at), _, _, Some(id)) => When::AtPercent(at, id),
+        (_, _, Some((lo, hi)), _, _) => {
+            let ms = s.random.between(lo.as_millis() as u64, hi.as_millis() as u64);
+            log.lines.push(format!(
+                "the power goes {ms} ms after {what} starts, drawn from {lo:?}..={hi:?} (scenario seed {seed})"
+            ));
+            When::After(Duration::from_millis(ms), during)
+        }
+        (_, _, None, Some(after), _) => {
+            log.lines.push(format!("the power goes {after:?} after {what} starts"));
+            When::After(after, during)
+        }
+        _ => When::Now,
+    };
+    restart(
+        s,
+        lifecycle,
+        Fault::PowerCut { stay_off: p.stay_off },
+        when,
+        timeout,
+        log,
+    )
+    .await
+}
+
+/// `fault.replace_card`: a marker written to the old card and synced (so no power cut could
+/// lose it), the card replaced, and the marker gone: proof the device came back on a new card.
+async fn replace_card(
+    s: &mut Session<'_>,
+    lifecycle: &dyn Lifecycle,
+    timeout: Duration,
+    log: &mut StepLog,
+) -> Result<(), StepEnd> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let marker = format!("/broot/.nexus-hil-old-card-{nanos}");
+    let out = s
+        .ssh("root", &format!("echo old card > {marker} && sync"), None, timeout)
+        .await?;
+    if out.code != Some(0) {
+        return Err(format!("cannot mark the old card with {marker}: {}", out.stderr.trim()).into());
+    }
+    log.lines.push(format!("the old card is marked with {marker} (synced)"));
+    restart(s, lifecycle, Fault::ReplaceCard, When::Now, timeout, log).await?;
+    let check = format!(
+        "test ! -e {marker} && echo \"the marker is gone; on the new card: $(ls -A /broot/backups | wc -l) file(s) in \
+         /broot/backups, $(ls -A /broot/snapshot/snapshots | wc -l) snapshot(s)\""
+    );
+    let out = s.ssh("root", &check, None, timeout).await?;
+    if out.code != Some(0) {
+        return Err(
+            format!("the card was not replaced: {marker}, written to the old card and synced, is still there").into(),
+        );
+    }
+    log.lines.push(out.stdout.trim().to_string());
+    Ok(())
+}
+
+/// A kill, restart, reboot, power cut or card swap, when `when` says; done when `Status`
+/// answers again (or at once for a power cut that stays off).
 async fn restart(
     s: &mut Session<'_>,
     lifecycle: &dyn Lifecycle,
     fault: Fault,
-    (at_percent, id): (Option<u8>, Option<&str>),
+    when: When<'_>,
     timeout: Duration,
     log: &mut StepLog,
 ) -> Result<(), StepEnd> {
-    if let (Some(p), Some(id)) = (at_percent, id) {
+    if let When::AtPercent(p, id) = when {
         let id = s.subst(id);
         wait_for_progress(s, &id, p, timeout, log).await?;
     }
     let stays_off = matches!(fault, Fault::PowerCut { stay_off: true });
-    let reboot = matches!(fault, Fault::Reboot | Fault::PowerCut { .. });
+    let reboot = matches!(fault, Fault::Reboot | Fault::PowerCut { .. } | Fault::ReplaceCard);
     let proof = if reboot { BOOT_ID } else { DAEMON_PID };
     let before = identity(s, proof, timeout).await?;
     log.lines.push(format!("fault: {fault:?}"));
-    let Applied { ports, note } = lifecycle.fault(fault).await?;
+    let Applied { ports, note } = match when {
+        When::After(delay, Some((inner, line))) => cut_during(s, lifecycle, fault, delay, (inner, line), log).await?,
+        When::After(delay, None) => {
+            tokio::time::sleep(delay).await;
+            lifecycle.fault(fault).await?
+        }
+        _ => lifecycle.fault(fault).await?,
+    };
     log.lines.extend(note);
     // The bridge connections died with the daemon's peers or the device.
     if reboot {
@@ -210,5 +312,174 @@ async fn wait_for_progress(
             return Err(format!("the backup stayed below {percent}% for {timeout:?}").into());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Starts `inner` and cuts the power `delay` later, while it runs: the step fails if `inner`
+/// ended first (the cut would not be during it) or passed after the cut (its answer was on its
+/// way: the device had finished it). Its breaking off is expected; its lines go to the
+/// transcript.
+async fn cut_during(
+    s: &mut Session<'_>,
+    lifecycle: &dyn Lifecycle,
+    fault: Fault,
+    delay: Duration,
+    (inner, line): (&Step, usize),
+    log: &mut StepLog,
+) -> Result<Applied, StepEnd> {
+    let what = format!("{} (line {line})", inner.kind());
+    let t = super::step_timeout(inner);
+    let mut inner_log = StepLog::default();
+    let started = Instant::now();
+    let mut call = Box::pin(tokio::time::timeout(t, super::run(s, inner, t, &mut inner_log)));
+    let early = tokio::select! {
+        biased;
+        r = &mut call => Some(r),
+        () = tokio::time::sleep(delay) => None,
+    };
+    let (ended, applied) = match early {
+        Some(r) => {
+            drop(call);
+            (r, None)
+        }
+        None => {
+            let cut_at = started.elapsed();
+            let (r, applied) = tokio::join!(call, lifecycle.fault(fault));
+            log.lines.push(format!(
+                "the power went {:.3} s into {what}, while it ran",
+                cut_at.as_secs_f64()
+            ));
+            (r, Some(applied))
+        }
+    };
+    let ran = started.elapsed();
+    log.lines
+        .extend(inner_log.lines.into_iter().map(|l| format!("  during: {l}")));
+    let outcome = match &ended {
+        Ok(Ok(())) => "passed".to_string(),
+        Ok(Err(StepEnd::Failed(m) | StepEnd::Unsupported(m))) => format!("broke off: {m}"),
+        Err(_) => format!("did not end within its timeout of {t:?}"),
+    };
+    let Some(applied) = applied else {
+        return Err(format!(
+            "{what} ended ({outcome}) {:.3} s after it started, before the power went at {delay:?}: the cut must \
+             come while it runs; draw the delay from a shorter range",
+            ran.as_secs_f64()
+        )
+        .into());
+    };
+    let applied = applied?;
+    if matches!(ended, Ok(Ok(()))) {
+        return Err(format!(
+            "{what} passed though the power went while it ran: its answer was already on its way, so the device had \
+             finished it; draw the delay from a shorter range"
+        )
+        .into());
+    }
+    log.lines.push(format!("{what} {outcome}, as the power went"));
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::device::{Device, FaultError};
+    use crate::scenario::Scenario;
+    use crate::session::{Made, SeededRandom};
+    use crate::transport::https::HttpsTarget;
+    use crate::transport::ssh::SshTarget;
+
+    /// A lifecycle that only counts the faults it is asked for.
+    #[derive(Default)]
+    struct Counting(AtomicU32);
+
+    impl Lifecycle for Counting {
+        fn fault(
+            &self,
+            _fault: Fault,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Applied, FaultError>> + '_>> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(Applied::default()) })
+        }
+    }
+
+    /// A session on a device nobody answers for (port 1 of loopback refuses at once).
+    fn session<'a>(work: &Path, lifecycle: Option<&'a dyn Lifecycle>) -> Session<'a> {
+        Session {
+            dev: Device {
+                ssh: SshTarget {
+                    host: "127.0.0.1".into(),
+                    port: 1,
+                    key: work.join("no-key"),
+                    known_hosts: work.join("known_hosts"),
+                },
+                https: HttpsTarget {
+                    host: "127.0.0.1".into(),
+                    port: 1,
+                    pin: work.join("pinned-ca.pem"),
+                    token: None,
+                    ca_sha256: None,
+                },
+                admin: "nexus".into(),
+                pubkey: String::new(),
+            },
+            lifecycle,
+            work: work.to_owned(),
+            vars: Default::default(),
+            buses: HashMap::new(),
+            scenario_dir: work.to_owned(),
+            holds: Vec::new(),
+            probes: Vec::new(),
+            made: Made::default(),
+            cuts: Vec::new(),
+            random: SeededRandom::for_scenario(1, "test"),
+        }
+    }
+
+    fn steps(yaml: &str) -> Scenario {
+        Scenario::parse(&format!("name: t\nsteps:\n{yaml}"), Path::new("t.yaml")).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_card_swap_on_a_real_device_is_the_operators() {
+        let work = tempfile::tempdir().unwrap();
+        let mut s = session(work.path(), None);
+        let sc = steps("  - fault.replace_card: {}\n");
+        let r = run(&mut s, &sc.steps[0], Duration::from_secs(5), &mut StepLog::default()).await;
+        match r {
+            Err(StepEnd::Unsupported(m)) => assert!(m.contains("the card swap is the operator's"), "{m}"),
+            _ => panic!("a real device cannot have its card replaced by the harness"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_cut_must_meet_the_step_it_comes_during() {
+        let work = tempfile::tempdir().unwrap();
+        let power = Counting::default();
+        let mut s = session(work.path(), Some(&power));
+        let sc = steps("  - ssh.run: {as: nexus, command: 'sleep 1'}\n");
+        let inner: &Step = &sc.steps[0];
+        let cut = || Fault::PowerCut { stay_off: false };
+
+        // The step ends (ssh is refused at once) long before the power would go: no cut.
+        let mut log = StepLog::default();
+        let r = cut_during(&mut s, &power, cut(), Duration::from_secs(20), (inner, 3), &mut log).await;
+        match r {
+            Err(StepEnd::Failed(m)) => assert!(m.contains("before the power went"), "{m}"),
+            _ => panic!("a step that ended before the cut must fail the cut"),
+        }
+        assert_eq!(power.0.load(Ordering::SeqCst), 0, "no cut when the step had ended");
+
+        // The power goes at once, while ssh is still starting: the cut meets the step.
+        let mut log = StepLog::default();
+        let r = cut_during(&mut s, &power, cut(), Duration::ZERO, (inner, 3), &mut log).await;
+        assert!(r.is_ok(), "{:?}", log.lines);
+        assert_eq!(power.0.load(Ordering::SeqCst), 1);
+        assert!(log.lines.iter().any(|l| l.contains("while it ran")), "{:?}", log.lines);
+        assert!(log.lines.iter().any(|l| l.contains("broke off")), "{:?}", log.lines);
     }
 }

@@ -1,6 +1,6 @@
 //! What each step of a scenario does to the device, one module per family: [`dbus`] (calls and
 //! waiting for a backup), [`shell`] (commands and files over SSH), [`transfer`] (HTTPS, scp,
-//! rsync), [`verify`] (GnuPG and comparing an archive with its snapshot, through [`tree`]),
+//! rsync; scp back), [`verify`] (GnuPG and comparing an archive with its snapshot, through [`tree`]),
 //! [`setup`] (users and polkit grants: the vendor's recipe, shared with `provision`), [`fault`]
 //! and [`probe`] (the automation loop's latency). [`run`] sends a step to its family; the
 //! runner around it keeps the order, the timeouts and the report.
@@ -66,7 +66,7 @@ pub fn step_timeout(step: &Step) -> Duration {
     step.timeout().unwrap_or(match step {
         Step::BackupWait(_) => DEFAULT_WAIT_TIMEOUT,
         // A guest's boot under software emulation can take minutes on a busy machine.
-        Step::FaultPowerCut(_) | Step::FaultReboot(_) => DEFAULT_WAIT_TIMEOUT,
+        Step::FaultPowerCut(_) | Step::FaultReboot(_) | Step::FaultReplaceCard(_) => DEFAULT_WAIT_TIMEOUT,
         Step::Repeat(_) => Duration::from_secs(30 * 60),
         Step::ProbeLatency(p) => probe::default_timeout(p) + DEFAULT_STEP_TIMEOUT,
         _ => DEFAULT_STEP_TIMEOUT,
@@ -84,6 +84,7 @@ pub async fn run(s: &mut Session<'_>, step: &Step, timeout: Duration, log: &mut 
         Step::HttpGet(g) => failed(transfer::http_get(s, g, timeout, log).await),
         Step::HttpHold(h) => failed(transfer::http_hold(s, h, timeout, log).await),
         Step::ScpGet(g) => failed(transfer::scp_get(s, g, timeout, log).await),
+        Step::ScpPut(p) => failed(transfer::scp_put(s, p, timeout, log).await),
         Step::RsyncPull(r) => failed(transfer::rsync_pull(s, r, timeout, log).await),
         Step::GpgDecrypt(d) => failed(verify::gpg(s, d, timeout, log).await),
         Step::ArchiveMatchesSnapshot(a) => failed(verify::archive(s, a, timeout, log).await),
@@ -94,7 +95,8 @@ pub async fn run(s: &mut Session<'_>, step: &Step, timeout: Duration, log: &mut 
         | Step::FaultCutNetwork(_)
         | Step::FaultSlowIo(_)
         | Step::FaultFillDisk(_)
-        | Step::FaultPowerCut(_) => fault::run(s, step, timeout, log).await,
+        | Step::FaultPowerCut(_)
+        | Step::FaultReplaceCard(_) => fault::run(s, step, timeout, log).await,
         Step::ProbeLatency(p) => probe::run(s, p, timeout, log).await,
         Step::Repeat(r) => repeat(s, r, log).await,
     }

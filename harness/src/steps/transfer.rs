@@ -1,13 +1,14 @@
 //! Getting files off the device as its owner would: `http.get` (HTTPS with the CA pinned,
 //! resumed with Range requests when asked), `http.hold` (connections held open, idle or
-//! slowloris), `scp.get` and `rsync.pull`.
+//! slowloris), `scp.get` and `rsync.pull`; and putting files back on it with `scp.put`.
 
 use std::time::{Duration, Instant};
 
 use super::StepLog;
-use crate::scenario::{HttpGet, HttpHold, RsyncPull, ScpGet};
+use crate::scenario::{HttpGet, HttpHold, RsyncPull, ScpGet, ScpPut};
 use crate::session::Session;
 use crate::transport::https;
+use crate::transport::ssh::{run_local, sh_quote};
 
 /// `http.get`.
 pub async fn http_get(s: &mut Session<'_>, g: &HttpGet, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
@@ -124,6 +125,52 @@ pub async fn scp_get(s: &mut Session<'_>, g: &ScpGet, timeout: Duration, log: &m
     if out.code != Some(0) {
         return Err(format!("scp failed: {}", out.stderr.trim()));
     }
+    Ok(())
+}
+
+/// `scp.put`: `scp local USER@host:remote`, then the size on the device checked against the
+/// local file's (a copy cut short must not pass).
+pub async fn scp_put(s: &mut Session<'_>, p: &ScpPut, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
+    let user = s.subst(&p.user);
+    let remote = s.subst(&p.remote);
+    let local = s.local(&p.local);
+    let size = std::fs::metadata(&local)
+        .map_err(|e| format!("{}: {e}", local.display()))?
+        .len();
+    let ssh = &s.dev.ssh;
+    log.lines.push(format!(
+        "scp {} {user}@{}:{remote} ({size} bytes)",
+        local.display(),
+        ssh.host
+    ));
+    let started = Instant::now();
+    let mut cmd = tokio::process::Command::new("scp");
+    cmd.arg("-P").arg(ssh.port.to_string()).args(ssh.options());
+    cmd.arg(&local).arg(format!("{user}@{}:{remote}", ssh.host));
+    let out = run_local(cmd, None, timeout).await?;
+    if out.code != Some(0) {
+        return Err(format!("scp failed: {}", out.stderr.trim()));
+    }
+    // A folder as `remote` gets the file under its own name, as scp puts it.
+    let name = local
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let check = format!(
+        "f={q}; [ -d \"$f\" ] && f=\"$f\"/{n}; stat -c %s \"$f\"",
+        q = sh_quote(&remote),
+        n = sh_quote(&name)
+    );
+    let left = timeout.saturating_sub(started.elapsed());
+    let out = s.ssh(&user, &check, None, left).await?;
+    let there = out.stdout.trim();
+    if out.code != Some(0) || there != size.to_string() {
+        return Err(format!(
+            "after scp the device holds {there:?} bytes at {remote}, not {size}: {}",
+            out.stderr.trim()
+        ));
+    }
+    log.lines.push(format!("-> {size} bytes on the device"));
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 //! Steps on a downloaded backup, on the harness's side: decrypting it with GnuPG and comparing
-//! it with the snapshot it was made from.
+//! it with the snapshot it was made from (on the device, or a copy kept earlier).
 
 use std::time::Duration;
 
@@ -29,20 +29,24 @@ impl StepSpec for GpgDecrypt {
 }
 
 /// A local tar archive (or a pulled directory) must hold exactly the snapshot's files, with
-/// content, mode, owner, mtime and symlink targets; the snapshot is read over ssh.
+/// content, mode, owner, mtime and symlink targets: the snapshot on the device (`snapshot`, read
+/// over ssh), or as it was saved earlier (`saved`: a tar archive or a folder in the work folder,
+/// for when the device no longer has it, as after a new SD card).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArchiveMatchesSnapshot {
     pub archive: Option<String>,
     pub dir: Option<String>,
-    pub snapshot: String,
+    pub snapshot: Option<String>,
+    pub saved: Option<String>,
     #[serde(default, deserialize_with = "duration::optional")]
     pub timeout: Option<Duration>,
 }
 
 impl StepSpec for ArchiveMatchesSnapshot {
     fn texts(&self) -> Vec<&str> {
-        let mut t = vec![self.snapshot.as_str()];
+        let mut t: Vec<&str> = opt(&self.snapshot).into_iter().collect();
+        t.extend(opt(&self.saved));
         t.extend(opt(&self.archive));
         t.extend(opt(&self.dir));
         t
@@ -51,6 +55,12 @@ impl StepSpec for ArchiveMatchesSnapshot {
     fn check(&self) -> Result<(), String> {
         if self.archive.is_some() == self.dir.is_some() {
             return Err("give exactly one of `archive` (a tar file) or `dir` (a pulled directory)".into());
+        }
+        if self.snapshot.is_some() == self.saved.is_some() {
+            return Err(
+                "give exactly one of `snapshot` (its id, read on the device) or `saved` (a copy of it kept earlier: a tar file or a folder)"
+                    .into(),
+            );
         }
         Ok(())
     }

@@ -1,12 +1,15 @@
-//! Fault steps, for the emulator only: killing, restarting or rebooting the daemon's device,
-//! filling its disk, cutting its network and slowing its SD card.
+//! Fault steps, for devices the harness controls: killing, restarting or rebooting the daemon's
+//! device, filling its disk, cutting its network, slowing its SD card, cutting its power (at a
+//! backup's percent or a seeded delay, during another step) and replacing its card.
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use marked_yaml::Spanned;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
 
-use super::{opt, StepSpec};
-use crate::duration;
+use super::{opt, Step, StepSpec};
+use crate::duration::{self, parse_duration};
 
 /// A fault: kill or restart `nexus-backupd`, or reboot the device. With `at_percent` the fault
 /// waits until the running backup of snapshot `id` has reached that progress. Emulator only; on
@@ -39,8 +42,9 @@ fn at_percent_with_id(at_percent: Option<u8>, id: &Option<String>) -> Result<(),
 }
 
 /// Cuts the device's power: every write it had not flushed is lost, as on an SD card. Then it
-/// is powered on again (unless `stay_off`) and the step waits for SSH and the daemon. With
-/// `at_percent` and `id` the cut comes when the running backup of `id` has reached that progress.
+/// is powered on again (unless `stay_off`) and the step waits for SSH and the daemon. The cut
+/// comes at once, or when the running backup of `id` reaches `at_percent`, or `after` a delay;
+/// with `during`, the delay runs from the start of that step, which the cut must meet.
 /// Needs a target whose power the harness owns (`--target standin`); elsewhere the scenario is
 /// skipped with the reason.
 #[derive(Debug, Deserialize)]
@@ -52,18 +56,70 @@ pub struct PowerCut {
     /// and any one can be repeated.
     pub at_percent_between: Option<(u8, u8)>,
     pub id: Option<String>,
+    /// The cut comes this long after the step starts (after `during` starts, when given).
+    #[serde(default, deserialize_with = "duration::optional")]
+    pub after: Option<Duration>,
+    /// Instead of `after`: a delay drawn from `[low, high]` with the run's seed.
+    #[serde(default, deserialize_with = "duration_pair")]
+    pub after_between: Option<(Duration, Duration)>,
+    /// A step started when the delay starts; the power goes while it runs (the step fails if
+    /// it ended first). What it does is cut off, so its own failure is expected, not checked.
+    pub during: Option<Box<Spanned<Step>>>,
     #[serde(default)]
     pub stay_off: bool,
     #[serde(default, deserialize_with = "duration::optional")]
     pub timeout: Option<Duration>,
 }
 
+/// The steps a power cut can come `during`: those that talk to the device and end by
+/// themselves, and capture nothing (a step cut off has nothing to capture).
+pub const CUT_DURING: &[&str] = &["dbus.call", "ssh.run", "http.get", "scp.get", "rsync.pull"];
+
 impl StepSpec for PowerCut {
     fn texts(&self) -> Vec<&str> {
-        opt(&self.id).into_iter().collect()
+        let mut t: Vec<&str> = opt(&self.id).into_iter().collect();
+        if let Some(d) = &self.during {
+            t.extend(d.texts());
+        }
+        t
     }
 
     fn check(&self) -> Result<(), String> {
+        let percent = self.at_percent.is_some() || self.at_percent_between.is_some();
+        let delay = self.after.is_some() || self.after_between.is_some();
+        if percent && delay {
+            return Err("give a backup's percent (`at_percent`, `at_percent_between`) or a delay (`after`, `after_between`), not both".into());
+        }
+        if self.after.is_some() && self.after_between.is_some() {
+            return Err("give `after` or `after_between`, not both".into());
+        }
+        if let Some((lo, hi)) = self.after_between {
+            if lo > hi {
+                return Err(format!(
+                    "`after_between: [{lo:?}, {hi:?}]`: give [low, high] with low <= high"
+                ));
+            }
+        }
+        if let Some(d) = &self.during {
+            if !delay {
+                return Err(
+                    "`during` needs `after` or `after_between`: how long after it starts the power goes".into(),
+                );
+            }
+            let kind = d.kind();
+            if !CUT_DURING.contains(&kind) {
+                return Err(format!(
+                    "`during`: a power cut can come during {}, not {kind}",
+                    CUT_DURING.join(", ")
+                ));
+            }
+            if d.captures().is_some() {
+                return Err(format!(
+                    "`during`: {kind}: a step the power cuts off captures nothing; remove its `capture`"
+                ));
+            }
+            d.check().map_err(|e| format!("`during`: {kind}: {e}"))?;
+        }
         match self.at_percent_between {
             Some(_) if self.at_percent.is_some() => Err("give `at_percent` or `at_percent_between`, not both".into()),
             Some((lo, hi)) if lo > hi || hi > 100 => Err(format!(
@@ -73,10 +129,38 @@ impl StepSpec for PowerCut {
                 Err("`at_percent_between` needs `id` (the snapshot being backed up)".into())
             }
             Some(_) => Ok(()),
+            None if delay && self.id.is_some() => {
+                Err("`id` goes with `at_percent`; a cut `after` a delay needs none".into())
+            }
+            None if delay => Ok(()),
             None => at_percent_with_id(self.at_percent, &self.id),
         }
     }
 }
+
+/// `#[serde(default, deserialize_with)]` for `[low, high]`, two durations.
+fn duration_pair<'de, D: Deserializer<'de>>(d: D) -> Result<Option<(Duration, Duration)>, D::Error> {
+    let Some((lo, hi)) = Option::<(String, String)>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let lo = parse_duration(&lo).map_err(D::Error::custom)?;
+    let hi = parse_duration(&hi).map_err(D::Error::custom)?;
+    Ok(Some((lo, hi)))
+}
+
+/// The device's SD card dies and a new one is set up: the device is powered off, its card
+/// replaced by a fresh copy of the card image it was first given (the system, users and keys
+/// stay: on the targets that can have this, they are not on the card), and powered on again.
+/// Needs a target whose card the harness holds (`--target standin`, the emulator); on a real
+/// device the card swap is the operator's and the scenario is skipped with that reason.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaceCard {
+    #[serde(default, deserialize_with = "duration::optional")]
+    pub timeout: Option<Duration>,
+}
+
+impl StepSpec for ReplaceCard {}
 
 /// Fills /broot until only `leave_bytes` are free, with the ballast file
 /// `/broot/.nexus-hil-ballast` (outside every subvolume; remove it to free the space). Emulator only.

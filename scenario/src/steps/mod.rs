@@ -15,11 +15,11 @@ use serde::Deserialize;
 
 pub use archive::{ArchiveMatchesSnapshot, GpgDecrypt};
 pub use dbus::{BackupWait, DbusCall};
-pub use fault::{CutNetwork, FaultStep, FillDisk, PowerCut, SlowIo};
+pub use fault::{CutNetwork, FaultStep, FillDisk, PowerCut, ReplaceCard, SlowIo};
 pub use http::{HttpGet, HttpHold};
 pub use probe::ProbeLatency;
 pub use repeat::Repeat;
-pub use ssh::{RsyncPull, ScpGet, SetupUser, SshPut, SshRun};
+pub use ssh::{RsyncPull, ScpGet, ScpPut, SetupUser, SshPut, SshRun};
 
 /// What the loader asks of every step; the defaults fit a step without variables or rules.
 pub(crate) trait StepSpec {
@@ -89,6 +89,7 @@ steps! {
     HttpGet(HttpGet) = "http.get",
     HttpHold(HttpHold) = "http.hold",
     ScpGet(ScpGet) = "scp.get",
+    ScpPut(ScpPut) = "scp.put",
     RsyncPull(RsyncPull) = "rsync.pull",
     GpgDecrypt(GpgDecrypt) = "gpg.decrypt",
     ArchiveMatchesSnapshot(ArchiveMatchesSnapshot) = "archive.matches_snapshot",
@@ -100,6 +101,7 @@ steps! {
     FaultCutNetwork(CutNetwork) = "fault.cut_network",
     FaultSlowIo(SlowIo) = "fault.slow_io",
     FaultPowerCut(PowerCut) = "fault.power_cut",
+    FaultReplaceCard(ReplaceCard) = "fault.replace_card",
     ProbeLatency(ProbeLatency) = "probe.latency",
     Repeat(Repeat) = "repeat",
 }

@@ -1,5 +1,5 @@
 //! Steps over ssh as a user: running a command, writing a file, copying files down with scp or
-//! rsync, and the vendor's setup of a backup user.
+//! rsync and up with scp, and the vendor's setup of a backup user.
 
 use std::time::Duration;
 
@@ -102,6 +102,25 @@ pub struct ScpGet {
 impl StepSpec for ScpGet {
     fn texts(&self) -> Vec<&str> {
         vec![&self.user, &self.remote, &self.local]
+    }
+}
+
+/// `scp local USER@host:remote`: a file of the scenario's work folder copied onto the device,
+/// as an owner copies backup files back after setting up a new card.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScpPut {
+    #[serde(rename = "as")]
+    pub user: String,
+    pub local: String,
+    pub remote: String,
+    #[serde(default, deserialize_with = "duration::optional")]
+    pub timeout: Option<Duration>,
+}
+
+impl StepSpec for ScpPut {
+    fn texts(&self) -> Vec<&str> {
+        vec![&self.user, &self.local, &self.remote]
     }
 }
 

@@ -11,6 +11,7 @@ const MINIMAL: &[(&str, &str)] = &[
     ("http.get", "path: /"),
     ("http.hold", "connections: 1, mode: idle"),
     ("scp.get", "as: root, remote: a, local: b"),
+    ("scp.put", "as: root, local: a, remote: b"),
     ("rsync.pull", "as: root, remote: a, local: b"),
     ("gpg.decrypt", "file: a, password: p, output: b"),
     ("archive.matches_snapshot", "archive: a, snapshot: s"),
@@ -22,6 +23,7 @@ const MINIMAL: &[(&str, &str)] = &[
     ("fault.cut_network", "after: 1s, for: 2s"),
     ("fault.slow_io", "read_bytes_per_sec: 0"),
     ("fault.power_cut", ""),
+    ("fault.replace_card", ""),
     ("probe.latency", "name: a, for: 5s"),
     ("repeat", "times: 1, steps: [{ssh.run: {as: root, command: id}}]"),
 ];
@@ -108,5 +110,67 @@ fn a_power_cut_draws_its_percent_from_a_range_with_an_id() {
     ] {
         let e = step("fault.power_cut", body).check().unwrap_err();
         assert!(e.contains(says), "{body}: {e}");
+    }
+}
+
+#[test]
+fn a_power_cut_after_a_seeded_delay_comes_during_a_step_that_captures_nothing() {
+    let Step::FaultPowerCut(p) = step(
+        "fault.power_cut",
+        "after_between: [200ms, 2s], during: {dbus.call: {as: root, service: tech.noreya.Snapshot1, method: Create, args: [true, true, '${what}']}}",
+    ) else {
+        unreachable!()
+    };
+    assert_eq!(
+        p.after_between,
+        Some((Duration::from_millis(200), Duration::from_secs(2)))
+    );
+    let cut = Step::FaultPowerCut(p);
+    assert_eq!(cut.check(), Ok(()));
+    assert!(
+        cut.texts().contains(&"${what}"),
+        "the inner step's variables are checked too"
+    );
+    assert_eq!(step("fault.power_cut", "after: 1s").check(), Ok(()));
+    for (body, says) in [
+        ("after: 1s, after_between: [1s, 2s]", "not both"),
+        ("after_between: [2s, 1s]", "low <= high"),
+        ("after: 1s, at_percent: 5, id: x", "not both"),
+        ("after_between: [1s, 2s], at_percent_between: [1, 5], id: x", "not both"),
+        ("after: 1s, id: x", "needs none"),
+        (
+            "during: {ssh.run: {as: root, command: id}}",
+            "needs `after` or `after_between`",
+        ),
+        ("after: 1s, during: {fault.reboot: {}}", "not fault.reboot"),
+        (
+            "after: 1s, during: {ssh.run: {as: root, command: id, capture: x}}",
+            "captures nothing",
+        ),
+        (
+            "after: 1s, during: {ssh.run: {as: root, command: id, capture_word: 2}}",
+            "`during`: ssh.run: `capture_word` needs `capture`",
+        ),
+    ] {
+        let e = step("fault.power_cut", body).check().unwrap_err();
+        assert!(e.contains(says), "{body}: {e}");
+    }
+    let e = marked_yaml::from_yaml::<Step>(0, "fault.power_cut: {after_between: [1s, soon]}")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("\"soon\" is not a duration"), "{e}");
+}
+
+#[test]
+fn an_archive_matches_the_snapshot_on_the_device_or_a_saved_copy_of_it() {
+    assert_eq!(
+        step("archive.matches_snapshot", "archive: a, saved: b.tar").check(),
+        Ok(())
+    );
+    let saved = step("archive.matches_snapshot", "dir: '${d}', saved: '${copy}'");
+    assert_eq!(saved.texts(), ["${copy}", "${d}"]);
+    for body in ["archive: a", "archive: a, snapshot: s, saved: b"] {
+        let e = step("archive.matches_snapshot", body).check().unwrap_err();
+        assert!(e.contains("exactly one of `snapshot`"), "{body}: {e}");
     }
 }

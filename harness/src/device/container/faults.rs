@@ -1,8 +1,9 @@
 //! The faults a container emulator can have, injected from outside the device as a power
 //! strip, a cable or a full card would: the daemon killed or restarted, the container stopped
-//! and started (reboot), frozen (network cut), its card filled or throttled. Each says what it
-//! measured to show it took (the freeze's times, the throttled read rate).
+//! and started (reboot), frozen (network cut), its card filled, throttled or replaced by a new
+//! one. Each says what it measured to show it took (the freeze's times, the throttled read rate).
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::{port, Emulator};
@@ -21,6 +22,7 @@ impl Lifecycle for Emulator {
                 Fault::FillDisk(leave) => self.fill_disk(leave).await,
                 Fault::SlowIo { read, write } => self.slow_io(read, write).await,
                 Fault::Reboot => self.reboot().await,
+                Fault::ReplaceCard => self.replace_card().await,
                 Fault::PowerCut { .. } => Err(FaultError::Unsupported(
                     "fault.power_cut needs a target with its own kernel (--target standin): the container \
                      emulator's SD card lives in the host's kernel, which keeps every write a power cut would lose"
@@ -145,6 +147,43 @@ fi"#
         })
     }
 
+    /// A new card: the container stopped, its card replaced by a fresh copy of the card
+    /// template, started again (the container's own file system, the system, stays).
+    async fn replace_card(&self) -> Result<Applied, FaultError> {
+        if !self.owns_card {
+            return Err(FaultError::Unsupported(
+                "this emulator boots from a card image it does not own (a card state being checked); it cannot have \
+                 its card replaced"
+                    .into(),
+            ));
+        }
+        let template = template_of(&self.sdcard)?;
+        let c = self.container();
+        c.stop_with_timeout(Some(10))
+            .await
+            .map_err(|e| format!("cannot stop the emulator: {e}"))?;
+        let card = self.sdcard.clone();
+        let fresh = template.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_file(&card);
+            crate::image::sdcard::copy_for(&fresh, &card)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        c.start()
+            .await
+            .map_err(|e| format!("cannot start the emulator again: {e}"))?;
+        self.wait_ready().await.map_err(|e| e.to_string())?;
+        Ok(Applied {
+            ports: Some((
+                port(c, 22).await.map_err(|e| e.to_string())?,
+                port(c, 443).await.map_err(|e| e.to_string())?,
+            )),
+            note: Some(format!("the card replaced by a fresh copy of {}", template.display())),
+        })
+    }
+
     /// Reads about two seconds' worth of `limit` from the SD card's device, past every cache,
     /// and fails unless the rate is throttled (at most twice the limit, for the engine's burst).
     async fn measure_read(&self, limit: u64) -> Result<Applied, FaultError> {
@@ -191,4 +230,61 @@ async fn paused(docker: &testcontainers::bollard::Docker, id: &str) -> Result<bo
         .await
         .map(|l| !l.is_empty())
         .map_err(|e| format!("cannot ask the engine whether the emulator is frozen: {e}"))
+}
+
+/// The card template a card was copied from. The emulator keeps only its copy's path, so the
+/// template is found in the image cache by its length (each content size makes a card of its
+/// own length); the newest one if there are several.
+fn template_of(card: &Path) -> Result<PathBuf, String> {
+    template_in(&crate::cache::images(), card)
+}
+
+fn template_in(dir: &Path, card: &Path) -> Result<PathBuf, String> {
+    let len = std::fs::metadata(card)
+        .map_err(|e| format!("{}: {e}", card.display()))?
+        .len();
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("sdcard-v") && name.ends_with(".img")
+        })
+        .filter_map(|e| {
+            let m = e.metadata().ok().filter(|m| m.len() == len)?;
+            Some((m.modified().ok()?, e.path()))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, p)| p).ok_or_else(|| {
+        format!(
+            "no card template of {len} bytes (the emulator's card) in {}: the emulator cannot have a new card",
+            dir.display()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::template_in;
+
+    #[test]
+    fn a_new_card_is_a_copy_of_the_template_of_the_cards_size() {
+        let cache = tempfile::tempdir().unwrap();
+        let file = |name: &str, len: u64| {
+            let p = cache.path().join(name);
+            std::fs::File::create(&p).unwrap().set_len(len).unwrap();
+            p
+        };
+        file("sdcard-v1-64MiB.img", 1000);
+        let big = file("sdcard-v1-256MiB.img", 3000);
+        file("root.img", 3000);
+        let work = tempfile::tempdir().unwrap();
+        let card = work.path().join("sdcard.img");
+        std::fs::File::create(&card).unwrap().set_len(3000).unwrap();
+        assert_eq!(template_in(cache.path(), &card), Ok(big));
+        std::fs::File::create(&card).unwrap().set_len(2000).unwrap();
+        let e = template_in(cache.path(), &card).unwrap_err();
+        assert!(e.contains("no card template of 2000 bytes"), "{e}");
+    }
 }

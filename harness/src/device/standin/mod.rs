@@ -52,6 +52,8 @@ pub struct Standin {
     pub ready_after: Duration,
     kernel: PathBuf,
     initrd: PathBuf,
+    /// The SD-card image the first boot's card was copied from (a new card is a fresh copy).
+    template: PathBuf,
     /// Whether the SD card's writes are logged (`blklogwrites`): a power cut then keeps only
     /// what the guest had flushed.
     log_writes: bool,
@@ -150,6 +152,7 @@ impl Standin {
             ready_after: Duration::ZERO,
             kernel: spec.image.kernel.clone(),
             initrd: spec.image.initrd.clone(),
+            template: spec.sdcard_template.to_owned(),
             log_writes: spec.log_writes,
             power_ons: AtomicU32::new(0),
         };

@@ -1,7 +1,8 @@
 //! The stand-in's lifecycle: the faults a bench with a power switch can have, done to the
 //! guest the harness owns. A power cut is SIGKILL of qemu (never a shutdown, which would flush),
 //! then, with the card's writes logged, the card rebuilt as it was at the last flush the guest
-//! asked for (`crash::log`), and power on again from it. The daemon's faults go over SSH.
+//! asked for (`crash::log`), and power on again from it. A dead card is the power gone and a
+//! fresh copy of the card template in its place. The daemon's faults go over SSH.
 
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ impl Lifecycle for Standin {
                 }
                 Fault::RestartDaemon => self.daemon("systemctl restart nexus-backupd.service").await,
                 Fault::PowerCut { stay_off } => self.power_cut(stay_off).await,
+                Fault::ReplaceCard => self.replace_card().await,
                 Fault::Reboot => self.reboot().await,
                 Fault::CutNetwork { after, duration, log } => self.freeze(after, duration, log),
                 Fault::FillDisk(_) | Fault::SlowIo { .. } => Err(FaultError::Unsupported(
@@ -84,6 +86,32 @@ impl Standin {
         let n = self.power_ons.load(std::sync::atomic::Ordering::SeqCst);
         let _ = std::fs::rename(&log_path, dir.join(format!("sdcard-{n}.log")));
         Ok((log.entries.len(), upto))
+    }
+
+    /// The card dies: the power goes (SIGKILL of qemu), the card and its write log are thrown
+    /// away, a fresh copy of the card template takes its place, and the power comes back (with
+    /// logged writes, `power_on` takes the new card as the log's base).
+    pub async fn replace_card(&self) -> Result<Applied, FaultError> {
+        if let Some(mut child) = self.child().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let dir = &self.boot_dir;
+        for f in ["sdcard.img", "sdcard.base", "sdcard.log"] {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
+        tokio::task::block_in_place(|| crate::image::sdcard::copy_for(&self.template, &self.sdcard()))
+            .map_err(|e| FaultError::Failed(e.to_string()))?;
+        self.power_on(&|m| eprintln!("nexus-hil: {m}"))
+            .await
+            .map_err(|e| FaultError::Failed(e.to_string()))?;
+        Ok(Applied {
+            ports: None,
+            note: Some(format!(
+                "qemu killed; the card replaced by a fresh copy of {}",
+                self.template.display()
+            )),
+        })
     }
 
     /// A clean reboot: the guest shuts down (qemu runs with -no-reboot, so it exits), and is

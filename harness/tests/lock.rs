@@ -1,0 +1,113 @@
+//! One run per device at a time, on a real container emulator reached over SSH as a real device
+//! is: the lock lives on the device; a second run is refused at once (naming the holder) or
+//! waits, bounded; a refreshed lock outlives its expiry; a released device is free and left as
+//! found; an expired lock is taken over and said so. Needs root and a container engine
+//! (`ci/test`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use nexus_harness::device::lock::{DeviceLock, LockError, Timing, LOCK_DIR, LOCK_FILE};
+use nexus_harness::device::open::{open_device, OpenSpec};
+use nexus_harness::device::{Device, Target};
+
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_owned()
+}
+
+async fn root(dev: &Device, cmd: &str) -> String {
+    let out = dev
+        .ssh
+        .run(
+            &dev.admin,
+            &format!("sudo -n sh -c '{cmd}'"),
+            None,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.code, Some(0), "{cmd}: {}", out.stderr);
+    out.stdout
+}
+
+#[test]
+fn a_device_is_held_by_one_run_at_a_time() {
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "starts a privileged container: use ci/test"
+    );
+    let work = tempfile::Builder::new().prefix("nexus-lock-").tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let opened = open_device(OpenSpec {
+            target: &Target::Emulator,
+            https_port: 443,
+            key: None,
+            backupd: Some(target_dir().join("nexus-backupd")),
+            pins: None,
+            work: work.path(),
+        })
+        .await
+        .expect("an emulator");
+        let dev = opened.dev.clone();
+        let said = Mutex::new(Vec::<String>::new());
+        let say = |m: &str| said.lock().unwrap().push(m.to_string());
+        let quick = Timing {
+            ttl: Duration::from_secs(4),
+            refresh: Duration::from_secs(1),
+        };
+
+        let a = DeviceLock::acquire(&dev, "pipeline A", None, quick, &say).await.expect("a free device");
+        let on_device = root(&dev, &format!("cat {LOCK_FILE}")).await;
+        assert!(on_device.contains("owner=pipeline A") && on_device.contains("expires="), "{on_device}");
+
+        // A second run is refused at once, and told who holds the device.
+        match DeviceLock::acquire(&dev, "pipeline B", None, quick, &say).await {
+            Err(LockError::Held { holder, .. }) => assert!(holder.contains("pipeline A"), "{holder}"),
+            other => panic!("the second run must be refused: {:?}", other.map(|_| ())),
+        }
+        // Or waits, bounded: past A's first expiry, which A's refreshes move on.
+        let t = Instant::now();
+        match DeviceLock::acquire(&dev, "pipeline B", Some(Duration::from_secs(7)), quick, &say).await {
+            Err(LockError::Timeout { holder, .. }) => assert!(holder.contains("pipeline A"), "{holder}"),
+            other => panic!("A still holds the device: {:?}", other.map(|_| ())),
+        }
+        assert!(t.elapsed() >= Duration::from_secs(7), "it waited");
+        assert!(
+            said.lock().unwrap().iter().any(|m| m.contains("in use by pipeline A") && m.contains("waiting")),
+            "the wait names the holder: {:?}",
+            said.lock().unwrap()
+        );
+
+        // Released: the device is free, and nothing of the lock is left on it.
+        a.release().await.unwrap();
+        let left = root(&dev, &format!("ls -d {LOCK_DIR} 2>/dev/null || echo gone")).await;
+        assert_eq!(left.trim(), "gone", "the lock's folder goes with it");
+        let b = DeviceLock::acquire(&dev, "pipeline B", None, quick, &say).await.expect("free again");
+        b.release().await.unwrap();
+
+        // A run that died without releasing (its lock expired, on another machine): taken over.
+        root(
+            &dev,
+            &format!(
+                "mkdir -p {LOCK_DIR} && printf \"owner=gone\\nhost=elsewhere\\npid=1\\nstarted=1\\nexpires=2\\ntoken=old\\n\" > {LOCK_FILE}"
+            ),
+        )
+        .await;
+        said.lock().unwrap().clear();
+        let c = DeviceLock::acquire(&dev, "pipeline C", None, quick, &say).await.expect("a stale lock is taken over");
+        assert!(
+            said.lock().unwrap().iter().any(|m| m.contains("took over a stale lock of gone on elsewhere")),
+            "{:?}",
+            said.lock().unwrap()
+        );
+        c.release().await.unwrap();
+        opened.close().await;
+    });
+}
