@@ -62,6 +62,11 @@ pub async fn command(args: CrashStatesArgs) -> Result<ExitCode, InfraError> {
     let report_dir = args
         .report_dir
         .unwrap_or_else(|| PathBuf::from("target/nexus-hil/crash-states"));
+    // Absolute: the containers that check the states mount files from it.
+    std::fs::create_dir_all(&report_dir).map_err(|e| InfraError::io(report_dir.display(), e))?;
+    let report_dir = report_dir
+        .canonicalize()
+        .map_err(|e| InfraError::io(report_dir.display(), e))?;
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

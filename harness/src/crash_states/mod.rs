@@ -58,6 +58,12 @@ pub struct Options {
 /// Runs every operation of `opts` and checks its states.
 pub async fn run(opts: &Options, say: &(dyn Fn(&str) + Sync)) -> Result<CrashReport, InfraError> {
     let started = Instant::now();
+    if !opts.report_dir.is_absolute() {
+        return Err(InfraError::Emulator(format!(
+            "the report folder {} must be an absolute path: the containers that check the states mount files from it",
+            opts.report_dir.display()
+        )));
+    }
     let (image, template) = prepare_emulator(opts.backupd.clone(), false, opts.content, say).await?;
     std::fs::create_dir_all(&opts.report_dir).map_err(|e| InfraError::io(opts.report_dir.display(), e))?;
     let key = crate::transport::ssh::make_key(&opts.report_dir).await?;
