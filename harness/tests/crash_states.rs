@@ -5,19 +5,10 @@
 //! proves something only next to this red one. Needs root, a container engine,
 //! qemu-storage-daemon and the debug `nexus-backupd` (`ci/test` does all).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nexus_harness::crash_states::{self, ops::Op, Options, RecordOn};
 use nexus_harness::report::crash::{self, CrashReport};
-
-fn target_dir() -> PathBuf {
-    // target/<profile>/deps/crash_states-<hash> -> target/<profile>
-    let exe = std::env::current_exe().expect("test executable");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .to_owned()
-}
 
 fn check(dir: &Path, broken_writer: bool) -> CrashReport {
     let opts = Options {
@@ -30,7 +21,7 @@ fn check(dir: &Path, broken_writer: bool) -> CrashReport {
         content: 64 << 20,
         broken_writer,
         report_dir: dir.to_owned(),
-        backupd: Some(target_dir().join("nexus-backupd")),
+        backupd: None,
         keep: 1,
     };
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -4,21 +4,12 @@
 //! found; an expired lock is taken over and said so. Needs root and a container engine
 //! (`ci/test`).
 
-use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nexus_harness::device::lock::{DeviceLock, LockError, Timing, LOCK_DIR, LOCK_FILE};
 use nexus_harness::device::open::{open_device, OpenSpec};
 use nexus_harness::device::{Device, Target};
-
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .to_owned()
-}
 
 async fn root(dev: &Device, cmd: &str) -> String {
     let out = dev
@@ -49,7 +40,7 @@ fn a_device_is_held_by_one_run_at_a_time() {
             target: &Target::Emulator,
             https_port: 443,
             key: None,
-            backupd: Some(target_dir().join("nexus-backupd")),
+            backupd: None,
             pins: None,
             work: work.path(),
         })

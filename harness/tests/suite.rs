@@ -3,21 +3,12 @@
 //! fresh emulator exactly as `nexus-hil run` runs it (like datatest-stable). Needs root, a
 //! container engine and the debug `nexus-backupd` built next to the tests (`ci/test` does all).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use nexus_harness::report::Outcome;
 use nexus_harness::runner::schedule::{run_on_emulator, EmulatorSlot};
 use nexus_harness::scenario::{self, Scenario};
-
-fn target_dir() -> PathBuf {
-    // target/<profile>/deps/suite-<hash> -> target/<profile>
-    let exe = std::env::current_exe().expect("test executable");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .to_owned()
-}
 
 fn run_one(file: &Path) -> Result<(), Failed> {
     if unsafe { libc::geteuid() } != 0 {
@@ -27,9 +18,9 @@ fn run_one(file: &Path) -> Result<(), Failed> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let say = |m: &str| eprintln!("{m}");
-        let backupd = target_dir().join("nexus-backupd");
         let (image, template) = nexus_harness::device::open::prepare_emulator(
-            Some(backupd),
+            // The debug build next to the tests (target/<profile>/nexus-backupd).
+            None,
             false,
             nexus_harness::image::sdcard::DEFAULT_CONTENT,
             &say,

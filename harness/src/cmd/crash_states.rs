@@ -67,13 +67,7 @@ pub async fn command(args: CrashStatesArgs) -> Result<ExitCode, InfraError> {
     let report_dir = report_dir
         .canonicalize()
         .map_err(|e| InfraError::io(report_dir.display(), e))?;
-    let seed = args.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-            % 1_000_000
-    });
+    let seed = args.seed.unwrap_or_else(super::clock_seed);
     let mut ops = if args.ops.is_empty() {
         Op::ALL.to_vec()
     } else {

@@ -9,6 +9,15 @@ pub mod provision;
 pub mod report;
 pub mod run;
 
+/// A seed for a run's random draws when none is given: from the clock (the report names it).
+pub fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        % 1_000_000
+}
+
 /// How the commands speak to people: one line on stderr.
 pub fn say(msg: &str) {
     eprintln!("nexus-hil: {msg}");

@@ -111,13 +111,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
         return Ok(ExitCode::SUCCESS);
     }
     let report_dir = report_dir(&args)?;
-    let seed = args.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-            % 1_000_000
-    });
+    let seed = args.seed.unwrap_or_else(super::clock_seed);
     let mut report = RunReport {
         target: target_name(&args, &target),
         duration_s: 0.0,

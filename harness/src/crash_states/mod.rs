@@ -68,7 +68,7 @@ pub async fn run(opts: &Options, say: &(dyn Fn(&str) + Sync)) -> Result<CrashRep
     std::fs::create_dir_all(&opts.report_dir).map_err(|e| InfraError::io(opts.report_dir.display(), e))?;
     let key = crate::transport::ssh::make_key(&opts.report_dir).await?;
     let pubkey = std::fs::read_to_string(key.with_extension("pub")).map_err(|e| InfraError::io(key.display(), e))?;
-    let password = zeroize_password()?;
+    let password = run_password()?;
     let standin = match opts.on {
         RecordOn::Standin => Some(prepare_standin(opts.standin_backupd.clone(), opts.content, false, say).await?),
         RecordOn::Emulator => None,
@@ -179,7 +179,7 @@ struct Env<'a> {
 
 /// A password for the run's backups, from the system's random source: kept in memory only,
 /// given to the daemon over D-Bus and to GnuPG on its stdin.
-fn zeroize_password() -> Result<String, InfraError> {
+fn run_password() -> Result<String, InfraError> {
     use base64::Engine;
     let mut b = [0u8; 18];
     let mut f = std::fs::File::open("/dev/urandom").map_err(|e| InfraError::io("/dev/urandom", e))?;

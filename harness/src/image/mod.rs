@@ -236,7 +236,13 @@ pub fn automation_for_arch(arch: &str) -> Option<PathBuf> {
 pub fn default_backupd() -> PathBuf {
     std::env::current_exe()
         .ok()
-        .and_then(|p| p.parent().map(|d| d.join("nexus-backupd")))
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        // A test binary lives one folder down, in target/<profile>/deps/.
+        .map(|d| match d.file_name() {
+            Some(n) if n == "deps" => d.parent().map(Path::to_path_buf).unwrap_or(d),
+            _ => d,
+        })
+        .map(|d| d.join("nexus-backupd"))
         .unwrap_or_else(|| PathBuf::from("nexus-backupd"))
 }
 

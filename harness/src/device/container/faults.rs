@@ -130,21 +130,31 @@ fi"#
 
     /// Stopped and started again; the SD card keeps its state, the ports change.
     async fn reboot(&self) -> Result<Applied, FaultError> {
-        let c = self.container();
-        c.stop_with_timeout(Some(10))
+        self.stop().await?;
+        Ok(Applied {
+            ports: Some(self.start_again().await?),
+            note: None,
+        })
+    }
+
+    async fn stop(&self) -> Result<(), FaultError> {
+        self.container()
+            .stop_with_timeout(Some(10))
             .await
-            .map_err(|e| format!("cannot stop the emulator: {e}"))?;
+            .map_err(|e| format!("cannot stop the emulator: {e}").into())
+    }
+
+    /// Started again after [`Self::stop`]; once ready, its new SSH and HTTPS ports.
+    async fn start_again(&self) -> Result<(u16, u16), FaultError> {
+        let c = self.container();
         c.start()
             .await
             .map_err(|e| format!("cannot start the emulator again: {e}"))?;
         self.wait_ready().await.map_err(|e| e.to_string())?;
-        Ok(Applied {
-            ports: Some((
-                port(c, 22).await.map_err(|e| e.to_string())?,
-                port(c, 443).await.map_err(|e| e.to_string())?,
-            )),
-            note: None,
-        })
+        Ok((
+            port(c, 22).await.map_err(|e| e.to_string())?,
+            port(c, 443).await.map_err(|e| e.to_string())?,
+        ))
     }
 
     /// A new card: the container stopped, its card replaced by a fresh copy of the card
@@ -158,10 +168,7 @@ fi"#
             ));
         }
         let template = template_of(&self.sdcard)?;
-        let c = self.container();
-        c.stop_with_timeout(Some(10))
-            .await
-            .map_err(|e| format!("cannot stop the emulator: {e}"))?;
+        self.stop().await?;
         let card = self.sdcard.clone();
         let fresh = template.clone();
         tokio::task::spawn_blocking(move || {
@@ -171,15 +178,8 @@ fi"#
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-        c.start()
-            .await
-            .map_err(|e| format!("cannot start the emulator again: {e}"))?;
-        self.wait_ready().await.map_err(|e| e.to_string())?;
         Ok(Applied {
-            ports: Some((
-                port(c, 22).await.map_err(|e| e.to_string())?,
-                port(c, 443).await.map_err(|e| e.to_string())?,
-            )),
+            ports: Some(self.start_again().await?),
             note: Some(format!("the card replaced by a fresh copy of {}", template.display())),
         })
     }
