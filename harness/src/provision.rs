@@ -108,6 +108,13 @@ pub fn undo_script(pubkey: &str, dry: bool) -> String {
     let mut s = format!("DRY={}\nKEY={}\n", u8::from(dry), sh_quote(pubkey.trim()));
     s.push_str(&COMMON.replace("__STATE__", STATE));
     s.push_str(REMOVE_USER);
+    // First what runs left recorded (a run that crashed or lost the device mid-scenario).
+    s.push_str(&format!(
+        "if [ -d {dir} ]; then\n  if [ \"$DRY\" = 1 ]; then say \"would undo the changes runs left recorded in {dir}\";\n  \
+         else sh -c {} || {{ say \"some changes runs left in {dir} could not be undone (above)\"; exit 1; }}; fi\nfi\n",
+        sh_quote(&crate::device::record::undo_script(None)),
+        dir = crate::device::record::DIR
+    ));
     s.push_str(
         r#"if [ ! -e "$MANIFEST" ]; then say "nothing to undo: $MANIFEST does not exist"; exit 0; fi
 tac "$MANIFEST" | while read -r what path; do

@@ -1,6 +1,6 @@
 //! One scenario's hold on a device while it runs: the device and its lifecycle, the scenario's
-//! variables, a D-Bus connection per user, commands over SSH as a user, and what the scenario
-//! made on a real device (to be removed when it ends). Steps act through it; the runner owns it.
+//! variables, a D-Bus connection per user, commands over SSH as a user, (what the scenario
+//! changes on a device is recorded there: `crate::device::record`). Steps act through it; the runner owns it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -11,34 +11,6 @@ use crate::report::Latency;
 use crate::scenario;
 use crate::transport::dbus::DeviceBus;
 use crate::transport::ssh::{sh_quote, Output};
-
-/// What a scenario added to a real device (an emulator is thrown away instead).
-#[derive(Debug, Default)]
-pub struct Made {
-    /// Snapshot ids that were on the device before the scenario (`None`: not known).
-    pub snapshots_before: Option<Vec<u64>>,
-    /// Users that `setup.user` created, and the polkit files it wrote that were not there before.
-    pub users: Vec<String>,
-    pub pkla: Vec<String>,
-    /// Polkit files that were there, kept aside as `FILE.nexus-hil-saved` to be put back.
-    pub replaced_pkla: Vec<String>,
-    /// The harness's key appended for users that were there before.
-    pub keys: Vec<AddedKey>,
-    /// Files `ssh.put` wrote, in order, and whether one was there before (kept aside as
-    /// `FILE.nexus-hil-saved`, put back at the end) or not (removed).
-    pub files: Vec<(String, bool)>,
-}
-
-/// The harness's key appended to a user's `authorized_keys`, and what was made for it.
-#[derive(Debug)]
-pub struct AddedKey {
-    pub user: String,
-    /// A newline was added first (the file lacked its last one).
-    pub newline: bool,
-    /// The file, or the `.ssh` folder, was made for it.
-    pub file: bool,
-    pub dir: bool,
-}
 
 /// The state of one scenario's run on its device.
 pub struct Session<'a> {
@@ -54,8 +26,6 @@ pub struct Session<'a> {
     pub holds: Vec<tokio::task::JoinHandle<Result<Duration, String>>>,
     /// The `probe.latency` results so far, for `compare_to`.
     pub probes: Vec<Latency>,
-    /// On a real device: what this scenario added, to be removed when it ends.
-    pub made: Made,
     /// The network cuts of `fault.cut_network`, in order: checked by transfers that expect to
     /// meet one, and by the runner at the scenario's end.
     pub cuts: Vec<Cut>,

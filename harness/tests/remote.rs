@@ -424,9 +424,73 @@ fn an_inventory_shares_the_suite_among_devices_in_one_report() {
     }
 }
 
+/// A scenario that changes the device in every recorded way (an existing user's key, a new
+/// user, a sudoers line, a config edit with a restart, a snapshot, a file in a home, a helper
+/// script) and then runs `last`.
+fn changing_scenario(dir: &Path, name: &str, last: &str) -> PathBuf {
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &file,
+        format!(
+            r##"name: left as found, {name}
+tags: [portable]
+steps:
+  - setup.user: {{name: remotebackup, grant: [all]}}
+  - setup.user: {{name: visitor}}
+  - ssh.put: {{as: root, path: /etc/sudoers.d/90_remotebackup, content: "remotebackup ALL=NOPASSWD: ALL\n", mode: "0440"}}
+  - ssh.edit: {{path: /etc/nexus/backupd.toml, sed: "s/^read_bytes_per_sec = .*/read_bytes_per_sec = 0/", restart: nexus-backupd}}
+  - dbus.call: {{as: root, service: tech.noreya.Snapshot1, method: Create, args: [true, true, "left as found"]}}
+  - ssh.put: {{as: remotebackup, path: /home/remotebackup/note.txt, content: "a note"}}
+  - ssh.put: {{as: root, path: /usr/local/bin/nexus-hil-left-as-found, content: "#!/bin/sh\n", mode: "0755"}}
+  - {last}
+"##
+        ),
+    )
+    .unwrap();
+    file
+}
+
+/// Starts `run` on the device with `file`, waits until the scenario has made its last change,
+/// then sends `signal` to that process (which this test started) and returns its output.
+fn run_until_changed_then(dev: &Device, dir: &Path, report: &str, file: &Path, signal: i32) -> Output {
+    let child = bin()
+        .args([
+            "run",
+            "--target",
+            &dev.target(),
+            "--https-port",
+            &dev.https_port.to_string(),
+        ])
+        .arg("--pins")
+        .arg(dir.join("pins"))
+        .arg("--report-dir")
+        .arg(dir.join(report))
+        .arg(file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut changed = false;
+    for _ in 0..300 {
+        if dev
+            .root("test -e /usr/local/bin/nexus-hil-left-as-found && echo changed || true")
+            .trim()
+            == "changed"
+        {
+            changed = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    assert!(changed, "the scenario never made its changes");
+    unsafe { libc::kill(child.id() as i32, signal) };
+    child.wait_with_output().unwrap()
+}
+
 /// A device set up as the vendor's page says: `remotebackup` with the backup server's key and
-/// the documented grant. Provisioning, the portable suite and `--undo` leave it as found, and
-/// the backup server still logs in after the suite and after the undo.
+/// the documented grant. Provisioning, the portable suite, a scenario that fails midway, one
+/// interrupted by Ctrl-C, one whose harness is killed (undone by the next run's start), and
+/// `--undo` leave it as found, and the backup server still logs in after each.
 #[test]
 fn a_vendor_set_up_device_keeps_its_backup_servers_key_through_the_suite_and_undo() {
     let dev = Device::up();
@@ -455,17 +519,27 @@ fn a_vendor_set_up_device_keeps_its_backup_servers_key_through_the_suite_and_und
 
     let p = provision(&dev, &[]);
     assert_eq!(p.status.code(), Some(0), "{}", text(&p));
+    let provisioned = dev.etc_and_home();
+    // The portable suite, each scenario left undone behind itself.
     let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let run = run_on(
-        &dev,
-        dir.path(),
-        "r",
-        &[
-            scenarios.join("06-polkit-grants.yaml"),
-            scenarios.join("05-ctrl-c-keeps-the-backup.yaml"),
-        ],
-    );
+    let run = bin()
+        .args([
+            "run",
+            "--target",
+            &dev.target(),
+            "--https-port",
+            &dev.https_port.to_string(),
+        ])
+        .arg("--pins")
+        .arg(dir.path().join("pins"))
+        .arg("--report-dir")
+        .arg(dir.path().join("r"))
+        .args(["--filter", "portable"])
+        .arg(&scenarios)
+        .output()
+        .unwrap();
     assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    common::assert_same_etc_and_home(&provisioned, &dev.etc_and_home());
     let keys = dev.root("cat /home/remotebackup/.ssh/authorized_keys");
     assert!(
         keys.starts_with(server_pub.trim()),
@@ -476,6 +550,72 @@ fn a_vendor_set_up_device_keeps_its_backup_servers_key_through_the_suite_and_und
         "in",
         "the backup server no longer logs in after the suite"
     );
+    let snapshots = dev.snapshot_ids();
+    let same_as_provisioned = |when: &str| {
+        let now = dev.etc_and_home();
+        if now != provisioned {
+            common::assert_same_etc_and_home(&provisioned, &now);
+        }
+        assert_eq!(
+            dev.snapshot_ids(),
+            snapshots,
+            "{when}: the scenario's snapshot was left"
+        );
+        assert_eq!(
+            dev.root("ls -A /var/lib/nexus-hil/undo 2>/dev/null || true").trim(),
+            "",
+            "{when}: the record was left"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&server_logs_in().stdout).trim(),
+            "in",
+            "{when}: the backup server no longer logs in"
+        );
+    };
+
+    // A scenario that fails midway: every change undone when it ends.
+    let failing = changing_scenario(dir.path(), "failing midway", "ssh.run: {as: root, command: \"false\"}");
+    let run = run_on(&dev, dir.path(), "f", &[failing]);
+    assert_eq!(run.status.code(), Some(1), "{}", text(&run));
+    let report = std::fs::read_to_string(dir.path().join("f/report.json")).unwrap();
+    for undone in [
+        "put /etc/nexus/backupd.toml back as it was",
+        "restarted nexus-backupd",
+        "removed /etc/sudoers.d/90_remotebackup",
+        "removed user visitor",
+        "removed the harness's key from visitor's authorized_keys",
+        "deleted snapshot",
+    ] {
+        assert!(report.contains(undone), "the report does not say {undone:?}:\n{report}");
+    }
+    same_as_provisioned("after a scenario failed midway");
+
+    // Ctrl-C in the middle of a step: undone before the run stops.
+    let sleeping = "ssh.run: {as: root, command: \"sleep 600\", timeout: 15m}";
+    let stopped = changing_scenario(dir.path(), "interrupted", sleeping);
+    let out = run_until_changed_then(&dev, dir.path(), "i", &stopped, libc::SIGINT);
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    same_as_provisioned("after Ctrl-C");
+
+    // The harness killed: the changes stay recorded on the device, and the next run undoes
+    // them before it starts, and says so.
+    let out = run_until_changed_then(&dev, dir.path(), "k", &stopped, libc::SIGKILL);
+    assert_eq!(out.status.code(), None, "{}", text(&out));
+    assert_eq!(
+        dev.root("test -e /etc/sudoers.d/90_remotebackup && echo left || true")
+            .trim(),
+        "left",
+        "the killed run's changes are not on the device, so this proves nothing"
+    );
+    let after = run_on(&dev, dir.path(), "a", &[scenarios.join("06-polkit-grants.yaml")]);
+    assert_eq!(after.status.code(), Some(0), "{}", text(&after));
+    let said = String::from_utf8_lossy(&after.stderr);
+    assert!(
+        said.contains("an earlier run left changes recorded on the device; undone first")
+            && said.contains("removed /etc/sudoers.d/90_remotebackup"),
+        "{said}"
+    );
+    same_as_provisioned("after the run that followed a killed one");
 
     let undo = provision(&dev, &["--undo"]);
     assert_eq!(undo.status.code(), Some(0), "{}", text(&undo));

@@ -1,5 +1,5 @@
 //! The report formats CI and tools read, pinned: JUnit XML and JSON, for a run with a pass, a
-//! failure (with transcript and journal), a skip and an infrastructure error.
+//! failure (with transcript, journal and console), a skip and an infrastructure error.
 
 use nexus_harness::report::{Outcome, ProgressSample, RunReport, ScenarioReport, StepReport};
 
@@ -46,6 +46,7 @@ fn sample_run() -> RunReport {
                 ready_s: Some(0.6),
                 steps: vec![step(1, "dbus.call", Outcome::Passed, None), wait],
                 journal: None,
+                console: None,
                 device_state: None,
                 cleanup: Vec::new(),
                 device: None,
@@ -60,6 +61,7 @@ fn sample_run() -> RunReport {
                 ready_s: Some(0.7),
                 steps: vec![step(1, "http.get", Outcome::Failed, Some("status 404, expected 200"))],
                 journal: Some("nexus-backupd[1]: backup started\n".into()),
+                console: Some("[  OK  ] Started nexus-backupd.service.\nnexus login: ".into()),
                 device_state: Some("== btrfs filesystem usage /broot\nOverall:\n".into()),
                 cleanup: Vec::new(),
                 device: None,
@@ -74,6 +76,7 @@ fn sample_run() -> RunReport {
                 ready_s: None,
                 steps: Vec::new(),
                 journal: None,
+                console: None,
                 device_state: None,
                 cleanup: Vec::new(),
                 device: None,
@@ -88,6 +91,7 @@ fn sample_run() -> RunReport {
                 ready_s: None,
                 steps: Vec::new(),
                 journal: None,
+                console: None,
                 device_state: None,
                 cleanup: Vec::new(),
                 device: None,

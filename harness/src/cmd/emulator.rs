@@ -45,6 +45,13 @@ pub enum EmulatorCmd {
     },
     /// Remove every emulator container left behind by earlier runs.
     Down,
+    /// Switch the power of the arm64 stand-in that `emulator up --arch arm64` keeps: `off`
+    /// cuts it (qemu killed, never a shutdown), `on` boots it again from the same disks. For a
+    /// bench's `[device.power]` exec driver, or by hand.
+    Power {
+        #[arg(value_enum)]
+        state: PowerState,
+    },
     /// Open a shell on the emulator that `emulator up` keeps running (as the admin user).
     Shell,
     /// Print the nexus-backupd journal of the emulator that `emulator up` keeps running.
@@ -53,6 +60,13 @@ pub enum EmulatorCmd {
         #[arg(long, short)]
         follow: bool,
     },
+}
+
+/// `emulator power on|off`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum PowerState {
+    On,
+    Off,
 }
 
 /// Runs `nexus-hil image build`.
@@ -67,6 +81,11 @@ pub async fn image(cmd: ImageCmd) -> Result<ExitCode, InfraError> {
 /// Runs `nexus-hil emulator ...`.
 pub async fn emulator(cmd: EmulatorCmd) -> Result<ExitCode, InfraError> {
     match cmd {
+        EmulatorCmd::Power { state } => {
+            let now = standin::switch_power(matches!(state, PowerState::On)).await?;
+            say(&format!("the stand-in's power is {now}"));
+            Ok(ExitCode::SUCCESS)
+        }
         EmulatorCmd::Up {
             backupd,
             arch: standin::Arch::Arm64,

@@ -147,11 +147,31 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
             }
         }
     }
-    // Ctrl-C: remove this run's containers, give back the devices it holds, then stop.
+    // What an earlier run left recorded on a device (it crashed, or lost the device before
+    // its scenario ended) is undone before anything runs there.
+    if let Some(Slots::Devices(members)) = &slots {
+        for m in members {
+            let done = crate::runner::tidy::undo_on(&m.dev).await;
+            if !done.is_empty() {
+                say(&format!(
+                    "{}: an earlier run left changes recorded on the device; undone first:\n  {}",
+                    m.name.as_deref().unwrap_or(&m.dev.ssh.host),
+                    done.join("\n  ")
+                ));
+            }
+        }
+    }
+    // Ctrl-C: remove this run's containers, undo what its scenarios changed on the devices it
+    // holds and give them back, then stop.
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\nnexus-hil: interrupted; removing this run's emulator, releasing its devices");
+            eprintln!("\nnexus-hil: interrupted; removing this run's emulator, undoing its changes on its devices, releasing them");
             let _ = crate::device::container::remove_owned(std::process::id()).await;
+            for dev in crate::device::lock::held_devices() {
+                for line in crate::runner::tidy::undo_on(&dev).await {
+                    eprintln!("nexus-hil: {}: {line}", dev.ssh.host);
+                }
+            }
             crate::device::lock::release_all().await;
             std::process::exit(130);
         }
@@ -334,6 +354,8 @@ async fn slots(args: &RunArgs, target: &Target, report_dir: &Path) -> Result<Slo
                 ca_sha256: None,
                 work: report_dir,
             }),
+            power: None,
+            console: None,
         }],
         Target::Fleet(devices) => {
             let mut v = Vec::new();
@@ -352,6 +374,8 @@ async fn slots(args: &RunArgs, target: &Target, report_dir: &Path) -> Result<Slo
                         ca_sha256: d.ca_sha256.clone(),
                         work: report_dir,
                     }),
+                    power: d.power.clone(),
+                    console: d.console.clone(),
                 });
             }
             v

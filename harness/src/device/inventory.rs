@@ -9,6 +9,20 @@
 //! key = "/home/qa/.cache/nexus-hil/harness-key/id_ed25519"   # default: the harness key
 //! https_port = 443                # default 443
 //! ca_sha256 = "AB:CD:..."         # optional: the CA's fingerprint, checked instead of trusting on first use
+//!
+//! [device.power]                  # optional: the device's power switch (fault.power_cut, fault.reboot)
+//! driver = "shelly"               # shelly (Gen2 RPC Switch.Set), tasmota (cm?cmnd=Power), or exec
+//! plug = "192.168.1.50"           # shelly, tasmota: the plug's address, HOST[:PORT] (HTTP)
+//! switch = 0                      # shelly: the switch id; default 0
+//! off = "labgrid-client -p lab-1 power off"   # exec: the command lines (run with sh -c)
+//! on = "labgrid-client -p lab-1 power on"
+//! off_time = "2s"                 # how long the power stays off; default 2s
+//! boot_timeout = "5m"             # how long the device may take to answer again; default 5m
+//!
+//! [device.console]                # optional: the serial console, read for every scenario's run
+//! tcp = "ser2net-host:3001"       # a raw TCP port (ser2net), or
+//! serial = "/dev/ttyUSB0"         # a local serial device,
+//! baud = 115200                   #   at this rate; default 115200
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -37,6 +51,62 @@ pub struct DeviceEntry {
     #[serde(default = "https_port")]
     pub https_port: u16,
     pub ca_sha256: Option<String>,
+    pub power: Option<PowerEntry>,
+    pub console: Option<ConsoleEntry>,
+}
+
+/// `[device.power]`: how the harness switches the device's power.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PowerEntry {
+    pub driver: PowerDriverName,
+    /// shelly, tasmota: the plug's HOST[:PORT].
+    pub plug: Option<String>,
+    /// shelly: the switch id.
+    #[serde(default)]
+    pub switch: u32,
+    /// exec: the command lines.
+    pub on: Option<String>,
+    pub off: Option<String>,
+    #[serde(default = "off_time", deserialize_with = "duration")]
+    pub off_time: std::time::Duration,
+    #[serde(default = "boot_timeout", deserialize_with = "duration")]
+    pub boot_timeout: std::time::Duration,
+}
+
+/// The power drivers.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerDriverName {
+    Shelly,
+    Tasmota,
+    Exec,
+}
+
+/// `[device.console]`: where the device's serial console is read.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleEntry {
+    /// A raw TCP console (ser2net), HOST:PORT.
+    pub tcp: Option<String>,
+    /// A local serial device.
+    pub serial: Option<PathBuf>,
+    #[serde(default = "baud")]
+    pub baud: u32,
+}
+
+fn off_time() -> std::time::Duration {
+    std::time::Duration::from_secs(2)
+}
+fn boot_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(300)
+}
+fn baud() -> u32 {
+    115_200
+}
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    nexus_scenario::parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
 fn ssh_port() -> u16 {
@@ -85,6 +155,31 @@ impl Inventory {
             if inv.devices[..i].iter().any(|o| o.name == d.name) {
                 return Err(format!("{}: the name {:?} is used twice", path.display(), d.name));
             }
+            if let Some(p) = &d.power {
+                let (what, ok) = match p.driver {
+                    PowerDriverName::Shelly | PowerDriverName::Tasmota => {
+                        ("`plug` (the plug's HOST[:PORT])", p.plug.is_some())
+                    }
+                    PowerDriverName::Exec => ("`on` and `off` (command lines)", p.on.is_some() && p.off.is_some()),
+                };
+                if !ok {
+                    return Err(format!(
+                        "{}: {}: [device.power] driver {:?} needs {what}",
+                        path.display(),
+                        d.name,
+                        p.driver
+                    ));
+                }
+            }
+            if let Some(c) = &d.console {
+                if c.tcp.is_some() == c.serial.is_some() {
+                    return Err(format!(
+                        "{}: {}: [device.console] needs exactly one of `tcp` (HOST:PORT of a raw TCP console) or `serial` (a device path)",
+                        path.display(),
+                        d.name
+                    ));
+                }
+            }
             if let Some(f) = &d.ca_sha256 {
                 let hex = f.chars().filter(char::is_ascii_hexdigit).count();
                 if hex != 64 || f.chars().any(|c| !c.is_ascii_hexdigit() && c != ':') {
@@ -114,6 +209,20 @@ mod tests {
         let d = &inv.devices[0];
         assert_eq!((d.ssh_port, d.admin.as_str(), d.https_port), (22, "nexus", 443));
         assert_eq!(d.target(), "ssh://nexus@noreya-nexus.local:22");
+        let inv = parse(
+            "[[device]]\nname = \"a\"\nhost = \"x\"\n[device.power]\ndriver = \"shelly\"\nplug = \"127.0.0.1:8080\"\n[device.console]\ntcp = \"127.0.0.1:3001\"\n",
+        )
+        .unwrap();
+        let p = inv.devices[0].power.as_ref().unwrap();
+        assert_eq!(
+            (p.switch, p.off_time, p.boot_timeout),
+            (
+                0,
+                std::time::Duration::from_secs(2),
+                std::time::Duration::from_secs(300)
+            )
+        );
+        assert_eq!(inv.devices[0].console.as_ref().unwrap().baud, 115_200);
     }
 
     #[test]
@@ -128,5 +237,12 @@ mod tests {
         assert!(e.contains("not a SHA-256 fingerprint"), "{e}");
         let e = parse("[[device]]\nname = \"../a\"\nhost = \"x\"\n").unwrap_err();
         assert!(e.contains("folder name"), "{e}");
+        let e = parse("[[device]]\nname = \"a\"\nhost = \"x\"\n[device.power]\ndriver = \"exec\"\non = \"x\"\n")
+            .unwrap_err();
+        assert!(e.contains("needs `on` and `off`"), "{e}");
+        let e = parse("[[device]]\nname = \"a\"\nhost = \"x\"\n[device.power]\ndriver = \"plug\"\n").unwrap_err();
+        assert!(e.contains("unknown variant") && e.contains("shelly"), "{e}");
+        let e = parse("[[device]]\nname = \"a\"\nhost = \"x\"\n[device.console]\nbaud = 9600\n").unwrap_err();
+        assert!(e.contains("exactly one of `tcp`"), "{e}");
     }
 }

@@ -347,6 +347,15 @@ async fn release(dev: &Device, token: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The devices this process holds locks on.
+pub fn held_devices() -> Vec<Device> {
+    HELD.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(d, _)| d.clone())
+        .collect()
+}
+
 /// Releases every lock this process holds (on Ctrl-C, before it exits).
 pub async fn release_all() {
     let held: Vec<(Device, String)> = std::mem::take(&mut *HELD.lock().unwrap_or_else(|p| p.into_inner()));

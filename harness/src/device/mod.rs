@@ -4,14 +4,18 @@
 //! device: [`container`] (the emulator in a privileged container), [`standin`]
 //! (the arm64 stand-in in qemu), and real devices, listed in an [`inventory`]. A kind that can
 //! do more than a real device (kill the daemon, reboot, cut the network) offers it through the
-//! one [`Lifecycle`] trait.
+//! one [`Lifecycle`] trait; a real device on a bench ([`power`]) offers what its power switch
+//! and SSH allow, and its serial [`console`] is logged for the whole run.
 
+pub mod console;
 pub mod container;
 pub mod inventory;
 pub mod keys;
 pub mod lock;
 pub mod open;
+pub mod power;
 pub mod ready;
+pub mod record;
 pub mod standin;
 
 use std::sync::{Arc, Mutex};
@@ -147,6 +151,12 @@ pub trait Lifecycle {
         &self,
         fault: Fault,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Applied, FaultError>> + '_>>;
+
+    /// The device is the harness's own and thrown away after the scenario (a container, a
+    /// stand-in it booted); false for someone's real device, which is left as found.
+    fn throwaway(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -121,6 +121,20 @@ pub fn render(report: &RunReport) -> String {
                 esc(d)
             );
         }
+        if let Some(c) = &s.console {
+            // The scenario's work folder, relative to this page (written in the report folder).
+            let work = match &s.device {
+                Some(d) => format!("{}/{}", d, super::slug(&s.name)),
+                None => super::slug(&s.name),
+            };
+            let _ = writeln!(
+                h,
+                "<details open><summary>Console (last {} lines; whole log: <a href=\"{work}/console.log\">{work}/console.log</a>)</summary><pre>{}</pre></details>",
+                super::CONSOLE_LINES,
+                esc(c),
+                work = esc(&work),
+            );
+        }
         if let Some(j) = &s.journal {
             let _ = writeln!(
                 h,
@@ -483,6 +497,7 @@ mod tests {
                 ready_s: Some(0.6),
                 steps: vec![idle, busy, wait, turns],
                 journal: None,
+                console: None,
                 device_state: None,
                 cleanup: Vec::new(),
                 device: None,
@@ -509,5 +524,47 @@ mod tests {
         // Self-contained: nothing loaded from anywhere, no script.
         assert!(!page.contains("src=") && !page.contains("href=\"http") && !page.contains("<link"));
         assert!(!page.contains("<script"));
+    }
+
+    #[test]
+    fn a_failed_scenario_shows_its_console_tail_escaped_with_the_whole_log_linked() {
+        let scenario = |name: &str, outcome, console: Option<&str>| ScenarioReport {
+            name: name.into(),
+            file: "s.yaml".into(),
+            outcome,
+            reason: None,
+            duration_s: 1.0,
+            ready_s: None,
+            steps: vec![],
+            journal: Some("journal".into()),
+            console: console.map(String::from),
+            device_state: None,
+            cleanup: Vec::new(),
+            device: Some("pi-1".into()),
+            required: false,
+        };
+        let report = RunReport {
+            target: "fleet".into(),
+            duration_s: 2.0,
+            scenarios: vec![
+                scenario(
+                    "Power cut",
+                    Outcome::Failed,
+                    Some("Kernel panic <not syncing>\nnexus login: "),
+                ),
+                scenario("Download", Outcome::Passed, None),
+            ],
+            infra_error: None,
+            seed: None,
+        };
+        let page = render(&report);
+        let console = page
+            .find("<summary>Console (last 40 lines; whole log: <a href=\"pi-1/power-cut/console.log\">")
+            .expect(&page);
+        assert!(page[console..].starts_with(
+            "<summary>Console (last 40 lines; whole log: <a href=\"pi-1/power-cut/console.log\">pi-1/power-cut/console.log</a>)</summary><pre>Kernel panic &lt;not syncing&gt;\nnexus login: </pre>"
+        ));
+        assert!(console < page.find("device journal").unwrap(), "next to the journal");
+        assert_eq!(page.matches("<summary>Console").count(), 1, "only where there is one");
     }
 }

@@ -84,6 +84,9 @@ pub struct Verdict {
     pub met: bool,
 }
 
+/// How many of the console's last lines a scenario that did not pass shows.
+pub const CONSOLE_LINES: usize = 40;
+
 /// One scenario's record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScenarioReport {
@@ -98,6 +101,11 @@ pub struct ScenarioReport {
     pub steps: Vec<StepReport>,
     /// The device's `nexus-backupd` journal, attached when the scenario did not pass.
     pub journal: Option<String>,
+    /// The end of the device's serial console during the scenario (its last [`CONSOLE_LINES`]
+    /// lines), attached when the scenario did not pass; all of it is `console.log` in its work
+    /// folder.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub console: Option<String>,
     /// The device's file system usage and its lists of snapshots and backups, attached when
     /// the scenario did not pass.
     #[serde(skip_serializing_if = "Option::is_none", default)]

@@ -139,6 +139,7 @@ mod tests {
                 baseline: None,
             }],
             journal: None,
+            console: None,
             device_state: None,
             cleanup: vec![],
             device: None,

@@ -1,7 +1,7 @@
 //! Runs scenarios against devices. [`run_scenario`] runs one scenario's steps in order against
 //! one device: each step under its timeout (sent to its family in `steps`), the transcript and
 //! the step reports, the scenario's time limit, and on failure the device's journal and state;
-//! on a real device [`tidy`] then removes what the scenario made. [`schedule`] shares a suite
+//! on a real device [`tidy`] then undoes what the scenario changed, from the record on the device. [`schedule`] shares a suite
 //! out among fresh emulators or real devices.
 
 pub mod schedule;
@@ -11,12 +11,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use nexus_contract::names::SNAPSHOT1;
-
 use crate::device::{Device, Lifecycle};
 use crate::report::{Outcome, ScenarioReport, StepReport};
 use crate::scenario::Scenario;
-use crate::session::{listed_ids, Made, SeededRandom, Session};
+use crate::session::{SeededRandom, Session};
 use crate::steps::{self, StepEnd, StepLog};
 
 /// Runs one scenario's steps against `dev`, with `work` as its local folder and the run's
@@ -40,19 +38,21 @@ pub async fn run_scenario(
         scenario_dir: s.file.parent().map(Path::to_path_buf).unwrap_or_default(),
         holds: Vec::new(),
         probes: Vec::new(),
-        made: Made::default(),
         cuts: Vec::new(),
         random: SeededRandom::for_scenario(seed, &s.name),
     };
-    if lifecycle.is_none() {
-        // A real device is left as it was found: note its snapshots now.
-        if let Ok(bus) = session.bus("root", Duration::from_secs(20)).await {
-            if let Ok(reply) = bus.call(SNAPSHOT1, "GetList", &[]).await {
-                session.made.snapshots_before = Some(listed_ids(&reply));
-            }
-        }
-    }
-    let (steps, mut outcome, mut reason) = run_steps(&mut session, s, started, on_step).await;
+    // A real device is left as it was found: its snapshots are recorded on it first, and a
+    // scenario that cannot record them does not touch it.
+    let real = lifecycle.is_none_or(|l| !l.throwaway());
+    let recorded = if real {
+        tidy::record_snapshots(&mut session).await
+    } else {
+        Ok(())
+    };
+    let (steps, mut outcome, mut reason) = match recorded {
+        Ok(()) => run_steps(&mut session, s, started, on_step).await,
+        Err(why) => (Vec::new(), Outcome::InfraError, Some(why)),
+    };
     for h in session.holds.drain(..) {
         h.abort();
     }
@@ -63,14 +63,14 @@ pub async fn run_scenario(
             reason = Some(why);
         }
     }
-    let (journal, device_state) = if outcome == Outcome::Failed {
+    let (journal, device_state) = if outcome == Outcome::Failed && !steps.is_empty() {
         let (j, st) = tidy::evidence(&session).await;
         (Some(j), Some(st))
     } else {
         (None, None)
     };
-    let cleanup = if lifecycle.is_none() {
-        tidy::tidy(&mut session).await
+    let cleanup = if real && !steps.is_empty() {
+        tidy::undo(&mut session).await
     } else {
         Vec::new()
     };
@@ -84,6 +84,7 @@ pub async fn run_scenario(
         steps,
         journal,
         device_state,
+        console: None,
         cleanup,
         device: None,
         required: s.must_run,

@@ -9,12 +9,15 @@ use std::time::Instant;
 use indicatif::ProgressBar;
 
 use super::run_scenario;
+use crate::device::console::{self, Console};
 use crate::device::container::{Emulator, EmulatorSpec};
+use crate::device::inventory::{ConsoleEntry, PowerEntry};
 use crate::device::open::emulator_device;
+use crate::device::power::Bench;
 use crate::device::standin::{self, Standin, StandinParts, StandinSpec};
 use crate::device::Device;
 use crate::report::terminal::result_line;
-use crate::report::{slug, Outcome, ScenarioReport};
+use crate::report::{slug, Outcome, ScenarioReport, CONSOLE_LINES};
 use crate::scenario::{self, Scenario};
 
 /// What a fresh emulator is started from.
@@ -30,6 +33,10 @@ pub struct EmulatorSlot {
 pub struct FleetMember {
     pub name: Option<String>,
     pub dev: Device,
+    /// Its power switch (`[device.power]`): power cuts and reboots run instead of being skipped.
+    pub power: Option<PowerEntry>,
+    /// Its serial console (`[device.console]`), read for the whole run.
+    pub console: Option<ConsoleEntry>,
 }
 
 /// Where scenarios run.
@@ -51,15 +58,34 @@ pub async fn run_all(
     seed: u64,
     bar: &ProgressBar,
 ) -> Vec<ScenarioReport> {
-    let workers: Vec<Option<&FleetMember>> = match slots {
-        Slots::Emulators { jobs, .. } | Slots::Standins { jobs, .. } => vec![None; (*jobs).max(1)],
-        Slots::Devices(members) => members.iter().map(Some).collect(),
+    // A real device's console is read for the whole run, into its folder's console.log.
+    let consoles: Vec<Option<Console>> = match slots {
+        Slots::Devices(members) => members
+            .iter()
+            .map(|m| {
+                let entry = m.console.as_ref()?;
+                let dir = member_dir(m, report_dir);
+                let _ = std::fs::create_dir_all(&dir);
+                Console::start(entry, dir.join("console.log"))
+                    .map_err(|e| bar.println(format!("{}: the console cannot be logged: {e}", m.dev.ssh.host)))
+                    .ok()
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let workers: Vec<(Option<&FleetMember>, Option<&Console>)> = match slots {
+        Slots::Emulators { jobs, .. } | Slots::Standins { jobs, .. } => vec![(None, None); (*jobs).max(1)],
+        Slots::Devices(members) => members
+            .iter()
+            .zip(&consoles)
+            .map(|(m, c)| (Some(m), c.as_ref()))
+            .collect(),
     };
     let next = Mutex::new(0usize);
     let done: Mutex<Vec<(usize, ScenarioReport)>> = Mutex::default();
     let (next, done_ref) = (&next, &done);
     // The slots run concurrently within this task (the runner's futures are not Send).
-    let workers = workers.into_iter().map(|member| async move {
+    let workers = workers.into_iter().map(|(member, console)| async move {
         loop {
             let i = {
                 let mut n = next.lock().unwrap_or_else(|p| p.into_inner());
@@ -76,7 +102,7 @@ pub async fn run_all(
                     bar.set_message(format!("{}: booting the stand-in", s.name));
                     run_on_standin(s, parts, &report_dir.join(slug(&s.name)), seed, bar).await
                 }
-                (Some(m), _) => run_on_device(s, m, report_dir, seed, bar).await,
+                (Some(m), _) => run_on_device(s, m, console, report_dir, seed, bar).await,
                 (None, Slots::Devices(_)) => break,
             };
             bar.println(result_line(&r));
@@ -90,10 +116,20 @@ pub async fn run_all(
     done.into_iter().map(|(_, r)| r).collect()
 }
 
-/// One scenario on a real device (skipped when it needs the emulator).
+/// A real device's folder in the report: its inventory name, or the report's own.
+fn member_dir(m: &FleetMember, report_dir: &Path) -> PathBuf {
+    match &m.name {
+        Some(n) => report_dir.join(n),
+        None => report_dir.to_path_buf(),
+    }
+}
+
+/// One scenario on a real device (skipped when it needs the emulator); its part of the
+/// device's console goes into its work folder, and its tail into the report when it failed.
 async fn run_on_device(
     s: &Scenario,
     m: &FleetMember,
+    console: Option<&Console>,
     report_dir: &Path,
     seed: u64,
     bar: &ProgressBar,
@@ -103,19 +139,28 @@ async fn run_on_device(
         r.device = m.name.clone();
         return r;
     }
-    let dir = match &m.name {
-        Some(n) => report_dir.join(n),
-        None => report_dir.to_path_buf(),
-    };
+    let dir = member_dir(m, report_dir);
+    let from = console.map(Console::offset);
     let label = match &m.name {
         Some(n) => format!("{n}: {}", s.name),
         None => s.name.clone(),
     };
     let b = bar.clone();
-    let mut r = run_scenario(s, &m.dev, None, &dir.join(slug(&s.name)), seed, &move |msg| {
+    let bench = Bench {
+        dev: m.dev.clone(),
+        power: m.power.clone(),
+    };
+    let mut r = run_scenario(s, &m.dev, Some(&bench), &dir.join(slug(&s.name)), seed, &move |msg| {
         b.set_message(format!("{label}: {msg}"))
     })
     .await;
+    if let (Some(c), Some(from)) = (console, from) {
+        let part = c.slice(from);
+        let _ = std::fs::write(dir.join(slug(&s.name)).join("console.log"), &part);
+        if r.outcome != Outcome::Passed {
+            r.console = Some(console::tail(&part, CONSOLE_LINES));
+        }
+    }
     r.device = m.name.clone();
     r
 }
@@ -132,6 +177,7 @@ pub fn skipped(s: &Scenario, why: &str) -> ScenarioReport {
         steps: Vec::new(),
         journal: None,
         device_state: None,
+        console: None,
         cleanup: Vec::new(),
         device: None,
         required: s.must_run,

@@ -389,7 +389,7 @@ mod tests {
     use super::*;
     use crate::device::{Device, FaultError};
     use crate::scenario::Scenario;
-    use crate::session::{Made, SeededRandom};
+    use crate::session::SeededRandom;
     use crate::transport::https::HttpsTarget;
     use crate::transport::ssh::SshTarget;
 
@@ -434,7 +434,6 @@ mod tests {
             scenario_dir: work.to_owned(),
             holds: Vec::new(),
             probes: Vec::new(),
-            made: Made::default(),
             cuts: Vec::new(),
             random: SeededRandom::for_scenario(1, "test"),
         }

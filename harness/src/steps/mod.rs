@@ -81,6 +81,8 @@ pub async fn run(s: &mut Session<'_>, step: &Step, timeout: Duration, log: &mut 
         Step::BackupWait(w) => failed(dbus::wait(s, w, timeout, log).await),
         Step::SshRun(r) => failed(shell::run(s, r, timeout, log).await),
         Step::SshPut(p) => failed(shell::put(s, p, timeout, log).await),
+        Step::SshEdit(e) => failed(shell::edit(s, e, timeout, log).await),
+        Step::SshRestore(r) => failed(shell::restore(s, r, timeout, log).await),
         Step::HttpGet(g) => failed(transfer::http_get(s, g, timeout, log).await),
         Step::HttpHold(h) => failed(transfer::http_hold(s, h, timeout, log).await),
         Step::ScpGet(g) => failed(transfer::scp_get(s, g, timeout, log).await),

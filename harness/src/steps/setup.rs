@@ -8,6 +8,7 @@ use nexus_contract::names::ACTIONS;
 use nexus_contract::paths::{BACKUP_USER, PKLA_DIR, VENDOR_PKLA};
 
 use super::StepLog;
+use crate::device::record;
 use crate::scenario::SetupUser;
 use crate::session::Session;
 use crate::transport::ssh::sh_quote;
@@ -40,8 +41,6 @@ pub const REMOVE_USER: &str = r#"remove_user() {
 
 /// The account files whose `-` backups adduser and deluser rewrite.
 pub const ACCOUNT_BACKUPS: &str = "passwd- group- shadow- gshadow- subuid- subgid-";
-/// Where a scenario keeps them while it runs (put back and removed when it ends).
-pub const SAVED_ACCOUNTS: &str = "/var/lib/nexus-hil-scenario/accounts";
 
 /// The pkla file that grants `user`: the vendor's for its backup user, one of its own otherwise.
 pub fn pkla_file(user: &str) -> String {
@@ -52,7 +51,8 @@ pub fn pkla_file(user: &str) -> String {
     }
 }
 
-/// `setup.user`. "made ..." lines of the script tell what to remove from a real device later.
+/// `setup.user`. Each change is recorded on the device before it is made
+/// (`crate::device::record`), and undone from there when the scenario ends.
 pub async fn user(s: &mut Session<'_>, u: &SetupUser, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
     let name = s.subst(&u.name);
     let actions: Vec<&str> = if u.grant.iter().any(|g| g == "all") {
@@ -61,40 +61,39 @@ pub async fn user(s: &mut Session<'_>, u: &SetupUser, timeout: Duration, log: &m
         u.grant.iter().map(String::as_str).collect()
     };
     let file = pkla_file(&name);
-    // The vendor's steps; --disabled-password because no one is there to type one. adduser
-    // rewrites the account files' `-` backups: they are kept first, to be put back.
+    let n = sh_quote(&name);
+    // The vendor's steps; --disabled-password because no one is there to type one. The record
+    // keeps the account files' `-` backups, which adduser rewrites.
     let mut script = format!(
-        "if ! id -u {n} >/dev/null 2>&1; then\n\
-         install -d -m 700 {SAVED_ACCOUNTS}\n\
-         for b in {ACCOUNT_BACKUPS}; do [ -e /etc/$b ] && [ ! -e {SAVED_ACCOUNTS}/$b ] && cp -p /etc/$b {SAVED_ACCOUNTS}/$b; done\n\
-         adduser --disabled-password {n} --gecos 'Backup' >/dev/null && echo made user; fi\n",
-        n = sh_quote(&name)
+        "{}if ! id -u {n} >/dev/null 2>&1; then
+         nh_user {n} || exit 1
+         adduser --disabled-password {n} --gecos 'Backup' >/dev/null && echo made user; fi
+",
+        record::functions()
     );
     if !actions.is_empty() {
-        // An existing grant file is kept aside (restored when the scenario ends) unless it is
-        // already the one this step would write.
+        // A grant file is written only when it is not already the one this step would write.
         let p = format!("{PKLA_DIR}/{file}");
         script.push_str(&format!(
             "new=$(mktemp); export new\n{}\n\
-             if [ ! -e {p} ]; then cat \"$new\" > {p}; echo made pkla;\n\
-             elif ! cmp -s \"$new\" {p}; then cp -p {p} {p}.nexus-hil-saved && cat \"$new\" > {p}; echo replaced pkla; fi\n\
+             if [ ! -e {p} ] || ! cmp -s \"$new\" {p}; then nh_file {p} || exit 1; cat \"$new\" > {p}; echo made pkla; fi\n\
              rm -f \"$new\"\n",
             pkla_command(&name, &file, &actions).replace(&format!("> {p}"), "> \"$new\"")
         ));
     }
     // What ssh-copy-id does: the key appended (after a newline if the file lacks its last one),
-    // nothing else of the user's files touched; each change said, so it can be undone exactly.
+    // nothing else of the user's files touched.
     script.push_str(&format!(
         "home=$(getent passwd {n} | cut -d: -f6)\nf=\"$home/.ssh/authorized_keys\"\nkey=$(cat)\n\
-         [ -d \"$home/.ssh\" ] || {{ install -d -m 700 -o {n} -g {n} \"$home/.ssh\"; echo made sshdir; }}\n\
-         [ -e \"$f\" ] || {{ install -m 600 -o {n} -g {n} /dev/null \"$f\"; echo made keyfile; }}\n\
-         if ! grep -qxF \"$key\" \"$f\"; then\n\
-         if [ -s \"$f\" ] && [ \"$(tail -c 1 \"$f\" | od -An -c | tr -d ' ')\" != '\\n' ]; then printf '\\n' >> \"$f\"; echo made newline; fi\n\
-         printf '%s\\n' \"$key\" >> \"$f\"; echo made key; fi\n",
-        n = sh_quote(&name)
+         if ! [ -e \"$f\" ] || ! grep -qxF \"$key\" \"$f\"; then\n\
+         nh_key {n} \"$home\" || exit 1\n\
+         [ -d \"$home/.ssh\" ] || install -d -m 700 -o {n} -g {n} \"$home/.ssh\"\n\
+         [ -e \"$f\" ] || install -m 600 -o {n} -g {n} /dev/null \"$f\"\n\
+         if [ -s \"$f\" ] && [ \"$(tail -c 1 \"$f\" | od -An -c | tr -d ' ')\" != '\\n' ]; then printf '\\n' >> \"$f\"; fi\n\
+         printf '%s\\n' \"$key\" >> \"$f\"; echo made key; fi\n"
     ));
     log.lines.push(format!(
-        "as {} with sudo: adduser {name}; pkla {file} granting {} action(s); install the harness key",
+        "as {} with sudo: adduser {name}; pkla {file} granting {} action(s); install the harness key (each recorded first)",
         s.dev.admin,
         actions.len()
     ));
@@ -102,23 +101,15 @@ pub async fn user(s: &mut Session<'_>, u: &SetupUser, timeout: Duration, log: &m
     if out.code != Some(0) {
         return Err(format!("setting up {name} failed: {}", out.stderr.trim()));
     }
-    let said = |what: &str| out.stdout.lines().any(|l| l == what);
-    if said("made user") {
-        s.made.users.push(name.clone());
-    } else if said("made key") {
-        // A user that was there keeps its file: only the line (and a newline added) goes.
-        s.made.keys.push(crate::session::AddedKey {
-            user: name.clone(),
-            newline: said("made newline"),
-            file: said("made keyfile"),
-            dir: said("made sshdir"),
-        });
-    }
-    if said("made pkla") {
-        s.made.pkla.push(file);
-    } else if said("replaced pkla") {
-        s.made.replaced_pkla.push(file);
-    }
+    let made: Vec<&str> = out.stdout.lines().filter_map(|l| l.strip_prefix("made ")).collect();
+    log.lines.push(format!(
+        "made: {}",
+        if made.is_empty() {
+            "nothing (all there)".to_string()
+        } else {
+            made.join(", ")
+        }
+    ));
     Ok(())
 }
 

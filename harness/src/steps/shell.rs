@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use super::StepLog;
-use crate::scenario::{SshPut, SshRun};
+use crate::device::record;
+use crate::scenario::{SshEdit, SshPut, SshRestore, SshRun};
 use crate::session::Session;
 use crate::transport::ssh::sh_quote;
 
@@ -71,29 +72,98 @@ pub async fn put(s: &mut Session<'_>, p: &SshPut, timeout: Duration, log: &mut S
         "ssh {user}: write {path} ({} bytes, mode {mode})",
         content.len()
     ));
-    // A file that was there is kept aside first, to be put back when the scenario ends (a real
-    // device is left as found). The size read back on the device: a write cut short there (full
-    // disk, dropped link) can still leave `cat` with exit 0.
-    let saved = sh_quote(&format!("{path}.nexus-hil-saved"));
-    let out = s
-        .ssh(
-            &user,
-            &format!(
-                "if [ -e {q} ] && [ ! -e {saved} ]; then cp -p {q} {saved} && echo existed; fi; \
-                 cat > {q} && chmod {mode} {q} && wc -c < {q}"
-            ),
-            Some(content.as_bytes()),
-            timeout,
-        )
-        .await?;
+    // The file as it was (or its absence) is recorded on the device first, to be put back when
+    // the scenario ends (a real device is left as found). The size read back on the device: a
+    // write cut short there (full disk, dropped link) can still leave `cat` with exit 0.
+    let write = format!("cat > {q} && chmod {mode} {q} && wc -c < {q}");
+    let out = if user == "root" {
+        let script = format!(
+            "{}nh_file {q} || {{ echo 'cannot record the change first' >&2; exit 1; }}\n{write}",
+            record::functions()
+        );
+        s.ssh("root", &script, Some(content.as_bytes()), timeout).await?
+    } else {
+        record_file(s, &path, None, timeout).await?;
+        s.ssh(&user, &write, Some(content.as_bytes()), timeout).await?
+    };
     if out.code != Some(0) {
         return Err(format!("cannot write {path}: {}", out.stderr.trim()));
     }
-    if !s.made.files.iter().any(|(p, _)| *p == path) {
-        let existed = out.stdout.lines().any(|l| l == "existed");
-        s.made.files.push((path.clone(), existed));
-    }
     check_written_size(&path, content.len(), &out.stdout)
+}
+
+/// Records `path` as it is now on the device (as root), before a step changes it; `restart`:
+/// a unit restarted after the file is put back.
+pub async fn record_file(s: &Session<'_>, path: &str, restart: Option<&str>, timeout: Duration) -> Result<(), String> {
+    let script = format!(
+        "{}nh_file {} {}",
+        record::functions(),
+        sh_quote(path),
+        sh_quote(restart.unwrap_or(""))
+    );
+    let out = s.ssh("root", &script, None, timeout).await?;
+    if out.code != Some(0) {
+        return Err(format!(
+            "cannot record {path} on the device before changing it ({}), so it was not changed: \
+             is {} writable and the disk not full?",
+            out.stderr.trim(),
+            record::DIR
+        ));
+    }
+    Ok(())
+}
+
+/// `ssh.edit`: the file recorded, then `sed -i` as root, then the unit restarted.
+pub async fn edit(s: &mut Session<'_>, e: &SshEdit, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
+    let path = s.subst(&e.path);
+    let sed = s.subst(&e.sed);
+    let restart = e.restart.as_ref().map(|u| s.subst(u));
+    let q = sh_quote(&path);
+    let exists = s.ssh("root", &format!("test -e {q}"), None, timeout).await?;
+    if exists.code != Some(0) {
+        if e.if_exists {
+            log.lines
+                .push(format!("no {path} on this device: nothing edited (if_exists)"));
+            return Ok(());
+        }
+        return Err(format!(
+            "{path} does not exist on the device (if_exists: true lets a device without it go on)"
+        ));
+    }
+    record_file(s, &path, restart.as_deref(), timeout).await?;
+    let mut cmd = format!("sed -i -e {} {q}", sh_quote(&sed));
+    if let Some(u) = &restart {
+        cmd.push_str(&format!(" && systemctl restart {}", sh_quote(u)));
+    }
+    log.lines.push(format!("recorded {path}, then as root: {cmd}"));
+    let out = s.ssh("root", &cmd, None, timeout).await?;
+    if out.code != Some(0) {
+        return Err(format!("editing {path} failed: {}", out.stderr.trim()));
+    }
+    Ok(())
+}
+
+/// `ssh.restore`: the file put back as the record holds it, before the scenario ends.
+pub async fn restore(s: &mut Session<'_>, r: &SshRestore, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
+    let path = s.subst(&r.path);
+    let out = s.ssh("root", &record::undo_script(Some(&path)), None, timeout).await?;
+    log.lines.extend(out.stdout.lines().map(str::to_string));
+    match out.code {
+        Some(0) => Ok(()),
+        Some(2) if r.if_exists => {
+            log.lines
+                .push(format!("nothing recorded for {path}: nothing to put back (if_exists)"));
+            Ok(())
+        }
+        Some(2) => Err(format!(
+            "nothing recorded for {path}: only a file that ssh.put or ssh.edit changed in this scenario can be restored"
+        )),
+        _ => Err(format!(
+            "{path} could not be put back: {}{}",
+            out.stdout.trim(),
+            out.stderr.trim()
+        )),
+    }
 }
 
 /// Compares what `wc -c` printed last with the size that was sent.

@@ -137,13 +137,32 @@ pub async fn scp_put(s: &mut Session<'_>, p: &ScpPut, timeout: Duration, log: &m
     let size = std::fs::metadata(&local)
         .map_err(|e| format!("{}: {e}", local.display()))?
         .len();
-    let ssh = &s.dev.ssh;
     log.lines.push(format!(
         "scp {} {user}@{}:{remote} ({size} bytes)",
         local.display(),
-        ssh.host
+        s.dev.ssh.host
     ));
     let started = Instant::now();
+    // The file scp will write, recorded on the device first (a folder as `remote` gets the
+    // file under its own name, as scp puts it; a relative path is under the user's home).
+    let name = local
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let whole = format!(
+        "f={q}; [ -d \"$f\" ] && f=\"${{f%/}}\"/{n}; case \"$f\" in /*) ;; *) f=\"$HOME/$f\" ;; esac; printf '%s' \"$f\"",
+        q = sh_quote(&remote),
+        n = sh_quote(&name)
+    );
+    let out = s.ssh(&user, &whole, None, timeout).await?;
+    if out.code != Some(0) || out.stdout.is_empty() {
+        return Err(format!(
+            "cannot tell where scp would write {remote} as {user}: {}",
+            out.stderr.trim()
+        ));
+    }
+    super::shell::record_file(s, out.stdout.trim_end_matches('\n'), None, timeout).await?;
+    let ssh = &s.dev.ssh;
     let mut cmd = tokio::process::Command::new("scp");
     cmd.arg("-P").arg(ssh.port.to_string()).args(ssh.options());
     cmd.arg(&local).arg(format!("{user}@{}:{remote}", ssh.host));
@@ -151,11 +170,6 @@ pub async fn scp_put(s: &mut Session<'_>, p: &ScpPut, timeout: Duration, log: &m
     if out.code != Some(0) {
         return Err(format!("scp failed: {}", out.stderr.trim()));
     }
-    // A folder as `remote` gets the file under its own name, as scp puts it.
-    let name = local
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let check = format!(
         "f={q}; [ -d \"$f\" ] && f=\"$f\"/{n}; stat -c %s \"$f\"",
         q = sh_quote(&remote),

@@ -45,7 +45,7 @@ pub fn assert_same_etc_and_home(before: &str, after: &str) {
         let b: std::collections::BTreeSet<&str> = before.lines().collect();
         let a: std::collections::BTreeSet<&str> = after.lines().collect();
         panic!(
-            "/etc or /home differ after --undo:\nonly before: {:#?}\nonly after: {:#?}",
+            "/etc or /home are not as they were:\nonly before: {:#?}\nonly after: {:#?}",
             b.difference(&a).collect::<Vec<_>>(),
             a.difference(&b).collect::<Vec<_>>()
         );

@@ -19,7 +19,7 @@ pub use fault::{CutNetwork, FaultStep, FillDisk, PowerCut, ReplaceCard, SlowIo};
 pub use http::{HttpGet, HttpHold};
 pub use probe::ProbeLatency;
 pub use repeat::Repeat;
-pub use ssh::{RsyncPull, ScpGet, ScpPut, SetupUser, SshPut, SshRun};
+pub use ssh::{unrecorded_write, RsyncPull, ScpGet, ScpPut, SetupUser, SshEdit, SshPut, SshRestore, SshRun};
 
 /// What the loader asks of every step; the defaults fit a step without variables or rules.
 pub(crate) trait StepSpec {
@@ -86,6 +86,8 @@ steps! {
     BackupWait(BackupWait) = "backup.wait",
     SshRun(SshRun) = "ssh.run",
     SshPut(SshPut) = "ssh.put",
+    SshEdit(SshEdit) = "ssh.edit",
+    SshRestore(SshRestore) = "ssh.restore",
     HttpGet(HttpGet) = "http.get",
     HttpHold(HttpHold) = "http.hold",
     ScpGet(ScpGet) = "scp.get",

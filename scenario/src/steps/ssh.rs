@@ -44,7 +44,120 @@ impl StepSpec for SshRun {
         if self.capture_word.is_some() && self.capture.is_none() {
             return Err("`capture_word` needs `capture` (the variable to store the word in)".into());
         }
+        if let Some(path) = unrecorded_write(&self.command) {
+            return Err(format!(
+                "the command changes {path} behind the record that puts a device back as found: \
+                 write files with ssh.put, change them with ssh.edit (ssh.restore puts one back early), \
+                 add users with setup.user; each is recorded on the device first and undone when the scenario ends"
+            ));
+        }
         Ok(())
+    }
+}
+
+/// The device's own files: a scenario changes them only through steps that record the change.
+const RECORDED_ROOTS: &[&str] = &["/etc", "/usr", "/home", "/root", "/var/lib", "/opt", "/boot", "/srv"];
+
+/// The first path of the device's own files that a shell command writes to with a redirection,
+/// `tee`, `sed -i`, or as the target of `cp`, `mv`, `install`, `ln`, `rm`, `chmod`, `chown`,
+/// `truncate` or `touch` (read-only uses of those files are fine).
+pub fn unrecorded_write(command: &str) -> Option<String> {
+    let owned = |w: &str| {
+        let w = w.trim_matches(|c| c == '"' || c == '\'');
+        RECORDED_ROOTS
+            .iter()
+            .any(|r| w == *r || w.strip_prefix(r).is_some_and(|rest| rest.starts_with('/')))
+            .then(|| w.to_string())
+    };
+    // Redirections, wherever they are.
+    let mut rest = command;
+    while let Some(i) = rest.find('>') {
+        let after = rest[i + 1..].trim_start_matches(['>', '|']).trim_start();
+        let word = after
+            .split(|c: char| c.is_whitespace() || ";&|)".contains(c))
+            .next()
+            .unwrap_or("");
+        if let Some(p) = owned(word) {
+            return Some(p);
+        }
+        rest = &rest[i + 1..];
+    }
+    // Simple commands, split at ; & | and newlines.
+    for simple in command.split(|c| ";&|\n".contains(c)) {
+        let words: Vec<&str> = simple.split_whitespace().collect();
+        let Some(at) = words
+            .iter()
+            .position(|w| !w.contains('=') && *w != "sudo" && *w != "then" && *w != "do")
+        else {
+            continue;
+        };
+        let args: Vec<&str> = words[at + 1..]
+            .iter()
+            .copied()
+            .filter(|w| !w.starts_with('-'))
+            .collect();
+        let targets: Vec<&str> = match words[at] {
+            "cp" | "mv" | "install" | "ln" => args.last().copied().into_iter().collect(),
+            "rm" | "rmdir" | "chmod" | "chown" | "truncate" | "touch" | "tee" | "mkdir" => args,
+            "sed" if words[at + 1..].iter().any(|w| w.starts_with("-i")) => args,
+            _ => Vec::new(),
+        };
+        if let Some(p) = targets.into_iter().find_map(owned) {
+            return Some(p);
+        }
+    }
+    None
+}
+
+/// Change a file of the device with a `sed` expression, recorded first (the file as it was is
+/// kept on the device and put back when the scenario ends, or earlier by `ssh.restore`); as root.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshEdit {
+    pub path: String,
+    /// The `sed` expression, e.g. `s/^read_bytes_per_sec = .*/read_bytes_per_sec = 0/`.
+    pub sed: String,
+    /// A systemd unit restarted after the edit and again after the file is put back.
+    pub restart: Option<String>,
+    /// A device without the file keeps going (nothing edited, said in the step's log).
+    #[serde(default)]
+    pub if_exists: bool,
+    #[serde(default, deserialize_with = "duration::optional")]
+    pub timeout: Option<Duration>,
+}
+
+impl StepSpec for SshEdit {
+    fn texts(&self) -> Vec<&str> {
+        let mut t = vec![self.path.as_str(), &self.sed];
+        t.extend(opt(&self.restart));
+        t
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !self.path.starts_with('/') {
+            return Err(format!("path {:?} must be absolute", self.path));
+        }
+        Ok(())
+    }
+}
+
+/// Put a file that `ssh.put` or `ssh.edit` changed back as it was found, before the scenario
+/// ends (and restart the unit its `ssh.edit` named).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshRestore {
+    pub path: String,
+    /// Nothing recorded for the path is fine (an `ssh.edit` with `if_exists` on a device
+    /// without the file).
+    #[serde(default)]
+    pub if_exists: bool,
+    #[serde(default, deserialize_with = "duration::optional")]
+    pub timeout: Option<Duration>,
+}
+
+impl StepSpec for SshRestore {
+    fn texts(&self) -> Vec<&str> {
+        vec![&self.path]
     }
 }
 

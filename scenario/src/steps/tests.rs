@@ -8,6 +8,8 @@ const MINIMAL: &[(&str, &str)] = &[
     ("backup.wait", "as: root, id: x"),
     ("ssh.run", "as: root, command: id"),
     ("ssh.put", "as: root, path: /x, content: y"),
+    ("ssh.edit", "path: /x, sed: s/a/b/"),
+    ("ssh.restore", "path: /x"),
     ("http.get", "path: /"),
     ("http.hold", "connections: 1, mode: idle"),
     ("scp.get", "as: root, remote: a, local: b"),
@@ -173,4 +175,47 @@ fn an_archive_matches_the_snapshot_on_the_device_or_a_saved_copy_of_it() {
         let e = step("archive.matches_snapshot", body).check().unwrap_err();
         assert!(e.contains("exactly one of `snapshot`"), "{body}: {e}");
     }
+}
+
+#[test]
+fn a_command_that_writes_the_devices_own_files_is_refused_with_the_steps_that_record() {
+    use super::unrecorded_write;
+    for (cmd, path) in [
+        (
+            "echo \"remotebackup ALL=NOPASSWD: ALL\" > /etc/sudoers.d/90_remotebackup",
+            "/etc/sudoers.d/90_remotebackup",
+        ),
+        ("echo x >>/home/nexus/.profile", "/home/nexus/.profile"),
+        (
+            "sed -i 's/a/b/' /etc/nexus/backupd.toml && systemctl restart x",
+            "/etc/nexus/backupd.toml",
+        ),
+        ("cp /tmp/x /usr/local/bin/helper", "/usr/local/bin/helper"),
+        ("true; rm -f /usr/local/bin/a /usr/local/bin/b", "/usr/local/bin/a"),
+        (
+            "echo k | sudo tee -a /root/.ssh/authorized_keys",
+            "/root/.ssh/authorized_keys",
+        ),
+    ] {
+        assert_eq!(unrecorded_write(cmd).as_deref(), Some(path), "{cmd}");
+    }
+    // Reading the device's files, and writing data, temporary and runtime places, are fine.
+    for cmd in [
+        "cat /etc/nexus/backupd.toml > /tmp/copy",
+        "install -m 0644 /home/nexus/b.tar.gpg /broot/backups/",
+        "journalctl -u nexus-backupd > /dev/null 2>&1",
+        "cp /etc/hostname /run/x && rm -f /tmp/y",
+        "grep -c x /etc/passwd",
+        "echo 'a > b'",
+    ] {
+        assert_eq!(unrecorded_write(cmd), None, "{cmd}");
+    }
+    let e = marked_yaml::from_yaml::<Step>(0, "ssh.run: {as: root, command: 'echo x > /etc/motd'}")
+        .map_err(|e| e.to_string())
+        .and_then(|s| s.check());
+    let e = e.unwrap_err();
+    assert!(
+        e.contains("/etc/motd") && e.contains("ssh.put") && e.contains("ssh.edit"),
+        "{e}"
+    );
 }

@@ -44,8 +44,12 @@ pub struct Standin {
     qemu: Mutex<Option<Child>>,
     pub ssh_port: u16,
     pub https_port: u16,
+    /// The serial console, offered on 127.0.0.1 as a raw TCP server as a bench's ser2net offers
+    /// a board's: what a `[device.console]` with `tcp` reads. qemu does not wait for a reader.
+    pub console_port: u16,
     pub key: PathBuf,
     pub known_hosts: PathBuf,
+    /// qemu's own log of the console, appended to on every power-on, reader or not.
     pub console: PathBuf,
     pub boot_dir: PathBuf,
     /// Time from qemu's start until SSH answered and both D-Bus names were owned.
@@ -138,13 +142,14 @@ impl Standin {
             InfraError::Emulator,
         )?;
         crate::image::sdcard::copy_for(spec.sdcard_template, &boot_dir.join("sdcard.img"))?;
-        let (ssh_port, https_port) = (free_port()?, free_port()?);
+        let (ssh_port, https_port, console_port) = (free_port()?, free_port()?, free_port()?);
         // Each boot makes a new HTTPS CA; a pin left from an earlier device on this port is stale.
         let _ = std::fs::remove_file(super::keys::pin_path(None, "127.0.0.1", https_port));
         let mut vm = Self {
             qemu: Mutex::new(None),
             ssh_port,
             https_port,
+            console_port,
             key: spec.key.to_owned(),
             known_hosts: boot_dir.join("known_hosts"),
             console: boot_dir.join("console.log"),
@@ -161,7 +166,8 @@ impl Standin {
     }
 
     /// The qemu command line: the SD card behind `blklogwrites` when its writes are logged (its
-    /// flushes then are the guest's only durability points), the console appended to a file.
+    /// flushes then are the guest's only durability points), the console on a TCP port and
+    /// appended to a file.
     fn command(&self) -> Command {
         let dir = &self.boot_dir;
         let (ssh_port, https_port) = (self.ssh_port, self.https_port);
@@ -169,7 +175,11 @@ impl Standin {
         cmd.args(["-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024"])
             .args(["-nographic", "-monitor", "none"])
             .arg("-chardev")
-            .arg(format!("file,id=console,path={},append=on", self.console.display()))
+            .arg(format!(
+                "socket,id=console,host=127.0.0.1,port={},server=on,wait=off,logfile={},logappend=on",
+                self.console_port,
+                self.console.display()
+            ))
             .args(["-serial", "chardev:console"])
             .arg("-kernel")
             .arg(&self.kernel)
@@ -249,13 +259,14 @@ impl Standin {
             ))
         })?;
         say(&format!(
-            "powering on the arm64 stand-in ({}; qemu pid {}; console: {})",
+            "powering on the arm64 stand-in ({}; qemu pid {}; console: tcp 127.0.0.1:{} (log: {}))",
             if n == 1 {
                 "first boot".to_string()
             } else {
                 format!("power-on {n}")
             },
             child.id(),
+            self.console_port,
             self.console.display()
         ));
         *self.child() = Some(child);
@@ -461,6 +472,50 @@ pub fn up_env() -> PathBuf {
     dir().join("up.env")
 }
 
+/// Where `emulator up --arch arm64` says whether its power is `on`, `off` or `booting`.
+pub fn power_state() -> PathBuf {
+    dir().join("power")
+}
+
+/// `nexus-hil emulator power on|off`: switches the power of the stand-in that `emulator up
+/// --arch arm64` keeps (a signal to that process, named in its env file), and waits until it
+/// took: off (qemu gone), or on (qemu started; the device then boots).
+pub async fn switch_power(on: bool) -> Result<String, InfraError> {
+    let env = std::fs::read_to_string(up_env()).map_err(|e| {
+        InfraError::Emulator(format!(
+            "no stand-in is up ({}: {e}); start one with `nexus-hil emulator up --arch arm64`",
+            up_env().display()
+        ))
+    })?;
+    let pid: i32 = env
+        .lines()
+        .find_map(|l| l.strip_prefix("UP_PID="))
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| InfraError::Emulator(format!("{} names no UP_PID", up_env().display())))?;
+    let sig = if on { libc::SIGUSR2 } else { libc::SIGUSR1 };
+    // SAFETY: a plain signal to the process the env file names (`emulator up`, which handles it).
+    if unsafe { libc::kill(pid, sig) } != 0 {
+        return Err(InfraError::Emulator(format!(
+            "cannot signal `emulator up` (pid {pid}): {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = std::fs::read_to_string(power_state()).unwrap_or_default();
+        if (on && now != "off") || (!on && now == "off") {
+            return Ok(now);
+        }
+        if Instant::now() > deadline {
+            return Err(InfraError::Emulator(format!(
+                "the stand-in's power is still {now:?} 30 s after asking for {}",
+                if on { "on" } else { "off" }
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The stand-in's SD-card content: 64 MiB. qemu's user network serves HTTPS at about 5 MB/s, so
 /// the container's 256 MiB would make one download outlast the scenarios' 60 s step timeouts.
 pub const DEFAULT_CONTENT: u64 = 64 * 1024 * 1024;
@@ -475,10 +530,22 @@ pub async fn up(
 ) -> Result<(), InfraError> {
     let parts = prepare_standin(backupd, content, force, say).await?;
     let (image, template, key) = (parts.image, parts.template, parts.key);
-    let mut vm = Standin::boot(&image, &template, &key, say).await?;
+    // The card's writes logged, so that a power cut from the bench's switch (below) loses
+    // what the guest had not flushed, as a real card does.
+    let mut vm = Standin::start(
+        StandinSpec {
+            image: &image,
+            sdcard_template: &template,
+            key: &key,
+            boot_dir: None,
+            log_writes: true,
+        },
+        say,
+    )
+    .await?;
     let target = vm.target();
     println!(
-        "arm64 stand-in ready in {:.1} s (qemu pid {})\n  target:  {target}  --https-port {}  --key {}\n  ssh -i {} -p {} nexus@127.0.0.1\n  https://127.0.0.1:{}/noreya-nexus/certificates/ca.pem\n  console: {}\n  suite:   nexus-hil run --target {target} --https-port {} --key {} --filter portable scenarios\nCtrl-C stops it.",
+        "arm64 stand-in ready in {:.1} s (qemu pid {})\n  target:  {target}  --https-port {}  --key {}\n  ssh -i {} -p {} nexus@127.0.0.1\n  https://127.0.0.1:{}/noreya-nexus/certificates/ca.pem\n  console: tcp 127.0.0.1:{} (log: {})\n  suite:   nexus-hil run --target {target} --https-port {} --key {} --filter portable scenarios\nCtrl-C stops it.",
         vm.ready_after.as_secs_f64(),
         vm.qemu_pid(),
         vm.https_port,
@@ -486,31 +553,83 @@ pub async fn up(
         key.display(),
         vm.ssh_port,
         vm.https_port,
+        vm.console_port,
         vm.console.display(),
         vm.https_port,
         key.display(),
     );
     let env = format!(
-        "UP_PID={}\nQEMU_PID={}\nTARGET={target}\nSSH_PORT={}\nHTTPS_PORT={}\nKEY={}\nKNOWN_HOSTS={}\nCONSOLE={}\n",
+        "UP_PID={}\nQEMU_PID={}\nTARGET={target}\nSSH_PORT={}\nHTTPS_PORT={}\nKEY={}\nKNOWN_HOSTS={}\nCONSOLE={}\nCONSOLE_PORT={}\n",
         std::process::id(),
         vm.qemu_pid(),
         vm.ssh_port,
         vm.https_port,
         key.display(),
         vm.known_hosts.display(),
-        vm.console.display()
+        vm.console.display(),
+        vm.console_port
     );
     std::fs::write(up_env(), env).map_err(|e| InfraError::io(up_env().display(), e))?;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| InfraError::io("cannot watch for SIGTERM", e))?;
+    use tokio::signal::unix::{signal, SignalKind};
+    let watch =
+        |kind: SignalKind, name: &str| signal(kind).map_err(|e| InfraError::io(format!("cannot watch for {name}"), e));
+    let mut term = watch(SignalKind::terminate(), "SIGTERM")?;
+    // The bench's power switch (`nexus-hil emulator power off|on`): SIGUSR1 cuts the power
+    // (SIGKILL of qemu, never a shutdown), SIGUSR2 powers it on again from the same disks.
+    let mut power_off = watch(SignalKind::user_defined1(), "SIGUSR1")?;
+    let mut power_on = watch(SignalKind::user_defined2(), "SIGUSR2")?;
+    let state = |s: &str| {
+        let _ = std::fs::write(power_state(), s);
+    };
+    state("on");
+    let mut off = false;
+    let mut last_on = Instant::now();
     let mut check = tokio::time::interval(Duration::from_secs(2));
     let gone = loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break None,
             _ = term.recv() => break None,
-            _ = check.tick() => if let Some(status) = vm.exited() { break Some(status) },
+            _ = power_off.recv() => {
+                if !off {
+                    let _ = vm.power_cut(true).await;
+                    off = true;
+                    state("off");
+                    say("power off (qemu killed)");
+                }
+            }
+            _ = power_on.recv() => {
+                if off {
+                    state("booting");
+                    off = false;
+                    match vm.power_on(say).await {
+                        Ok(t) => {
+                            say(&format!("powered on; ready in {:.1} s", t.as_secs_f64()));
+                            state("on");
+                        }
+                        Err(e) => break Some(e.to_string()),
+                    }
+                    last_on = Instant::now();
+                }
+            }
+            _ = check.tick() => if !off {
+                // qemu runs with -no-reboot: a guest that reboots (or halts) ends it. A board
+                // starts again on its own; so does this one, unless it never got going.
+                if let Some(status) = vm.exited() {
+                    if last_on.elapsed() < Duration::from_secs(20) {
+                        break Some(status);
+                    }
+                    say(&format!("qemu ended ({status}): the guest rebooted; powering on again"));
+                    state("booting");
+                    match vm.power_on(say).await {
+                        Ok(_) => state("on"),
+                        Err(e) => break Some(e.to_string()),
+                    }
+                    last_on = Instant::now();
+                }
+            },
         }
     };
+    let _ = std::fs::remove_file(power_state());
     let _ = std::fs::remove_file(up_env());
     vm.stop();
     match gone {

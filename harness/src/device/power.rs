@@ -1,0 +1,410 @@
+//! A real device on a bench: its power switched through `[device.power]` (a Shelly Gen2 plug's
+//! RPC `Switch.Set`, a Tasmota plug's `cm?cmnd=Power`, or the bench's own command lines, so that
+//! `labgrid-client power`, `pduclient` or `uhubctl` plug in), and the faults that needs, as
+//! [`Bench`], the lifecycle of a device the harness does not own. The daemon's kill and restart
+//! go over SSH and work on any real device; a power cut or a reboot needs the switch (a device
+//! that did not come back is powered off and on again); the rest is not for real devices.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+
+use super::inventory::{PowerDriverName, PowerEntry};
+use super::ready::{both_names_owned, LIST_NAMES};
+use super::{Applied, Device, Fault, FaultError, Lifecycle};
+
+/// The kernel's id of the running boot.
+const BOOT_ID: &str = "cat /proc/sys/kernel/random/boot_id";
+
+/// How long a plug or a command line may take to switch.
+const SWITCH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Switches a device's power on or off with the driver of `p`.
+pub async fn switch(p: &PowerEntry, on: bool) -> Result<String, String> {
+    match p.driver {
+        PowerDriverName::Shelly => {
+            let plug = p.plug.as_deref().unwrap_or_default();
+            let set = format!("/rpc/Switch.Set?id={}&on={on}", p.switch);
+            let (status, body) = http_get(plug, &set).await?;
+            if status != 200 || !body.contains("was_on") {
+                return Err(format!("the Shelly plug at {plug} answered {status} to {set}: {body}"));
+            }
+            // Read back: the switch's output is what was asked.
+            let get = format!("/rpc/Switch.GetStatus?id={}", p.switch);
+            let (status, body) = http_get(plug, &get).await?;
+            let state: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if status != 200 || state["output"].as_bool() != Some(on) {
+                return Err(format!(
+                    "the Shelly plug at {plug} did not switch {}: {get} answered {status}: {body}",
+                    if on { "on" } else { "off" }
+                ));
+            }
+            Ok(format!(
+                "Shelly {plug} switch {} {}",
+                p.switch,
+                if on { "on" } else { "off" }
+            ))
+        }
+        PowerDriverName::Tasmota => {
+            let plug = p.plug.as_deref().unwrap_or_default();
+            let want = if on { "ON" } else { "OFF" };
+            let path = format!("/cm?cmnd=Power%20{}", if on { "On" } else { "Off" });
+            let (status, body) = http_get(plug, &path).await?;
+            let state: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            if status != 200 || state["POWER"].as_str() != Some(want) {
+                return Err(format!(
+                    "the Tasmota plug at {plug} answered {status} to {path}: {body}"
+                ));
+            }
+            Ok(format!("Tasmota {plug} power {want}"))
+        }
+        PowerDriverName::Exec => {
+            let line = if on { &p.on } else { &p.off }.as_deref().unwrap_or_default();
+            let mut cmd = tokio::process::Command::new("sh");
+            cmd.arg("-c").arg(line);
+            let out = crate::transport::ssh::run_local(cmd, None, SWITCH_TIMEOUT)
+                .await
+                .map_err(|e| format!("`{line}`: {e}"))?;
+            if out.code != Some(0) {
+                return Err(format!(
+                    "the power {} command `{line}` exited {:?}: {}",
+                    if on { "on" } else { "off" },
+                    out.code,
+                    out.stderr.trim()
+                ));
+            }
+            Ok(format!("ran `{line}`"))
+        }
+    }
+}
+
+/// A plain HTTP GET (plugs speak HTTP on the bench's network): status and body.
+async fn http_get(plug: &str, path: &str) -> Result<(u16, String), String> {
+    let addr = if plug.contains(':') {
+        plug.to_string()
+    } else {
+        format!("{plug}:80")
+    };
+    let fetch = async {
+        let stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .map_err(|e| format!("cannot reach the plug at {addr}: {e}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("plug {addr}: {e}"))?;
+        tokio::spawn(conn);
+        let req = hyper::Request::get(path)
+            .header(hyper::header::HOST, &addr)
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let res = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("plug {addr}: {e}"))?;
+        let status = res.status().as_u16();
+        let body = res
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("plug {addr}: {e}"))?
+            .to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(SWITCH_TIMEOUT, fetch)
+        .await
+        .map_err(|_| format!("the plug at {addr} did not answer {path} within {SWITCH_TIMEOUT:?}"))?
+}
+
+/// A real device's lifecycle: the daemon's faults over SSH, power through its switch.
+pub struct Bench {
+    pub dev: Device,
+    pub power: Option<PowerEntry>,
+}
+
+impl Lifecycle for Bench {
+    fn fault(
+        &self,
+        fault: Fault,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Applied, FaultError>> + '_>> {
+        Box::pin(async move {
+            match fault {
+                Fault::KillDaemon => self.root("systemctl kill --signal=SIGKILL nexus-backupd.service").await,
+                Fault::RestartDaemon => self.root("systemctl restart nexus-backupd.service").await,
+                Fault::PowerCut { stay_off } => self.power_cut(stay_off).await,
+                Fault::Reboot => self.reboot().await,
+                Fault::ReplaceCard => Err(FaultError::Unsupported(
+                    "a real device's SD card cannot be swapped by the harness (no SD mux driver yet)".into(),
+                )),
+                Fault::FillDisk(_) | Fault::SlowIo { .. } | Fault::CutNetwork { .. } => Err(FaultError::Unsupported(
+                    "a real device's disk and network are not the harness's to fill, throttle or cut; use the emulator"
+                        .into(),
+                )),
+            }
+        })
+    }
+
+    fn throwaway(&self) -> bool {
+        false
+    }
+}
+
+impl Bench {
+    fn power(&self) -> Result<&PowerEntry, FaultError> {
+        self.power.as_ref().ok_or_else(|| {
+            FaultError::Unsupported(
+                "this device has no power switch: add [device.power] to its entry in targets.toml".into(),
+            )
+        })
+    }
+
+    async fn root(&self, cmd: &str) -> Result<Applied, FaultError> {
+        let out = self
+            .dev
+            .ssh
+            .run(
+                &self.dev.admin,
+                &format!("sudo -n {cmd}"),
+                None,
+                Duration::from_secs(60),
+            )
+            .await?;
+        if out.code != Some(0) {
+            return Err(format!("`{cmd}` failed: {}", out.stderr.trim()).into());
+        }
+        Ok(Applied::default())
+    }
+
+    /// Off through the switch, `off_time` later on again (unless `stay_off`), then the wait for
+    /// SSH and both D-Bus names.
+    async fn power_cut(&self, stay_off: bool) -> Result<Applied, FaultError> {
+        let p = self.power()?;
+        let before = self.boot_id().await;
+        let off = switch(p, false).await?;
+        if stay_off {
+            return Ok(Applied {
+                ports: None,
+                note: Some(format!("power off: {off}")),
+            });
+        }
+        tokio::time::sleep(p.off_time).await;
+        let on = switch(p, true).await?;
+        let back = self.wait_ready(p.boot_timeout, before.as_deref()).await?;
+        Ok(Applied {
+            ports: None,
+            note: Some(format!(
+                "power off: {off}; {:?} later on: {on}; ready {:.1} s after",
+                p.off_time,
+                back.as_secs_f64()
+            )),
+        })
+    }
+
+    /// `systemctl reboot`, then the wait; a device that does not come back in time is powered
+    /// off and on, and the fault fails saying so.
+    async fn reboot(&self) -> Result<Applied, FaultError> {
+        let p = self.power()?;
+        let before = self.boot_id().await;
+        // The connection drops as the device goes down: its result says nothing.
+        let _ = self
+            .dev
+            .ssh
+            .run(
+                &self.dev.admin,
+                "sudo -n systemctl reboot",
+                None,
+                Duration::from_secs(20),
+            )
+            .await;
+        match self.wait_ready(p.boot_timeout, before.as_deref()).await {
+            Ok(back) => Ok(Applied {
+                ports: None,
+                note: Some(format!("rebooted; ready {:.1} s after", back.as_secs_f64())),
+            }),
+            Err(e) => {
+                let _ = switch(p, false).await;
+                tokio::time::sleep(p.off_time).await;
+                let _ = switch(p, true).await;
+                let again = self.wait_ready(p.boot_timeout, before.as_deref()).await;
+                Err(FaultError::Failed(format!(
+                    "after `systemctl reboot`: {e}; powered off and on to bring it back ({})",
+                    match again {
+                        Ok(d) => format!("ready {:.1} s after", d.as_secs_f64()),
+                        Err(e) => format!("it did not come back either: {e}"),
+                    }
+                )))
+            }
+        }
+    }
+
+    /// The kernel's boot id, when the device answers.
+    async fn boot_id(&self) -> Option<String> {
+        let out = self
+            .dev
+            .ssh
+            .run(&self.dev.admin, BOOT_ID, None, Duration::from_secs(20))
+            .await
+            .ok()?;
+        (out.code == Some(0)).then(|| out.stdout.trim().to_string())
+    }
+
+    /// Waits, bounded, until SSH answers from a boot other than `old_boot` and both of the
+    /// daemon's D-Bus names are owned.
+    async fn wait_ready(&self, limit: Duration, old_boot: Option<&str>) -> Result<Duration, String> {
+        let start = Instant::now();
+        let cmd = format!("{BOOT_ID}; {LIST_NAMES}");
+        let mut seen = "no answer on SSH";
+        while start.elapsed() < limit {
+            if let Ok(o) = self
+                .dev
+                .ssh
+                .run(&self.dev.admin, &cmd, None, Duration::from_secs(10))
+                .await
+            {
+                let boot = o.stdout.lines().next().unwrap_or("").trim();
+                if old_boot.is_some_and(|b| b == boot) {
+                    seen = "the same boot as before (it did not go down)";
+                } else if both_names_owned(&o.stdout) {
+                    return Ok(start.elapsed());
+                } else {
+                    seen = "SSH answers, but the daemon does not own both D-Bus names";
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        Err(format!(
+            "the device was not ready within {limit:?} (boot_timeout in [device.power]): last seen {seen}; \
+             its console, if [device.console] is set, is in the work files"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A plug on 127.0.0.1 that answers the Shelly Gen2 and Tasmota requests and remembers its
+    /// state; every request line it got is kept.
+    async fn plug() -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            let mut on = true;
+            while let Ok((mut c, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let n = c.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let line = req.lines().next().unwrap_or("").to_string();
+                log.lock().unwrap().push(line.clone());
+                let body = if line.contains("Switch.Set") {
+                    let was = on;
+                    on = line.contains("on=true");
+                    format!("{{\"was_on\":{was}}}")
+                } else if line.contains("Switch.GetStatus") {
+                    format!("{{\"id\":0,\"output\":{on}}}")
+                } else if line.contains("cmnd=Power%20") {
+                    on = line.contains("Power%20On");
+                    format!("{{\"POWER\":\"{}\"}}", if on { "ON" } else { "OFF" })
+                } else {
+                    String::new()
+                };
+                let _ = c
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            }
+        });
+        (addr, seen)
+    }
+
+    fn entry(driver: PowerDriverName, plug: Option<String>) -> PowerEntry {
+        PowerEntry {
+            driver,
+            plug,
+            switch: 0,
+            on: None,
+            off: None,
+            off_time: Duration::from_millis(10),
+            boot_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[tokio::test]
+    async fn shelly_and_tasmota_plugs_are_switched_and_read_back() {
+        let (addr, seen) = plug().await;
+        let shelly = entry(PowerDriverName::Shelly, Some(addr.clone()));
+        assert_eq!(
+            switch(&shelly, false).await.unwrap(),
+            format!("Shelly {addr} switch 0 off")
+        );
+        assert_eq!(
+            switch(&shelly, true).await.unwrap(),
+            format!("Shelly {addr} switch 0 on")
+        );
+        let tasmota = entry(PowerDriverName::Tasmota, Some(addr.clone()));
+        assert_eq!(
+            switch(&tasmota, false).await.unwrap(),
+            format!("Tasmota {addr} power OFF")
+        );
+        let lines = seen.lock().unwrap().clone();
+        assert_eq!(
+            lines,
+            [
+                "GET /rpc/Switch.Set?id=0&on=false HTTP/1.1",
+                "GET /rpc/Switch.GetStatus?id=0 HTTP/1.1",
+                "GET /rpc/Switch.Set?id=0&on=true HTTP/1.1",
+                "GET /rpc/Switch.GetStatus?id=0 HTTP/1.1",
+                "GET /cm?cmnd=Power%20Off HTTP/1.1",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_plug_that_does_not_switch_or_cannot_be_reached_is_named() {
+        // A "plug" that answers everything with an empty body: the read-back catches it.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = c.read(&mut buf).await;
+                let body = "{\"was_on\":true}";
+                let _ = c
+                    .write_all(format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len()).as_bytes())
+                    .await;
+            }
+        });
+        let e = switch(&entry(PowerDriverName::Shelly, Some(addr.clone())), false)
+            .await
+            .unwrap_err();
+        assert!(e.contains("did not switch off") && e.contains(&addr), "{e}");
+        let e = switch(&entry(PowerDriverName::Tasmota, Some("127.0.0.1:1".into())), true)
+            .await
+            .unwrap_err();
+        assert!(e.contains("cannot reach the plug at 127.0.0.1:1"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn exec_runs_the_benchs_command_lines_and_names_a_failing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("state");
+        let mut p = entry(PowerDriverName::Exec, None);
+        p.off = Some(format!("echo off >> {}", f.display()));
+        p.on = Some("echo no relay >&2; exit 3".into());
+        switch(&p, false).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "off\n");
+        let e = switch(&p, true).await.unwrap_err();
+        assert!(e.contains("exited Some(3)") && e.contains("no relay"), "{e}");
+    }
+}
