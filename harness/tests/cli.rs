@@ -575,3 +575,78 @@ fn faults_prove_they_happened_and_a_transfer_that_missed_the_cut_fails() {
         .unwrap_or_default();
     assert!(pids.len() == 2 && pids[0] != pids[1], "{kill}");
 }
+
+/// A suite split with `--partition 1/2` and `2/2` (two CI jobs, each on its own emulator) and
+/// merged: one report with every scenario once, in the files' order, the failure kept (exit 1),
+/// the work files reachable; a missing part is refused.
+#[test]
+fn the_shards_of_a_partitioned_run_merge_into_one_report() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("suite");
+    std::fs::create_dir(&suite).unwrap();
+    let list = "  - dbus.call:\n      as: root\n      service: tech.noreya.Snapshot1\n      method: GetList\n";
+    write(&suite, "a.yaml", &format!("name: First lists\nsteps:\n{list}"));
+    write(
+        &suite,
+        "b.yaml",
+        "name: Second fails\nsteps:\n  - ssh.run:\n      as: root\n      command: echo broken; exit 3\n",
+    );
+    write(&suite, "c.yaml", &format!("name: Third lists\nsteps:\n{list}"));
+    for k in ["1/2", "2/2"] {
+        let out = nexus_hil()
+            .arg(&suite)
+            .args(["--partition", k, "--report-dir"])
+            .arg(dir.path().join(k.replace('/', "-of-")))
+            .output()
+            .unwrap();
+        // Part 1 of 2 holds a.yaml and c.yaml (round robin), part 2 b.yaml.
+        let want = if k == "1/2" { 0 } else { 1 };
+        assert_eq!(
+            out.status.code(),
+            Some(want),
+            "{k}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let merge = |parts: &[&str], out: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_nexus-hil"));
+        c.args(["report", "merge"]);
+        c.args(parts.iter().map(|p| dir.path().join(p)));
+        c.arg("--output").arg(dir.path().join(out));
+        c.output().unwrap()
+    };
+    let out = merge(&["2-of-2", "1-of-2"], "merged");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("2 passed, 1 failed"), "{stdout}");
+    let merged = dir.path().join("merged");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(merged.join("report.json")).unwrap()).unwrap();
+    let names: Vec<&str> = json["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["First lists", "Second fails", "Third lists"]);
+    let junit = std::fs::read_to_string(merged.join("junit.xml")).unwrap();
+    assert_eq!(junit.matches("<testcase").count(), 3, "{junit}");
+    assert_eq!(junit.matches("<failure").count(), 1, "{junit}");
+    let html = std::fs::read_to_string(merged.join("report.html")).unwrap();
+    assert!(html.contains("Second fails") && html.contains("Third lists"));
+    assert!(
+        merged.join("second-fails").is_dir(),
+        "the failing scenario's work folder was not brought over"
+    );
+
+    let out = merge(&["1-of-2"], "half");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("part 2/2 is missing"), "{stderr}");
+}

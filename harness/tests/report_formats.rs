@@ -36,6 +36,7 @@ fn sample_run() -> RunReport {
         duration_s: 12.5,
         infra_error: None,
         seed: None,
+        partition: None,
         scenarios: vec![
             ScenarioReport {
                 name: "Control-UI flow".into(),

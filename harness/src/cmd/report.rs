@@ -1,15 +1,20 @@
-//! `nexus-hil report`: a run's report.json rendered again as its HTML page.
+//! `nexus-hil report`: a run's report.json rendered again as its HTML page; `report merge`: the
+//! reports of a suite's shards (`run --partition K/N`) merged into one JUnit, JSON and HTML.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::say;
 use crate::error::InfraError;
+use crate::report::merge::{link_work_files, Shard};
 use crate::report::RunReport;
 
 /// Arguments of `nexus-hil report`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ReportArgs {
+    #[command(subcommand)]
+    pub command: Option<ReportCmd>,
     /// The run's report folder or its report.json.
     #[arg(default_value = "target/nexus-hil/suite")]
     pub report: PathBuf,
@@ -18,27 +23,55 @@ pub struct ReportArgs {
     pub output: Option<PathBuf>,
 }
 
+/// `nexus-hil report ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ReportCmd {
+    /// Merge the reports of a suite's shards (`run --partition K/N` jobs) into one.
+    ///
+    /// junit.xml, report.json and report.html in --output, every scenario once in the files'
+    /// order, the shards' work files linked in. Each K of N must be there exactly once.
+    /// Exit status: 0 the merged run passed, 1 a scenario failed (or none passed), 2 the
+    /// reports do not fit together or cannot be read, 3 a shard had an infrastructure error.
+    Merge {
+        /// The shards' report folders (each job's --report-dir).
+        #[arg(required = true, value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+        /// Where the merged report goes.
+        #[arg(long, short, default_value = "target/nexus-hil/merged")]
+        output: PathBuf,
+    },
+}
+
+/// Reads a run's report.json from its folder (or the file itself); the error says what to give.
+fn read(path: &Path) -> Result<RunReport, String> {
+    let json = if path.is_dir() {
+        path.join("report.json")
+    } else {
+        path.to_path_buf()
+    };
+    let text = std::fs::read_to_string(&json).map_err(|e| {
+        format!(
+            "{}: {e}; give a run's report folder (--report-dir of `nexus-hil run`) or its report.json",
+            json.display()
+        )
+    })?;
+    serde_json::from_str(&text).map_err(|e| format!("{} is not a nexus-hil report: {e}", json.display()))
+}
+
 /// Runs `nexus-hil report`. Exit status: 0 written, 2 no such report.
 pub fn command(args: ReportArgs) -> Result<ExitCode, InfraError> {
+    if let Some(ReportCmd::Merge { dirs, output }) = args.command {
+        return merge(&dirs, &output);
+    }
     let json = if args.report.is_dir() {
         args.report.join("report.json")
     } else {
-        args.report
+        args.report.clone()
     };
-    let text = match std::fs::read_to_string(&json) {
-        Ok(t) => t,
-        Err(e) => {
-            say(&format!(
-                "{}: {e}; give a run's report folder (--report-dir of `nexus-hil run`) or its report.json",
-                json.display()
-            ));
-            return Ok(ExitCode::from(2));
-        }
-    };
-    let parsed: RunReport = match serde_json::from_str(&text) {
+    let parsed = match read(&args.report) {
         Ok(r) => r,
         Err(e) => {
-            say(&format!("{} is not a nexus-hil report: {e}", json.display()));
+            say(&e);
             return Ok(ExitCode::from(2));
         }
     };
@@ -46,4 +79,50 @@ pub fn command(args: ReportArgs) -> Result<ExitCode, InfraError> {
     std::fs::write(&out, crate::report::html::render(&parsed)).map_err(|e| InfraError::io(out.display(), e))?;
     println!("{}", out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `report merge`.
+fn merge(dirs: &[PathBuf], output: &Path) -> Result<ExitCode, InfraError> {
+    let mut shards = Vec::new();
+    for d in dirs {
+        match read(d) {
+            Ok(report) => shards.push(Shard { dir: d.clone(), report }),
+            Err(e) => {
+                say(&e);
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
+    let (merged, notes) = match crate::report::merge::merge(&shards) {
+        Ok(m) => m,
+        Err(e) => {
+            say(&e);
+            return Ok(ExitCode::from(2));
+        }
+    };
+    for n in notes {
+        say(&n);
+    }
+    std::fs::create_dir_all(output).map_err(|e| InfraError::io(output.display(), e))?;
+    for d in dirs.iter().filter(|d| d.is_dir()) {
+        link_work_files(d, output)
+            .map_err(|e| InfraError::io(format!("linking {} into {}", d.display(), output.display()), e))?;
+    }
+    let write = |name: &str, text: String| {
+        let p = output.join(name);
+        std::fs::write(&p, text).map_err(|e| InfraError::io(p.display(), e))
+    };
+    write("report.json", merged.to_json())?;
+    write("junit.xml", merged.to_junit())?;
+    write("report.html", crate::report::html::render(&merged))?;
+    print!("{}", merged.summary());
+    println!("merged {} reports into {}", dirs.len(), output.display());
+    let t = merged.totals();
+    Ok(if t.errors > 0 {
+        ExitCode::from(3)
+    } else if merged.all_passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

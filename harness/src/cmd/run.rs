@@ -118,6 +118,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
         scenarios: Vec::new(),
         infra_error: None,
         seed: Some(seed),
+        partition: args.partition,
     };
     let slots = match slots(&args, &target, &report_dir).await {
         Ok(s) => Some(s),

@@ -505,6 +505,7 @@ mod tests {
             }],
             infra_error: None,
             seed: None,
+            partition: None,
         };
         let page = render(&report);
         assert!(page.contains("<td title=\"load\">idle</td>"), "{page}");
@@ -556,6 +557,7 @@ mod tests {
             ],
             infra_error: None,
             seed: None,
+            partition: None,
         };
         let page = render(&report);
         let console = page

@@ -7,6 +7,7 @@ pub mod crash;
 pub mod html;
 pub mod junit;
 pub mod latency;
+pub mod merge;
 pub mod terminal;
 
 use serde::{Deserialize, Serialize};
@@ -152,6 +153,9 @@ pub struct RunReport {
     /// The seed of the run's random draws (`nexus-hil run --seed` repeats them).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub seed: Option<u64>,
+    /// The part of the suite this run was (`--partition K/N`), for `report merge`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub partition: Option<(usize, usize)>,
 }
 
 /// Counts by outcome.

@@ -154,6 +154,7 @@ mod tests {
             scenarios,
             infra_error: None,
             seed: None,
+            partition: None,
         }
     }
 
