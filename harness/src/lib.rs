@@ -6,7 +6,8 @@
 //!   an operation recorded on a card whose writes are logged, and the card checked at each of
 //!   its flush points; [`steps`]: what each step does, one module per family; [`session`]: one
 //!   scenario's hold on its device.
-//! - [`report`]: the result model and its formats (JSON, JUnit, terminal, HTML).
+//! - [`report`]: the result model and its formats (JSON, JUnit, terminal, HTML); [`history`]:
+//!   measurements over commits and where they changed.
 //! - [`device`]: the kinds of device (container emulator, arm64 stand-in, real devices), how
 //!   each is opened, and the lifecycle through which faults are injected.
 //! - [`image`]: the images (container, stand-in, SD card) those devices boot; [`engine`]: the
@@ -26,6 +27,7 @@ pub mod crash_states;
 pub mod device;
 pub mod engine;
 pub mod error;
+pub mod history;
 pub mod image;
 pub mod provision;
 pub mod report;

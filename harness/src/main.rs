@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run scenario files against the emulator or a real device.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Build the emulator image (skipped when its inputs are unchanged).
     Image {
         #[command(subcommand)]
@@ -42,6 +42,8 @@ enum Cmd {
     CrashStates(CrashStatesArgs),
     /// Render a run's report.json as one self-contained HTML page (charts inline, nothing fetched).
     Report(ReportArgs),
+    /// The results history every run appends to: where each series changed (`history check`).
+    History(cmd::history::HistoryArgs),
     /// Start, stop and look into emulators.
     Emulator {
         #[command(subcommand)]
@@ -73,10 +75,11 @@ fn main() -> ExitCode {
 
 async fn dispatch(command: Cmd) -> Result<ExitCode, InfraError> {
     match command {
-        Cmd::Run(args) => cmd::run::run(args).await,
+        Cmd::Run(args) => cmd::run::run(*args).await,
         Cmd::Conform(args) => cmd::conform::command(args).await,
         Cmd::Provision(args) => cmd::provision::command(args).await,
         Cmd::Report(args) => cmd::report::command(args),
+        Cmd::History(args) => cmd::history::command(args).await,
         Cmd::CrashStates(args) => cmd::crash_states::command(args).await,
         Cmd::Image { command } => cmd::emulator::image(command).await,
         Cmd::Emulator { command } => cmd::emulator::emulator(command).await,

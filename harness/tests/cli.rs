@@ -598,6 +598,8 @@ fn the_shards_of_a_partitioned_run_merge_into_one_report() {
             .arg(&suite)
             .args(["--partition", k, "--report-dir"])
             .arg(dir.path().join(k.replace('/', "-of-")))
+            .arg("--history")
+            .arg(dir.path().join("history.sqlite"))
             .output()
             .unwrap();
         // Part 1 of 2 holds a.yaml and c.yaml (round robin), part 2 b.yaml.
@@ -643,6 +645,26 @@ fn the_shards_of_a_partitioned_run_merge_into_one_report() {
     assert!(
         merged.join("second-fails").is_dir(),
         "the failing scenario's work folder was not brought over"
+    );
+
+    // Both jobs appended to one history: the passed scenarios' and steps' durations, nothing
+    // of the failed one.
+    let listed = Command::new("python3")
+        .args(["-c", "import sqlite3,sys; print('\\n'.join(r[0] for r in sqlite3.connect(sys.argv[1]).execute('SELECT DISTINCT series FROM samples ORDER BY series')))"])
+        .arg(dir.path().join("history.sqlite"))
+        .output()
+        .unwrap();
+    let series = String::from_utf8_lossy(&listed.stdout);
+    assert_eq!(
+        series.lines().collect::<Vec<_>>(),
+        [
+            "scenario/first-lists/duration_s",
+            "scenario/first-lists/step/1-dbus.call/duration_s",
+            "scenario/third-lists/duration_s",
+            "scenario/third-lists/step/1-dbus.call/duration_s",
+        ],
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
     );
 
     let out = merge(&["1-of-2"], "half");

@@ -78,6 +78,16 @@ pub struct RunArgs {
     /// Fail at once (exit 3, naming the holder) when a real device is held by another run.
     #[arg(long)]
     pub no_wait: bool,
+    /// The results history each run appends its measurements to (durations, throughput,
+    /// latency histograms; keyed by commit, branch, device, host): a SQLite file, or a
+    /// `postgres://` URL for a team's shared store. Default: $NEXUS_HIL_HISTORY, else
+    /// history.sqlite beside the report folder (target/nexus-hil/history.sqlite for the default
+    /// and ci/suite's report folders).
+    #[arg(long, value_name = "FILE|URL")]
+    pub history: Option<String>,
+    /// Append nothing to the history.
+    #[arg(long, conflicts_with = "history")]
+    pub no_history: bool,
     /// How many scenarios run at once: emulators side by side (default 1; each scenario still
     /// gets its own fresh container), or devices of --targets (default: all of them).
     #[arg(long, short = 'j', overrides_with = "jobs")]
@@ -87,6 +97,9 @@ pub struct RunArgs {
 /// Runs `nexus-hil run`.
 pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
     let started = Instant::now();
+    let run_started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     let target = match &args.targets {
         Some(path) => match inventory::Inventory::load(path) {
             Ok(inv) => Target::Fleet(inv.devices),
@@ -194,6 +207,16 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
     }
     report.duration_s = started.elapsed().as_secs_f64();
     write_reports(&args, &report, &report_dir)?;
+    if !args.no_history && !report.scenarios.is_empty() {
+        let spec = crate::history::store_spec(args.history.as_deref(), &report_dir);
+        match crate::history::append_run(&spec, &report, run_started, "run").await {
+            Ok(n) => println!("history: {n} series appended to {spec}"),
+            // The reports are written: a history that cannot take the run is said, not fatal.
+            Err(e) => say(&format!(
+                "{e} (the run's reports are written; --no-history skips the history)"
+            )),
+        }
+    }
     Ok(exit_code(&args, &report))
 }
 

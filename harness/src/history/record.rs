@@ -1,0 +1,140 @@
+//! A run's measurements for the history: each passed scenario's and step's duration, the
+//! backup throughput `backup.wait` saw, and every probe's lateness histogram, per device; and
+//! where the run was (commit, branch, host), read from CI's variables or git.
+
+use std::collections::BTreeMap;
+
+use super::store::{Better, Measurement, RunKey, Series, Stat};
+use crate::report::{slug, Outcome, RunReport};
+
+fn series(name: String, unit: &str, better: Better, stat: Stat) -> Series {
+    Series {
+        name,
+        unit: unit.into(),
+        better,
+        stat,
+    }
+}
+
+/// The measurements of `report`, by the device each scenario ran on (`target` for a run
+/// without an inventory). Failed and skipped scenarios measure nothing.
+pub fn measurements(report: &RunReport) -> BTreeMap<String, Vec<Measurement>> {
+    let mut by_device: BTreeMap<String, Vec<Measurement>> = BTreeMap::new();
+    for s in report.scenarios.iter().filter(|s| s.outcome == Outcome::Passed) {
+        let device = s.device.clone().unwrap_or_else(|| report.target.clone());
+        let out = by_device.entry(device).or_default();
+        let base = format!("scenario/{}", slug(&s.name));
+        out.push(Measurement {
+            series: series(format!("{base}/duration_s"), "s", Better::Lower, Stat::Median),
+            samples: vec![(s.duration_s, 1)],
+        });
+        for st in &s.steps {
+            let step = format!("{base}/step/{}-{}", st.index, st.kind);
+            out.push(Measurement {
+                series: series(format!("{step}/duration_s"), "s", Better::Lower, Stat::Median),
+                samples: vec![(st.duration_s, 1)],
+            });
+            if let (Some(first), Some(last)) = (st.progress.first(), st.progress.last()) {
+                let secs = last.at_s - first.at_s;
+                if last.bytes_total > 0 && secs > 0.0 {
+                    let mib = (last.bytes_done.saturating_sub(first.bytes_done)) as f64 / (1024.0 * 1024.0);
+                    out.push(Measurement {
+                        series: series(
+                            format!("{step}/throughput_mib_s"),
+                            "MiB/s",
+                            Better::Higher,
+                            Stat::Median,
+                        ),
+                        samples: vec![(mib / secs, 1)],
+                    });
+                }
+            }
+            for l in st.latency.iter().chain(st.baseline.iter()) {
+                let samples: Vec<(f64, u64)> = l
+                    .measured
+                    .lateness_counts
+                    .iter()
+                    .map(|(v, n)| (*v as f64, *n))
+                    .collect();
+                if !samples.is_empty() {
+                    out.push(Measurement {
+                        series: series(
+                            format!("{base}/probe/{}/lateness_us", slug(&l.name)),
+                            "µs",
+                            Better::Lower,
+                            Stat::P99,
+                        ),
+                        samples,
+                    });
+                }
+            }
+        }
+    }
+    // A series measured twice in one run (a probe's baseline named like another) keeps the first.
+    for ms in by_device.values_mut() {
+        let mut seen = std::collections::HashSet::new();
+        ms.retain(|m| seen.insert(m.series.name.clone()));
+    }
+    by_device
+}
+
+/// The first of these environment variables that is set and not empty.
+fn first_env(names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
+}
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git").args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// The commit under test: NEXUS_HIL_COMMIT, CI's own variable (GitHub, GitLab), or git's HEAD.
+pub fn commit() -> String {
+    first_env(&["NEXUS_HIL_COMMIT", "GITHUB_SHA", "CI_COMMIT_SHA"])
+        .or_else(|| git(&["rev-parse", "HEAD"]))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The branch: NEXUS_HIL_BRANCH, CI's own variable, or git's.
+pub fn branch() -> String {
+    first_env(&["NEXUS_HIL_BRANCH", "GITHUB_REF_NAME", "CI_COMMIT_REF_NAME"])
+        .or_else(|| git(&["rev-parse", "--abbrev-ref", "HEAD"]))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// This machine's name.
+pub fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The kind of device a run's target names.
+pub fn device_kind(target: &str) -> &'static str {
+    match target {
+        "emulator" => "container",
+        "standin" => "stand-in",
+        _ => "real",
+    }
+}
+
+/// The key of one device's part of a run that started at `started_at` (seconds).
+pub fn run_key(report: &RunReport, device: &str, started_at: i64, source: &str) -> RunKey {
+    RunKey {
+        id: format!("{started_at}-{}-{device}", std::process::id()),
+        commit: commit(),
+        branch: branch(),
+        device: device.to_string(),
+        device_kind: device_kind(&report.target).to_string(),
+        device_model: None,
+        software: None,
+        host: host(),
+        started_at,
+        source: source.to_string(),
+    }
+}

@@ -1,0 +1,279 @@
+//! The results history on its two stores through the same code: a SQLite file and a real
+//! PostgreSQL server this test starts itself (Debian's postgresql, on a 127.0.0.1 port, as the
+//! `postgres` user; stopped by its data folder when the test ends).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nexus_harness::history::store::{Better, Measurement, RunKey, Series, Stat, Store};
+
+fn run(id: &str, commit: &str, at: i64) -> RunKey {
+    RunKey {
+        id: id.into(),
+        commit: commit.into(),
+        branch: "main".into(),
+        device: "emulator".into(),
+        device_kind: "container".into(),
+        device_model: None,
+        software: Some("nexus-backupd 0.1.0".into()),
+        host: "ci-1".into(),
+        started_at: at,
+        source: "run".into(),
+    }
+}
+
+fn duration(samples: &[f64]) -> Measurement {
+    Measurement {
+        series: Series {
+            name: "scenario/backup/duration_s".into(),
+            unit: "s".into(),
+            better: Better::Lower,
+            stat: Stat::Median,
+        },
+        samples: samples.iter().map(|v| (*v, 1)).collect(),
+    }
+}
+
+fn latency() -> Measurement {
+    Measurement {
+        series: Series {
+            name: "probe/idle/lateness_us".into(),
+            unit: "µs".into(),
+            better: Better::Lower,
+            stat: Stat::P99,
+        },
+        samples: vec![(12.0, 990), (800.0, 10)],
+    }
+}
+
+/// What both stores must do: keep runs and their samples in order, migrate once, and refuse
+/// a run appended twice without keeping half of it.
+async fn exercise(spec: &str) {
+    let store = Store::open(spec).await.unwrap();
+    assert_eq!(store.version().await.unwrap(), 1);
+    store
+        .append(&run("r1", "aaa", 100), &[duration(&[10.0]), latency()])
+        .await
+        .unwrap();
+    store
+        .append(&run("r2", "bbb", 200), &[duration(&[11.0, 12.5, 11.5])])
+        .await
+        .unwrap();
+    // A second append of r2 fails as a whole: nothing of it is kept.
+    let e = store
+        .append(&run("r2", "bbb", 300), &[duration(&[99.0])])
+        .await
+        .unwrap_err();
+    assert!(e.contains("cannot append to the history"), "{e}");
+    drop(store);
+    // Opened again: the schema is not applied twice, and everything is there.
+    let store = Store::open(spec).await.unwrap();
+    let names: Vec<String> = store.series().await.unwrap().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["probe/idle/lateness_us", "scenario/backup/duration_s"]);
+    let points = store.points("scenario/backup/duration_s").await.unwrap();
+    let commits: Vec<&str> = points.iter().map(|p| p.commit.as_str()).collect();
+    assert_eq!(commits, ["aaa", "bbb"]);
+    assert_eq!(points[1].samples, [(11.0, 1), (11.5, 1), (12.5, 1)]);
+    assert_eq!(points[1].value(Stat::Median), 11.5);
+    let lat = store.points("probe/idle/lateness_us").await.unwrap();
+    assert_eq!(lat[0].value(Stat::P99), 12.0);
+    assert_eq!(lat[0].value(Stat::Median), 12.0);
+}
+
+#[tokio::test]
+async fn the_history_keeps_runs_in_a_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nested/history.sqlite");
+    exercise(file.to_str().unwrap()).await;
+    assert!(file.exists());
+}
+
+/// A PostgreSQL server of the test's own.
+struct Postgres {
+    data: PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn pg_bin(name: &str) -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is not installed: ci/setup-host installs Debian's postgresql")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin").join(name)))
+        .filter(|p| p.exists())
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .unwrap_or_else(|| panic!("no {name} under /usr/lib/postgresql/*/bin"))
+}
+
+fn as_postgres(bin: &Path) -> Command {
+    let mut c = Command::new("runuser");
+    c.args(["-u", "postgres", "--"]).arg(bin);
+    c
+}
+
+impl Postgres {
+    fn start() -> Self {
+        assert!(
+            unsafe { libc::geteuid() } == 0,
+            "this test starts PostgreSQL as its user: use ci/test"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let st = Command::new("chown").arg("postgres:").arg(dir.path()).status().unwrap();
+        assert!(st.success());
+        let data = dir.path().join("data");
+        let out = as_postgres(&pg_bin("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let out = as_postgres(&pg_bin("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-o")
+            .arg(format!("-h 127.0.0.1 -p {port} -k {} -F", dir.path().display()))
+            .arg("-l")
+            .arg(dir.path().join("server.log"))
+            .args(["-w", "start"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
+        );
+        Postgres { data, port, _dir: dir }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // The server this test started, by its data folder.
+        let _ = as_postgres(&pg_bin("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "fast", "-w", "stop"])
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn the_history_keeps_runs_in_postgresql_through_the_same_code() {
+    let pg = Postgres::start();
+    exercise(&format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port)).await;
+}
+
+#[tokio::test]
+async fn a_store_from_a_newer_nexus_hil_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("h.sqlite");
+    let spec = file.to_str().unwrap();
+    Store::open(spec).await.unwrap();
+    let st = Command::new("python3")
+        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('UPDATE nh_schema SET version = 99'); c.commit()"])
+        .arg(&file)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let e = Store::open(spec).await.err().unwrap();
+    assert!(
+        e.contains("version 99, newer than this nexus-hil knows (1): update nexus-hil"),
+        "{e}"
+    );
+}
+
+/// A deterministic normal generator (Box-Muller over splitmix64).
+struct Noise(u64);
+impl Noise {
+    fn normal(&mut self) -> f64 {
+        let mut u = || {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let (a, b) = (u().max(1e-12), u());
+        (-2.0 * a.ln()).sqrt() * (2.0 * std::f64::consts::PI * b).cos()
+    }
+}
+
+/// 40 commits of a backup's duration, the last 3 about 10 % slower, beside a throughput that
+/// is only noise: `history check` names the first as worse, a few commits ago, and fails with
+/// --fail-on-regression; the noise raises nothing.
+#[tokio::test]
+async fn history_check_flags_a_recent_regression_and_not_noise() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("h.sqlite");
+    let store = Store::open(file.to_str().unwrap()).await.unwrap();
+    let mut noise = Noise(3);
+    for i in 0..40 {
+        let slow = if i >= 37 { 1.1 } else { 1.0 };
+        let throughput = Measurement {
+            series: Series {
+                name: "scenario/backup/step/3-backup.wait/throughput_mib_s".into(),
+                unit: "MiB/s".into(),
+                better: Better::Higher,
+                stat: Stat::Median,
+            },
+            samples: vec![(40.0 + noise.normal(), 1)],
+        };
+        store
+            .append(
+                &run(&format!("r{i}"), &format!("commit{i:02}"), 1000 + i),
+                &[duration(&[20.0 * slow + 0.3 * noise.normal()]), throughput],
+            )
+            .await
+            .unwrap();
+    }
+    drop(store);
+    let check = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_nexus-hil"))
+            .args(["history", "check", "--history"])
+            .arg(&file)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = check(&["--fail-on-regression"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = said
+        .lines()
+        .filter(|l| l.starts_with("WORSE") || l.starts_with("better"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{said}");
+    assert!(
+        lines[0].starts_with("WORSE   scenario/backup/duration_s on emulator: +1")
+            && lines[0].contains("between commit36 and commit37")
+            && lines[0].ends_with("3 commit(s) ago"),
+        "{said}"
+    );
+    assert!(said.contains("2 series checked"), "{said}");
+    // Reported, not failed, without the flag; and the noise alone never fails.
+    assert_eq!(check(&[]).status.code(), Some(0));
+    assert_eq!(
+        check(&["--fail-on-regression", "--series", "throughput"]).status.code(),
+        Some(0)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_nexus-hil"))
+        .args(["history", "check", "--history"])
+        .arg(dir.path().join("none.sqlite"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no history at"));
+}
