@@ -277,3 +277,123 @@ async fn history_check_flags_a_recent_regression_and_not_noise() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no history at"));
 }
+
+/// Headless Chromium (Debian's) on a local page, with nothing fetched from anywhere: what it
+/// printed on the console, and its standard output (the DOM with `--dump-dom`).
+fn chromium(page: &str, action: &[&str]) -> (String, String) {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1280,1800",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(action)
+        .arg(page)
+        .output()
+        .expect("chromium is not installed: ci/setup-host installs Debian's chromium");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The page's console errors: uncaught exceptions and messages logged as warnings or errors.
+fn console_errors(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter(|l| {
+            l.contains(":CONSOLE")
+                && (l.contains("Uncaught") || l.contains("ERROR:CONSOLE") || l.contains("WARNING:CONSOLE"))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// The trend page opened in headless Chromium: it renders (its script ran, a chart per series
+/// and device, the step marked), the device filter works from the address, the console has no
+/// error, and a screenshot is kept in the test output. The console check is shown catching a
+/// page with a deliberate error.
+#[tokio::test]
+async fn the_trend_page_renders_in_chromium_without_console_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("h.sqlite");
+    let store = Store::open(file.to_str().unwrap()).await.unwrap();
+    let mut noise = Noise(11);
+    for (d, device) in ["emulator", "bench-1"].iter().enumerate() {
+        for i in 0..24 {
+            let mut key = run(&format!("{device}-{i}"), &format!("c{i:02}"), 1000 + i);
+            key.device = device.to_string();
+            let step = if i >= 16 { 1.25 } else { 1.0 };
+            store
+                .append(
+                    &key,
+                    &[duration(&[(20.0 + d as f64) * step + 0.3 * noise.normal()]), latency()],
+                )
+                .await
+                .unwrap();
+        }
+    }
+    drop(store);
+    let page = dir.path().join("trend.html");
+    let out = Command::new(env!("CARGO_BIN_EXE_nexus-hil"))
+        .args(["history", "report", "--history"])
+        .arg(&file)
+        .arg("-o")
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        !html.contains("src=\"http") && !html.contains("href=\"http"),
+        "the page fetches something"
+    );
+
+    let url = format!("file://{}", page.display());
+    let (dom, stderr) = chromium(&url, &["--dump-dom"]);
+    assert!(console_errors(&stderr).is_empty(), "{:?}", console_errors(&stderr));
+    assert!(
+        dom.contains("<span id=\"shown\">4 of 4 charts shown</span>"),
+        "the script did not run:\n{dom}"
+    );
+    assert_eq!(dom.matches("<svg").count(), 4);
+    assert_eq!(
+        dom.matches("<line class=\"change\"").count(),
+        2,
+        "one step per device's duration"
+    );
+    let (dom, _) = chromium(&format!("{url}#device=bench-1"), &["--dump-dom"]);
+    assert!(dom.contains("2 of 4 charts shown"), "the device filter did not apply");
+
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("history-trend.png");
+    let _ = std::fs::remove_file(&shot);
+    let (_, stderr) = chromium(&url, &[&format!("--screenshot={}", shot.display())]);
+    assert!(console_errors(&stderr).is_empty(), "{stderr}");
+    let png = std::fs::read(&shot).unwrap_or_default();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "no screenshot at {}",
+        shot.display()
+    );
+    eprintln!("screenshot: {}", shot.display());
+
+    // The check can fail: the same page with a broken script is caught.
+    let broken = dir.path().join("broken.html");
+    std::fs::write(&broken, html.replace("</body>", "<script>nosuch();</script></body>")).unwrap();
+    let (_, stderr) = chromium(&format!("file://{}", broken.display()), &["--dump-dom"]);
+    let errors = console_errors(&stderr);
+    assert!(
+        errors.len() == 1 && errors[0].contains("Uncaught ReferenceError: nosuch is not defined"),
+        "{errors:?}"
+    );
+}

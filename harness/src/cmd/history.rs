@@ -1,11 +1,13 @@
 //! `nexus-hil history`: the results history that every run appends to. `check` finds the
-//! change points of every series (per device) and can fail CI on a recent regression.
+//! change points of every series (per device) and can fail CI on a recent regression; `report`
+//! writes the trend page.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::say;
 use crate::error::InfraError;
-use crate::history::{self, changepoint, store::Store};
+use crate::history::{self, changepoint, store::Store, Trend};
 
 /// Arguments of `nexus-hil history`.
 #[derive(Debug, clap::Args)]
@@ -46,96 +48,145 @@ pub enum HistoryCmd {
         #[arg(long, default_value_t = 0.01)]
         max_p: f64,
     },
+    /// Write the trend page: one self-contained HTML file (inline SVG, nothing fetched).
+    ///
+    /// A chart per series and device over commits: each run a dot, the commits' medians a line,
+    /// each change point marked between its two commits with its size and p-value; a device
+    /// filter at the top.
+    Report {
+        /// The history (a SQLite file or a postgres:// URL). Default: $NEXUS_HIL_HISTORY, else
+        /// target/nexus-hil/history.sqlite.
+        #[arg(long, value_name = "FILE|URL")]
+        history: Option<String>,
+        /// Where the page goes.
+        #[arg(long, short, default_value = "target/nexus-hil/history.html")]
+        output: PathBuf,
+    },
+}
+
+/// Opens the history `given` names (or the default); the error says where and what to do.
+async fn open(given: Option<&str>) -> Result<(String, Store), String> {
+    let spec = history::store_spec(given, Path::new("target/nexus-hil/run"));
+    if !spec.contains("://") && !Path::new(&spec).exists() {
+        return Err(format!(
+            "no history at {spec}: `nexus-hil run` appends to it (or name one with --history / NEXUS_HIL_HISTORY)"
+        ));
+    }
+    let store = Store::open(&spec).await?;
+    Ok((spec, store))
+}
+
+/// Every trend of the history `given` names (series narrowed by `filter`), and where it is.
+async fn load(
+    given: Option<&str>,
+    filter: Option<&str>,
+    o: changepoint::Options,
+) -> Result<(String, Vec<Trend>), String> {
+    let (spec, store) = open(given).await?;
+    let mut out = Vec::new();
+    for s in store.series().await.map_err(|e| format!("{spec}: {e}"))? {
+        if filter.is_some_and(|f| !s.name.contains(f)) {
+            continue;
+        }
+        let points = store
+            .points(&s.name)
+            .await
+            .map_err(|e| format!("{spec}: {}: {e}", s.name))?;
+        out.extend(history::trends(&s, &points, o));
+    }
+    Ok((spec, out))
 }
 
 /// Runs `nexus-hil history`.
 pub async fn command(args: HistoryArgs) -> Result<ExitCode, InfraError> {
-    let HistoryCmd::Check {
-        history,
-        device,
-        series,
-        fail_on_regression,
-        newest,
-        max_p,
-    } = args.command;
-    let spec = history::store_spec(history.as_deref(), std::path::Path::new("target/nexus-hil/run"));
-    if !spec.contains("://") && !std::path::Path::new(&spec).exists() {
-        say(&format!(
-            "no history at {spec}: `nexus-hil run` appends to it (or name one with --history / NEXUS_HIL_HISTORY)"
-        ));
-        return Ok(ExitCode::from(2));
+    match args.command {
+        HistoryCmd::Report { history, output } => report(history.as_deref(), &output).await,
+        HistoryCmd::Check {
+            history,
+            device,
+            series,
+            fail_on_regression,
+            newest,
+            max_p,
+        } => {
+            let o = changepoint::Options {
+                max_p,
+                ..changepoint::Options::default()
+            };
+            let (spec, trends) = match load(history.as_deref(), series.as_deref(), o).await {
+                Ok(t) => t,
+                Err(e) => {
+                    say(&e);
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let trends: Vec<Trend> = trends
+                .into_iter()
+                .filter(|t| device.as_deref().is_none_or(|d| d == t.device))
+                .collect();
+            let regressions = check(&trends, newest);
+            let changes: usize = trends.iter().map(|t| t.changes.len()).sum();
+            println!(
+                "{} series checked in {spec}: {changes} change point(s), {regressions} for the worse among the newest {newest} commits",
+                trends.len()
+            );
+            Ok(if fail_on_regression && regressions > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
     }
-    let store = match Store::open(&spec).await {
-        Ok(s) => s,
+}
+
+/// Prints every change point; returns how many are for the worse among the newest commits.
+fn check(trends: &[Trend], newest: usize) -> usize {
+    let mut regressions = 0;
+    for t in trends {
+        let n = t.commits.len();
+        for c in &t.changes {
+            let worse = t.worse(c);
+            let recent = c.index + newest >= n;
+            if worse && recent {
+                regressions += 1;
+            }
+            let short = |i: usize| t.commits[i].0.chars().take(12).collect::<String>();
+            println!(
+                "{}  {} on {}: {:+.1} % ({:.4} -> {:.4} {}) between {} and {} (p = {:.2e}){}",
+                if worse { "WORSE " } else { "better" },
+                t.series.name,
+                t.device,
+                c.relative() * 100.0,
+                c.mean_before,
+                c.mean_after,
+                t.series.unit,
+                short(c.index - 1),
+                short(c.index),
+                c.p_value,
+                if recent {
+                    format!(", {} commit(s) ago", n - c.index)
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    regressions
+}
+
+/// `history report`.
+async fn report(history: Option<&str>, output: &Path) -> Result<ExitCode, InfraError> {
+    let (spec, trends) = match load(history, None, changepoint::Options::default()).await {
+        Ok(t) => t,
         Err(e) => {
             say(&e);
             return Ok(ExitCode::from(2));
         }
     };
-    let all = match store.series().await {
-        Ok(s) => s,
-        Err(e) => {
-            say(&format!("{spec}: {e}"));
-            return Ok(ExitCode::from(2));
-        }
-    };
-    let o = changepoint::Options {
-        max_p,
-        ..changepoint::Options::default()
-    };
-    let (mut checked, mut changes, mut regressions) = (0, 0, 0);
-    for s in all
-        .iter()
-        .filter(|s| series.as_deref().is_none_or(|f| s.name.contains(f)))
-    {
-        let points = match store.points(&s.name).await {
-            Ok(p) => p,
-            Err(e) => {
-                say(&format!("{spec}: {}: {e}", s.name));
-                return Ok(ExitCode::from(2));
-            }
-        };
-        for t in history::trends(s, &points, o) {
-            if device.as_deref().is_some_and(|d| d != t.device) {
-                continue;
-            }
-            checked += 1;
-            let n = t.commits.len();
-            for c in &t.changes {
-                changes += 1;
-                let worse = t.worse(c);
-                let recent = c.index + newest >= n;
-                if worse && recent {
-                    regressions += 1;
-                }
-                let short = |i: usize| t.commits[i].0.chars().take(12).collect::<String>();
-                println!(
-                    "{}  {} on {}: {:+.1} % ({:.4} -> {:.4} {}) between {} and {} (p = {:.2e}){}",
-                    if worse { "WORSE " } else { "better" },
-                    t.series.name,
-                    t.device,
-                    c.relative() * 100.0,
-                    c.mean_before,
-                    c.mean_after,
-                    t.series.unit,
-                    short(c.index - 1),
-                    short(c.index),
-                    c.p_value,
-                    if recent {
-                        format!(", {} commit(s) ago", n - c.index)
-                    } else {
-                        String::new()
-                    }
-                );
-            }
-        }
+    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| InfraError::io(dir.display(), e))?;
     }
-    println!(
-        "{checked} series checked in {spec}: {changes} change point(s), {regressions} for the worse among the newest {newest} commits"
-    );
-    Ok(if fail_on_regression && regressions > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    std::fs::write(output, history::page::render(&trends, &spec)).map_err(|e| InfraError::io(output.display(), e))?;
+    println!("{}", output.display());
+    Ok(ExitCode::SUCCESS)
 }

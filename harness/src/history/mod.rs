@@ -1,8 +1,10 @@
 //! Performance over time: [`store`] keeps every run's measurements (SQLite or PostgreSQL),
-//! [`record`] turns a run's report into them, and [`changepoint`] finds where a series of
-//! measurements (one value per commit) changed, and whether the change is significant.
+//! [`record`] turns a run's report into them, [`changepoint`] finds where a series of
+//! measurements (one value per commit) changed, and whether the change is significant, and
+//! [`page`] draws the trends as one self-contained HTML page.
 
 pub mod changepoint;
+pub mod page;
 pub mod record;
 pub mod store;
 
@@ -48,6 +50,8 @@ pub struct Trend {
     pub device: String,
     /// (commit, the median of its runs' values).
     pub commits: Vec<(String, f64)>,
+    /// Each commit's runs' values, ascending (the spread), parallel to `commits`.
+    pub runs: Vec<Vec<f64>>,
     pub changes: Vec<changepoint::Change>,
 }
 
@@ -77,10 +81,13 @@ pub fn trends(series: &store::Series, points: &[store::Point], o: changepoint::O
                     None => commits.push((p.commit.clone(), vec![v])),
                 }
             }
+            for (_, vs) in commits.iter_mut() {
+                vs.sort_by(f64::total_cmp);
+            }
+            let runs: Vec<Vec<f64>> = commits.iter().map(|(_, vs)| vs.clone()).collect();
             let commits: Vec<(String, f64)> = commits
                 .into_iter()
-                .map(|(c, mut vs)| {
-                    vs.sort_by(f64::total_cmp);
+                .map(|(c, vs)| {
                     let m = vs.len();
                     let med = if m % 2 == 1 {
                         vs[m / 2]
@@ -96,6 +103,7 @@ pub fn trends(series: &store::Series, points: &[store::Point], o: changepoint::O
                 device: device.to_string(),
                 changes: changepoint::detect(&values, o),
                 commits,
+                runs,
             }
         })
         .collect()

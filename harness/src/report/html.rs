@@ -19,7 +19,7 @@ const COLORS: [RGBColor; 6] = [
     RGBColor(140, 86, 75),
 ];
 
-pub(super) fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -391,7 +391,7 @@ fn draw_progress(
     Ok(())
 }
 
-pub(super) const CSS: &str = "body{font-family:sans-serif;margin:2em;max-width:1200px;color:#222}\
+pub(crate) const CSS: &str = "body{font-family:sans-serif;margin:2em;max-width:1200px;color:#222}\
 table{border-collapse:collapse;margin:0.5em 0 1em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:90%}\
 th{background:#f2f2f2}.passed{color:#1a7f37}.failed{color:#c62828;font-weight:bold}.infrastructure_error{color:#b26a00}\
 .skipped{color:#777}.infra_error{color:#b26a00;font-weight:bold}.file{color:#666;font-size:85%}\
