@@ -397,3 +397,53 @@ async fn the_trend_page_renders_in_chromium_without_console_errors() {
         "{errors:?}"
     );
 }
+
+/// `run --partition K/N --balance` splits by the durations the history recorded: with 100,
+/// 10, 10 and 80 s, round robin gives parts of 110 and 90 s, the balanced split 100 and 100.
+#[tokio::test]
+async fn a_balanced_partition_follows_the_recorded_durations() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("h.sqlite");
+    let store = Store::open(file.to_str().unwrap()).await.unwrap();
+    let suite = dir.path().join("suite");
+    std::fs::create_dir(&suite).unwrap();
+    for (i, (name, secs)) in [("a", 100.0), ("b", 10.0), ("c", 10.0), ("d", 80.0)].iter().enumerate() {
+        std::fs::write(
+            suite.join(format!("{name}.yaml")),
+            format!("name: Scenario {name}\nsteps:\n  - ssh.run: {{as: root, command: 'true'}}\n"),
+        )
+        .unwrap();
+        let m = Measurement {
+            series: Series {
+                name: format!("scenario/scenario-{name}/duration_s"),
+                unit: "s".into(),
+                better: Better::Lower,
+                stat: Stat::Median,
+            },
+            samples: vec![(*secs, 1)],
+        };
+        store
+            .append(&run(&format!("r{i}"), "c1", 100 + i as i64), &[m])
+            .await
+            .unwrap();
+    }
+    drop(store);
+    let list = |part: &str, balance: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_nexus-hil"));
+        c.args(["run", "--list", "--partition", part, "--history"])
+            .arg(&file)
+            .arg(&suite);
+        if balance {
+            c.arg("--balance");
+        }
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split('\t').nth(1).unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(list("1/2", false), ["Scenario a", "Scenario c"]);
+    assert_eq!(list("1/2", true), ["Scenario a"]);
+    assert_eq!(list("2/2", true), ["Scenario b", "Scenario c", "Scenario d"]);
+}

@@ -16,7 +16,7 @@ use crate::device::open::{check_reachable, prepare_emulator, remote_device, Remo
 use crate::device::standin::prepare_standin;
 use crate::device::{inventory, keys, Target};
 use crate::error::InfraError;
-use crate::report::RunReport;
+use crate::report::{slug, RunReport};
 use crate::runner::schedule::{self, EmulatorSlot, FleetMember, Slots};
 use crate::scenario::{self, Scenario};
 
@@ -52,6 +52,11 @@ pub struct RunArgs {
     /// each take one part; the split is deterministic (round robin in file order).
     #[arg(long, value_name = "K/N", value_parser = schedule::parse_partition)]
     pub partition: Option<(usize, usize)>,
+    /// With --partition: split by the scenarios' durations recorded in the history (the median
+    /// of their last 5 passed runs; unknown ones count as the median) instead of round robin,
+    /// so the jobs take about as long. Every job must read the same history (cache it).
+    #[arg(long, requires = "partition")]
+    pub balance: bool,
     /// Print the scenarios that would run (after --filter and --partition) and start nothing.
     #[arg(long)]
     pub list: bool,
@@ -113,7 +118,19 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
             Err(code) => return Ok(code),
         },
     };
-    let scenarios = match load(&args) {
+    let durations = if args.balance {
+        let spec = crate::history::store_spec(args.history.as_deref(), &default_report_parent(&args));
+        match crate::history::recorded_durations(&spec).await {
+            Ok(d) => Some(d),
+            Err(e) => {
+                say(&format!("--balance: {e}"));
+                return Ok(ExitCode::from(2));
+            }
+        }
+    } else {
+        None
+    };
+    let scenarios = match load(&args, durations.as_ref()) {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
@@ -254,7 +271,7 @@ fn exit_code(args: &RunArgs, report: &RunReport) -> ExitCode {
 }
 
 /// The scenarios to run: found, loaded (every mistake printed), filtered and partitioned.
-fn load(args: &RunArgs) -> Result<Vec<Scenario>, ExitCode> {
+fn load(args: &RunArgs, durations: Option<&std::collections::HashMap<String, f64>>) -> Result<Vec<Scenario>, ExitCode> {
     let files = match scenario::discover(&args.paths) {
         Ok(f) if !f.is_empty() => f,
         Ok(_) => {
@@ -286,7 +303,14 @@ fn load(args: &RunArgs) -> Result<Vec<Scenario>, ExitCode> {
     }
     if let Some(part) = args.partition {
         let all = scenarios.len();
-        scenarios = schedule::partition(scenarios, part);
+        scenarios = match durations {
+            Some(d) => {
+                let known = scenarios.iter().filter(|s| d.contains_key(&slug(&s.name))).count();
+                say(&format!("--balance: recorded durations for {known} of {all} scenarios"));
+                schedule::partition_balanced(scenarios, part, |s| d.get(&slug(&s.name)).copied())
+            }
+            None => schedule::partition(scenarios, part),
+        };
         say(&format!(
             "partition {}/{}: {} of {all} scenarios",
             part.0,
@@ -295,6 +319,13 @@ fn load(args: &RunArgs) -> Result<Vec<Scenario>, ExitCode> {
         ));
     }
     Ok(scenarios)
+}
+
+/// The report folder a run would use, not made (where the default history is found).
+fn default_report_parent(args: &RunArgs) -> PathBuf {
+    args.report_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("target/nexus-hil/run"))
 }
 
 /// The run's report folder, made and made absolute.

@@ -108,3 +108,31 @@ pub fn trends(series: &store::Series, points: &[store::Point], o: changepoint::O
         })
         .collect()
 }
+
+/// Each scenario's recorded duration (by its slug): the median of its last 5 passed runs. A
+/// history that does not exist yet has none.
+pub async fn recorded_durations(spec: &str) -> Result<std::collections::HashMap<String, f64>, String> {
+    let mut out = std::collections::HashMap::new();
+    if !spec.contains("://") && !std::path::Path::new(spec).exists() {
+        return Ok(out);
+    }
+    let store = store::Store::open(spec).await?;
+    for s in store.series().await? {
+        let Some(scenario) = s
+            .name
+            .strip_prefix("scenario/")
+            .and_then(|r| r.strip_suffix("/duration_s"))
+            .filter(|r| !r.contains('/'))
+        else {
+            continue;
+        };
+        let points = store.points(&s.name).await?;
+        let mut last: Vec<f64> = points.iter().rev().take(5).map(|p| p.value(s.stat)).collect();
+        if last.is_empty() {
+            continue;
+        }
+        last.sort_by(f64::total_cmp);
+        out.insert(scenario.to_string(), last[last.len() / 2]);
+    }
+    Ok(out)
+}

@@ -118,7 +118,7 @@ pub fn host() -> String {
 pub fn device_kind(target: &str) -> &'static str {
     match target {
         "emulator" => "container",
-        "standin" => "stand-in",
+        t if t.starts_with("standin") => "stand-in",
         _ => "real",
     }
 }

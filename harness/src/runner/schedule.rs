@@ -298,9 +298,66 @@ pub fn partition<T>(items: Vec<T>, (k, n): (usize, usize)) -> Vec<T> {
         .collect()
 }
 
+/// Part `k` of `n` of `items` balanced by their expected durations (`cost`; `None`: not
+/// known, counted as the median of the known ones): the longest first, each to the part with
+/// the least so far (ties to the lower part), so every job that computes it from the same
+/// history gets the same split. The part keeps the files' order.
+pub fn partition_balanced<T>(items: Vec<T>, (k, n): (usize, usize), cost: impl Fn(&T) -> Option<f64>) -> Vec<T> {
+    let costs: Vec<Option<f64>> = items.iter().map(&cost).collect();
+    let mut known: Vec<f64> = costs.iter().flatten().copied().collect();
+    known.sort_by(f64::total_cmp);
+    let fallback = known.get(known.len() / 2).copied().unwrap_or(1.0);
+    let costs: Vec<f64> = costs.into_iter().map(|c| c.unwrap_or(fallback)).collect();
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by(|&a, &b| costs[b].total_cmp(&costs[a]).then(a.cmp(&b)));
+    let mut load = vec![0.0; n];
+    let mut part_of = vec![0; items.len()];
+    for i in order {
+        let (p, _) = load.iter().enumerate().fold(
+            (0, f64::INFINITY),
+            |best, (p, l)| if *l < best.1 { (p, *l) } else { best },
+        );
+        load[p] += costs[i];
+        part_of[i] = p;
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| part_of[*i] == k - 1)
+        .map(|(_, t)| t)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_balanced_split_evens_the_recorded_durations_out() {
+        // Round robin would give 110 s and 90 s; by durations both parts take 100 s.
+        let items = [
+            ("a", Some(100.0)),
+            ("b", Some(10.0)),
+            ("c", Some(10.0)),
+            ("d", Some(80.0)),
+        ];
+        let part = |k| {
+            partition_balanced(items.to_vec(), (k, 2), |i| i.1)
+                .iter()
+                .map(|i| i.0)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(part(1), ["a"]);
+        assert_eq!(part(2), ["b", "c", "d"]);
+        // An unknown duration counts as the median of the known ones; every item lands once.
+        let items: Vec<(usize, Option<f64>)> = (0..9).map(|i| (i, (i % 3 != 0).then_some(i as f64))).collect();
+        let mut all: Vec<usize> = (1..=3)
+            .flat_map(|k| partition_balanced(items.clone(), (k, 3), |i| i.1))
+            .map(|i| i.0)
+            .collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..9).collect::<Vec<_>>());
+    }
 
     #[test]
     fn partitions_parse_and_cover_the_suite_once() {
