@@ -78,7 +78,7 @@ async fn dispatch(command: Cmd) -> Result<ExitCode, InfraError> {
         Cmd::Run(args) => cmd::run::run(*args).await,
         Cmd::Conform(args) => cmd::conform::command(args).await,
         Cmd::Provision(args) => cmd::provision::command(args).await,
-        Cmd::Report(args) => cmd::report::command(args),
+        Cmd::Report(args) => cmd::report::command(args).await,
         Cmd::History(args) => cmd::history::command(args).await,
         Cmd::CrashStates(args) => cmd::crash_states::command(args).await,
         Cmd::Image { command } => cmd::emulator::image(command).await,

@@ -39,6 +39,11 @@ pub enum ReportCmd {
         /// Where the merged report goes.
         #[arg(long, short, default_value = "target/nexus-hil/merged")]
         output: PathBuf,
+        /// Append the merged run's measurements to this history (a SQLite file or a
+        /// postgres:// URL): one append for the whole suite, when its shards ran with
+        /// --no-history.
+        #[arg(long, value_name = "FILE|URL")]
+        history: Option<String>,
     },
 }
 
@@ -59,9 +64,9 @@ fn read(path: &Path) -> Result<RunReport, String> {
 }
 
 /// Runs `nexus-hil report`. Exit status: 0 written, 2 no such report.
-pub fn command(args: ReportArgs) -> Result<ExitCode, InfraError> {
-    if let Some(ReportCmd::Merge { dirs, output }) = args.command {
-        return merge(&dirs, &output);
+pub async fn command(args: ReportArgs) -> Result<ExitCode, InfraError> {
+    if let Some(ReportCmd::Merge { dirs, output, history }) = args.command {
+        return merge(&dirs, &output, history.as_deref()).await;
     }
     let json = if args.report.is_dir() {
         args.report.join("report.json")
@@ -82,7 +87,7 @@ pub fn command(args: ReportArgs) -> Result<ExitCode, InfraError> {
 }
 
 /// `report merge`.
-fn merge(dirs: &[PathBuf], output: &Path) -> Result<ExitCode, InfraError> {
+async fn merge(dirs: &[PathBuf], output: &Path, history: Option<&str>) -> Result<ExitCode, InfraError> {
     let mut shards = Vec::new();
     for d in dirs {
         match read(d) {
@@ -117,6 +122,18 @@ fn merge(dirs: &[PathBuf], output: &Path) -> Result<ExitCode, InfraError> {
     write("report.html", crate::report::html::render(&merged))?;
     print!("{}", merged.summary());
     println!("merged {} reports into {}", dirs.len(), output.display());
+    if let Some(spec) = history {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        match crate::history::append_run(spec, &merged, now, "run").await {
+            Ok(n) => println!("history: {n} series appended to {spec}"),
+            Err(e) => {
+                say(&e);
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
     let t = merged.totals();
     Ok(if t.errors > 0 {
         ExitCode::from(3)
