@@ -9,7 +9,8 @@
 use nexus_contract::names::ACTIONS;
 use nexus_contract::paths::{BACKUP_USER, VENDOR_PKLA};
 
-use crate::steps::setup::{self, ACCOUNT_BACKUPS, REMOVE_USER};
+use crate::device::record::{ACCOUNT_BACKUPS, REMOVE_USER};
+use crate::steps::setup;
 use crate::transport::ssh::sh_quote;
 
 /// Where the manifest and saved files live on the device.

@@ -48,6 +48,22 @@ pub enum HistoryCmd {
         #[arg(long, default_value_t = 0.01)]
         max_p: f64,
     },
+    /// Append a criterion baseline (`ci/bench` saves one per commit) to the history.
+    ///
+    /// Each benchmark becomes the series bench/GROUP/ID/time_ns with criterion's samples (time
+    /// per iteration), keyed by this commit and machine (device: the host, kind `host`).
+    AppendCriterion {
+        /// The baseline's name (`cargo bench -- --save-baseline NAME`).
+        #[arg(long)]
+        baseline: String,
+        /// Criterion's output folder.
+        #[arg(long, default_value = "target/criterion")]
+        criterion_dir: PathBuf,
+        /// The history (a SQLite file or a postgres:// URL). Default: $NEXUS_HIL_HISTORY, else
+        /// target/nexus-hil/history.sqlite.
+        #[arg(long, value_name = "FILE|URL")]
+        history: Option<String>,
+    },
     /// Write the trend page: one self-contained HTML file (inline SVG, nothing fetched).
     ///
     /// A chart per series and device over commits: each run a dot, the commits' medians a line,
@@ -101,6 +117,11 @@ async fn load(
 pub async fn command(args: HistoryArgs) -> Result<ExitCode, InfraError> {
     match args.command {
         HistoryCmd::Report { history, output } => report(history.as_deref(), &output).await,
+        HistoryCmd::AppendCriterion {
+            baseline,
+            criterion_dir,
+            history,
+        } => append_criterion(&baseline, &criterion_dir, history.as_deref()).await,
         HistoryCmd::Check {
             history,
             device,
@@ -189,4 +210,41 @@ async fn report(history: Option<&str>, output: &Path) -> Result<ExitCode, InfraE
     std::fs::write(output, history::page::render(&trends, &spec)).map_err(|e| InfraError::io(output.display(), e))?;
     println!("{}", output.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `history append-criterion`.
+async fn append_criterion(baseline: &str, dir: &Path, history: Option<&str>) -> Result<ExitCode, InfraError> {
+    let spec = history::store_spec(history, Path::new("target/nexus-hil/run"));
+    let appended = async {
+        let ms = history::criterion::baseline(dir, baseline)?;
+        let store = Store::open(&spec).await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let host = history::record::host();
+        let key = history::store::RunKey {
+            id: format!("{now}-{}-bench-{baseline}", std::process::id()),
+            commit: history::record::commit(),
+            branch: history::record::branch(),
+            device: host.clone(),
+            device_kind: "host".into(),
+            device_model: None,
+            software: None,
+            host,
+            started_at: now,
+            source: "bench".into(),
+        };
+        store.append(&key, &ms).await?;
+        Ok::<_, String>(ms.len())
+    };
+    match appended.await {
+        Ok(n) => {
+            println!("history: {n} benchmark series of baseline {baseline} appended to {spec}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            say(&e);
+            Ok(ExitCode::from(2))
+        }
+    }
 }

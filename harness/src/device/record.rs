@@ -10,11 +10,30 @@
 
 use nexus_contract::names::{object_path, BACKUP1, SNAPSHOT1};
 
-use crate::steps::setup::{ACCOUNT_BACKUPS, REMOVE_USER};
 use crate::transport::ssh::sh_quote;
 
 /// Where the entries live (the device lock's folder holds it).
 pub const DIR: &str = "/var/lib/nexus-hil/undo";
+
+/// Shell function `remove_user NAME`: ends the user's sessions (logins leave a user manager
+/// behind for a moment, and userdel refuses a user with processes), waits up to 10 s for its
+/// processes to go, then removes it with its home.
+pub const REMOVE_USER: &str = r#"remove_user() {
+  ru=$1; ruid=$(id -u "$ru") || return 1
+  loginctl terminate-user "$ru" >/dev/null 2>&1 || true
+  i=0
+  while [ $i -lt 100 ]; do
+    busy=0
+    for p in /proc/[0-9]*; do [ "$(stat -c %u "$p" 2>/dev/null)" = "$ruid" ] && busy=1 && break; done
+    [ $busy = 0 ] && break
+    sleep 0.1; i=$((i+1))
+  done
+  deluser --remove-home "$ru" >/dev/null 2>&1 || userdel -r "$ru"
+}
+"#;
+
+/// The account files whose `-` backups adduser and deluser rewrite.
+pub const ACCOUNT_BACKUPS: &str = "passwd- group- shadow- gshadow- subuid- subgid-";
 
 /// Shell functions that record a change (the script runs as root): `nh_file PATH [UNIT]`,
 /// `nh_user NAME`, `nh_key NAME HOME` (the key in `$key`), `nh_snapshots "IDS"`. Each returns

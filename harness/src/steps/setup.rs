@@ -1,6 +1,6 @@
 //! `setup.user`: a backup user made the vendor's way (`adduser`, the pkla grant, the
-//! harness's key as `ssh-copy-id` would put it). The recipe (the grant's command and the
-//! removal of a user) is shared with `nexus-hil provision`.
+//! harness's key as `ssh-copy-id` would put it), each change recorded on the device first. The
+//! grant's command is shared with `nexus-hil provision`.
 
 use std::time::Duration;
 
@@ -21,26 +21,6 @@ pub fn pkla_command(user: &str, file: &str, actions: &[&str]) -> String {
         actions.join(";")
     )
 }
-
-/// Shell function `remove_user NAME`: ends the user's sessions (logins leave a user manager
-/// behind for a moment, and userdel refuses a user with processes), waits up to 10 s for its
-/// processes to go, then removes it with its home.
-pub const REMOVE_USER: &str = r#"remove_user() {
-  ru=$1; ruid=$(id -u "$ru") || return 1
-  loginctl terminate-user "$ru" >/dev/null 2>&1 || true
-  i=0
-  while [ $i -lt 100 ]; do
-    busy=0
-    for p in /proc/[0-9]*; do [ "$(stat -c %u "$p" 2>/dev/null)" = "$ruid" ] && busy=1 && break; done
-    [ $busy = 0 ] && break
-    sleep 0.1; i=$((i+1))
-  done
-  deluser --remove-home "$ru" >/dev/null 2>&1 || userdel -r "$ru"
-}
-"#;
-
-/// The account files whose `-` backups adduser and deluser rewrite.
-pub const ACCOUNT_BACKUPS: &str = "passwd- group- shadow- gshadow- subuid- subgid-";
 
 /// The pkla file that grants `user`: the vendor's for its backup user, one of its own otherwise.
 pub fn pkla_file(user: &str) -> String {
