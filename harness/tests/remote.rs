@@ -271,21 +271,25 @@ fn a_device_whose_ca_changed_is_refused_with_how_to_re_pin() {
 /// `nexus-hil run --target` the device with the harness key; CAs pinned in `dir/pins`, reports
 /// in `dir/report`.
 fn run_on(dev: &Device, dir: &Path, report: &str, files: &[PathBuf]) -> Output {
-    bin()
-        .args([
-            "run",
-            "--target",
-            &dev.target(),
-            "--https-port",
-            &dev.https_port.to_string(),
-        ])
-        .arg("--pins")
-        .arg(dir.join("pins"))
-        .arg("--report-dir")
-        .arg(dir.join(report))
-        .args(files)
-        .output()
-        .unwrap()
+    run_cmd(dev, dir, report).args(files).output().unwrap()
+}
+
+/// `nexus-hil run --target` the device, CAs pinned in `dir/pins`, reports in `dir/report`;
+/// the scenarios to add.
+fn run_cmd(dev: &Device, dir: &Path, report: &str) -> Command {
+    let mut c = bin();
+    c.args([
+        "run",
+        "--target",
+        &dev.target(),
+        "--https-port",
+        &dev.https_port.to_string(),
+    ])
+    .arg("--pins")
+    .arg(dir.join("pins"))
+    .arg("--report-dir")
+    .arg(dir.join(report));
+    c
 }
 
 /// `nexus-hil conform` against the device, with the admin's key and CAs pinned in `pins`.
@@ -453,18 +457,7 @@ steps:
 /// Starts `run` on the device with `file`, waits until the scenario has made its last change,
 /// then sends `signal` to that process (which this test started) and returns its output.
 fn run_until_changed_then(dev: &Device, dir: &Path, report: &str, file: &Path, signal: i32) -> Output {
-    let child = bin()
-        .args([
-            "run",
-            "--target",
-            &dev.target(),
-            "--https-port",
-            &dev.https_port.to_string(),
-        ])
-        .arg("--pins")
-        .arg(dir.join("pins"))
-        .arg("--report-dir")
-        .arg(dir.join(report))
+    let child = run_cmd(dev, dir, report)
         .arg(file)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -522,18 +515,7 @@ fn a_vendor_set_up_device_keeps_its_backup_servers_key_through_the_suite_and_und
     let provisioned = dev.etc_and_home();
     // The portable suite, each scenario left undone behind itself.
     let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let run = bin()
-        .args([
-            "run",
-            "--target",
-            &dev.target(),
-            "--https-port",
-            &dev.https_port.to_string(),
-        ])
-        .arg("--pins")
-        .arg(dir.path().join("pins"))
-        .arg("--report-dir")
-        .arg(dir.path().join("r"))
+    let run = run_cmd(&dev, dir.path(), "r")
         .args(["--filter", "portable"])
         .arg(&scenarios)
         .output()

@@ -218,22 +218,7 @@ async fn append_criterion(baseline: &str, dir: &Path, history: Option<&str>) -> 
     let appended = async {
         let ms = history::criterion::baseline(dir, baseline)?;
         let store = Store::open(&spec).await?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        let host = history::record::host();
-        let key = history::store::RunKey {
-            id: format!("{now}-{}-bench-{baseline}", std::process::id()),
-            commit: history::record::commit(),
-            branch: history::record::branch(),
-            device: host.clone(),
-            device_kind: "host".into(),
-            device_model: None,
-            software: None,
-            host,
-            started_at: now,
-            source: "bench".into(),
-        };
+        let key = history::record::key(&history::record::host(), "host", history::record::now(), "bench");
         store.append(&key, &ms).await?;
         Ok::<_, String>(ms.len())
     };

@@ -123,10 +123,7 @@ async fn merge(dirs: &[PathBuf], output: &Path, history: Option<&str>) -> Result
     print!("{}", merged.summary());
     println!("merged {} reports into {}", dirs.len(), output.display());
     if let Some(spec) = history {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
-        match crate::history::append_run(spec, &merged, now, "run").await {
+        match crate::history::append_run(spec, &merged, crate::history::record::now(), "run").await {
             Ok(n) => println!("history: {n} series appended to {spec}"),
             Err(e) => {
                 say(&e);

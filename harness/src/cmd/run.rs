@@ -102,9 +102,7 @@ pub struct RunArgs {
 /// Runs `nexus-hil run`.
 pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
     let started = Instant::now();
-    let run_started = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let run_started = crate::history::record::now();
     let target = match &args.targets {
         Some(path) => match inventory::Inventory::load(path) {
             Ok(inv) => Target::Fleet(inv.devices),

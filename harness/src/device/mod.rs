@@ -130,6 +130,23 @@ pub struct CutState {
 /// A network cut's state, shared between the device that cuts and the steps that meet it.
 pub type CutLog = Arc<Mutex<CutState>>;
 
+/// The daemon killed (`kill`) or restarted by systemd, over SSH as `admin` with sudo: how the
+/// stand-in and a real device on a bench take those faults.
+pub async fn daemon_over_ssh(ssh: &SshTarget, admin: &str, kill: bool) -> Result<Applied, FaultError> {
+    let cmd = if kill {
+        "systemctl kill --signal=SIGKILL nexus-backupd.service"
+    } else {
+        "systemctl restart nexus-backupd.service"
+    };
+    let out = ssh
+        .run(admin, &format!("sudo -n {cmd}"), None, Duration::from_secs(60))
+        .await?;
+    if out.code != Some(0) {
+        return Err(format!("`{cmd}` failed: {}", out.stderr.trim()).into());
+    }
+    Ok(Applied::default())
+}
+
 /// Why a fault was not applied.
 #[derive(Debug)]
 pub enum FaultError {

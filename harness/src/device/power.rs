@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Empty};
 
 use super::inventory::{PowerDriverName, PowerEntry};
 use super::ready::{both_names_owned, LIST_NAMES};
-use super::{Applied, Device, Fault, FaultError, Lifecycle};
+use super::{daemon_over_ssh, Applied, Device, Fault, FaultError, Lifecycle};
 
 /// The kernel's id of the running boot.
 const BOOT_ID: &str = "cat /proc/sys/kernel/random/boot_id";
@@ -129,8 +129,8 @@ impl Lifecycle for Bench {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Applied, FaultError>> + '_>> {
         Box::pin(async move {
             match fault {
-                Fault::KillDaemon => self.root("systemctl kill --signal=SIGKILL nexus-backupd.service").await,
-                Fault::RestartDaemon => self.root("systemctl restart nexus-backupd.service").await,
+                Fault::KillDaemon => daemon_over_ssh(&self.dev.ssh, &self.dev.admin, true).await,
+                Fault::RestartDaemon => daemon_over_ssh(&self.dev.ssh, &self.dev.admin, false).await,
                 Fault::PowerCut { stay_off } => self.power_cut(stay_off).await,
                 Fault::Reboot => self.reboot().await,
                 Fault::ReplaceCard => Err(FaultError::Unsupported(
@@ -156,23 +156,6 @@ impl Bench {
                 "this device has no power switch: add [device.power] to its entry in targets.toml".into(),
             )
         })
-    }
-
-    async fn root(&self, cmd: &str) -> Result<Applied, FaultError> {
-        let out = self
-            .dev
-            .ssh
-            .run(
-                &self.dev.admin,
-                &format!("sudo -n {cmd}"),
-                None,
-                Duration::from_secs(60),
-            )
-            .await?;
-        if out.code != Some(0) {
-            return Err(format!("`{cmd}` failed: {}", out.stderr.trim()).into());
-        }
-        Ok(Applied::default())
     }
 
     /// Off through the switch, `off_time` later on again (unless `stay_off`), then the wait for

@@ -78,7 +78,8 @@ fn robust_sigma(xs: &[f64]) -> f64 {
     median(&mut dev) / 0.674_489_750_196_081_7 / std::f64::consts::SQRT_2
 }
 
-fn median(v: &mut [f64]) -> f64 {
+/// The median of `v` (sorted in place; the mean of the middle two for an even count).
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n % 2 == 1 {

@@ -83,19 +83,13 @@ pub fn trends(series: &store::Series, points: &[store::Point], o: changepoint::O
                     None => commits.push((p.commit.clone(), vec![v])),
                 }
             }
-            for (_, vs) in commits.iter_mut() {
-                vs.sort_by(f64::total_cmp);
-            }
-            let runs: Vec<Vec<f64>> = commits.iter().map(|(_, vs)| vs.clone()).collect();
+            let mut runs: Vec<Vec<f64>> = Vec::with_capacity(commits.len());
             let commits: Vec<(String, f64)> = commits
                 .into_iter()
-                .map(|(c, vs)| {
-                    let m = vs.len();
-                    let med = if m % 2 == 1 {
-                        vs[m / 2]
-                    } else {
-                        (vs[m / 2 - 1] + vs[m / 2]) / 2.0
-                    };
+                .map(|(c, mut vs)| {
+                    // Sorted by `median`: the commit's runs, ascending, are its spread.
+                    let med = changepoint::median(&mut vs);
+                    runs.push(vs);
                     (c, med)
                 })
                 .collect();
@@ -133,8 +127,7 @@ pub async fn recorded_durations(spec: &str) -> Result<std::collections::HashMap<
         if last.is_empty() {
             continue;
         }
-        last.sort_by(f64::total_cmp);
-        out.insert(scenario.to_string(), last[last.len() / 2]);
+        out.insert(scenario.to_string(), changepoint::median(&mut last));
     }
     Ok(out)
 }

@@ -123,14 +123,26 @@ pub fn device_kind(target: &str) -> &'static str {
     }
 }
 
+/// Now, in seconds since the epoch (when a run started, in the history).
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// The key of one device's part of a run that started at `started_at` (seconds).
 pub fn run_key(report: &RunReport, device: &str, started_at: i64, source: &str) -> RunKey {
+    key(device, device_kind(&report.target), started_at, source)
+}
+
+/// The key of a run on `device` of `kind` that started at `started_at`, here and now in git.
+pub fn key(device: &str, kind: &str, started_at: i64, source: &str) -> RunKey {
     RunKey {
         id: format!("{started_at}-{}-{device}", std::process::id()),
         commit: commit(),
         branch: branch(),
         device: device.to_string(),
-        device_kind: device_kind(&report.target).to_string(),
+        device_kind: kind.to_string(),
         device_model: None,
         software: None,
         host: host(),

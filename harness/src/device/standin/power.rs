@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::Standin;
 use crate::crash::log::{sparse_copy, Replayer, WriteLog};
-use crate::device::{Applied, CutLog, Fault, FaultError, Lifecycle};
+use crate::device::{daemon_over_ssh, Applied, CutLog, Fault, FaultError, Lifecycle};
 use crate::error::InfraError;
 
 impl Lifecycle for Standin {
@@ -18,11 +18,8 @@ impl Lifecycle for Standin {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Applied, FaultError>> + '_>> {
         Box::pin(async move {
             match fault {
-                Fault::KillDaemon => {
-                    self.daemon("systemctl kill --signal=SIGKILL nexus-backupd.service")
-                        .await
-                }
-                Fault::RestartDaemon => self.daemon("systemctl restart nexus-backupd.service").await,
+                Fault::KillDaemon => daemon_over_ssh(&self.ssh(), "nexus", true).await,
+                Fault::RestartDaemon => daemon_over_ssh(&self.ssh(), "nexus", false).await,
                 Fault::PowerCut { stay_off } => self.power_cut(stay_off).await,
                 Fault::ReplaceCard => self.replace_card().await,
                 Fault::Reboot => self.reboot().await,
@@ -36,17 +33,6 @@ impl Lifecycle for Standin {
 }
 
 impl Standin {
-    async fn daemon(&self, cmd: &str) -> Result<Applied, FaultError> {
-        let out = self
-            .ssh()
-            .run("nexus", &format!("sudo -n {cmd}"), None, Duration::from_secs(60))
-            .await?;
-        if out.code != Some(0) {
-            return Err(format!("`{cmd}` failed: {}", out.stderr.trim()).into());
-        }
-        Ok(Applied::default())
-    }
-
     /// SIGKILL of qemu; the card then holds what the guest had flushed; powered on again unless
     /// `stay_off`.
     pub async fn power_cut(&self, stay_off: bool) -> Result<Applied, FaultError> {
