@@ -54,6 +54,18 @@ pub const ACTIONS: [&str; 9] = [
     action::SNAPSHOT1_GETLIST,
 ];
 
+/// [ours] The actions the Control UI (user `nexus-ui`) is granted, sorted: what its page can do
+/// (list, create, delete and activate snapshots; start a backup and follow it), nothing more.
+pub const CONTROL_UI_ACTIONS: [&str; 7] = [
+    action::BACKUP1_CREATE,
+    action::BACKUP1_GETLIST,
+    action::BACKUP1_STATUS,
+    action::SNAPSHOT1_ACTIVATE,
+    action::SNAPSHOT1_CREATE,
+    action::SNAPSHOT1_DELETE,
+    action::SNAPSHOT1_GETLIST,
+];
+
 /// The object path of a service: `/` and its name with dots as slashes.
 pub fn object_path(service: &str) -> String {
     format!("/{}", service.replace('.', "/"))
@@ -65,9 +77,13 @@ macro_rules! error_name {
     };
 }
 
-/// The daemon's own D-Bus error names. Malformed arguments and polkit refusals use the standard
-/// `org.freedesktop.DBus.Error.InvalidArgs` and `.AccessDenied` instead.
+/// The daemon's own D-Bus error names, and the two standard ones it also answers with:
+/// `org.freedesktop.DBus.Error.InvalidArgs` (malformed arguments) and `.AccessDenied` (polkit said no).
 pub mod error {
+    /// `org.freedesktop.DBus.Error.AccessDenied`: polkit said no.
+    pub const ACCESS_DENIED: &str = "org.freedesktop.DBus.Error.AccessDenied";
+    /// `org.freedesktop.DBus.Error.InvalidArgs`: malformed arguments.
+    pub const INVALID_ARGS: &str = "org.freedesktop.DBus.Error.InvalidArgs";
     /// A backup is already running; only one runs at a time.
     pub const BUSY: &str = error_name!("Busy");
     /// No snapshot has this id.

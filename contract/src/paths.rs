@@ -64,6 +64,38 @@ pub const VENDOR_PKLA: &str = "10-backup.pkla";
 /// The plain user the vendor's rootless automation creates and grants the actions to.
 pub const BACKUP_USER: &str = "remotebackup";
 
+// `/control/` is typed once; the UI's own paths are built from it.
+macro_rules! control {
+    () => {
+        "/control/"
+    };
+}
+
+/// [ours] The HTTPS path below which the Control UI is served (the HTTPS server forwards every
+/// request below it to [`CONTROL_UI_SOCKET`], as nginx does on the device).
+pub const CONTROL_UI_PREFIX: &str = control!();
+/// [ours] The Control UI's login page.
+pub const CONTROL_UI_LOGIN: &str = concat!(control!(), "login");
+/// [ours] The Control UI's server-sent-events stream (backup progress).
+pub const CONTROL_UI_EVENTS: &str = concat!(control!(), "events");
+/// [ours] Below this the Control UI serves finished backups to a logged-in admin.
+pub const CONTROL_UI_DOWNLOAD_PREFIX: &str = concat!(control!(), "download/");
+/// [ours] The system user the Control UI runs as (no login shell); polkit judges its calls.
+pub const CONTROL_UI_USER: &str = "nexus-ui";
+/// [ours] The unix socket the Control UI listens on (made by systemd's RuntimeDirectory).
+pub const CONTROL_UI_SOCKET: &str = "/run/nexus-controlui/http.sock";
+/// [ours] The Control UI's configuration file.
+pub const CONTROL_UI_CONFIG: &str = "/etc/nexus/controlui.toml";
+/// [ours] The Control UI admin's password (made at first boot, mode 0640 root:nexus-ui).
+pub const CONTROL_UI_ADMIN_PASSWORD_FILE: &str = "/etc/nexus/controlui-admin.password";
+/// [ours] The file name in [`PKLA_DIR`] of the grant for [`CONTROL_UI_USER`].
+pub const CONTROL_UI_PKLA: &str = "20-nexus-ui.pkla";
+
+/// [ours] The Control UI's download path of the backup of snapshot `id`.
+pub fn control_ui_download(id: u64) -> String {
+    format!("{CONTROL_UI_DOWNLOAD_PREFIX}{id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +108,10 @@ mod tests {
             "/broot/backups/nexus_backup_12.tar.gpg"
         );
         assert_eq!(backup_url(12), "/nexus-backups/nexus_backup_12.tar.gpg");
+        assert_eq!(
+            (CONTROL_UI_LOGIN, CONTROL_UI_EVENTS, control_ui_download(3).as_str()),
+            ("/control/login", "/control/events", "/control/download/3")
+        );
         assert_eq!(
             format!("{PKLA_DIR}/{VENDOR_PKLA}"),
             "/etc/polkit-1/localauthority/50-local.d/10-backup.pkla"

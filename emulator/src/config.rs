@@ -121,6 +121,9 @@ pub struct HttpsConfig {
     /// A send to a client that takes nothing for this many seconds closes the connection and
     /// frees its slot (a client that stopped reading cannot hold the server).
     pub write_timeout_secs: u64,
+    /// [ours] The Control UI's unix socket: requests below `/control/` are forwarded there; an
+    /// empty path turns the forwarding off (404).
+    pub control_ui_socket: PathBuf,
 }
 
 impl Default for Paths {
@@ -156,6 +159,7 @@ impl Default for HttpsConfig {
             names: Vec::new(),
             token: None,
             write_timeout_secs: 30,
+            control_ui_socket: PathBuf::from(nexus_contract::paths::CONTROL_UI_SOCKET),
         }
     }
 }

@@ -47,8 +47,8 @@ impl NexusError {
             Self::NoSpace(_) => error::NO_SPACE,
             Self::Exists(_) => error::EXISTS,
             Self::InvalidPassword(_) => error::INVALID_PASSWORD,
-            Self::InvalidArgs(_) => "org.freedesktop.DBus.Error.InvalidArgs",
-            Self::AccessDenied(_) => "org.freedesktop.DBus.Error.AccessDenied",
+            Self::InvalidArgs(_) => error::INVALID_ARGS,
+            Self::AccessDenied(_) => error::ACCESS_DENIED,
             Self::Failed(_) => "org.freedesktop.DBus.Error.Failed",
         }
     }

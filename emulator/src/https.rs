@@ -1,14 +1,16 @@
 //! The HTTPS file server: `GET`/`HEAD` of `/nexus-backups/nexus_backup_N.tar.gpg` (with Range,
 //! Content-Length, ETag) and of the CA at `/noreya-nexus/certificates/ca.pem`; everything else 404.
 //! Paths are matched exactly, never decoded or joined, files are opened without following links,
-//! and slow, idle or stuck clients are cut off so others keep being served.
+//! and slow, idle or stuck clients are cut off so others keep being served. [ours] Every request
+//! below `/control/` (any method) goes to the Control UI's unix socket, bodies streamed both ways,
+//! as nginx does on the device; the UI has its own login, so the token auth is not asked there.
 
 use std::convert::Infallible;
 use std::fs;
 use std::future::Future;
 use std::io::{self, Read, Seek};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -21,7 +23,7 @@ use hyper::header::{
     RANGE, WWW_AUTHENTICATE,
 };
 use hyper::{Method, Request, Response, StatusCode};
-use nexus_contract::paths::{BACKUPS_URL_PREFIX, CA_PATH};
+use nexus_contract::paths::{BACKUPS_URL_PREFIX, CA_PATH, CONTROL_UI_PREFIX};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
@@ -39,6 +41,8 @@ pub struct FileServer {
     pub ca_pem: String,
     /// `Basic base64(token:<value>)` when auth is on.
     pub expected_auth: Option<String>,
+    /// The Control UI's unix socket, where `/control/` is forwarded; `None`: 404 there.
+    pub control_ui: Option<PathBuf>,
 }
 
 impl FileServer {
@@ -54,11 +58,24 @@ impl FileServer {
             backups_dir,
             ca_pem,
             expected_auth,
+            control_ui: None,
         }
+    }
+
+    /// The same server, forwarding `/control/` to the Control UI at `socket`.
+    pub fn with_control_ui(mut self, socket: PathBuf) -> Self {
+        self.control_ui = Some(socket);
+        self
     }
 
     /// Answers one request.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+        if req.uri().path().starts_with(CONTROL_UI_PREFIX) {
+            return Ok(match &self.control_ui {
+                Some(socket) => forward(socket, req).await,
+                None => not_found(),
+            });
+        }
         let (parts, _body) = req.into_parts();
         let is_head = parts.method == Method::HEAD;
         if parts.method != Method::GET && !is_head {
@@ -108,11 +125,75 @@ impl FileServer {
     }
 }
 
+/// Headers that belong to one hop, not to the request or answer passed on (RFC 9110 7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Passes one request to the Control UI's unix socket and streams its answer back; 502 in words
+/// when nothing listens there.
+async fn forward(socket: &Path, mut req: Request<Incoming>) -> Response<Body> {
+    let stream = match tokio::net::UnixStream::connect(socket).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(socket = %socket.display(), "the Control UI cannot be reached: {e}");
+            return simple(
+                StatusCode::BAD_GATEWAY,
+                "the Control UI is not running (nothing answers on its socket); start nexus-controlui.service\n",
+            );
+        }
+    };
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("the Control UI's socket refused HTTP: {e}");
+            return simple(
+                StatusCode::BAD_GATEWAY,
+                "the Control UI did not answer; see the journal of nexus-controlui\n",
+            );
+        }
+    };
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("connection to the Control UI ended: {e}");
+        }
+    });
+    strip_hop_by_hop(req.headers_mut());
+    match sender.send_request(req).await {
+        Ok(resp) => {
+            let mut resp = resp.map(Body::Upstream);
+            strip_hop_by_hop(resp.headers_mut());
+            resp
+        }
+        Err(e) => {
+            tracing::warn!("the Control UI gave no answer: {e}");
+            simple(
+                StatusCode::BAD_GATEWAY,
+                "the Control UI gave no answer; see the journal of nexus-controlui\n",
+            )
+        }
+    }
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn simple(status: StatusCode, text: &'static str) -> Response<Body> {
+/// A short plain-text answer.
+pub fn simple(status: StatusCode, text: &'static str) -> Response<Body> {
     let mut r = Response::new(Body::Full(Some(Bytes::from_static(text.as_bytes()))));
     *r.status_mut() = status;
     r.headers_mut()
@@ -163,7 +244,9 @@ fn parse_range(header: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
     Ok(Some((start, end)))
 }
 
-fn serve_file(path: PathBuf, headers: &hyper::HeaderMap, is_head: bool) -> Response<Body> {
+/// A backup file (or a range of it) as an answer; 404 when it is missing or not a plain file.
+/// Blocking: call it on a blocking thread.
+pub fn serve_file(path: PathBuf, headers: &hyper::HeaderMap, is_head: bool) -> Response<Body> {
     let file = match fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -229,11 +312,14 @@ fn serve_file(path: PathBuf, headers: &hyper::HeaderMap, is_head: bool) -> Respo
     r
 }
 
-/// Response bodies: nothing, a buffer, or a file read on a blocking thread.
+/// Response bodies: nothing, a buffer, a file read on a blocking thread, parts sent by a task
+/// (server-sent events), or the Control UI's answer passed through.
 pub enum Body {
     Empty,
     Full(Option<Bytes>),
     File(FileBody),
+    Stream(mpsc::Receiver<io::Result<Bytes>>),
+    Upstream(Incoming),
 }
 
 /// A file range streamed by a reader thread through a small channel.
@@ -281,6 +367,10 @@ impl hyper::body::Body for Body {
             Body::Empty => Poll::Ready(None),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::File(f) => f.rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data))),
+            Body::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|r| r.map(Frame::data))),
+            Body::Upstream(inner) => Pin::new(inner)
+                .poll_frame(cx)
+                .map(|o| o.map(|r| r.map_err(io::Error::other))),
         }
     }
 
@@ -288,7 +378,15 @@ impl hyper::body::Body for Body {
         match self {
             Body::Empty => true,
             Body::Full(b) => b.is_none(),
-            Body::File(_) => false,
+            Body::File(_) | Body::Stream(_) => false,
+            Body::Upstream(inner) => hyper::body::Body::is_end_stream(inner),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Body::Upstream(inner) => hyper::body::Body::size_hint(inner),
+            _ => hyper::body::SizeHint::default(),
         }
     }
 }
@@ -549,6 +647,95 @@ mod tests {
             .await
             .expect("the stuck client's connection is still open");
         assert!(got < size, "{got} of {size} bytes arrived");
+    }
+
+    /// Reads from `stream` until `needle` has arrived; what arrived.
+    async fn read_until(stream: &mut (impl AsyncRead + Unpin), needle: &str) -> String {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains(needle) {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before {needle:?}: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn control_requests_go_to_the_ui_socket_and_stream_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = crate::tls::load_or_make(&dir.path().join("tls"), &[]).unwrap();
+        let socket = dir.path().join("ui.sock");
+        let files = Arc::new(
+            FileServer::new(dir.path().to_owned(), tls.ca_pem.clone(), Some("t")).with_control_ui(socket.clone()),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, tls.server.clone(), files));
+
+        // Nothing listens yet: 502 in words.
+        let mut c = connect(addr, &tls.ca_pem).await;
+        c.write_all(b"GET /control/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut reply = Vec::new();
+        let _ = c.read_to_end(&mut reply).await;
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(
+            reply.starts_with("HTTP/1.1 502") && reply.contains("Control UI is not running"),
+            "{reply}"
+        );
+
+        // A UI that echoes the POST's method and body, then sends a second part only when told.
+        let ui = tokio::net::UnixListener::bind(&socket).unwrap();
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+        let go_rx = Arc::new(tokio::sync::Mutex::new(Some(go_rx)));
+        tokio::spawn(async move {
+            let (stream, _) = ui.accept().await.unwrap();
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let go_rx = go_rx.clone();
+                async move {
+                    use http_body_util::BodyExt;
+                    let method = req.method().clone();
+                    let body = req.into_body().collect().await.unwrap().to_bytes();
+                    let (tx, rx) = mpsc::channel(2);
+                    tx.send(Ok(Bytes::from(format!(
+                        "{method} {}\n",
+                        String::from_utf8_lossy(&body)
+                    ))))
+                    .await
+                    .unwrap();
+                    tokio::spawn(async move {
+                        let go = go_rx.lock().await.take().unwrap();
+                        go.await.unwrap();
+                        tx.send(Ok(Bytes::from_static(b"second part\n"))).await.unwrap();
+                    });
+                    Ok::<_, Infallible>(Response::new(Body::Stream(rx)))
+                }
+            });
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await
+                .unwrap();
+        });
+        let mut c = connect(addr, &tls.ca_pem).await;
+        c.write_all(b"POST /control/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+            .await
+            .unwrap();
+        let first = read_until(&mut c, "POST hello").await;
+        assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+        assert!(!first.contains("second part"));
+        go_tx.send(()).unwrap();
+        read_until(&mut c, "second part").await;
+
+        // Elsewhere POST is still refused.
+        let mut c = connect(addr, &tls.ca_pem).await;
+        c.write_all(b"POST /nexus-backups/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        let mut reply = Vec::new();
+        let _ = c.read_to_end(&mut reply).await;
+        assert!(String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 405"));
     }
 
     #[test]

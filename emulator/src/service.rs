@@ -151,11 +151,15 @@ pub async fn run(config: Config) -> Result<(), StartError> {
 
     if !config.https.listen.is_empty() {
         let tls = crate::tls::load_or_make(&config.paths.tls_dir, &config.https.names).map_err(StartError::Tls)?;
-        let files = Arc::new(crate::https::FileServer::new(
+        let mut files = crate::https::FileServer::new(
             daemon.store.layout().backups_dir(),
             tls.ca_pem.clone(),
             config.https.token.as_deref(),
-        ));
+        );
+        if !config.https.control_ui_socket.as_os_str().is_empty() {
+            files = files.with_control_ui(config.https.control_ui_socket.clone());
+        }
+        let files = Arc::new(files);
         for addr in &config.https.listen {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await

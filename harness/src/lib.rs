@@ -12,13 +12,14 @@
 //!   each is opened, and the lifecycle through which faults are injected.
 //! - [`image`]: the images (container, stand-in, SD card) those devices boot; [`engine`]: the
 //!   container engine.
-//! - [`transport`]: SSH, D-Bus over SSH, HTTPS; [`crash`]: a guest's disk rebuilt from its
-//!   write log; [`cache`], [`error`]: leaves.
+//! - [`transport`]: SSH, D-Bus over SSH, HTTPS; [`browser`]: headless Chromium driven over
+//!   WebDriver; [`crash`]: a guest's disk rebuilt from its write log; [`cache`], [`error`]: leaves.
 //!
 //! The device's names (bus names, actions, errors, paths, the probe's output) come from
 //! `nexus_contract`; scenario files from `nexus_scenario`. Infrastructure failures are
 //! [`error::InfraError`]s, kept apart from test failures.
 
+pub mod browser;
 pub mod cache;
 pub mod cmd;
 pub mod conform;

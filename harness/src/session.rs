@@ -1,11 +1,13 @@
 //! One scenario's hold on a device while it runs: the device and its lifecycle, the scenario's
-//! variables, a D-Bus connection per user, commands over SSH as a user, (what the scenario
+//! variables (and the secret ones hidden in reports), a D-Bus connection per user, the browser
+//! of the browser steps, commands over SSH as a user, (what the scenario
 //! changes on a device is recorded there: `crate::device::record`). Steps act through it; the runner owns it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::browser::Browser;
 use crate::device::{CutLog, Device, Lifecycle};
 use crate::report::Latency;
 use crate::scenario;
@@ -31,6 +33,10 @@ pub struct Session<'a> {
     pub cuts: Vec<Cut>,
     /// The scenario's random draws (seeded from the run's seed and the scenario's name).
     pub random: SeededRandom,
+    /// The browser of the browser steps, started by the first; the runner closes it.
+    pub browser: Option<Browser>,
+    /// Values no report may show (a `secret` typed or read by a browser step).
+    pub secrets: Vec<String>,
 }
 
 /// A small deterministic generator (splitmix64): the same seed gives the same draws.
@@ -82,15 +88,32 @@ impl Session<'_> {
         out.replace("\u{0}{", "${")
     }
 
-    /// Hides the values of variables named like passwords in transcripts.
+    /// Hides the values of variables named like passwords, and the secrets, in transcripts.
     pub fn mask(&self, text: &str) -> String {
         let mut out = text.to_string();
-        for (k, v) in &self.vars {
-            if k.to_lowercase().contains("password") && !v.is_empty() {
-                out = out.replace(v.as_str(), "<password>");
-            }
+        for v in self.password_values() {
+            out = out.replace(v, "<password>");
+        }
+        for v in self.secrets.iter().filter(|v| !v.is_empty()) {
+            out = out.replace(v.as_str(), "<secret>");
         }
         out
+    }
+
+    /// The values of variables named like passwords.
+    fn password_values(&self) -> impl Iterator<Item = &str> {
+        self.vars
+            .iter()
+            .filter(|(k, v)| k.to_lowercase().contains("password") && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value a report or picture must not show: the secrets and the password variables.
+    pub fn secret_values(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.secrets.clone();
+        all.extend(self.password_values().map(String::from));
+        all.retain(|v| !v.is_empty());
+        all
     }
 
     /// A file of the scenario's work folder (its name may hold variables).

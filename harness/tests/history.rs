@@ -7,6 +7,10 @@ use std::process::Command;
 
 use nexus_harness::history::store::{Better, Measurement, RunKey, Series, Stat, Store};
 
+#[path = "common/chromium.rs"]
+mod chromium;
+use chromium::{chromium, console_errors};
+
 fn run(id: &str, commit: &str, at: i64) -> RunKey {
     RunKey {
         id: id.into(),
@@ -276,47 +280,6 @@ async fn history_check_flags_a_recent_regression_and_not_noise() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no history at"));
-}
-
-/// Headless Chromium (Debian's) on a local page, with nothing fetched from anywhere: what it
-/// printed on the console, and its standard output (the DOM with `--dump-dom`).
-fn chromium(page: &str, action: &[&str]) -> (String, String) {
-    let profile = tempfile::tempdir().unwrap();
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--window-size=1280,1800",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(action)
-        .arg(page)
-        .output()
-        .expect("chromium is not installed: ci/setup-host installs Debian's chromium");
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// The page's console errors: uncaught exceptions and messages logged as warnings or errors.
-fn console_errors(stderr: &str) -> Vec<String> {
-    stderr
-        .lines()
-        .filter(|l| {
-            l.contains(":CONSOLE")
-                && (l.contains("Uncaught") || l.contains("ERROR:CONSOLE") || l.contains("WARNING:CONSOLE"))
-        })
-        .map(str::to_string)
-        .collect()
 }
 
 /// The trend page opened in headless Chromium: it renders (its script ran, a chart per series

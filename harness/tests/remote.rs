@@ -158,7 +158,7 @@ fn provision_then_the_portable_suite_then_undo_leaves_the_device_as_it_was() {
         "r",
         &[
             scenarios.join("06-polkit-grants.yaml"),
-            scenarios.join("01-control-ui-flow.yaml"),
+            scenarios.join("00-dbus-backup-flow.yaml"),
         ],
     );
     assert_eq!(run.status.code(), Some(0), "{}", text(&run));
@@ -379,7 +379,7 @@ fn an_inventory_shares_the_suite_among_devices_in_one_report() {
             .arg(dir.path().join(format!("pins-{report}")))
             .arg("--report-dir")
             .arg(dir.path().join(report))
-            .arg(scenarios.join("01-control-ui-flow.yaml"))
+            .arg(scenarios.join("00-dbus-backup-flow.yaml"))
             .arg(scenarios.join("04-root-incremental.yaml"))
             .arg(scenarios.join("06-polkit-grants.yaml"))
             .output()
@@ -412,7 +412,7 @@ fn an_inventory_shares_the_suite_among_devices_in_one_report() {
     let runs = report["scenarios"].as_array().unwrap();
     let files: Vec<&str> = runs.iter().map(|s| s["file"].as_str().unwrap()).collect();
     assert!(
-        files[0].ends_with("01-control-ui-flow.yaml") && files[2].ends_with("06-polkit-grants.yaml"),
+        files[0].ends_with("00-dbus-backup-flow.yaml") && files[2].ends_with("06-polkit-grants.yaml"),
         "the report keeps the files' order: {files:?}"
     );
     let mut used: Vec<&str> = runs.iter().map(|s| s["device"].as_str().unwrap()).collect();

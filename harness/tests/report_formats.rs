@@ -15,6 +15,7 @@ fn sample_run() -> RunReport {
         progress: Vec::new(),
         latency: None,
         baseline: None,
+        browser: None,
     };
     let mut wait = step(2, "backup.wait", Outcome::Passed, None);
     wait.progress = vec![
@@ -51,6 +52,7 @@ fn sample_run() -> RunReport {
                 device_state: None,
                 cleanup: Vec::new(),
                 device: None,
+                device_info: None,
                 required: false,
             },
             ScenarioReport {
@@ -66,6 +68,7 @@ fn sample_run() -> RunReport {
                 device_state: Some("== btrfs filesystem usage /broot\nOverall:\n".into()),
                 cleanup: Vec::new(),
                 device: None,
+                device_info: None,
                 required: false,
             },
             ScenarioReport {
@@ -81,6 +84,7 @@ fn sample_run() -> RunReport {
                 device_state: None,
                 cleanup: Vec::new(),
                 device: None,
+                device_info: None,
                 required: false,
             },
             ScenarioReport {
@@ -96,6 +100,7 @@ fn sample_run() -> RunReport {
                 device_state: None,
                 cleanup: Vec::new(),
                 device: None,
+                device_info: None,
                 required: false,
             },
         ],

@@ -8,6 +8,15 @@ adduser nexus sudo >/dev/null
 echo 'nexus ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/nexus
 chmod 0440 /etc/sudoers.d/nexus
 
+# [ours] The Control UI runs as its own system user, without a login shell; polkit grants it the
+# actions its page needs (20-nexus-ui.pkla). Its admin password is made at first boot
+# (nexus-controlui-password.service), so every device has its own. The UI's files come with the
+# image's inputs; an image made without them simply has no Control UI.
+if [ -x /usr/local/bin/nexus-controlui ]; then
+  adduser --system --group --no-create-home --home /nonexistent --shell /usr/sbin/nologin nexus-ui >/dev/null
+  systemctl enable nexus-controlui-password.service nexus-controlui.service >/dev/null 2>&1
+fi
+
 # Host keys are made at each container's first boot, not shared by every emulator.
 rm -f /etc/ssh/ssh_host_*
 

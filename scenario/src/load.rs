@@ -278,6 +278,26 @@ mod tests {
     }
 
     #[test]
+    fn browser_step_mistakes_point_at_the_step_or_the_value() {
+        let e =
+            error_of("name: x\nsteps:\n  - browser.open: {path: /}\n  - browser.click:\n      selector: '@log in'\n");
+        assert_eq!(e.line, 4, "at the step: {e}");
+        assert!(e.message.starts_with("browser.click: selector \"@log in\""), "{e}");
+        let e = error_of("name: x\nsteps:\n  - browser.wait_for:\n      selector: '#p'\n      gone: maybe\n");
+        assert_eq!((e.line, e.column), (5, 13), "{e}");
+        assert!(e.message.starts_with("browser.wait_for: `gone`: "), "{e}");
+        let e = error_of("name: x\nsteps:\n  - browser.read:\n      selector: '#p'\n");
+        assert_eq!(e.message, "browser.read: missing field `capture`", "{e}");
+        let e = error_of("name: x\nsteps:\n  - browser.fill: {selector: '#u', value: '${who}'}\n");
+        assert!(e.message.contains("unknown variable ${who}"), "{e}");
+        let e = error_of("name: x\nsteps:\n  - browser.click: {selector: '#u', text: a}\n");
+        assert_eq!((e.line, e.column), (3, 37), "at the key: {e}");
+        assert!(e.message.starts_with("browser.click: Unknown field `text`"), "{e}");
+        let ok = "name: x\nsteps:\n  - browser.read: {selector: '@backup_password', capture: pw, secret: true}\n  - gpg.decrypt: {file: b.gpg, password: '${pw}', output: b.tar}\n";
+        assert!(Scenario::parse(ok, Path::new("t.yaml")).is_ok());
+    }
+
+    #[test]
     fn follow_takes_keys_with_dots_whole() {
         let root = marked_yaml::parse_yaml(0, "steps:\n  - ssh.run: {as: root}\n  - ssh: {run.x: 1}\n").unwrap();
         let keys = |path| -> Vec<String> {

@@ -195,6 +195,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             eprintln!("\nnexus-hil: interrupted; removing this run's emulator, undoing its changes on its devices, releasing them");
+            crate::browser::kill_all();
             let _ = crate::device::container::remove_owned(std::process::id()).await;
             for dev in crate::device::lock::held_devices() {
                 for line in crate::runner::tidy::undo_on(&dev).await {
@@ -406,6 +407,7 @@ async fn slots(args: &RunArgs, target: &Target, report_dir: &Path) -> Result<Slo
                 pins: t.pins.as_deref(),
                 ca_sha256: None,
                 work: report_dir,
+                ui: Default::default(),
             }),
             power: None,
             console: None,
@@ -426,6 +428,7 @@ async fn slots(args: &RunArgs, target: &Target, report_dir: &Path) -> Result<Slo
                         pins: t.pins.as_deref(),
                         ca_sha256: d.ca_sha256.clone(),
                         work: report_dir,
+                        ui: d.ui.clone(),
                     }),
                     power: d.power.clone(),
                     console: d.console.clone(),

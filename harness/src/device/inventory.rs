@@ -23,8 +23,19 @@
 //! tcp = "ser2net-host:3001"       # a raw TCP port (ser2net), or
 //! serial = "/dev/ttyUSB0"         # a local serial device,
 //! baud = 115200                   #   at this rate; default 115200
+//!
+//! [device.ui]                     # optional: the device's web page, for the browser.* steps
+//! base = "https://noreya-nexus.local:443"   # default: the device's HTTPS server
+//!
+//! user = "admin"                  # the page's admin account, for browser.login,
+//! password_file = "/root/.config/nexus-hil/pi-1-ui.password"   # its password: a file here
+//!
+//! [device.ui.selectors]           # what `@key` means in a browser step's selector, on this device
+//! login = "#login"
+//! backup_password = "span.password"
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -53,6 +64,64 @@ pub struct DeviceEntry {
     pub ca_sha256: Option<String>,
     pub power: Option<PowerEntry>,
     pub console: Option<ConsoleEntry>,
+    #[serde(default)]
+    pub ui: WebUi,
+}
+
+/// `[device.ui]`: the device's web page as the browser steps see it.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebUi {
+    /// The page's base URL, when it is not the device's HTTPS server (`https://HOST:HTTPS_PORT`).
+    pub base: Option<String>,
+    /// What `@key` stands for in a browser step's selector (may hold `${variables}`).
+    #[serde(default)]
+    pub selectors: BTreeMap<String, String>,
+    /// The page's admin account for `browser.login`: its user name.
+    pub user: Option<String>,
+    /// A file on this machine whose first line is that account's password (never the password
+    /// itself in targets.toml).
+    pub password_file: Option<PathBuf>,
+    /// The emulator's own: the file on the device that holds the admin's password.
+    #[serde(skip)]
+    pub password_on_device: Option<String>,
+}
+
+/// The emulator's page: its elements by key (issue 18).
+const EMULATOR_SELECTORS: &[(&str, &str)] = &[
+    ("username", "input#username"),
+    ("password", "input#password"),
+    ("login", "button#login"),
+    ("create_snapshot", "button#create-snapshot"),
+    ("snapshot_row", "tr[data-snapshot-id=\"${id}\"]"),
+    (
+        "newest_snapshot",
+        "table#snapshots tbody tr[data-snapshot-id]:last-child",
+    ),
+    ("start_backup", "tr[data-snapshot-id=\"${id}\"] button.backup"),
+    ("password_box", "div#password-box"),
+    ("backup_password", "span#backup-password"),
+    ("progress", "#progress"),
+    ("state", "#state"),
+    ("download", "a#download"),
+    ("error", "div#error"),
+    ("snapshots", "table#snapshots"),
+];
+
+impl WebUi {
+    /// The emulator's (and the stand-in's, which runs the same daemon and page) selector set.
+    pub fn emulator() -> Self {
+        WebUi {
+            base: None,
+            user: Some("admin".into()),
+            password_file: None,
+            password_on_device: Some(nexus_contract::paths::CONTROL_UI_ADMIN_PASSWORD_FILE.into()),
+            selectors: EMULATOR_SELECTORS
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
 }
 
 /// `[device.power]`: how the harness switches the device's power.
@@ -180,6 +249,22 @@ impl Inventory {
                     ));
                 }
             }
+            if let Some(b) = &d.ui.base {
+                if !(b.starts_with("https://") || b.starts_with("http://")) {
+                    return Err(format!(
+                        "{}: {}: [device.ui] base {b:?}: give the page's address as https://HOST[:PORT]",
+                        path.display(),
+                        d.name
+                    ));
+                }
+            }
+            if let Some((k, _)) = d.ui.selectors.iter().find(|(_, v)| v.trim().is_empty()) {
+                return Err(format!(
+                    "{}: {}: [device.ui.selectors] {k} is empty: give a CSS selector",
+                    path.display(),
+                    d.name
+                ));
+            }
             if let Some(f) = &d.ca_sha256 {
                 let hex = f.chars().filter(char::is_ascii_hexdigit).count();
                 if hex != 64 || f.chars().any(|c| !c.is_ascii_hexdigit() && c != ':') {
@@ -223,6 +308,26 @@ mod tests {
             )
         );
         assert_eq!(inv.devices[0].console.as_ref().unwrap().baud, 115_200);
+        assert_eq!(inv.devices[0].ui, WebUi::default(), "no selectors unless given");
+    }
+
+    #[test]
+    fn a_device_names_its_own_selectors() {
+        let inv = parse(
+            "[[device]]\nname = \"a\"\nhost = \"x\"\n[device.ui.selectors]\nlogin = \"#login\"\nbackup_password = \"span.pw\"\n",
+        )
+        .unwrap();
+        let ui = &inv.devices[0].ui;
+        assert_eq!(ui.base, None);
+        assert_eq!(ui.selectors["backup_password"], "span.pw");
+        let e = parse("[[device]]\nname = \"a\"\nhost = \"x\"\n[device.ui]\nbase = \"x:443\"\n").unwrap_err();
+        assert!(e.contains("https://HOST"), "{e}");
+        let e = parse("[[device]]\nname = \"a\"\nhost = \"x\"\n[device.ui.selectors]\nlogin = \" \"\n").unwrap_err();
+        assert!(e.contains("login is empty"), "{e}");
+        let emu = WebUi::emulator();
+        assert_eq!(emu.selectors["download"], "a#download");
+        assert_eq!(emu.selectors["snapshot_row"], "tr[data-snapshot-id=\"${id}\"]");
+        assert_eq!(emu.selectors.len(), 14);
     }
 
     #[test]

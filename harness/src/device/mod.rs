@@ -33,6 +33,8 @@ pub struct Device {
     pub admin: String,
     /// The harness's public key, installed for users that `setup.user` makes.
     pub pubkey: String,
+    /// Its web page for the browser steps: the selector set, and where the page is.
+    pub ui: inventory::WebUi,
 }
 
 /// A parsed `--target`.

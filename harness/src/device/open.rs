@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::container::{Emulator, EmulatorSpec};
+use super::inventory::WebUi;
 use super::{keys, Device, Target};
 use crate::error::InfraError;
 use crate::image::sdcard;
@@ -62,6 +63,8 @@ pub struct RemoteSpec<'a> {
     pub ca_sha256: Option<String>,
     /// Where this run keeps the device's host key.
     pub work: &'a Path,
+    /// Its web page (`[device.ui]` of targets.toml).
+    pub ui: WebUi,
 }
 
 /// A real device as [`Device`]: the admin over SSH, HTTPS with its CA pinned under `pins`.
@@ -83,6 +86,7 @@ pub fn remote_device(spec: RemoteSpec<'_>) -> Device {
         },
         admin: spec.user.to_string(),
         pubkey,
+        ui: spec.ui,
     }
 }
 
@@ -104,6 +108,7 @@ pub fn emulator_device(emu: &Emulator, key: &Path, pubkey: &str, work: &Path) ->
         },
         admin: "nexus".into(),
         pubkey: pubkey.to_string(),
+        ui: WebUi::emulator(),
     }
 }
 
@@ -173,6 +178,7 @@ pub async fn open_device(spec: OpenSpec<'_>) -> Result<Opened, InfraError> {
                 pins: spec.pins,
                 ca_sha256: None,
                 work,
+                ui: WebUi::default(),
             });
             check_reachable(&dev, "").await?;
             Ok(Opened { dev, emu: None })

@@ -131,8 +131,19 @@ pub fn now() -> i64 {
 }
 
 /// The key of one device's part of a run that started at `started_at` (seconds).
+/// The device's model and software are what its first scenario that asked was told.
 pub fn run_key(report: &RunReport, device: &str, started_at: i64, source: &str) -> RunKey {
-    key(device, device_kind(&report.target), started_at, source)
+    let mut k = key(device, device_kind(&report.target), started_at, source);
+    let told = report
+        .scenarios
+        .iter()
+        .filter(|s| s.device.as_deref().unwrap_or(&report.target) == device)
+        .find_map(|s| s.device_info.as_ref());
+    if let Some(info) = told {
+        k.device_model = info.model.clone();
+        k.software = info.software.clone();
+    }
+    k
 }
 
 /// The key of a run on `device` of `kind` that started at `started_at`, here and now in git.
@@ -148,5 +159,56 @@ pub fn key(device: &str, kind: &str, started_at: i64, source: &str) -> RunKey {
         host: host(),
         started_at,
         source: source.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{DeviceInfo, ScenarioReport};
+
+    fn scenario(device: Option<&str>, info: Option<DeviceInfo>) -> ScenarioReport {
+        ScenarioReport {
+            name: "s".into(),
+            file: "s.yaml".into(),
+            outcome: Outcome::Passed,
+            reason: None,
+            duration_s: 1.0,
+            ready_s: None,
+            steps: Vec::new(),
+            journal: None,
+            console: None,
+            device_state: None,
+            cleanup: Vec::new(),
+            device: device.map(String::from),
+            device_info: info,
+            required: false,
+        }
+    }
+
+    #[test]
+    fn a_run_is_keyed_by_the_model_and_software_its_device_told() {
+        let pi = DeviceInfo {
+            model: Some("Raspberry Pi 4 Model B Rev 1.4".into()),
+            software: Some("NOREYA NEXUS OS 3.2".into()),
+        };
+        let report = RunReport {
+            target: "targets.toml".into(),
+            duration_s: 2.0,
+            scenarios: vec![
+                scenario(Some("pi-1"), None),
+                scenario(Some("pi-1"), Some(pi.clone())),
+                scenario(Some("pi-2"), None),
+            ],
+            infra_error: None,
+            seed: None,
+            partition: None,
+        };
+        let k = run_key(&report, "pi-1", 7, "run");
+        assert_eq!(k.device_model, pi.model);
+        assert_eq!(k.software, pi.software);
+        // A device that told nothing is keyed without them.
+        let k = run_key(&report, "pi-2", 7, "run");
+        assert_eq!((k.device_model, k.software), (None, None));
     }
 }

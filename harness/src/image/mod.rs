@@ -31,7 +31,7 @@ macro_rules! input {
 }
 
 /// Files of `images/` and where they go in the image, with their modes.
-pub const FILES: [(&str, &[u8], u32); 12] = [
+pub const FILES: [(&str, &[u8], u32); 16] = [
     input!("usr/local/lib/nexus-hil/packages.txt", "emulator/packages.txt", 0o644),
     input!("usr/local/lib/nexus-hil/customize.sh", "emulator/customize.sh", 0o755),
     input!(
@@ -80,6 +80,23 @@ pub const FILES: [(&str, &[u8], u32); 12] = [
         0o644
     ),
     input!("etc/nexus/backupd.toml", "etc/nexus/backupd.toml", 0o644),
+    // [ours] The Control UI: its units, its polkit grant and its configuration.
+    input!(
+        "etc/systemd/system/nexus-controlui.service",
+        "systemd/nexus-controlui.service",
+        0o644
+    ),
+    input!(
+        "etc/systemd/system/nexus-controlui-password.service",
+        "systemd/nexus-controlui-password.service",
+        0o644
+    ),
+    input!(
+        "etc/polkit-1/localauthority/50-local.d/20-nexus-ui.pkla",
+        "polkit/20-nexus-ui.pkla",
+        0o644
+    ),
+    input!("etc/nexus/controlui.toml", "etc/nexus/controlui.toml", 0o644),
 ];
 
 /// The Debian archive lines for `suite` found in the host's apt sources (one-line and deb822
@@ -189,6 +206,13 @@ impl ImageInputs {
                 automation.display()
             ))
         })?);
+        let controlui = controlui_next_to(backupd);
+        h.update(&std::fs::read(&controlui).map_err(|e| {
+            InfraError::Image(format!(
+                "cannot read the Control UI {}: {e}; build it with `cargo build --release -p nexus-emulator`",
+                controlui.display()
+            ))
+        })?);
         for m in &mirrors {
             h.update(m.as_bytes());
         }
@@ -208,6 +232,11 @@ impl ImageInputs {
 /// `nexus-automation` (the home-automation loop and latency probe) next to the daemon binary.
 pub fn automation_next_to(backupd: &Path) -> PathBuf {
     backupd.with_file_name("nexus-automation")
+}
+
+/// `nexus-controlui` (the [ours] Control UI) next to the daemon binary.
+pub fn controlui_next_to(backupd: &Path) -> PathBuf {
+    backupd.with_file_name("nexus-controlui")
 }
 
 /// A `nexus-automation` (the latency probe) built for a device of architecture `arch` (`uname -m`),
@@ -328,6 +357,9 @@ fn mmdebstrap(work: &Path, backupd: &Path, mirrors: &[String], tar: &Path) -> Re
     let automation = automation_next_to(backupd);
     let bin = std::fs::read(&automation).map_err(|e| InfraError::io(automation.display(), e))?;
     write_file(&stage.join("usr/local/bin/nexus-automation"), &bin, 0o755)?;
+    let controlui = controlui_next_to(backupd);
+    let bin = std::fs::read(&controlui).map_err(|e| InfraError::io(controlui.display(), e))?;
+    write_file(&stage.join("usr/local/bin/nexus-controlui"), &bin, 0o755)?;
     let packages: Vec<&str> = package_list(std::str::from_utf8(FILES[0].1).unwrap_or_default()).collect();
     Bootstrap {
         format: "tar",

@@ -71,13 +71,18 @@ pub fn render(report: &RunReport) -> String {
     for s in &report.scenarios {
         let _ = writeln!(
             h,
-            "<section id=\"{}\"><h2>{}</h2><p class=\"file\">{} &middot; {}{}</p>",
+            "<section id=\"{}\"><h2>{}</h2><p class=\"file\">{} &middot; {}{}{}</p>",
             super::slug(&s.name),
             esc(&s.name),
             esc(&s.file),
             outcome(s.outcome),
             s.ready_s
                 .map(|r| format!(" &middot; emulator ready in {r:.2} s"))
+                .unwrap_or_default(),
+            s.steps
+                .iter()
+                .find_map(|st| st.browser.as_ref()?.started_s)
+                .map(|b| format!(" &middot; browser started in {b:.2} s"))
                 .unwrap_or_default()
         );
         let probes: Vec<&Latency> = s
@@ -107,6 +112,7 @@ pub fn render(report: &RunReport) -> String {
             );
         }
         h.push_str("</table></details>\n");
+        browser_section(&mut h, s);
         if !s.cleanup.is_empty() {
             let _ = writeln!(
                 h,
@@ -146,6 +152,49 @@ pub fn render(report: &RunReport) -> String {
     }
     h.push_str("</body></html>\n");
     h
+}
+
+/// The browser steps' pictures: a failed step's page inline (the report stays one file) with
+/// its console, the screenshots asked for as links into the work folder.
+fn browser_section(h: &mut String, s: &super::ScenarioReport) {
+    let work = match &s.device {
+        Some(d) => format!("{}/{}", d, super::slug(&s.name)),
+        None => super::slug(&s.name),
+    };
+    for st in &s.steps {
+        let Some(b) = &st.browser else { continue };
+        let failed = b.failure_png.is_some() || !b.console.is_empty();
+        if !failed && b.screenshots.is_empty() {
+            continue;
+        }
+        let _ = write!(
+            h,
+            "<details{}><summary>step {} {}: {}</summary>",
+            if failed { " open" } else { "" },
+            st.index,
+            esc(&st.kind),
+            if failed {
+                "the page when it failed"
+            } else {
+                "screenshot"
+            }
+        );
+        if let Some(png) = &b.failure_png {
+            let _ = write!(
+                h,
+                "<img style=\"max-width:100%;border:1px solid #ccc\" alt=\"the page when step {} failed\" src=\"data:image/png;base64,{}\">",
+                st.index,
+                esc(png)
+            );
+        }
+        for f in &b.screenshots {
+            let _ = write!(h, "<p><a href=\"{0}/{1}\">{0}/{1}</a></p>", esc(&work), esc(f));
+        }
+        if !b.console.is_empty() {
+            let _ = write!(h, "<p>The page's console:</p><pre>{}</pre>", esc(&b.console.join("\n")));
+        }
+        h.push_str("</details>\n");
+    }
 }
 
 fn latency_section(h: &mut String, probes: &[&Latency]) {
@@ -441,6 +490,7 @@ mod tests {
             progress: vec![],
             latency: None,
             baseline: None,
+            browser: None,
         }
     }
 
@@ -501,6 +551,7 @@ mod tests {
                 device_state: None,
                 cleanup: Vec::new(),
                 device: None,
+                device_info: None,
                 required: false,
             }],
             infra_error: None,
@@ -542,6 +593,7 @@ mod tests {
             device_state: None,
             cleanup: Vec::new(),
             device: Some("pi-1".into()),
+            device_info: None,
             required: false,
         };
         let report = RunReport {

@@ -179,6 +179,7 @@ mod tests {
             console: None,
             cleanup: Vec::new(),
             device: None,
+            device_info: None,
             required: false,
         }
     }

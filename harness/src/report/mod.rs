@@ -54,6 +54,32 @@ pub struct StepReport {
     /// took turns with `latency`'s.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub baseline: Option<Latency>,
+    /// What a browser step saw: its browser's start, its screenshots, and on failure the page.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub browser: Option<BrowserEvidence>,
+}
+
+/// The largest failure screenshot kept inline in the report (base64 of the PNG); a larger one
+/// is only named, as a file of the work folder.
+pub const INLINE_SCREENSHOT_BYTES: usize = 512 * 1024;
+
+/// A browser step's record besides its transcript.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct BrowserEvidence {
+    /// Seconds from chromedriver's start to the browser's session being ready, on the step
+    /// that started the scenario's browser.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub started_s: Option<f64>,
+    /// PNG files the step saved in the scenario's work folder (`browser.screenshot`, or the
+    /// page when it failed).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub screenshots: Vec<String>,
+    /// The page when the step failed: a PNG, base64, when under [`INLINE_SCREENSHOT_BYTES`].
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub failure_png: Option<String>,
+    /// The page's console (Chromium's log of it) when the step failed, as `LEVEL message`.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub console: Vec<String>,
 }
 
 pub use nexus_contract::probe::{Percentiles, ProbeResult as Measured};
@@ -83,6 +109,16 @@ pub struct Verdict {
     pub max_ratio: Option<f64>,
     /// Whether `ratio` is at most `max_ratio` (true when there is no threshold).
     pub met: bool,
+}
+
+/// What a device says it is: its model (the device tree's, as a Raspberry Pi gives it) and
+/// its software (the OS release's name and version), each when the device tells it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceInfo {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub software: Option<String>,
 }
 
 /// How many of the console's last lines a scenario that did not pass shows.
@@ -117,6 +153,9 @@ pub struct ScenarioReport {
     /// The inventory's name of the device it ran on (`--targets`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub device: Option<String>,
+    /// What the device said it is (model, software), when it said.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub device_info: Option<DeviceInfo>,
     /// The scenario says it must run (`must_run`): a skip fails the run.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub required: bool,

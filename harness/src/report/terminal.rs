@@ -137,12 +137,14 @@ mod tests {
                 progress: vec![],
                 latency,
                 baseline: None,
+                browser: None,
             }],
             journal: None,
             console: None,
             device_state: None,
             cleanup: vec![],
             device: None,
+            device_info: None,
             required: false,
         }
     }

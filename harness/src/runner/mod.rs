@@ -40,6 +40,8 @@ pub async fn run_scenario(
         probes: Vec::new(),
         cuts: Vec::new(),
         random: SeededRandom::for_scenario(seed, &s.name),
+        browser: None,
+        secrets: Vec::new(),
     };
     // A real device is left as it was found: its snapshots are recorded on it first, and a
     // scenario that cannot record them does not touch it.
@@ -49,12 +51,22 @@ pub async fn run_scenario(
     } else {
         Ok(())
     };
+    // What the device says it is, for the results history (before a step can cut its power).
+    let device_info = if recorded.is_ok() {
+        tidy::identify(&session).await
+    } else {
+        None
+    };
     let (steps, mut outcome, mut reason) = match recorded {
         Ok(()) => run_steps(&mut session, s, started, on_step).await,
         Err(why) => (Vec::new(), Outcome::InfraError, Some(why)),
     };
     for h in session.holds.drain(..) {
         h.abort();
+    }
+    // The browser goes whatever the outcome (a step that timed out left it as it was).
+    if let Some(b) = session.browser.take() {
+        b.close().await;
     }
     // A scenario that failed already is not held up for its cuts (its emulator goes anyway).
     if outcome == Outcome::Passed {
@@ -87,6 +99,7 @@ pub async fn run_scenario(
         console: None,
         cleanup,
         device: None,
+        device_info,
         required: s.must_run,
     }
 }
@@ -142,6 +155,7 @@ async fn run_steps(
             progress: log.progress,
             latency: log.latency,
             baseline: log.baseline,
+            browser: log.browser,
         });
         if outcome != Outcome::Passed {
             let why = format!("step {} {kind} (line {line}): {}", i + 1, message.unwrap_or_default());

@@ -180,6 +180,7 @@ pub fn skipped(s: &Scenario, why: &str) -> ScenarioReport {
         console: None,
         cleanup: Vec::new(),
         device: None,
+        device_info: None,
         required: s.must_run,
     }
 }

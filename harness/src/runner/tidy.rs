@@ -8,6 +8,7 @@ use nexus_contract::names::{object_path, BACKUP1, SNAPSHOT1};
 use nexus_contract::paths::{BACKUPS_DIR, BROOT};
 
 use crate::device::record;
+use crate::report::DeviceInfo;
 use crate::session::{listed_ids, Session};
 use crate::transport::ssh::sh_quote;
 
@@ -40,6 +41,35 @@ pub async fn evidence(s: &Session<'_>) -> (String, String) {
     let journal = fetch("journalctl -u nexus-backupd --no-pager -n 200".into(), "the journal").await;
     let state = fetch(device_state_command(), "the device's state").await;
     (journal, state)
+}
+
+/// What a device says it is: the device tree's model (a Raspberry Pi's board, a guest's
+/// machine; absent in a container), the OS release's name and build, and the daemon's version
+/// when it is ours. One short command; nothing when the device does not answer.
+const IDENTIFY: &str = "printf 'model=%s\\n' \"$(tr -d '\\000' </proc/device-tree/model 2>/dev/null)\"; \
+    if [ -r /etc/os-release ]; then . /etc/os-release; fi; \
+    d=$(nexus-backupd --version 2>/dev/null | head -n 1); \
+    printf 'software=%s\\n' \"${PRETTY_NAME:-}${BUILD_ID:+ build $BUILD_ID}${d:+; $d}\"";
+
+/// The device's model and software, as far as it tells them.
+pub async fn identify(s: &Session<'_>) -> Option<DeviceInfo> {
+    let out = s.ssh("root", IDENTIFY, None, Duration::from_secs(15)).await.ok()?;
+    parse_identity(&out.stdout)
+}
+
+fn parse_identity(stdout: &str) -> Option<DeviceInfo> {
+    let field = |key: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().trim_start_matches("; ").to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let info = DeviceInfo {
+        model: field("model="),
+        software: field("software="),
+    };
+    (info != DeviceInfo::default()).then_some(info)
 }
 
 /// Records the device's snapshots on it, before the scenario changes anything, so that the
@@ -110,6 +140,24 @@ pub async fn undo_on(dev: &crate::device::Device) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_is_known_by_what_it_tells() {
+        let pi = parse_identity(
+            "model=Raspberry Pi 4 Model B Rev 1.4\nsoftware=NOREYA NEXUS OS 3.2 build 2041; nexus-backupd 0.1.0\n",
+        )
+        .unwrap();
+        assert_eq!(pi.model.as_deref(), Some("Raspberry Pi 4 Model B Rev 1.4"));
+        assert_eq!(
+            pi.software.as_deref(),
+            Some("NOREYA NEXUS OS 3.2 build 2041; nexus-backupd 0.1.0")
+        );
+        // A container has no device tree; an OS without a name leaves only the daemon.
+        let c = parse_identity("model=\nsoftware=; nexus-backupd 0.1.0\n").unwrap();
+        assert_eq!((c.model, c.software.as_deref()), (None, Some("nexus-backupd 0.1.0")));
+        assert_eq!(parse_identity("model=\nsoftware=\n"), None);
+        assert_eq!(parse_identity(""), None);
+    }
 
     #[test]
     fn the_device_state_lists_usage_both_lists_and_the_backups_folder() {

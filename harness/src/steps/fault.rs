@@ -426,6 +426,7 @@ mod tests {
                 },
                 admin: "nexus".into(),
                 pubkey: String::new(),
+                ui: Default::default(),
             },
             lifecycle,
             work: work.to_owned(),
@@ -436,6 +437,8 @@ mod tests {
             probes: Vec::new(),
             cuts: Vec::new(),
             random: SeededRandom::for_scenario(1, "test"),
+            browser: None,
+            secrets: Vec::new(),
         }
     }
 

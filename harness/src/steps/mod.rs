@@ -1,10 +1,11 @@
 //! What each step of a scenario does to the device, one module per family: [`dbus`] (calls and
 //! waiting for a backup), [`shell`] (commands and files over SSH), [`transfer`] (HTTPS, scp,
 //! rsync; scp back), [`verify`] (GnuPG and comparing an archive with its snapshot, through [`tree`]),
-//! [`setup`] (users and polkit grants: the vendor's recipe, shared with `provision`), [`fault`]
-//! and [`probe`] (the automation loop's latency). [`run`] sends a step to its family; the
+//! [`setup`] (users and polkit grants: the vendor's recipe, shared with `provision`), [`fault`],
+//! [`probe`] (the automation loop's latency) and [`browser`] (the device's web page). [`run`] sends a step to its family; the
 //! runner around it keeps the order, the timeouts and the report.
 
+pub mod browser;
 pub mod dbus;
 pub mod fault;
 pub mod probe;
@@ -17,7 +18,7 @@ pub mod verify;
 use std::time::{Duration, Instant};
 
 use crate::device::FaultError;
-use crate::report::{Latency, ProgressSample};
+use crate::report::{BrowserEvidence, Latency, ProgressSample};
 use crate::scenario::{self, Step};
 use crate::session::Session;
 
@@ -56,6 +57,7 @@ pub struct StepLog {
     pub progress: Vec<ProgressSample>,
     pub latency: Option<Latency>,
     pub baseline: Option<Latency>,
+    pub browser: Option<BrowserEvidence>,
 }
 
 const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -100,6 +102,16 @@ pub async fn run(s: &mut Session<'_>, step: &Step, timeout: Duration, log: &mut 
         | Step::FaultPowerCut(_)
         | Step::FaultReplaceCard(_) => fault::run(s, step, timeout, log).await,
         Step::ProbeLatency(p) => probe::run(s, p, timeout, log).await,
+        Step::BrowserOpen(_)
+        | Step::BrowserClick(_)
+        | Step::BrowserFill(_)
+        | Step::BrowserRead(_)
+        | Step::BrowserWaitFor(_)
+        | Step::BrowserDownload(_)
+        | Step::BrowserScreenshot(_)
+        | Step::BrowserExpectText(_)
+        | Step::BrowserLogin(_)
+        | Step::BrowserExpectAbsent(_) => failed(browser::run(s, step, timeout, log).await),
         Step::Repeat(r) => repeat(s, r, log).await,
     }
 }
@@ -124,6 +136,9 @@ async fn repeat(s: &mut Session<'_>, r: &scenario::Repeat, log: &mut StepLog) ->
                 Ok(r) => r,
                 Err(_) => Err(StepEnd::Failed(format!("did not finish within its timeout of {t:?}"))),
             };
+            if inner_log.browser.is_some() {
+                log.browser = inner_log.browser.take();
+            }
             if let Err(e) = result {
                 log.lines.append(&mut inner_log.lines);
                 s.vars.remove(scenario::ITERATION);

@@ -2,6 +2,7 @@
 //! sits with its `StepSpec` (its texts, captures and rules) in the module of its kind.
 
 mod archive;
+mod browser;
 mod dbus;
 mod fault;
 mod http;
@@ -14,6 +15,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use archive::{ArchiveMatchesSnapshot, GpgDecrypt};
+pub use browser::{
+    BrowserClick, BrowserDownload, BrowserExpectAbsent, BrowserExpectText, BrowserFill, BrowserLogin, BrowserOpen,
+    BrowserRead, BrowserScreenshot, BrowserWaitFor,
+};
 pub use dbus::{BackupWait, DbusCall};
 pub use fault::{CutNetwork, FaultStep, FillDisk, PowerCut, ReplaceCard, SlowIo};
 pub use http::{HttpGet, HttpHold};
@@ -105,6 +110,16 @@ steps! {
     FaultPowerCut(PowerCut) = "fault.power_cut",
     FaultReplaceCard(ReplaceCard) = "fault.replace_card",
     ProbeLatency(ProbeLatency) = "probe.latency",
+    BrowserOpen(BrowserOpen) = "browser.open",
+    BrowserClick(BrowserClick) = "browser.click",
+    BrowserFill(BrowserFill) = "browser.fill",
+    BrowserRead(BrowserRead) = "browser.read",
+    BrowserWaitFor(BrowserWaitFor) = "browser.wait_for",
+    BrowserDownload(BrowserDownload) = "browser.download",
+    BrowserScreenshot(BrowserScreenshot) = "browser.screenshot",
+    BrowserExpectText(BrowserExpectText) = "browser.expect_text",
+    BrowserLogin(BrowserLogin) = "browser.login",
+    BrowserExpectAbsent(BrowserExpectAbsent) = "browser.expect_absent",
     Repeat(Repeat) = "repeat",
 }
 

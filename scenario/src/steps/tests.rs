@@ -27,6 +27,16 @@ const MINIMAL: &[(&str, &str)] = &[
     ("fault.power_cut", ""),
     ("fault.replace_card", ""),
     ("probe.latency", "name: a, for: 5s"),
+    ("browser.open", "path: /"),
+    ("browser.click", "selector: '@login'"),
+    ("browser.fill", "selector: 'input#username', value: admin"),
+    ("browser.read", "selector: '@backup_password', capture: pw"),
+    ("browser.wait_for", "selector: '#progress'"),
+    ("browser.download", "selector: '@download', save: b.tar.gpg"),
+    ("browser.screenshot", "name: after-login"),
+    ("browser.expect_text", "selector: '@state', contains: done"),
+    ("browser.login", ""),
+    ("browser.expect_absent", "value: x"),
     ("repeat", "times: 1, steps: [{ssh.run: {as: root, command: id}}]"),
 ];
 
@@ -218,4 +228,43 @@ fn a_command_that_writes_the_devices_own_files_is_refused_with_the_steps_that_re
         e.contains("/etc/motd") && e.contains("ssh.put") && e.contains("ssh.edit"),
         "{e}"
     );
+}
+
+#[test]
+fn browser_steps_take_selectors_by_css_or_key_and_capture_what_they_read() {
+    let read = step(
+        "browser.read",
+        "selector: 'tr[data-id=\"${id}\"]', attribute: '${attr}', capture: pw, secret: true",
+    );
+    assert_eq!(read.texts(), ["tr[data-id=\"${id}\"]", "${attr}"]);
+    assert_eq!(read.captures(), Some("pw"));
+    let Step::BrowserRead(r) = read else { unreachable!() };
+    assert!(r.secret);
+    let Step::BrowserWaitFor(w) = step("browser.wait_for", "selector: '@progress', gone: true, timeout: 2m") else {
+        unreachable!()
+    };
+    assert_eq!((w.gone, w.timeout), (true, Some(Duration::from_secs(120))));
+    let fill = step("browser.fill", "selector: '@password', value: '${pw}', secret: true");
+    assert_eq!(fill.texts(), ["@password", "${pw}"]);
+    for (name, body, says) in [
+        ("browser.click", "selector: ''", "`selector` is empty"),
+        ("browser.click", "selector: '@log in'", "letters, digits or `_`"),
+        ("browser.click", "selector: '@'", "letters, digits or `_`"),
+        ("browser.read", "selector: a, capture: 'p w'", "capture \"p w\""),
+        (
+            "browser.download",
+            "selector: a, save: ../x",
+            "inside the scenario's work folder",
+        ),
+        (
+            "browser.download",
+            "selector: a, save: /tmp/x",
+            "inside the scenario's work folder",
+        ),
+        ("browser.screenshot", "name: ''", "inside the scenario's work folder"),
+        ("browser.open", "path: login", "starting with `/`"),
+    ] {
+        let e = step(name, body).check().unwrap_err();
+        assert!(e.contains(says), "{name} {body}: {e}");
+    }
 }

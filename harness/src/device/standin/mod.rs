@@ -447,6 +447,7 @@ pub fn device(vm: &Standin, key: &Path, work: &Path) -> Device {
         },
         admin: "nexus".into(),
         pubkey: std::fs::read_to_string(key.with_extension("pub")).unwrap_or_default(),
+        ui: crate::device::inventory::WebUi::emulator(),
     }
 }
 

@@ -1,0 +1,45 @@
+use std::path::Path;
+
+use serde_json::json;
+
+use super::*;
+
+#[test]
+fn the_browser_reaches_only_its_target() {
+    let args = chromium_args(Path::new("/tmp/p"), "127.0.0.1:8443");
+    for flag in CHROMIUM_FLAGS {
+        assert!(args.iter().any(|a| a == flag), "{flag}");
+    }
+    assert!(args.contains(&"--user-data-dir=/tmp/p".to_string()));
+    assert!(args.contains(&"--proxy-server=http://127.0.0.1:9".to_string()));
+    assert!(
+        args.contains(&"--proxy-bypass-list=<-loopback>;127.0.0.1:8443".to_string()),
+        "only the target bypasses the dead proxy, loopback included: {args:?}"
+    );
+    assert!(!args.iter().any(|a| a.contains("ignore-certificate")), "{args:?}");
+    assert_eq!(authority("https://127.0.0.1:8443").unwrap(), "127.0.0.1:8443");
+    assert_eq!(authority("https://nexus.local/").unwrap(), "nexus.local:443");
+    assert_eq!(authority("http://127.0.0.1:3000/x").unwrap(), "127.0.0.1:3000");
+    assert!(authority("nexus.local").is_err());
+}
+
+#[test]
+fn the_console_reads_as_level_and_message() {
+    let v = json!([
+        {"level": "SEVERE", "message": "http://x/ 12:9 \"boom\"", "source": "console-api", "timestamp": 1},
+        {"level": "INFO", "message": "hello", "timestamp": 2}
+    ]);
+    assert_eq!(console_lines(&v), ["SEVERE http://x/ 12:9 \"boom\"", "INFO hello"]);
+    assert!(console_lines(&json!(null)).is_empty());
+}
+
+#[test]
+fn the_session_asks_for_the_console_and_downloads_without_prompt() {
+    let caps = capabilities(&["--headless".into()], Path::new("/w/dl"), true);
+    assert_eq!(caps["acceptInsecureCerts"], json!(true));
+    assert_eq!(caps["goog:loggingPrefs"], json!({"browser": "ALL"}));
+    let opts = &caps["goog:chromeOptions"];
+    assert_eq!(opts["args"], json!(["--headless"]));
+    assert_eq!(opts["prefs"]["download.default_directory"], json!("/w/dl"));
+    assert_eq!(opts["prefs"]["download.prompt_for_download"], json!(false));
+}
