@@ -147,13 +147,18 @@ async fn up(backupd: Option<PathBuf>, content: u64) -> Result<ExitCode, InfraErr
     })
     .await?;
     println!(
-        "emulator {} ready in {:.2} s\n  ssh -i {} -p {} nexus@127.0.0.1\n  https://127.0.0.1:{}{}\nCtrl-C stops and removes it.",
+        "emulator {} ready in {:.2} s\n  ssh -i {} -p {} nexus@127.0.0.1\n  https://127.0.0.1:{}{}\n  \
+         Control UI: https://127.0.0.1:{}{} (user admin; its password: `sudo cat {}` in `nexus-hil emulator shell`)\n\
+         Ctrl-C stops and removes it.",
         &emu.id[..12.min(emu.id.len())],
         emu.ready_after.as_secs_f64(),
         key.display(),
         emu.ssh_port,
         emu.https_port,
-        nexus_contract::paths::CA_PATH
+        nexus_contract::paths::CA_PATH,
+        emu.https_port,
+        nexus_contract::paths::CONTROL_UI_PREFIX,
+        nexus_contract::paths::CONTROL_UI_ADMIN_PASSWORD_FILE,
     );
     let state = serde_json::json!({
         "id": emu.id, "ssh_port": emu.ssh_port, "https_port": emu.https_port,
