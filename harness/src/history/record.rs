@@ -34,7 +34,9 @@ pub fn measurements(report: &RunReport) -> BTreeMap<String, Vec<Measurement>> {
                 series: series(format!("{step}/duration_s"), "s", Better::Lower, Stat::Median),
                 samples: vec![(st.duration_s, 1)],
             });
-            if let (Some(first), Some(last)) = (st.progress.first(), st.progress.last()) {
+            // The Status after the end has no totals: the last sample with them ends the run.
+            let mut measured = st.progress.iter().filter(|p| p.bytes_total > 0);
+            if let (Some(first), Some(last)) = (measured.next(), measured.next_back()) {
                 let secs = last.at_s - first.at_s;
                 if last.bytes_total > 0 && secs > 0.0 {
                     let mib = (last.bytes_done.saturating_sub(first.bytes_done)) as f64 / (1024.0 * 1024.0);
@@ -184,6 +186,88 @@ mod tests {
             device_info: info,
             required: false,
         }
+    }
+
+    /// What a perf run's report holds (a backup.wait whose last Status has no totals, a probe
+    /// with its counts) becomes a throughput series and a lateness series.
+    #[test]
+    fn a_backups_throughput_and_a_probes_lateness_are_measured() {
+        use crate::report::{Latency, Measured, Percentiles, ProgressSample, StepReport};
+        let mut wait = StepReport {
+            index: 5,
+            kind: "backup.wait".into(),
+            line: 30,
+            outcome: Outcome::Passed,
+            duration_s: 9.0,
+            message: None,
+            transcript: Vec::new(),
+            progress: Vec::new(),
+            latency: None,
+            baseline: None,
+            browser: None,
+        };
+        let sample = |at_s: f64, mib: u64, total: u64| ProgressSample {
+            at_s,
+            percent: 0,
+            bytes_done: mib << 20,
+            bytes_total: total << 20,
+        };
+        wait.progress = vec![
+            sample(0.0, 0, 256),
+            sample(4.0, 128, 256),
+            sample(8.0, 256, 256),
+            sample(8.5, 0, 0),
+        ];
+        let mut probe = StepReport {
+            index: 8,
+            kind: "probe.latency".into(),
+            ..wait.clone()
+        };
+        probe.progress.clear();
+        probe.latency = Some(Latency {
+            name: "backup, default cap".into(),
+            during: None,
+            window_p99_us: Vec::new(),
+            measured: Measured {
+                period_us: 10_000,
+                io: false,
+                samples: 1000,
+                missed: 0,
+                lateness_us: Percentiles {
+                    p50: 90,
+                    p99: 400,
+                    p999: 400,
+                    max: 400,
+                    mean: 100.0,
+                },
+                io_us: None,
+                lateness_buckets: Vec::new(),
+                lateness_counts: vec![(90, 990), (400, 10)],
+                io_counts: Vec::new(),
+            },
+            verdict: None,
+        });
+        let mut s = scenario(None, None);
+        s.name = "perf".into();
+        s.steps = vec![wait, probe];
+        let report = RunReport {
+            target: "emulator".into(),
+            duration_s: 1.0,
+            scenarios: vec![s],
+            infra_error: None,
+            seed: None,
+            partition: None,
+        };
+        let ms = &measurements(&report)["emulator"];
+        let find = |name: &str| ms.iter().find(|m| m.series.name == name).map(|m| m.samples.clone());
+        assert_eq!(
+            find("scenario/perf/step/5-backup.wait/throughput_mib_s"),
+            Some(vec![(32.0, 1)])
+        );
+        assert_eq!(
+            find("scenario/perf/probe/backup-default-cap/lateness_us"),
+            Some(vec![(90.0, 990), (400.0, 10)])
+        );
     }
 
     #[test]

@@ -224,10 +224,10 @@ fn record(
     Ok(())
 }
 
-/// The windows pooled, without the full-precision counts (the report does not keep them).
+/// The windows pooled. The report keeps the lateness's full-precision counts (the results
+/// history stores them as the probe's samples), not the I/O's.
 fn pooled(windows: &[Measured]) -> Result<Measured, String> {
     let mut m = pool(windows)?;
-    m.lateness_counts.clear();
     m.io_counts.clear();
     Ok(m)
 }
