@@ -192,7 +192,13 @@ async fn a_backup_started_on_the_page_downloads_and_decrypts_with_the_password_s
     })
     .await
     .unwrap_or_else(|_| panic!("no finished event: {seen}"));
-    assert!(seen.contains("event: progress\ndata: {\"id\":1,"), "{seen}");
+    // A backup this small may finish before its first Progress signal: progress events are
+    // not required here (their framing: controlui::events' tests; streamed through the HTTPS
+    // proxy: tests/controlui_device.rs), but any that came name the backup.
+    assert!(
+        seen.matches("event: progress\n").count() == seen.matches("event: progress\ndata: {\"id\":1,").count(),
+        "{seen}"
+    );
     assert!(
         seen.contains("\"state\":\"finished\"") && seen.contains("\"download\":\"/control/download/1\""),
         "{seen}"
