@@ -15,6 +15,7 @@ pub mod archive;
 pub mod automation;
 pub mod backup;
 pub mod backup_iface;
+pub mod cli;
 pub mod config;
 pub mod controlui;
 pub mod error;

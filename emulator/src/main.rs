@@ -21,16 +21,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    // zbus traces message bodies at its most verbose levels, and a body may hold a password:
-    // its level is capped whatever NEXUS_LOG says.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("NEXUS_LOG")
-        .unwrap_or_else(|_| "info".into())
-        .add_directive("zbus=info".parse().expect("static directive"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    nexus_emulator::cli::init_logging();
     let config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -42,28 +33,5 @@ fn main() -> ExitCode {
         println!("{}: ok", args.config.display());
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("nexus-backupd: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(nexus_emulator::service::run(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            let mut msg = format!("nexus-backupd: {e}");
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            eprintln!("{msg}");
-            ExitCode::FAILURE
-        }
-    }
+    nexus_emulator::cli::serve("nexus-backupd", 2, nexus_emulator::service::run(config))
 }

@@ -25,6 +25,18 @@ pub enum ConfigError {
     },
 }
 
+/// The daemon's reading and parsing, each error named for this file (its own sample file).
+impl From<crate::config::ConfigError> for ConfigError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        use crate::config::ConfigError as E;
+        match e {
+            E::Read { path, source } => Self::Read { path, source },
+            E::Parse { path, message } => Self::Parse { path, message },
+            E::Value { path, key, value, why } => Self::Value { path, key, value, why },
+        }
+    }
+}
+
 /// The whole configuration (every key optional).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -59,27 +71,15 @@ impl Default for ControlUiConfig {
 impl ControlUiConfig {
     /// Reads and checks a configuration file. A missing file at the default path means defaults.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_CONFIG_PATH) => {
-                return Ok(Self::default());
-            }
-            Err(source) => {
-                return Err(ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                })
-            }
-        };
-        Self::parse(&text, path)
+        match crate::config::read_file(path, DEFAULT_CONFIG_PATH)? {
+            Some(text) => Self::parse(&text, path),
+            None => Ok(Self::default()),
+        }
     }
 
     /// Parses and checks configuration text; `path` only names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string().trim().replace('\n', " "),
-        })?;
+        let config: Self = crate::config::from_toml(text, path)?;
         let bad = |key, value: String, why| ConfigError::Value {
             path: path.to_owned(),
             key,
