@@ -273,6 +273,27 @@ async fn history_check_flags_a_recent_regression_and_not_noise() {
         check(&["--fail-on-regression", "--series", "throughput"]).status.code(),
         Some(0)
     );
+    // The history as it stood at a commit: before the slower ones came, nothing to flag; at
+    // the newest of them, flagged; a commit it never ran is named.
+    assert_eq!(
+        check(&["--fail-on-regression", "--upto", "commit36"]).status.code(),
+        Some(0)
+    );
+    assert_eq!(
+        check(&["--fail-on-regression", "--upto", "commit39"]).status.code(),
+        Some(1)
+    );
+    let out = check(&["--upto", "commit99"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("has no run of commit commit99"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A 10 % loss is below a 15 % floor: reported by nobody, and the gate stays open.
+    let out = check(&["--fail-on-regression", "--min-change", "0.15"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("WORSE"));
     let out = Command::new(env!("CARGO_BIN_EXE_nexus-hil"))
         .args(["history", "check", "--history"])
         .arg(dir.path().join("none.sqlite"))

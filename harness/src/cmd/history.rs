@@ -47,6 +47,14 @@ pub enum HistoryCmd {
         /// hundred series of pure noise).
         #[arg(long, default_value_t = 0.01)]
         max_p: f64,
+        /// The smallest change of a series' mean that is reported, as a fraction of the mean
+        /// before (0.05: 5 %; 0: every significant change, however small).
+        #[arg(long, default_value_t = 0.05, value_name = "FRACTION")]
+        min_change: f64,
+        /// Check the history as it stood when this commit was the newest: its runs and those of
+        /// the commits run before it, nothing later (would the gate have fired at that commit?).
+        #[arg(long, value_name = "COMMIT")]
+        upto: Option<String>,
     },
     /// Append a criterion baseline (`ci/bench` saves one per commit) to the history.
     ///
@@ -96,10 +104,11 @@ async fn open(given: Option<&str>) -> Result<(String, Store), String> {
 async fn load(
     given: Option<&str>,
     filter: Option<&str>,
+    upto: Option<&str>,
     o: changepoint::Options,
 ) -> Result<(String, Vec<Trend>), String> {
     let (spec, store) = open(given).await?;
-    let mut out = Vec::new();
+    let mut all = Vec::new();
     for s in store.series().await.map_err(|e| format!("{spec}: {e}"))? {
         if filter.is_some_and(|f| !s.name.contains(f)) {
             continue;
@@ -108,8 +117,31 @@ async fn load(
             .points(&s.name)
             .await
             .map_err(|e| format!("{spec}: {}: {e}", s.name))?;
-        out.extend(history::trends(&s, &points, o));
+        all.push((s, points));
     }
+    if let Some(c) = upto {
+        // The history as it stood when the commit's last run had been appended.
+        let Some(cutoff) = all
+            .iter()
+            .flat_map(|(_, ps)| ps)
+            .filter(|p| p.commit == c)
+            .map(|p| p.started_at)
+            .max()
+        else {
+            return Err(format!(
+                "{spec} has no run of commit {c}{}: name one of its commits as the runs recorded them (the checkout's commit id, or NEXUS_HIL_COMMIT)",
+                filter.map(|f| format!(" in a series named like {f}")).unwrap_or_default()
+            ));
+        };
+        for (_, ps) in &mut all {
+            ps.retain(|p| p.started_at <= cutoff);
+        }
+    }
+    let out = all
+        .iter()
+        .filter(|(_, ps)| !ps.is_empty())
+        .flat_map(|(s, ps)| history::trends(s, ps, o))
+        .collect();
     Ok((spec, out))
 }
 
@@ -129,12 +161,16 @@ pub async fn command(args: HistoryArgs) -> Result<ExitCode, InfraError> {
             fail_on_regression,
             newest,
             max_p,
+            min_change,
+            upto,
         } => {
             let o = changepoint::Options {
                 max_p,
+                min_change,
                 ..changepoint::Options::default()
             };
-            let (spec, trends) = match load(history.as_deref(), series.as_deref(), o).await {
+            let loaded = load(history.as_deref(), series.as_deref(), upto.as_deref(), o).await;
+            let (spec, trends) = match loaded {
                 Ok(t) => t,
                 Err(e) => {
                     say(&e);
@@ -197,7 +233,7 @@ fn check(trends: &[Trend], newest: usize) -> usize {
 
 /// `history report`.
 async fn report(history: Option<&str>, output: &Path) -> Result<ExitCode, InfraError> {
-    let (spec, trends) = match load(history, None, changepoint::Options::default()).await {
+    let (spec, trends) = match load(history, None, None, changepoint::Options::default()).await {
         Ok(t) => t,
         Err(e) => {
             say(&e);

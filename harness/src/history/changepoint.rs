@@ -5,7 +5,10 @@
 //! stray outlier does not decide it), and a penalty of `penalty * sigma^2 * ln n` per change.
 //! Each change PELT finds is then tested as Otava and MongoDB's CI do (Daly et al., ICPE 2020):
 //! Welch's t-test between the segments either side; only those with p below `max_p` are kept
-//! (p = 0.01: about one false alarm in a hundred tests on pure noise). Deterministic: the same
+//! (p = 0.01: about one false alarm in a hundred tests on pure noise), and, as Otava does with
+//! its `--magnitude`, only those that move the mean by at least `min_change` of itself: a
+//! quiet series (a 200 s scenario that varies by a tenth of a second) otherwise makes a drift of
+//! half a percent "significant", a change nobody should be stopped for. Deterministic: the same
 //! series gives the same answer, with no permutations drawn.
 
 /// What to look for.
@@ -17,6 +20,9 @@ pub struct Options {
     pub max_p: f64,
     /// The fewest points a segment may have.
     pub min_size: usize,
+    /// The smallest change of the mean that is reported, relative to the mean before (0.05:
+    /// 5 %); 0 reports every significant one.
+    pub min_change: f64,
 }
 
 impl Default for Options {
@@ -25,6 +31,7 @@ impl Default for Options {
             penalty: 3.0,
             max_p: 0.01,
             min_size: 3,
+            min_change: 0.05,
         }
     }
 }
@@ -153,8 +160,8 @@ fn pelt(xs: &[f64], beta: f64, min_size: usize) -> Vec<usize> {
     cps
 }
 
-/// The changes among `cps` whose neighbouring segments differ at `max_p`; a rejected change's
-/// segments are joined before the next is tested.
+/// The changes among `cps` whose neighbouring segments differ at `max_p` and by at least
+/// `min_change`; a rejected change's segments are joined before the next is tested.
 fn significant(xs: &[f64], cps: &[usize], o: Options) -> Vec<Change> {
     let mut cps = cps.to_vec();
     loop {
@@ -172,13 +179,18 @@ fn significant(xs: &[f64], cps: &[usize], o: Options) -> Vec<Change> {
                 }
             })
             .collect();
-        // Drop the weakest insignificant change, then test again with its segments joined.
+        // Drop the weakest rejected change (too small first, then the least significant), then
+        // test again with its segments joined.
+        let small = |c: &Change| c.relative().abs() < o.min_change;
         match tested
             .iter()
             .enumerate()
-            .filter(|(_, c)| c.p_value >= o.max_p)
-            .max_by(|a, b| a.1.p_value.total_cmp(&b.1.p_value))
-        {
+            .filter(|(_, c)| c.p_value >= o.max_p || small(c))
+            .max_by(|a, b| {
+                (small(a.1), a.1.p_value)
+                    .partial_cmp(&(small(b.1), b.1.p_value))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            }) {
             Some((i, _)) => {
                 cps.remove(i);
             }
@@ -361,6 +373,32 @@ mod tests {
             .collect();
         let cps = detect(&xs, Options::default());
         assert_eq!(cps.iter().map(|c| c.index).collect::<Vec<_>>(), [50], "{cps:?}");
+    }
+
+    #[test]
+    fn a_significant_change_smaller_than_min_change_is_not_reported() {
+        // A quiet 200 s series that drifts by 0.8 %: far beyond its noise, below 5 %.
+        let mut noise = Noise(11);
+        let xs: Vec<f64> = (0..30)
+            .map(|i| if i < 24 { 200.0 } else { 201.6 } + 0.1 * noise.normal())
+            .collect();
+        let all = Options {
+            min_change: 0.0,
+            ..Options::default()
+        };
+        let found = detect(&xs, all);
+        assert_eq!(found.iter().map(|c| c.index).collect::<Vec<_>>(), [24], "{found:?}");
+        assert!(found[0].p_value < 1e-6, "{found:?}");
+        assert!(detect(&xs, Options::default()).is_empty());
+        // The same series with a 10 % step is reported at the default.
+        let ys: Vec<f64> = xs
+            .iter()
+            .enumerate()
+            .map(|(i, x)| if i < 24 { *x } else { x + 18.4 })
+            .collect();
+        let cps = detect(&ys, Options::default());
+        assert_eq!(cps.iter().map(|c| c.index).collect::<Vec<_>>(), [24], "{cps:?}");
+        assert!((cps[0].relative() - 0.1).abs() < 0.01, "{cps:?}");
     }
 
     #[test]
