@@ -3,7 +3,8 @@
 //! A form is filled, a revealed password read into a secret variable, a vanishing element
 //! waited for, a file downloaded by clicking its link, a screenshot taken; the last step fails
 //! and its report holds the page's picture and its console error; the browser is gone after.
-//! Over HTTPS, the page is opened only when its certificate chains to the device's pinned CA.
+//! Over HTTPS, the page is opened only when its certificate chains to the device's pinned CA,
+//! and Chromium then accepts that server's key and no other.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -564,5 +565,32 @@ async fn over_https_the_page_is_opened_only_with_the_devices_pinned_ca() {
         "{why}"
     );
     assert!(report.steps[0].browser.is_none(), "no browser was started for it");
+    assert_eq!(nexus_harness::browser::driver::live(), 0);
+
+    // Chromium itself accepts the checked key and no other: told another key (the other CA's),
+    // it refuses the same server.
+    let pem = std::fs::read(dir.path().join("other-ca.pem")).unwrap();
+    let der = {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap()
+    };
+    let other_key = nexus_harness::transport::https::spki_sha256(der.as_ref()).unwrap();
+    let cfg = nexus_harness::browser::Config {
+        base: format!("https://127.0.0.1:{port}"),
+        downloads: dir.path().join("dl"),
+        server_spki: Some(other_key),
+    };
+    let b = nexus_harness::browser::Browser::start(&cfg, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    let refused = b.open("/").await;
+    b.close().await;
+    let why = refused.expect_err("Chromium opened a page whose key is not the pinned one");
+    assert!(
+        why.contains(&format!(
+            "cannot open https://127.0.0.1:{port}/: Chromium refused the server's certificate (NET::ERR_CERT_"
+        )) && why.contains("not the one the harness checked"),
+        "{why}"
+    );
     assert_eq!(nexus_harness::browser::driver::live(), 0);
 }

@@ -24,10 +24,12 @@ pub struct Config {
     pub base: String,
     /// Where Chromium saves downloads before `browser.download` moves each to its name.
     pub downloads: PathBuf,
-    /// Accept the target's certificate without Chromium checking it: the harness has checked
-    /// the server's chain against the device's pinned CA itself just before (Chromium cannot
-    /// be given a CA of its own without a system NSS database).
-    pub accept_insecure_certs: bool,
+    /// Over HTTPS: the SHA-256 (base64) of the server's public key, which the harness has
+    /// checked against the device's pinned CA just before. Chromium accepts a certificate
+    /// whose chain holds this key and no other (`--ignore-certificate-errors-spki-list`; it
+    /// cannot be given a CA of its own without a system NSS database, and the device's
+    /// certificate names the device, not 127.0.0.1).
+    pub server_spki: Option<String>,
 }
 
 /// Covers each of `arguments[0]` (the secrets) in the page's texts and fields; what it changed
@@ -90,9 +92,12 @@ pub fn authority(base: &str) -> Result<String, String> {
 /// discard port of loopback) for everything but the target, so the page can reach nothing else;
 /// `<-loopback>` takes away Chromium's implicit bypass for loopback, so even the host's other
 /// local services are out of reach.
-pub fn chromium_args(profile: &Path, target: &str) -> Vec<String> {
+pub fn chromium_args(profile: &Path, target: &str, server_spki: Option<&str>) -> Vec<String> {
     let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|f| f.to_string()).collect();
     args.push(format!("--user-data-dir={}", profile.display()));
+    if let Some(spki) = server_spki {
+        args.push(format!("--ignore-certificate-errors-spki-list={spki}"));
+    }
     args.push("--proxy-server=http://127.0.0.1:9".into());
     args.push(format!("--proxy-bypass-list=<-loopback>;{target}"));
     args
@@ -100,10 +105,10 @@ pub fn chromium_args(profile: &Path, target: &str) -> Vec<String> {
 
 /// The session's capabilities: Chromium with its arguments, the page's console kept
 /// (`goog:loggingPrefs`), downloads into `downloads` without asking.
-fn capabilities(args: &[String], downloads: &Path, insecure: bool) -> Capabilities {
+fn capabilities(args: &[String], downloads: &Path) -> Capabilities {
     let caps = json!({
         "browserName": "chrome",
-        "acceptInsecureCerts": insecure,
+        "acceptInsecureCerts": false,
         "goog:loggingPrefs": {"browser": "ALL"},
         "goog:chromeOptions": {
             "binary": chromium_binary(),
@@ -170,9 +175,8 @@ impl Browser {
             }
         };
         let caps = capabilities(
-            &chromium_args(&profile, &target),
+            &chromium_args(&profile, &target, cfg.server_spki.as_deref()),
             &cfg.downloads,
-            cfg.accept_insecure_certs,
         );
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
         let left = timeout.saturating_sub(started.elapsed());
@@ -306,6 +310,17 @@ impl Browser {
         let now = self.client.current_url().await.map_err(why)?;
         if now.as_str().starts_with("chrome-error:") {
             return Err(format!("cannot open {url}: the browser shows an error page"));
+        }
+        // A certificate Chromium refuses gets its warning page at the same address.
+        if let Ok(warning) = self.client.find(Locator::Css(".interstitial-wrapper")).await {
+            let text = warning.text().await.unwrap_or_default();
+            let code = text
+                .lines()
+                .find(|l| l.starts_with("NET::"))
+                .unwrap_or("a certificate warning");
+            return Err(format!(
+                "cannot open {url}: Chromium refused the server's certificate ({code}): its key is not the one the harness checked against the device's pinned CA"
+            ));
         }
         Ok(now.to_string())
     }

@@ -6,7 +6,7 @@ use super::*;
 
 #[test]
 fn the_browser_reaches_only_its_target() {
-    let args = chromium_args(Path::new("/tmp/p"), "127.0.0.1:8443");
+    let args = chromium_args(Path::new("/tmp/p"), "127.0.0.1:8443", None);
     for flag in CHROMIUM_FLAGS {
         assert!(args.iter().any(|a| a == flag), "{flag}");
     }
@@ -17,6 +17,14 @@ fn the_browser_reaches_only_its_target() {
         "only the target bypasses the dead proxy, loopback included: {args:?}"
     );
     assert!(!args.iter().any(|a| a.contains("ignore-certificate")), "{args:?}");
+    // Over HTTPS, the one key the harness checked, and no other.
+    let pinned = chromium_args(Path::new("/tmp/p"), "127.0.0.1:8443", Some("q83vEjRWeJA="));
+    let spki: Vec<&String> = pinned.iter().filter(|a| a.contains("ignore-certificate")).collect();
+    assert_eq!(
+        spki,
+        ["--ignore-certificate-errors-spki-list=q83vEjRWeJA="],
+        "{pinned:?}"
+    );
     assert_eq!(authority("https://127.0.0.1:8443").unwrap(), "127.0.0.1:8443");
     assert_eq!(authority("https://nexus.local/").unwrap(), "nexus.local:443");
     assert_eq!(authority("http://127.0.0.1:3000/x").unwrap(), "127.0.0.1:3000");
@@ -35,8 +43,8 @@ fn the_console_reads_as_level_and_message() {
 
 #[test]
 fn the_session_asks_for_the_console_and_downloads_without_prompt() {
-    let caps = capabilities(&["--headless".into()], Path::new("/w/dl"), true);
-    assert_eq!(caps["acceptInsecureCerts"], json!(true));
+    let caps = capabilities(&["--headless".into()], Path::new("/w/dl"));
+    assert_eq!(caps["acceptInsecureCerts"], json!(false));
     assert_eq!(caps["goog:loggingPrefs"], json!({"browser": "ALL"}));
     let opts = &caps["goog:chromeOptions"];
     assert_eq!(opts["args"], json!(["--headless"]));

@@ -81,6 +81,10 @@ pub fn transcript(s: &ScenarioReport) -> String {
         if let Some(m) = &st.message {
             out.push_str(&format!("  => {m}\n"));
         }
+        // A failed browser step's page console (its screenshot is named in the transcript).
+        for l in st.browser.iter().flat_map(|b| &b.console) {
+            out.push_str(&format!("  page console: {l}\n"));
+        }
     }
     out
 }
@@ -176,6 +180,28 @@ mod tests {
         let ok = run(vec![scenario("perf", Outcome::Passed, Some(true))]);
         assert!(ok.missed_verdicts().is_empty());
         assert!(!ok.summary().contains("missed") && !ok.to_junit().contains("verdict-missed"));
+    }
+
+    #[test]
+    fn a_failed_browser_steps_page_console_is_in_the_transcript_and_junit() {
+        let mut s = scenario("ui", Outcome::Failed, None);
+        s.steps[0].kind = "browser.click".into();
+        s.steps[0].outcome = Outcome::Failed;
+        s.steps[0].transcript = vec!["the page at the failure: browser-failure-1.png".into()];
+        s.steps[0].browser = Some(crate::report::BrowserEvidence {
+            console: vec!["SEVERE https://127.0.0.1/control/app.js 3:7 Uncaught TypeError: x is null".into()],
+            ..Default::default()
+        });
+        let text = transcript(&s);
+        assert!(
+            text.contains("  page console: SEVERE https://127.0.0.1/control/app.js 3:7 Uncaught TypeError"),
+            "{text}"
+        );
+        let junit = run(vec![s]).to_junit();
+        assert!(
+            junit.contains("page console: SEVERE") && junit.contains("browser-failure-1.png"),
+            "{junit}"
+        );
     }
 
     #[test]

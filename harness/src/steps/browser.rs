@@ -11,7 +11,6 @@ use crate::browser::{Browser, Config};
 use crate::report::{BrowserEvidence, INLINE_SCREENSHOT_BYTES};
 use crate::scenario::{self, Step};
 use crate::session::Session;
-use crate::transport::https::Receive;
 
 /// How long the evidence of a failure may take (the runner gives a step 5 s over its timeout).
 const EVIDENCE_TIME: Duration = Duration::from_secs(4);
@@ -44,8 +43,8 @@ pub async fn run(s: &mut Session<'_>, step: &Step, timeout: Duration, log: &mut 
 /// Starts the scenario's browser on the device's page. Over HTTPS the harness first checks
 /// the page's server against the device's pinned CA (fetched and pinned on first use, or the
 /// inventory's `ca_sha256`), as `http.get` does, and then lets Chromium accept that server's
-/// certificate, which Chromium could not check against a CA of the harness's own. A plain
-/// `http://` base (a page of the harness's tests) has nothing to check.
+/// key and no other (Chromium could not check a chain against a CA of the harness's own). A
+/// plain `http://` base (a page of the harness's tests) has nothing to check.
 async fn start(s: &Session<'_>, timeout: Duration, log: &mut StepLog) -> Result<Browser, String> {
     let base = s
         .dev
@@ -53,24 +52,26 @@ async fn start(s: &Session<'_>, timeout: Duration, log: &mut StepLog) -> Result<
         .base
         .clone()
         .unwrap_or_else(|| format!("https://{}:{}", s.dev.https.host, s.dev.https.port));
-    let insecure = base.starts_with("https://");
-    if insecure {
+    let mut server_spki = None;
+    if base.starts_with("https://") {
         let url = url::Url::parse(&base).map_err(|e| format!("the page's address {base:?}: {e}"))?;
         let mut page = s.dev.https.clone();
         page.host = url.host_str().unwrap_or(&page.host).to_string();
         page.port = url.port_or_known_default().unwrap_or(page.port);
-        page.send("HEAD", "/", &[], None, Receive::default(), timeout)
+        let spki = page
+            .server_spki_sha256(timeout)
             .await
             .map_err(|e| format!("the device's web page at {base}: {e}"))?;
         log.lines.push(format!(
-            "{base} has a certificate chained to the device's pinned CA ({}); Chromium accepts it",
+            "{base} has a certificate chained to the device's pinned CA ({}); Chromium accepts its key (SPKI SHA-256 {spki}) and no other",
             page.pin.display()
         ));
+        server_spki = Some(spki);
     }
     let cfg = Config {
         base,
         downloads: s.work.join(".browser-downloads"),
-        accept_insecure_certs: insecure,
+        server_spki,
     };
     let b = Browser::start(&cfg, timeout).await?;
     log.lines.push(format!(

@@ -62,6 +62,15 @@ pub fn fingerprint(pem: &[u8]) -> Option<String> {
     Some(digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":"))
 }
 
+/// The SHA-256 of a DER certificate's SubjectPublicKeyInfo, base64.
+pub fn spki_sha256(der: &[u8]) -> Result<String, String> {
+    use base64::Engine;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(der).map_err(|e| format!("the server's certificate is unreadable: {e}"))?;
+    let digest = Sha256::digest(cert.tbs_certificate.subject_pki.raw);
+    Ok(base64::engine::general_purpose::STANDARD.encode(digest))
+}
+
 /// Whether two fingerprints are the same, whatever their case and separators.
 pub fn same_fingerprint(a: &str, b: &str) -> bool {
     let norm = |s: &str| -> String {
@@ -133,6 +142,27 @@ impl HttpsTarget {
                 .with_custom_certificate_verifier(Arc::new(TrustOnFirstUse(provider())))
                 .with_no_client_auth(),
         })
+    }
+
+    /// The server's own key, checked: a TLS handshake verified against the pinned CA, then the
+    /// SHA-256 of the leaf certificate's SubjectPublicKeyInfo, base64 (the form Chromium's
+    /// `--ignore-certificate-errors-spki-list` takes).
+    pub async fn server_spki_sha256(&self, timeout: Duration) -> Result<String, String> {
+        let pem = self.pin_ca(timeout).await?;
+        let config = self.config(Some(&pem))?;
+        let handshake = async {
+            let tls = self.connect(config).await.map_err(|e| self.explain(e))?;
+            let leaf = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .ok_or_else(|| format!("{}:{} sent no certificate", self.host, self.port))?;
+            spki_sha256(leaf.as_ref())
+        };
+        tokio::time::timeout(timeout, handshake)
+            .await
+            .map_err(|_| format!("TLS with {}:{}: no handshake within {timeout:?}", self.host, self.port))?
     }
 
     /// Pins the device's CA if nothing is pinned yet; returns the pinned PEM.
@@ -208,16 +238,36 @@ impl HttpsTarget {
     ) -> Result<Response, String> {
         let pem = self.pin_ca(timeout).await?;
         let config = self.config(Some(&pem))?;
-        self.request(config, method, path, headers, save, receive, timeout).await.map_err(|e| {
-            if e.contains("UnknownIssuer") || e.contains("BadSignature") || e.contains("invalid peer certificate") {
-                format!(
-                    "{e}: the device's certificate does not chain to the CA pinned in {}; if the device was reset on purpose, delete that file to pin its new CA",
-                    self.pin.display()
-                )
-            } else {
-                e
-            }
-        })
+        self.request(config, method, path, headers, save, receive, timeout)
+            .await
+            .map_err(|e| self.explain(e))
+    }
+
+    /// A TLS connection to the device, its certificate checked by `config`.
+    async fn connect(
+        &self,
+        config: rustls::ClientConfig,
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+        let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| format!("cannot connect to {}:{}: {e}", self.host, self.port))?;
+        let name = ServerName::try_from(self.host.clone()).map_err(|e| e.to_string())?;
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS with {}:{} failed: {e}", self.host, self.port))
+    }
+
+    /// `e`, with what to do when it says the device's certificate is not the pinned CA's.
+    fn explain(&self, e: String) -> String {
+        if e.contains("UnknownIssuer") || e.contains("BadSignature") || e.contains("invalid peer certificate") {
+            format!(
+                "{e}: the device's certificate does not chain to the CA pinned in {}; if the device was reset on purpose, delete that file to pin its new CA",
+                self.pin.display()
+            )
+        } else {
+            e
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -232,14 +282,7 @@ impl HttpsTarget {
         timeout: Duration,
     ) -> Result<Response, String> {
         let work = async {
-            let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
-                .await
-                .map_err(|e| format!("cannot connect to {}:{}: {e}", self.host, self.port))?;
-            let name = ServerName::try_from(self.host.clone()).map_err(|e| e.to_string())?;
-            let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("TLS with {}:{} failed: {e}", self.host, self.port))?;
+            let tls = self.connect(config).await?;
             let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
                 .await
                 .map_err(|e| e.to_string())?;
