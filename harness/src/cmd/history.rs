@@ -137,11 +137,7 @@ async fn load(
             ps.retain(|p| p.started_at <= cutoff);
         }
     }
-    let out = all
-        .iter()
-        .filter(|(_, ps)| !ps.is_empty())
-        .flat_map(|(s, ps)| history::trends(s, ps, o))
-        .collect();
+    let out = all.iter().flat_map(|(s, ps)| history::trends(s, ps, o)).collect();
     Ok((spec, out))
 }
 

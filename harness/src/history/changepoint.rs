@@ -186,11 +186,8 @@ fn significant(xs: &[f64], cps: &[usize], o: Options) -> Vec<Change> {
             .iter()
             .enumerate()
             .filter(|(_, c)| c.p_value >= o.max_p || small(c))
-            .max_by(|a, b| {
-                (small(a.1), a.1.p_value)
-                    .partial_cmp(&(small(b.1), b.1.p_value))
-                    .unwrap_or(std::cmp::Ordering::Equal)
-            }) {
+            .max_by(|a, b| small(a.1).cmp(&small(b.1)).then(a.1.p_value.total_cmp(&b.1.p_value)))
+        {
             Some((i, _)) => {
                 cps.remove(i);
             }
