@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use nexus_benches::{fill_pseudo_random, LoopBtrfs};
+use nexus_benches::{fill_pseudo_random, free_bytes, LoopBtrfs};
 use nexus_emulator::layout::Layout;
 use nexus_emulator::snapshot::SnapshotStore;
 use nexus_emulator::state::SharedState;
@@ -27,6 +27,19 @@ fn snapshot_create(c: &mut Criterion) {
     } else {
         &[(256 << 20, "256MiB"), (1 << 30, "1GiB"), (4 << 30, "4GiB")]
     };
+    // The image is sparse: the host's disk takes what is written (the data, btrfs's metadata
+    // twice over, the snapshots' few blocks). A host disk that fills fails the loop device's
+    // writes and btrfs turns read-only; say so before rather than fail in the middle.
+    let need = sizes.iter().map(|s| s.0).max().unwrap_or(0) + (512 << 20);
+    let free = free_bytes(&tmp).expect("free space of the target folder's disk");
+    assert!(
+        free >= need,
+        "snapshot_create: the disk holding {} has {} MiB free and this bench writes about {} MiB: \
+         free some space (or point CARGO_TARGET_DIR at a larger disk) and run it again",
+        tmp.display(),
+        free >> 20,
+        need >> 20
+    );
     let fs = LoopBtrfs::new(&tmp, 6 << 30).expect("loop-mounted btrfs");
     let broot = fs.mount.clone();
     let mut group = c.benchmark_group("snapshot_create");
@@ -38,7 +51,7 @@ fn snapshot_create(c: &mut Criterion) {
                 Subvolumes::Btrfs.create(&broot.join(sub)).unwrap();
             }
         }
-        grow(&broot.join("system"), &mut filled, size);
+        grow(&fs, &broot.join("system"), &mut filled, size);
         std::fs::create_dir_all(broot.join("snapshot/snapshots")).unwrap();
         let state = Arc::new(SharedState::open(&broot.join(".nexus-backupd")).unwrap());
         let store = SnapshotStore::new(
@@ -51,9 +64,13 @@ fn snapshot_create(c: &mut Criterion) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let t = Instant::now();
-                    let info = store.create(true, false, "bench").unwrap();
+                    let info = store
+                        .create(true, false, "bench")
+                        .unwrap_or_else(|e| panic!("Snapshot1.Create on the bench's btrfs: {e}\n{}", fs.diagnose()));
                     total += t.elapsed();
-                    store.delete(info.id).unwrap();
+                    store
+                        .delete(info.id)
+                        .unwrap_or_else(|e| panic!("Snapshot1.Delete on the bench's btrfs: {e}\n{}", fs.diagnose()));
                 }
                 total
             })
@@ -62,15 +79,20 @@ fn snapshot_create(c: &mut Criterion) {
     group.finish();
 }
 
-/// Adds 64 MiB files to `dir` until it holds `size` bytes, synced.
-fn grow(dir: &std::path::Path, filled: &mut u64, size: u64) {
+/// Adds 64 MiB files to `dir` (on `fs`) until it holds `size` bytes, synced (`sync -f`: the
+/// file system's own sync, which reports a write that failed underneath).
+fn grow(fs: &LoopBtrfs, dir: &std::path::Path, filled: &mut u64, size: u64) {
     let mut buf = vec![0u8; 64 << 20];
     while *filled < size {
         fill_pseudo_random(&mut buf, *filled + 1);
-        std::fs::write(dir.join(format!("blob{}", *filled >> 26)), &buf).unwrap();
+        let file = dir.join(format!("blob{}", *filled >> 26));
+        std::fs::write(&file, &buf).unwrap_or_else(|e| panic!("writing {}: {e}\n{}", file.display(), fs.diagnose()));
         *filled += buf.len() as u64;
     }
-    std::process::Command::new("sync").status().unwrap();
+    let synced = std::process::Command::new("sync").arg("-f").arg(dir).status();
+    if !synced.as_ref().is_ok_and(|s| s.success()) {
+        panic!("sync -f {} failed ({synced:?})\n{}", dir.display(), fs.diagnose());
+    }
 }
 
 criterion_group!(benches, snapshot_create);

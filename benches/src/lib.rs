@@ -167,6 +167,12 @@ pub fn cpu_time(children: bool) -> Duration {
 /// A btrfs file system on a loop device, unmounted (and the loop device freed) on drop.
 pub struct LoopBtrfs {
     pub mount: PathBuf,
+    /// The loop device it is on (`/dev/loopN`), as the kernel names it in its log.
+    pub device: String,
+    image: PathBuf,
+    /// The kernel log's clock (seconds since boot) when this file system was made: earlier users
+    /// of the same loop device are not its story.
+    log_start: f64,
 }
 
 impl LoopBtrfs {
@@ -176,10 +182,73 @@ impl LoopBtrfs {
         let mount = dir.join("mnt");
         fs::create_dir_all(&mount)?;
         fs::File::create(&image)?.set_len(size)?;
+        let log_start = kernel_log().last().map_or(0.0, |(t, _)| *t);
         run(Command::new("mkfs.btrfs").arg("-q").arg("-f").arg(&image))?;
         run(Command::new("mount").args(["-o", "loop"]).arg(&image).arg(&mount))?;
-        Ok(Self { mount })
+        let out = Command::new("findmnt").args(["-no", "SOURCE"]).arg(&mount).output()?;
+        let device = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Ok(Self {
+            mount,
+            device,
+            image,
+            log_start,
+        })
     }
+
+    /// Why a write on this file system may have failed: the free space left on the disk that
+    /// holds its sparse image (a full host disk fails the loop device's writes, and btrfs then
+    /// turns itself read-only) and the kernel's last log lines about its loop device.
+    pub fn diagnose(&self) -> String {
+        let host = self.image.parent().unwrap_or(Path::new("."));
+        let free = match free_bytes(host) {
+            Ok(b) => format!("{} MiB free", b >> 20),
+            Err(e) => format!("free space unknown ({e})"),
+        };
+        let name = self.device.trim_start_matches("/dev/");
+        let needle = format!("device {name}");
+        let lines: Vec<String> = kernel_log()
+            .into_iter()
+            .filter(|(t, l)| *t >= self.log_start && !name.is_empty() && l.contains(&needle))
+            .map(|(_, l)| l)
+            .collect();
+        let log = lines[lines.len().saturating_sub(15)..].join("\n");
+        format!(
+            "the disk holding the image ({}) has {free}; the kernel's log for {}:\n{log}",
+            host.display(),
+            self.device
+        )
+    }
+}
+
+/// The kernel's log, a line each with its time in seconds since boot (`[  722.340040] ...`);
+/// empty if `dmesg` cannot be read.
+fn kernel_log() -> Vec<(f64, String)> {
+    let Ok(out) = Command::new("dmesg").output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let t = l
+                .strip_prefix('[')
+                .and_then(|r| r.split_once(']'))
+                .and_then(|(t, _)| t.trim().parse().ok())
+                .unwrap_or(0.0);
+            (t, l.to_owned())
+        })
+        .collect()
+}
+
+/// Bytes free for root on the file system holding `path`.
+pub fn free_bytes(path: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid C string and st a valid out-parameter.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_bfree as u64 * st.f_frsize as u64)
 }
 
 impl Drop for LoopBtrfs {
