@@ -204,13 +204,16 @@ impl LoopBtrfs {
             Ok(b) => format!("{} MiB free", b >> 20),
             Err(e) => format!("free space unknown ({e})"),
         };
-        let name = self.device.trim_start_matches("/dev/");
-        let needle = format!("device {name}");
-        let lines: Vec<String> = kernel_log()
-            .into_iter()
-            .filter(|(t, l)| *t >= self.log_start && !name.is_empty() && l.contains(&needle))
-            .map(|(_, l)| l)
-            .collect();
+        let needle = format!("device {}", self.device.trim_start_matches("/dev/"));
+        let lines: Vec<String> = if self.device.is_empty() {
+            Vec::new()
+        } else {
+            kernel_log()
+                .into_iter()
+                .filter(|(t, l)| *t >= self.log_start && l.contains(&needle))
+                .map(|(_, l)| l)
+                .collect()
+        };
         let log = lines[lines.len().saturating_sub(15)..].join("\n");
         format!(
             "the disk holding the image ({}) has {free}; the kernel's log for {}:\n{log}",

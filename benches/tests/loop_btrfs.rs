@@ -67,5 +67,4 @@ fn a_full_host_disk_is_named_when_the_loop_btrfs_fails() {
         why.contains("forced readonly"),
         "the kernel's read-only switch is not shown:\n{why}"
     );
-    drop(fs);
 }
