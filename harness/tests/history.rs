@@ -211,8 +211,8 @@ impl Noise {
 }
 
 /// 40 commits of a backup's duration (runs that agree to about half a percent), the last 3
-/// about 10 % slower, beside a throughput that is only noise: `history check` names the first as worse, a few commits ago, and fails with
-/// --fail-on-regression; the noise raises nothing.
+/// about 10 % slower, beside a throughput that is only noise: `history check` names the first
+/// as worse, a few commits ago, and fails with --fail-on-regression; the noise raises nothing.
 #[tokio::test]
 async fn history_check_flags_a_recent_regression_and_not_noise() {
     let dir = tempfile::tempdir().unwrap();

@@ -46,11 +46,11 @@ pub enum HistoryCmd {
         /// The largest p-value of a change that is reported (Otava's default too; the test is
         /// made at the point the fit chose, which makes its p smaller than chance alone would,
         /// and 0.01 raised a false alarm about once in 30 runs of unchanged code here).
-        #[arg(long, default_value_t = 0.001)]
+        #[arg(long, default_value_t = changepoint::Options::default().max_p)]
         max_p: f64,
         /// The smallest change of a series' mean that is reported, as a fraction of the mean
         /// before (0.05: 5 %; 0: every significant change, however small).
-        #[arg(long, default_value_t = 0.05, value_name = "FRACTION")]
+        #[arg(long, default_value_t = changepoint::Options::default().min_change, value_name = "FRACTION")]
         min_change: f64,
         /// Check the history as it stood when this commit was the newest: its runs and those of
         /// the commits run before it, nothing later (would the gate have fired at that commit?).
