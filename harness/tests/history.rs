@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nexus_harness::history::store::{Better, Measurement, RunKey, Series, Stat, Store};
+use nexus_harness::history::store::{Better, Measurement, Role, RunKey, Series, Stat, Store};
 
 #[path = "common/chromium.rs"]
 mod chromium;
@@ -33,6 +33,7 @@ fn duration(samples: &[f64]) -> Measurement {
             unit: "s".into(),
             better: Better::Lower,
             stat: Stat::Median,
+            role: Role::Measure,
         },
         samples: samples.iter().map(|v| (*v, 1)).collect(),
     }
@@ -45,6 +46,7 @@ fn latency() -> Measurement {
             unit: "µs".into(),
             better: Better::Lower,
             stat: Stat::P99,
+            role: Role::Control,
         },
         samples: vec![(12.0, 990), (800.0, 10)],
     }
@@ -54,7 +56,7 @@ fn latency() -> Measurement {
 /// a run appended twice without keeping half of it.
 async fn exercise(spec: &str) {
     let store = Store::open(spec).await.unwrap();
-    assert_eq!(store.version().await.unwrap(), 1);
+    assert_eq!(store.version().await.unwrap(), 2);
     store
         .append(&run("r1", "aaa", 100), &[duration(&[10.0]), latency()])
         .await
@@ -72,8 +74,20 @@ async fn exercise(spec: &str) {
     drop(store);
     // Opened again: the schema is not applied twice, and everything is there.
     let store = Store::open(spec).await.unwrap();
-    let names: Vec<String> = store.series().await.unwrap().into_iter().map(|s| s.name).collect();
-    assert_eq!(names, ["probe/idle/lateness_us", "scenario/backup/duration_s"]);
+    let series: Vec<(String, Role)> = store
+        .series()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.name, s.role))
+        .collect();
+    assert_eq!(
+        series,
+        [
+            ("probe/idle/lateness_us".into(), Role::Control),
+            ("scenario/backup/duration_s".into(), Role::Measure)
+        ]
+    );
     let points = store.points("scenario/backup/duration_s").await.unwrap();
     let commits: Vec<&str> = points.iter().map(|p| p.commit.as_str()).collect();
     assert_eq!(commits, ["aaa", "bbb"]);
@@ -189,9 +203,140 @@ async fn a_store_from_a_newer_nexus_hil_is_refused() {
     assert!(st.success());
     let e = Store::open(spec).await.err().unwrap();
     assert!(
-        e.contains("version 99, newer than this nexus-hil knows (1): update nexus-hil"),
+        e.contains("version 99, newer than this nexus-hil knows (2): update nexus-hil"),
         "{e}"
     );
+}
+
+/// A history written by a nexus-hil of schema 1 (before series had roles) is migrated on open:
+/// its runs are all there, its series measure the code, and a recorder that says a series is a
+/// control is believed from then on.
+#[tokio::test]
+async fn a_history_of_schema_1_is_migrated_and_keeps_its_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("h.sqlite");
+    let schema_1 = "
+CREATE TABLE nh_schema (version BIGINT NOT NULL); INSERT INTO nh_schema VALUES (1);
+CREATE TABLE runs (id TEXT PRIMARY KEY, commit_id TEXT NOT NULL, branch TEXT NOT NULL,
+  device TEXT NOT NULL, device_kind TEXT NOT NULL, device_model TEXT, software TEXT,
+  host TEXT NOT NULL, started_at BIGINT NOT NULL, source TEXT NOT NULL);
+CREATE TABLE series (name TEXT PRIMARY KEY, unit TEXT NOT NULL, better TEXT NOT NULL, stat TEXT NOT NULL);
+CREATE TABLE samples (run_id TEXT NOT NULL REFERENCES runs(id), series TEXT NOT NULL REFERENCES series(name),
+  idx BIGINT NOT NULL, value DOUBLE PRECISION NOT NULL, weight BIGINT NOT NULL, PRIMARY KEY (run_id, series, idx));
+CREATE INDEX samples_series ON samples (series);
+INSERT INTO runs VALUES ('r0', 'old', 'main', 'emulator', 'container', NULL, NULL, 'ci-1', 50, 'run');
+INSERT INTO series VALUES ('probe/idle/lateness_us', 'us', 'lower', 'p99');
+INSERT INTO samples VALUES ('r0', 'probe/idle/lateness_us', 0, 15.0, 100);
+";
+    let st = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()",
+        ])
+        .arg(&file)
+        .arg(schema_1)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let spec = file.to_str().unwrap();
+    let store = Store::open(spec).await.unwrap();
+    assert_eq!(store.version().await.unwrap(), 2);
+    let roles = |series: Vec<Series>| series.into_iter().map(|s| (s.name, s.role)).collect::<Vec<_>>();
+    assert_eq!(
+        roles(store.series().await.unwrap()),
+        [("probe/idle/lateness_us".to_string(), Role::Measure)]
+    );
+    store.append(&run("r1", "new", 100), &[latency()]).await.unwrap();
+    assert_eq!(
+        roles(store.series().await.unwrap()),
+        [("probe/idle/lateness_us".to_string(), Role::Control)]
+    );
+    let commits: Vec<String> = store
+        .points("probe/idle/lateness_us")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.commit)
+        .collect();
+    assert_eq!(commits, ["old", "new"]);
+}
+
+/// A control series (a probe's idle windows: the machine, not the code) whose p99 doubled over
+/// the newest commits, beside a loaded probe that stayed: `history check` prints the step as
+/// HOST and the gate stays open. The same step on a series that measures the code fails the
+/// gate (a recorder that says so, as a later run does here), and `--control` names a control
+/// that a history recorded before roles cannot know.
+#[tokio::test]
+async fn a_control_series_shows_the_host_moved_and_never_gates() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("h.sqlite");
+    let store = Store::open(file.to_str().unwrap()).await.unwrap();
+    let mut noise = Noise(11);
+    let probe = |name: &str, role: Role, p99: f64| Measurement {
+        series: Series {
+            name: format!("scenario/perf/probe/{name}/lateness_us"),
+            unit: "µs".into(),
+            better: Better::Lower,
+            stat: Stat::P99,
+            role,
+        },
+        samples: vec![(80.0, 980), (p99, 20)],
+    };
+    let append = |i: i64, idle_role: Role, noise: &mut Noise| {
+        let idle = if i >= 37 { 2000.0 } else { 1000.0 } + 5.0 * noise.normal();
+        let loaded = 1500.0 + 5.0 * noise.normal();
+        (
+            run(&format!("r{i}"), &format!("commit{i:02}"), 1000 + i),
+            [
+                probe("idle", idle_role, idle),
+                probe("backup-default-cap", Role::Measure, loaded),
+            ],
+        )
+    };
+    for i in 0..40 {
+        let (key, ms) = append(i, Role::Control, &mut noise);
+        store.append(&key, &ms).await.unwrap();
+    }
+    let check = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_nexus-hil"))
+            .args(["history", "check", "--fail-on-regression", "--history"])
+            .arg(&file)
+            .args(extra)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, said) = check(&[]);
+    assert_eq!(code, Some(0), "{said}");
+    let host: Vec<&str> = said.lines().filter(|l| l.starts_with("HOST")).collect();
+    assert_eq!(host.len(), 1, "{said}");
+    assert!(
+        host[0].starts_with("HOST    scenario/perf/probe/idle/lateness_us on emulator: +")
+            && host[0].contains("between commit36 and commit37")
+            && host[0].ends_with("a control: the machine moved, not the code"),
+        "{said}"
+    );
+    assert!(!said.contains("WORSE"), "{said}");
+    assert!(
+        said.contains("0 for the worse among the newest 3 commits (1 of a control series there"),
+        "{said}"
+    );
+    // A later run whose recorder says the idle series measures the code: now it gates (the
+    // step is 4 commits old with it).
+    let (key, ms) = append(40, Role::Measure, &mut noise);
+    store.append(&key, &ms).await.unwrap();
+    drop(store);
+    let (code, said) = check(&["--newest", "4"]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with("WORSE   scenario/perf/probe/idle/lateness_us")),
+        "{said}"
+    );
+    // Named a control when checked: the gate is open again.
+    let (code, said) = check(&["--newest", "4", "--control", "probe/idle/"]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.lines().any(|l| l.starts_with("HOST")), "{said}");
 }
 
 /// A deterministic normal generator (Box-Muller over splitmix64).
@@ -227,6 +372,7 @@ async fn history_check_flags_a_recent_regression_and_not_noise() {
                 unit: "MiB/s".into(),
                 better: Better::Higher,
                 stat: Stat::Median,
+                role: Role::Measure,
             },
             samples: vec![(40.0 + noise.normal(), 1)],
         };
@@ -352,6 +498,11 @@ async fn the_trend_page_renders_in_chromium_without_console_errors() {
     );
     assert_eq!(dom.matches("<svg").count(), 4);
     assert_eq!(
+        dom.matches("a control: it follows the machine, not the code").count(),
+        2,
+        "the idle probe's charts (one per device) say they are controls"
+    );
+    assert_eq!(
         dom.matches("<line class=\"change\"").count(),
         2,
         "one step per device's duration"
@@ -403,6 +554,7 @@ async fn a_balanced_partition_follows_the_recorded_durations() {
                 unit: "s".into(),
                 better: Better::Lower,
                 stat: Stat::Median,
+                role: Role::Measure,
             },
             samples: vec![(*secs, 1)],
         };

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use super::say;
 use crate::error::InfraError;
-use crate::history::{self, changepoint, store::Store, Trend};
+use crate::history::store::{Role, Store};
+use crate::history::{self, changepoint, Trend};
 
 /// Arguments of `nexus-hil history`.
 #[derive(Debug, clap::Args)]
@@ -23,9 +24,10 @@ pub enum HistoryCmd {
     ///
     /// Per series and device, one value per commit (the median of that commit's runs; a
     /// latency's p99): each change is printed with its commit range, its size, whether it is
-    /// worse, and its p-value. Exit status: 0, or 1 with --fail-on-regression when one of the
-    /// newest commits holds a significant change for the worse; 2 when the history cannot be
-    /// read.
+    /// worse, and its p-value. A control series (a probe's idle windows, a bench of other tools'
+    /// work: it follows the machine, not the code) is printed as HOST and never gates. Exit
+    /// status: 0, or 1 with --fail-on-regression when one of the newest commits holds a
+    /// significant change for the worse; 2 when the history cannot be read.
     Check {
         /// The history (a SQLite file or a postgres:// URL). Default: $NEXUS_HIL_HISTORY, else
         /// target/nexus-hil/history.sqlite.
@@ -37,6 +39,10 @@ pub enum HistoryCmd {
         /// Only series whose name contains this.
         #[arg(long)]
         series: Option<String>,
+        /// Series whose name contains this are controls too, besides those recorded as such
+        /// (repeatable; e.g. for a history recorded before series had roles).
+        #[arg(long, value_name = "SUBSTRING")]
+        control: Vec<String>,
         /// Exit 1 when a change for the worse is among the newest commits.
         #[arg(long)]
         fail_on_regression: bool,
@@ -68,6 +74,10 @@ pub enum HistoryCmd {
         /// Criterion's output folder.
         #[arg(long, default_value = "target/criterion")]
         criterion_dir: PathBuf,
+        /// Benchmarks whose name contains this are control series: they time the machine or
+        /// other tools, not our code, and never gate (repeatable).
+        #[arg(long, value_name = "SUBSTRING")]
+        control: Vec<String>,
         /// The history (a SQLite file or a postgres:// URL). Default: $NEXUS_HIL_HISTORY, else
         /// target/nexus-hil/history.sqlite.
         #[arg(long, value_name = "FILE|URL")]
@@ -83,6 +93,9 @@ pub enum HistoryCmd {
         /// target/nexus-hil/history.sqlite.
         #[arg(long, value_name = "FILE|URL")]
         history: Option<String>,
+        /// Series whose name contains this are shown as controls too (as for `check`).
+        #[arg(long, value_name = "SUBSTRING")]
+        control: Vec<String>,
         /// Where the page goes.
         #[arg(long, short, default_value = "target/nexus-hil/history.html")]
         output: PathBuf,
@@ -101,18 +114,23 @@ async fn open(given: Option<&str>) -> Result<(String, Store), String> {
     Ok((spec, store))
 }
 
-/// Every trend of the history `given` names (series narrowed by `filter`), and where it is.
+/// Every trend of the history `given` names (series narrowed by `filter`; those named like one
+/// of `controls` taken as controls), and where it is.
 async fn load(
     given: Option<&str>,
     filter: Option<&str>,
+    controls: &[String],
     upto: Option<&str>,
     o: changepoint::Options,
 ) -> Result<(String, Vec<Trend>), String> {
     let (spec, store) = open(given).await?;
     let mut all = Vec::new();
-    for s in store.series().await.map_err(|e| format!("{spec}: {e}"))? {
+    for mut s in store.series().await.map_err(|e| format!("{spec}: {e}"))? {
         if filter.is_some_and(|f| !s.name.contains(f)) {
             continue;
+        }
+        if controls.iter().any(|c| s.name.contains(c.as_str())) {
+            s.role = Role::Control;
         }
         let points = store
             .points(&s.name)
@@ -145,16 +163,22 @@ async fn load(
 /// Runs `nexus-hil history`.
 pub async fn command(args: HistoryArgs) -> Result<ExitCode, InfraError> {
     match args.command {
-        HistoryCmd::Report { history, output } => report(history.as_deref(), &output).await,
+        HistoryCmd::Report {
+            history,
+            control,
+            output,
+        } => report(history.as_deref(), &control, &output).await,
         HistoryCmd::AppendCriterion {
             baseline,
             criterion_dir,
+            control,
             history,
-        } => append_criterion(&baseline, &criterion_dir, history.as_deref()).await,
+        } => append_criterion(&baseline, &criterion_dir, &control, history.as_deref()).await,
         HistoryCmd::Check {
             history,
             device,
             series,
+            control,
             fail_on_regression,
             newest,
             max_p,
@@ -166,7 +190,7 @@ pub async fn command(args: HistoryArgs) -> Result<ExitCode, InfraError> {
                 min_change,
                 ..changepoint::Options::default()
             };
-            let loaded = load(history.as_deref(), series.as_deref(), upto.as_deref(), o).await;
+            let loaded = load(history.as_deref(), series.as_deref(), &control, upto.as_deref(), o).await;
             let (spec, trends) = match loaded {
                 Ok(t) => t,
                 Err(e) => {
@@ -178,11 +202,21 @@ pub async fn command(args: HistoryArgs) -> Result<ExitCode, InfraError> {
                 .into_iter()
                 .filter(|t| device.as_deref().is_none_or(|d| d == t.device))
                 .collect();
-            let regressions = check(&trends, newest);
+            let (regressions, host) = check(&trends, newest);
             let changes: usize = trends.iter().map(|t| t.changes.len()).sum();
+            if regressions > 0 && host > 0 {
+                println!(
+                    "note: a control series changed among the newest {newest} commits too: the machine itself moved meanwhile; run those commits again before blaming them"
+                );
+            }
             println!(
-                "{} series checked in {spec}: {changes} change point(s), {regressions} for the worse among the newest {newest} commits",
-                trends.len()
+                "{} series checked in {spec}: {changes} change point(s), {regressions} for the worse among the newest {newest} commits{}",
+                trends.len(),
+                if host > 0 {
+                    format!(" ({host} of a control series there: the machine's, not gating)")
+                } else {
+                    String::new()
+                }
             );
             Ok(if fail_on_regression && regressions > 0 {
                 ExitCode::from(1)
@@ -193,21 +227,29 @@ pub async fn command(args: HistoryArgs) -> Result<ExitCode, InfraError> {
     }
 }
 
-/// Prints every change point; returns how many are for the worse among the newest commits.
-fn check(trends: &[Trend], newest: usize) -> usize {
-    let mut regressions = 0;
+/// Prints every change point; returns how many are for the worse among the newest commits,
+/// and how many changes of control series are among them (which never gate).
+fn check(trends: &[Trend], newest: usize) -> (usize, usize) {
+    let (mut regressions, mut host) = (0, 0);
     for t in trends {
         let n = t.commits.len();
+        let control = t.series.role == Role::Control;
         for c in &t.changes {
             let worse = t.worse(c);
             let recent = c.index + newest >= n;
-            if worse && recent {
+            if recent && control {
+                host += 1;
+            } else if worse && recent {
                 regressions += 1;
             }
             let short = |i: usize| t.commits[i].0.chars().take(12).collect::<String>();
             println!(
-                "{}  {} on {}: {:+.1} % ({:.4} -> {:.4} {}) between {} and {} (p = {:.2e}){}",
-                if worse { "WORSE " } else { "better" },
+                "{}  {} on {}: {:+.1} % ({:.4} -> {:.4} {}) between {} and {} (p = {:.2e}){}{}",
+                match (control, worse) {
+                    (true, _) => "HOST  ",
+                    (false, true) => "WORSE ",
+                    (false, false) => "better",
+                },
                 t.series.name,
                 t.device,
                 c.relative() * 100.0,
@@ -221,16 +263,21 @@ fn check(trends: &[Trend], newest: usize) -> usize {
                     format!(", {} commit(s) ago", n - c.index)
                 } else {
                     String::new()
+                },
+                if control {
+                    "; a control: the machine moved, not the code"
+                } else {
+                    ""
                 }
             );
         }
     }
-    regressions
+    (regressions, host)
 }
 
 /// `history report`.
-async fn report(history: Option<&str>, output: &Path) -> Result<ExitCode, InfraError> {
-    let (spec, trends) = match load(history, None, None, changepoint::Options::default()).await {
+async fn report(history: Option<&str>, controls: &[String], output: &Path) -> Result<ExitCode, InfraError> {
+    let (spec, trends) = match load(history, None, controls, None, changepoint::Options::default()).await {
         Ok(t) => t,
         Err(e) => {
             say(&e);
@@ -246,10 +293,15 @@ async fn report(history: Option<&str>, output: &Path) -> Result<ExitCode, InfraE
 }
 
 /// `history append-criterion`.
-async fn append_criterion(baseline: &str, dir: &Path, history: Option<&str>) -> Result<ExitCode, InfraError> {
+async fn append_criterion(
+    baseline: &str,
+    dir: &Path,
+    controls: &[String],
+    history: Option<&str>,
+) -> Result<ExitCode, InfraError> {
     let spec = history::store_spec(history, Path::new("target/nexus-hil/run"));
     let appended = async {
-        let ms = history::criterion::baseline(dir, baseline)?;
+        let ms = history::criterion::baseline(dir, baseline, controls)?;
         let store = Store::open(&spec).await?;
         let key = history::record::key(&history::record::host(), "host", history::record::now(), "bench");
         store.append(&key, &ms).await?;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::store::{Better, Measurement, Series, Stat};
+use super::store::{Better, Measurement, Role, Series, Stat};
 
 /// Criterion's `sample.json`: per sample, how many iterations and their total time in ns.
 #[derive(Deserialize)]
@@ -15,11 +15,18 @@ struct Sample {
 }
 
 /// The measurements of criterion's baseline `baseline` under `dir`, one series per benchmark
-/// (`bench/GROUP/ID/time_ns`, lower is better), sorted by name.
-pub fn baseline(dir: &Path, baseline: &str) -> Result<Vec<Measurement>, String> {
+/// (`bench/GROUP/ID/time_ns`, lower is better), sorted by name. A benchmark whose name
+/// contains one of `controls` is a control series (it times the machine or other tools, not
+/// our code: `ci/bench` names the hand-made `tar | gpg` and the idle tick).
+pub fn baseline(dir: &Path, baseline: &str, controls: &[String]) -> Result<Vec<Measurement>, String> {
     let mut out = Vec::new();
     walk(dir, dir, baseline, &mut out)?;
     out.sort_by(|a, b| a.series.name.cmp(&b.series.name));
+    for m in &mut out {
+        if controls.iter().any(|c| m.series.name.contains(c.as_str())) {
+            m.series.role = Role::Control;
+        }
+    }
     if out.is_empty() {
         return Err(format!(
             "no benchmark saved as baseline {baseline:?} under {} (cargo bench -- --save-baseline {baseline})",
@@ -52,6 +59,7 @@ fn walk(root: &Path, dir: &Path, baseline: &str, out: &mut Vec<Measurement>) -> 
                     unit: "ns".into(),
                     better: Better::Lower,
                     stat: Stat::Median,
+                    role: Role::Measure,
                 },
                 samples: {
                     let mut v: Vec<(f64, u64)> = s
@@ -96,7 +104,7 @@ mod tests {
             "tick/idle/abc123",
             r#"{"sampling_mode":"Linear","iters":[10.0],"times":[20.0]}"#,
         );
-        let ms = baseline(dir.path(), "abc123").unwrap();
+        let ms = baseline(dir.path(), "abc123", &["tick/idle".into()]).unwrap();
         let got: Vec<(&str, &[(f64, u64)])> = ms
             .iter()
             .map(|m| (m.series.name.as_str(), m.samples.as_slice()))
@@ -108,7 +116,9 @@ mod tests {
                 ("bench/tick/idle/time_ns", &[(2.0, 1)][..])
             ]
         );
-        let e = baseline(dir.path(), "nope").unwrap_err();
+        let roles: Vec<Role> = ms.iter().map(|m| m.series.role).collect();
+        assert_eq!(roles, [Role::Measure, Role::Control]);
+        let e = baseline(dir.path(), "nope", &[]).unwrap_err();
         assert!(e.contains("no benchmark saved as baseline \"nope\""), "{e}");
     }
 }

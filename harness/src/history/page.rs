@@ -1,12 +1,13 @@
 //! The trend page: one self-contained HTML file (inline SVG and a few lines of script, nothing
 //! fetched), a chart per series and device over commits: each run a dot (the spread), the
 //! commits' medians a line, each change point a dashed line between its two commits (red for
-//! worse, green for better) with its size and p-value, and a device filter (also set by the
-//! address: `history.html#device=NAME`).
+//! worse, green for better, grey on a control series: the machine moved) with its size and
+//! p-value, and a device filter (also set by the address: `history.html#device=NAME`).
 
 use std::fmt::Write;
 
-use super::Trend;
+use super::store::Role;
+use super::{changepoint::Change, Trend};
 use crate::report::html::{esc, CSS};
 
 const W: f64 = 760.0;
@@ -24,7 +25,7 @@ pub fn render(trends: &[Trend], source: &str) -> String {
     let _ = write!(
         out,
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>nexus-hil history</title><style>{CSS}\
-         .worse{{color:#c62828}}.better{{color:#1a7f37}}</style></head><body>\
+         .worse{{color:#c62828}}.better{{color:#1a7f37}}.host{{color:#666}}</style></head><body>\
          <h1>Performance history</h1><p class=\"file\">{} &middot; {} series on {} device(s)</p>\
          <p><label>Device: <select id=\"device\"><option value=\"\">all</option>{}</select></label> \
          <span id=\"shown\"></span></p>",
@@ -39,7 +40,7 @@ pub fn render(trends: &[Trend], source: &str) -> String {
     for t in trends {
         let _ = write!(
             out,
-            "<section class=\"trend\" data-device=\"{}\"><h3>{} <span class=\"file\">on {} ({}, {} is better)</span></h3>{}{}</section>",
+            "<section class=\"trend\" data-device=\"{}\"><h3>{} <span class=\"file\">on {} ({}, {} is better{})</span></h3>{}{}</section>",
             esc(&t.device),
             esc(&t.series.name),
             esc(&t.device),
@@ -47,6 +48,11 @@ pub fn render(trends: &[Trend], source: &str) -> String {
             match t.series.better {
                 super::store::Better::Lower => "lower",
                 super::store::Better::Higher => "higher",
+            },
+            if t.series.role == Role::Control {
+                "; a control: it follows the machine, not the code, and gates nothing"
+            } else {
+                ""
             },
             chart(t),
             changes_table(t)
@@ -103,14 +109,14 @@ fn chart(t: &Trend) -> String {
     }
     for c in &t.changes {
         let cx = (x(c.index as f64 - 1.0) + x(c.index as f64)) / 2.0;
-        let worse = t.worse(c);
+        let (class, colour) = kind(t, c);
         let _ = write!(
             s,
             "<line class=\"change\" x1=\"{cx:.1}\" x2=\"{cx:.1}\" y1=\"{TOP}\" y2=\"{}\" stroke=\"{}\" stroke-dasharray=\"4 3\" stroke-width=\"2\">\
              <title>{} {:+.1} % between {} and {} (p = {:.1e})</title></line>",
             H - BOTTOM,
-            if worse { "#c62828" } else { "#1a7f37" },
-            if worse { "worse" } else { "better" },
+            colour,
+            class,
             c.relative() * 100.0,
             esc(&t.commits[c.index - 1].0),
             esc(&t.commits[c.index].0),
@@ -159,15 +165,15 @@ fn changes_table(t: &Trend) -> String {
     }
     let mut s = String::from("<table><tr><th>between</th><th>change</th><th>before</th><th>after</th><th>p</th></tr>");
     for c in &t.changes {
-        let worse = t.worse(c);
+        let (class, _) = kind(t, c);
         let _ = write!(
             s,
             "<tr><td>{} .. {}</td><td class=\"{}\">{:+.1} % ({})</td><td>{}</td><td>{}</td><td>{:.1e}</td></tr>",
             esc(&t.commits[c.index - 1].0),
             esc(&t.commits[c.index].0),
-            if worse { "worse" } else { "better" },
+            class,
             c.relative() * 100.0,
-            if worse { "worse" } else { "better" },
+            class,
             short_number(c.mean_before),
             short_number(c.mean_after),
             c.p_value
@@ -175,6 +181,17 @@ fn changes_table(t: &Trend) -> String {
     }
     s.push_str("</table>");
     s
+}
+
+/// A change's word and colour: worse, better, or host (a control series' change).
+fn kind(t: &Trend, c: &Change) -> (&'static str, &'static str) {
+    if t.series.role == Role::Control {
+        ("host", "#666")
+    } else if t.worse(c) {
+        ("worse", "#c62828")
+    } else {
+        ("better", "#1a7f37")
+    }
 }
 
 fn short_number(v: f64) -> String {

@@ -1,10 +1,12 @@
 //! A run's measurements for the history: each passed scenario's and step's duration, the
 //! backup throughput `backup.wait` saw, and every probe's lateness histogram, per device; and
-//! where the run was (commit, branch, host), read from CI's variables or git.
+//! where the run was (commit, branch, host), read from CI's variables or git. A probe that ran
+//! no load of ours (a baseline's idle windows) is a control series: it follows the machine, not
+//! the code.
 
 use std::collections::BTreeMap;
 
-use super::store::{Better, Measurement, RunKey, Series, Stat};
+use super::store::{Better, Measurement, Role, RunKey, Series, Stat};
 use crate::report::{slug, Outcome, RunReport};
 
 fn series(name: String, unit: &str, better: Better, stat: Stat) -> Series {
@@ -13,6 +15,7 @@ fn series(name: String, unit: &str, better: Better, stat: Stat) -> Series {
         unit: unit.into(),
         better,
         stat,
+        role: Role::Measure,
     }
 }
 
@@ -52,6 +55,13 @@ pub fn measurements(report: &RunReport) -> BTreeMap<String, Vec<Measurement>> {
                 }
             }
             for l in st.latency.iter().chain(st.baseline.iter()) {
+                // No load of ours ran meanwhile (a baseline's idle windows, or a probe without
+                // `during`): the machine's own lateness.
+                let role = if l.during.is_none() {
+                    Role::Control
+                } else {
+                    Role::Measure
+                };
                 let samples: Vec<(f64, u64)> = l
                     .measured
                     .lateness_counts
@@ -60,12 +70,15 @@ pub fn measurements(report: &RunReport) -> BTreeMap<String, Vec<Measurement>> {
                     .collect();
                 if !samples.is_empty() {
                     out.push(Measurement {
-                        series: series(
-                            format!("{base}/probe/{}/lateness_us", slug(&l.name)),
-                            "µs",
-                            Better::Lower,
-                            Stat::P99,
-                        ),
+                        series: Series {
+                            role,
+                            ..series(
+                                format!("{base}/probe/{}/lateness_us", slug(&l.name)),
+                                "µs",
+                                Better::Lower,
+                                Stat::P99,
+                            )
+                        },
                         samples,
                     });
                 }
@@ -189,7 +202,8 @@ mod tests {
     }
 
     /// What a perf run's report holds (a backup.wait whose last Status has no totals, a probe
-    /// with its counts) becomes a throughput series and a lateness series.
+    /// with its counts and its idle baseline) becomes a throughput series and lateness series,
+    /// the baseline's a control.
     #[test]
     fn a_backups_throughput_and_a_probes_lateness_are_measured() {
         use crate::report::{Latency, Measured, Percentiles, ProgressSample, StepReport};
@@ -226,7 +240,7 @@ mod tests {
         probe.progress.clear();
         probe.latency = Some(Latency {
             name: "backup, default cap".into(),
-            during: None,
+            during: Some("nexus-hil-backup-loop 1".into()),
             window_p99_us: Vec::new(),
             measured: Measured {
                 period_us: 10_000,
@@ -247,6 +261,11 @@ mod tests {
             },
             verdict: None,
         });
+        let mut idle = probe.latency.clone().unwrap();
+        idle.name = "idle".into();
+        idle.during = None;
+        idle.measured.lateness_counts = vec![(80, 995), (300, 5)];
+        probe.baseline = Some(idle);
         let mut s = scenario(None, None);
         s.name = "perf".into();
         s.steps = vec![wait, probe];
@@ -259,14 +278,22 @@ mod tests {
             partition: None,
         };
         let ms = &measurements(&report)["emulator"];
-        let find = |name: &str| ms.iter().find(|m| m.series.name == name).map(|m| m.samples.clone());
+        let find = |name: &str| {
+            ms.iter()
+                .find(|m| m.series.name == name)
+                .map(|m| (m.samples.clone(), m.series.role))
+        };
         assert_eq!(
             find("scenario/perf/step/5-backup.wait/throughput_mib_s"),
-            Some(vec![(32.0, 1)])
+            Some((vec![(32.0, 1)], Role::Measure))
         );
         assert_eq!(
             find("scenario/perf/probe/backup-default-cap/lateness_us"),
-            Some(vec![(90.0, 990), (400.0, 10)])
+            Some((vec![(90.0, 990), (400.0, 10)], Role::Measure))
+        );
+        assert_eq!(
+            find("scenario/perf/probe/idle/lateness_us"),
+            Some((vec![(80.0, 995), (300.0, 5)], Role::Control))
         );
     }
 

@@ -12,8 +12,9 @@ use sqlx::Row;
 
 /// The schema, one migration per version (version = index + 1). Portable SQL only: it runs on
 /// SQLite and PostgreSQL as written.
-const MIGRATIONS: &[&[&str]] = &[&[
-    "CREATE TABLE runs (
+const MIGRATIONS: &[&[&str]] = &[
+    &[
+        "CREATE TABLE runs (
         id TEXT PRIMARY KEY,
         commit_id TEXT NOT NULL,
         branch TEXT NOT NULL,
@@ -25,13 +26,13 @@ const MIGRATIONS: &[&[&str]] = &[&[
         started_at BIGINT NOT NULL,
         source TEXT NOT NULL
     )",
-    "CREATE TABLE series (
+        "CREATE TABLE series (
         name TEXT PRIMARY KEY,
         unit TEXT NOT NULL,
         better TEXT NOT NULL,
         stat TEXT NOT NULL
     )",
-    "CREATE TABLE samples (
+        "CREATE TABLE samples (
         run_id TEXT NOT NULL REFERENCES runs(id),
         series TEXT NOT NULL REFERENCES series(name),
         idx BIGINT NOT NULL,
@@ -39,8 +40,11 @@ const MIGRATIONS: &[&[&str]] = &[&[
         weight BIGINT NOT NULL,
         PRIMARY KEY (run_id, series, idx)
     )",
-    "CREATE INDEX samples_series ON samples (series)",
-]];
+        "CREATE INDEX samples_series ON samples (series)",
+    ],
+    // 2: a series' role; the series recorded before it measure the code.
+    &["ALTER TABLE series ADD COLUMN role TEXT NOT NULL DEFAULT 'measure'"],
+];
 
 /// Which way a series gets worse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +58,26 @@ impl Better {
         match self {
             Better::Lower => "lower",
             Better::Higher => "higher",
+        }
+    }
+}
+
+/// What a series' changes mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// It measures the code under test: a change for the worse is a regression.
+    Measure,
+    /// It measures the machine, not the code (a probe's idle windows, a bench of other tools'
+    /// work): a canary, as MongoDB's performance CI keeps. Its changes say the host moved; they
+    /// are shown and never gate.
+    Control,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Measure => "measure",
+            Role::Control => "control",
         }
     }
 }
@@ -83,6 +107,7 @@ pub struct Series {
     pub unit: String,
     pub better: Better,
     pub stat: Stat,
+    pub role: Role,
 }
 
 /// Where and what a run measured.
@@ -231,11 +256,20 @@ impl Store {
                 .await
                 .map_err(err)?;
             if known.is_none() {
-                sqlx::query("INSERT INTO series (name, unit, better, stat) VALUES ($1, $2, $3, $4)")
+                sqlx::query("INSERT INTO series (name, unit, better, stat, role) VALUES ($1, $2, $3, $4, $5)")
                     .bind(&s.name)
                     .bind(&s.unit)
                     .bind(s.better.as_str())
                     .bind(s.stat.as_str())
+                    .bind(s.role.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+            } else {
+                // The newest recorder's word on the role (a series recorded before roles were).
+                sqlx::query("UPDATE series SET role = $1 WHERE name = $2")
+                    .bind(s.role.as_str())
+                    .bind(&s.name)
                     .execute(&mut *tx)
                     .await
                     .map_err(err)?;
@@ -257,7 +291,7 @@ impl Store {
 
     /// Every series the store knows.
     pub async fn series(&self) -> Result<Vec<Series>, String> {
-        let rows = sqlx::query("SELECT name, unit, better, stat FROM series ORDER BY name")
+        let rows = sqlx::query("SELECT name, unit, better, stat, role FROM series ORDER BY name")
             .fetch_all(&self.pool)
             .await
             .map_err(|e| e.to_string())?;
@@ -273,6 +307,11 @@ impl Store {
                         Better::Lower
                     },
                     stat: if get(3)? == "p99" { Stat::P99 } else { Stat::Median },
+                    role: if get(4)? == "control" {
+                        Role::Control
+                    } else {
+                        Role::Measure
+                    },
                 })
             })
             .collect()
