@@ -250,30 +250,20 @@ impl Store {
         .map_err(err)?;
         for m in measurements {
             let s = &m.series;
-            let known = sqlx::query("SELECT name FROM series WHERE name = $1")
-                .bind(&s.name)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(err)?;
-            if known.is_none() {
-                sqlx::query("INSERT INTO series (name, unit, better, stat, role) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(&s.name)
-                    .bind(&s.unit)
-                    .bind(s.better.as_str())
-                    .bind(s.stat.as_str())
-                    .bind(s.role.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err)?;
-            } else {
-                // The newest recorder's word on the role (a series recorded before roles were).
-                sqlx::query("UPDATE series SET role = $1 WHERE name = $2")
-                    .bind(s.role.as_str())
-                    .bind(&s.name)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err)?;
-            }
+            // A new series as recorded; a known one keeps its unit and kind and takes the newest
+            // recorder's word on its role (a series recorded before roles were).
+            sqlx::query(
+                "INSERT INTO series (name, unit, better, stat, role) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (name) DO UPDATE SET role = excluded.role",
+            )
+            .bind(&s.name)
+            .bind(&s.unit)
+            .bind(s.better.as_str())
+            .bind(s.stat.as_str())
+            .bind(s.role.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
             for (i, (value, weight)) in m.samples.iter().enumerate() {
                 sqlx::query("INSERT INTO samples (run_id, series, idx, value, weight) VALUES ($1, $2, $3, $4, $5)")
                     .bind(&run.id)
