@@ -20,7 +20,7 @@ pub struct HistoryArgs {
 /// `nexus-hil history ...`.
 #[derive(Debug, clap::Subcommand)]
 pub enum HistoryCmd {
-    /// Find where each series changed (PELT, each change confirmed by Welch's t-test).
+    /// Find where each series changed (PELT, each change confirmed by a t-test).
     ///
     /// Per series and device, one value per commit (the median of that commit's runs; a
     /// latency's p99): each change is printed with its commit range, its size, whether it is
@@ -62,6 +62,12 @@ pub enum HistoryCmd {
         /// the commits run before it, nothing later (would the gate have fired at that commit?).
         #[arg(long, value_name = "COMMIT")]
         upto: Option<String>,
+        /// The t-test a change must pass: the default judges the runs after a change with the
+        /// history's noise unless they scatter more than it; welch is slower to flag a change
+        /// (the newest runs bring their own few degrees of freedom), student (Otava's) quicker
+        /// but also flags a few runs the host slowed.
+        #[arg(long, value_enum, default_value_t = changepoint::Options::default().test)]
+        test: changepoint::Test,
     },
     /// Append a criterion baseline (`ci/bench` saves one per commit) to the history.
     ///
@@ -184,10 +190,12 @@ pub async fn command(args: HistoryArgs) -> Result<ExitCode, InfraError> {
             max_p,
             min_change,
             upto,
+            test,
         } => {
             let o = changepoint::Options {
                 max_p,
                 min_change,
+                test,
                 ..changepoint::Options::default()
             };
             let loaded = load(history.as_deref(), series.as_deref(), &control, upto.as_deref(), o).await;
