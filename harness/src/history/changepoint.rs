@@ -11,10 +11,11 @@
 //! between 0.0079 and 0.0098). Which t-test matters most for the newest commits, where a gate
 //! looks: a change three commits old has a segment of three points after it.
 //! - Student's (Otava's): the segments' variance pooled, so the three points are judged with
-//!   the noise of the whole series behind them (about 30 degrees of freedom). It flags a 10 %
-//!   step in runs that spread by 3 % at the second commit, but it also flags three runs in a
-//!   row that the host slowed and that scatter widely among themselves (seen: an SSH step's
-//!   0.31 s series at 0.34, 0.43, 0.39 s for three runs, then back, on unchanged code).
+//!   the noise of the whole series behind them (about 30 degrees of freedom). It flagged the
+//!   bench's 10 % loss (runs that spread by 3 %) at the second commit, placed one commit early,
+//!   but it also flags three runs in a row that the host slowed and that scatter widely among
+//!   themselves (seen: an SSH step's 0.31 s series at 0.34, 0.43, 0.39 s for three runs, then
+//!   back, on unchanged code), and the points around a single far-off run.
 //! - Welch's: each segment with its own variance, so the three points bring two degrees of
 //!   freedom; it needs the runs after a change to agree to about half a percent to flag it
 //!   within three commits. The bench's runs spread by 3 %: its 10 % loss was proven only at
