@@ -339,6 +339,83 @@ async fn a_control_series_shows_the_host_moved_and_never_gates() {
     assert!(said.lines().any(|l| l.starts_with("HOST")), "{said}");
 }
 
+/// 40 commits of a bench whose runs agree to half a percent, 10 % slower from commit 37 (the
+/// newest 3), beside a control (the hand-made `tar | gpg`) whose level is `control(i)`.
+async fn bench_history(file: &Path, control: impl Fn(i64) -> f64) {
+    let store = Store::open(file.to_str().unwrap()).await.unwrap();
+    let mut noise = Noise(23);
+    let bench = |name: &str, role: Role, v: f64| Measurement {
+        series: Series {
+            name: format!("bench/backup_pipeline/{name}/time_ns"),
+            unit: "ns".into(),
+            better: Better::Lower,
+            stat: Stat::Median,
+            role,
+        },
+        samples: vec![(v, 1)],
+    };
+    for i in 0..40 {
+        let ours = if i >= 37 { 220.0 } else { 200.0 } + noise.normal();
+        let theirs = control(i) + 1.5 * noise.normal();
+        let ms = [
+            bench("nexus_backupd", Role::Measure, ours),
+            bench("tar_gpg_baseline", Role::Control, theirs),
+        ];
+        store
+            .append(&run(&format!("r{i}"), &format!("commit{i:02}"), 1000 + i), &ms)
+            .await
+            .unwrap();
+    }
+}
+
+/// A change for the worse among the newest commits does not gate while a control on the same
+/// device is still slower since a commit near it (the machine slowed then too); it gates when
+/// the control came back, or moved long before.
+#[tokio::test]
+async fn a_regression_while_a_control_is_still_slower_does_not_gate() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |file: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_nexus-hil"))
+            .args(["history", "check", "--fail-on-regression", "--history"])
+            .arg(file)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    // The control 15 % slower from commit 35, two before ours, and still.
+    let file = dir.path().join("still.sqlite");
+    bench_history(&file, |i| if i >= 35 { 345.0 } else { 300.0 }).await;
+    let (code, said) = check(&file);
+    assert_eq!(code, Some(0), "{said}");
+    let worse: Vec<&str> = said.lines().filter(|l| l.starts_with("WORSE")).collect();
+    assert_eq!(worse.len(), 1, "{said}");
+    assert!(
+        worse[0].starts_with("WORSE   bench/backup_pipeline/nexus_backupd/time_ns on emulator: +")
+            && worse[0].contains("between commit36 and commit37")
+            && worse[0].ends_with(
+                "not gating: the control bench/backup_pipeline/tar_gpg_baseline/time_ns is slower too, since commit35: the machine moved; run these commits again"
+            ),
+        "{said}"
+    );
+    assert!(
+        said.contains("0 for the worse among the newest 3 commits (1 more while a control says the machine is slower"),
+        "{said}"
+    );
+    // The control was slower for commits 20-29 and came back: ours stayed slower on its own.
+    let file = dir.path().join("back.sqlite");
+    bench_history(&file, |i| if (20..30).contains(&i) { 345.0 } else { 300.0 }).await;
+    let (code, said) = check(&file);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("1 for the worse among the newest 3 commits"), "{said}");
+    assert!(!said.contains("not gating: the control"), "{said}");
+    // The control slower since commit 30, seven commits before ours: not the same move.
+    let file = dir.path().join("long-before.sqlite");
+    bench_history(&file, |i| if i >= 30 { 345.0 } else { 300.0 }).await;
+    let (code, said) = check(&file);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.lines().any(|l| l.starts_with("HOST")), "{said}");
+}
+
 /// A deterministic normal generator (Box-Muller over splitmix64).
 struct Noise(u64);
 impl Noise {
