@@ -52,6 +52,32 @@ fn latency() -> Measurement {
     }
 }
 
+/// A series where lower is better, and one run's samples of it.
+fn lower_is_better(name: String, unit: &str, stat: Stat, role: Role, samples: Vec<(f64, u64)>) -> Measurement {
+    Measurement {
+        series: Series {
+            name,
+            unit: unit.into(),
+            better: Better::Lower,
+            stat,
+            role,
+        },
+        samples,
+    }
+}
+
+/// `nexus-hil history check --fail-on-regression` of `file` with `extra`: its exit status and
+/// what it printed.
+fn gate(file: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nexus-hil"))
+        .args(["history", "check", "--fail-on-regression", "--history"])
+        .arg(file)
+        .args(extra)
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// What both stores must do: keep runs and their samples in order, migrate once, and refuse
 /// a run appended twice without keeping half of it.
 async fn exercise(spec: &str) {
@@ -272,15 +298,9 @@ async fn a_control_series_shows_the_host_moved_and_never_gates() {
     let file = dir.path().join("h.sqlite");
     let store = Store::open(file.to_str().unwrap()).await.unwrap();
     let mut noise = Noise(11);
-    let probe = |name: &str, role: Role, p99: f64| Measurement {
-        series: Series {
-            name: format!("scenario/perf/probe/{name}/lateness_us"),
-            unit: "µs".into(),
-            better: Better::Lower,
-            stat: Stat::P99,
-            role,
-        },
-        samples: vec![(80.0, 980), (p99, 20)],
+    let probe = |name: &str, role: Role, p99: f64| {
+        let name = format!("scenario/perf/probe/{name}/lateness_us");
+        lower_is_better(name, "µs", Stat::P99, role, vec![(80.0, 980), (p99, 20)])
     };
     let append = |i: i64, idle_role: Role, noise: &mut Noise| {
         let idle = if i >= 37 { 2000.0 } else { 1000.0 } + 5.0 * noise.normal();
@@ -297,15 +317,7 @@ async fn a_control_series_shows_the_host_moved_and_never_gates() {
         let (key, ms) = append(i, Role::Control, &mut noise);
         store.append(&key, &ms).await.unwrap();
     }
-    let check = |extra: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_nexus-hil"))
-            .args(["history", "check", "--fail-on-regression", "--history"])
-            .arg(&file)
-            .args(extra)
-            .output()
-            .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
-    };
+    let check = |extra: &[&str]| gate(&file, extra);
     let (code, said) = check(&[]);
     assert_eq!(code, Some(0), "{said}");
     let host: Vec<&str> = said.lines().filter(|l| l.starts_with("HOST")).collect();
@@ -344,15 +356,9 @@ async fn a_control_series_shows_the_host_moved_and_never_gates() {
 async fn bench_history(file: &Path, control: impl Fn(i64) -> f64) {
     let store = Store::open(file.to_str().unwrap()).await.unwrap();
     let mut noise = Noise(23);
-    let bench = |name: &str, role: Role, v: f64| Measurement {
-        series: Series {
-            name: format!("bench/backup_pipeline/{name}/time_ns"),
-            unit: "ns".into(),
-            better: Better::Lower,
-            stat: Stat::Median,
-            role,
-        },
-        samples: vec![(v, 1)],
+    let bench = |name: &str, role: Role, v: f64| {
+        let name = format!("bench/backup_pipeline/{name}/time_ns");
+        lower_is_better(name, "ns", Stat::Median, role, vec![(v, 1)])
     };
     for i in 0..40 {
         let ours = if i >= 37 { 220.0 } else { 200.0 } + noise.normal();
@@ -374,14 +380,7 @@ async fn bench_history(file: &Path, control: impl Fn(i64) -> f64) {
 #[tokio::test]
 async fn a_regression_while_a_control_is_still_slower_does_not_gate() {
     let dir = tempfile::tempdir().unwrap();
-    let check = |file: &Path| {
-        let out = Command::new(env!("CARGO_BIN_EXE_nexus-hil"))
-            .args(["history", "check", "--fail-on-regression", "--history"])
-            .arg(file)
-            .output()
-            .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
-    };
+    let check = |file: &Path| gate(file, &[]);
     // The control 15 % slower from commit 35, two before ours, and still.
     let file = dir.path().join("still.sqlite");
     bench_history(&file, |i| if i >= 35 { 345.0 } else { 300.0 }).await;
