@@ -4,11 +4,14 @@
 //! and slow, idle or stuck clients are cut off so others keep being served. [ours] Every request
 //! below `/control/` (any method) goes to the Control UI's unix socket, bodies streamed both ways,
 //! as nginx does on the device; the UI has its own login, so the token auth is not asked there.
+//! Anyone on the LAN can reach that door, so what it may hold is bounded ([`crate::admission`]):
+//! a budget of slots of its own, deadlines on bodies and answers, a cap per client.
 
 use std::convert::Infallible;
 use std::fs;
 use std::future::Future;
 use std::io::{self, Read, Seek};
+use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -19,15 +22,21 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::{Frame, Incoming};
 use hyper::header::{
-    HeaderValue, ACCEPT_RANGES, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_RANGE,
-    RANGE, WWW_AUTHENTICATE,
+    HeaderValue, ACCEPT_RANGES, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG,
+    IF_RANGE, RANGE, RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use hyper::{Method, Request, Response, StatusCode};
-use nexus_contract::paths::{BACKUPS_URL_PREFIX, CA_PATH, CONTROL_UI_PREFIX};
+use nexus_contract::paths::{
+    BACKUPS_URL_PREFIX, CA_PATH, CONTROL_UI_DOWNLOAD_PREFIX, CONTROL_UI_EVENTS, CONTROL_UI_PREFIX,
+};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 
+use crate::admission::{
+    Clients, DeadlineBody, HeldAnswer, QuietWarnings, CONTROL_BODY_DEADLINE, CONTROL_DEADLINE, CONTROL_SLOTS,
+    MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT, REFUSAL_DEADLINE, REFUSAL_SLOTS,
+};
 use crate::layout::Layout;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -69,10 +78,10 @@ impl FileServer {
     }
 
     /// Answers one request.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, door: Arc<Door>) -> Result<Response<Body>, Infallible> {
         if req.uri().path().starts_with(CONTROL_UI_PREFIX) {
             return Ok(match &self.control_ui {
-                Some(socket) => forward(socket, req).await,
+                Some(socket) => door.forward(socket, req).await,
                 None => not_found(),
             });
         }
@@ -143,49 +152,185 @@ fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
     }
 }
 
-/// Passes one request to the Control UI's unix socket and streams its answer back; 502 in words
-/// when nothing listens there.
-async fn forward(socket: &Path, mut req: Request<Incoming>) -> Response<Body> {
-    let stream = match tokio::net::UnixStream::connect(socket).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(socket = %socket.display(), "the Control UI cannot be reached: {e}");
-            return simple(
+/// What the connections of one server share: the Control UI's budget of slots, each client's
+/// count of connections, the slots for refusing, and the warnings about refusals.
+struct Door {
+    limits: Limits,
+    control: Arc<Semaphore>,
+    clients: Arc<Clients>,
+    refusals: Arc<Semaphore>,
+    warnings: QuietWarnings,
+}
+
+impl Door {
+    fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            control: Arc::new(Semaphore::new(limits.control_slots)),
+            clients: Arc::default(),
+            refusals: Arc::new(Semaphore::new(REFUSAL_SLOTS)),
+            warnings: QuietWarnings::default(),
+        }
+    }
+
+    /// Connections one client may have open: its cap, never above the total.
+    fn per_client(&self) -> usize {
+        self.limits.per_client.min(self.limits.max_connections)
+    }
+
+    /// Passes a request to the Control UI within the UI's budget of slots: a request body must
+    /// arrive within [`CONTROL_BODY_DEADLINE`] and the answer end within [`CONTROL_DEADLINE`]
+    /// (not the progress stream nor downloads: see there). 503 when the budget is used up.
+    async fn forward(&self, socket: &Path, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_owned();
+        let Ok(slot) = self.control.clone().try_acquire_owned() else {
+            self.warnings.warn(format_args!(
+                "all {} slots of the Control UI are busy; {path} was answered 503",
+                self.limits.control_slots
+            ));
+            let mut r = simple(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the Control UI is busy with {} requests; try again in a few seconds\n",
+                    self.limits.control_slots
+                ),
+            );
+            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("5"));
+            r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            return r;
+        };
+        let slot = Arc::new(slot);
+        let streams = path == CONTROL_UI_EVENTS || path.starts_with(CONTROL_UI_DOWNLOAD_PREFIX);
+        let until = tokio::time::Instant::now() + CONTROL_DEADLINE;
+        let (parts, body) = req.into_parts();
+        let (body, progress) = DeadlineBody::new(body, CONTROL_BODY_DEADLINE, slot.clone());
+        let answer = tokio::time::timeout_at(until, forward(socket, Request::from_parts(parts, body))).await;
+        let mut r = match answer {
+            Ok(Ok(r)) => r.map(Body::Upstream),
+            Ok(Err(_)) | Err(_) if progress.late() => {
+                tracing::info!(
+                    path,
+                    "the request body did not arrive within {CONTROL_BODY_DEADLINE:?}; answered 408"
+                );
+                simple(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request body did not arrive within {} s; check the network and send it again\n",
+                        CONTROL_BODY_DEADLINE.as_secs()
+                    ),
+                )
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(path, "{e}");
+                e.answer()
+            }
+            Err(_) => {
+                tracing::warn!(
+                    path,
+                    "the Control UI did not answer within {CONTROL_DEADLINE:?}; answered 504"
+                );
+                simple(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the Control UI did not answer in time; see the journal of nexus-controlui\n",
+                )
+            }
+        };
+        // A body not read to its end leaves the connection at an unknown place: not reused.
+        if !progress.done() {
+            r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        // The progress stream ends with its session, a download when its client stops reading
+        // (the write timeout); both may rightly last longer than any fixed deadline.
+        let deadline = (!streams).then_some(until);
+        r.map(|b| Body::Held(HeldAnswer::new(b, deadline, slot)))
+    }
+
+    /// Tells a connection over its client's cap so with a 429 within [`REFUSAL_DEADLINE`], or
+    /// closes it at once when [`REFUSAL_SLOTS`] connections are being told already.
+    fn refuse(&self, tcp: TcpStream, peer: SocketAddr, acceptor: tokio_rustls::TlsAcceptor) {
+        let cap = self.per_client();
+        self.warnings.warn(format_args!(
+            "{peer} has {cap} connections open already, its cap; a new one was refused with 429"
+        ));
+        let Ok(slot) = self.refusals.clone().try_acquire_owned() else {
+            return; // dropping it closes it
+        };
+        tokio::spawn(async move {
+            let _slot = slot;
+            let tell = async move {
+                let tls = acceptor.accept(tcp).await?;
+                let service = hyper::service::service_fn(move |_req| async move {
+                    let mut r = simple(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        format!(
+                            "this address has {cap} connections open to the device already; close some (or let downloads finish) and try again\n"
+                        ),
+                    );
+                    r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("10"));
+                    r.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                    Ok::<_, Infallible>(r)
+                });
+                hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(REFUSAL_DEADLINE)
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await
+                    .map_err(io::Error::other)
+            };
+            if let Ok(Err(e)) = tokio::time::timeout(REFUSAL_DEADLINE, tell).await {
+                tracing::debug!(%peer, "refusing a connection: {e}");
+            }
+        });
+    }
+}
+
+/// Why a request could not be passed to the Control UI.
+#[derive(Debug, thiserror::Error)]
+enum ForwardError {
+    #[error("the Control UI cannot be reached at {}: {source}", socket.display())]
+    Unreachable { socket: PathBuf, source: io::Error },
+    #[error("the Control UI's socket does not speak HTTP: {0}")]
+    NotHttp(hyper::Error),
+    #[error("the Control UI gave no answer: {0}")]
+    NoAnswer(hyper::Error),
+}
+
+impl ForwardError {
+    /// The client's answer: 502 in words.
+    fn answer(&self) -> Response<Body> {
+        match self {
+            ForwardError::Unreachable { .. } => simple(
                 StatusCode::BAD_GATEWAY,
                 "the Control UI is not running (nothing answers on its socket); start nexus-controlui.service\n",
-            );
-        }
-    };
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!("the Control UI's socket refused HTTP: {e}");
-            return simple(
+            ),
+            ForwardError::NotHttp(_) | ForwardError::NoAnswer(_) => simple(
                 StatusCode::BAD_GATEWAY,
-                "the Control UI did not answer; see the journal of nexus-controlui\n",
-            );
+                "the Control UI gave no answer; see the journal of nexus-controlui\n",
+            ),
         }
-    };
+    }
+}
+
+/// Passes one request to the Control UI's unix socket; its answer streams back.
+async fn forward(socket: &Path, mut req: Request<DeadlineBody>) -> Result<Response<Incoming>, ForwardError> {
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(|source| ForwardError::Unreachable {
+            socket: socket.to_owned(),
+            source,
+        })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(ForwardError::NotHttp)?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!("connection to the Control UI ended: {e}");
         }
     });
     strip_hop_by_hop(req.headers_mut());
-    match sender.send_request(req).await {
-        Ok(resp) => {
-            let mut resp = resp.map(Body::Upstream);
-            strip_hop_by_hop(resp.headers_mut());
-            resp
-        }
-        Err(e) => {
-            tracing::warn!("the Control UI gave no answer: {e}");
-            simple(
-                StatusCode::BAD_GATEWAY,
-                "the Control UI gave no answer; see the journal of nexus-controlui\n",
-            )
-        }
-    }
+    let mut resp = sender.send_request(req).await.map_err(ForwardError::NoAnswer)?;
+    strip_hop_by_hop(resp.headers_mut());
+    Ok(resp)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -193,8 +338,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// A short plain-text answer.
-pub fn simple(status: StatusCode, text: &'static str) -> Response<Body> {
-    let mut r = Response::new(Body::Full(Some(Bytes::from_static(text.as_bytes()))));
+pub fn simple(status: StatusCode, text: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Body::Full(Some(text.into())));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
@@ -313,13 +458,15 @@ pub fn serve_file(path: PathBuf, headers: &hyper::HeaderMap, is_head: bool) -> R
 }
 
 /// Response bodies: nothing, a buffer, a file read on a blocking thread, parts sent by a task
-/// (server-sent events), or the Control UI's answer passed through.
+/// (server-sent events), the Control UI's answer passed through, or one of these holding its
+/// slot of the Control UI's budget until sent.
 pub enum Body {
     Empty,
     Full(Option<Bytes>),
     File(FileBody),
     Stream(mpsc::Receiver<io::Result<Bytes>>),
     Upstream(Incoming),
+    Held(HeldAnswer),
 }
 
 /// A file range streamed by a reader thread through a small channel.
@@ -371,6 +518,7 @@ impl hyper::body::Body for Body {
             Body::Upstream(inner) => Pin::new(inner)
                 .poll_frame(cx)
                 .map(|o| o.map(|r| r.map_err(io::Error::other))),
+            Body::Held(held) => held.poll_frame(cx),
         }
     }
 
@@ -380,12 +528,14 @@ impl hyper::body::Body for Body {
             Body::Full(b) => b.is_none(),
             Body::File(_) | Body::Stream(_) => false,
             Body::Upstream(inner) => hyper::body::Body::is_end_stream(inner),
+            Body::Held(held) => hyper::body::Body::is_end_stream(&*held.inner),
         }
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         match self {
             Body::Upstream(inner) => hyper::body::Body::size_hint(inner),
+            Body::Held(held) => hyper::body::Body::size_hint(&*held.inner),
             _ => hyper::body::SizeHint::default(),
         }
     }
@@ -400,15 +550,21 @@ pub struct Limits {
     /// the client stopped reading (or its network is gone). Time spent waiting for the SD card
     /// does not count, only time the client's side of the connection is full.
     pub write_timeout: Duration,
+    /// Requests below `/control/` served at once; more are answered 503 at once.
+    pub control_slots: usize,
+    /// Connections one client may have open; more are answered 429 (or closed).
+    pub per_client: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_connections: 256,
+            max_connections: MAX_CONNECTIONS,
             // A client that reads at all, even over a slow link, drains the socket buffer in
             // well under a second; 30 s of nothing taken is a client that has stopped reading.
             write_timeout: Duration::from_secs(30),
+            control_slots: CONTROL_SLOTS,
+            per_client: MAX_CONNECTIONS_PER_CLIENT,
         }
     }
 }
@@ -418,7 +574,8 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, files:
     serve_with_limits(listener, tls, files, Limits::default()).await
 }
 
-/// Accepts connections forever: TLS handshake, then HTTP/1.1 with header and write timeouts.
+/// Accepts connections forever: TLS handshake, then HTTP/1.1 with header and write timeouts,
+/// each client below its cap.
 pub async fn serve_with_limits(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -427,6 +584,7 @@ pub async fn serve_with_limits(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let door = Arc::new(Door::new(limits));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
@@ -439,10 +597,18 @@ pub async fn serve_with_limits(
                 continue;
             }
         };
+        let Some(client) = door.clients.admit(peer.ip(), door.per_client()) else {
+            drop(permit);
+            door.refuse(tcp, peer, acceptor.clone());
+            continue;
+        };
         let acceptor = acceptor.clone();
         let files = files.clone();
+        let door = door.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            // Dropped in this order: the client's count is down before the slot is free, so the
+            // next connection from the same client, which may be waiting for that slot, fits.
+            let _held = (client, permit);
             let tcp = WriteTimeout::new(tcp, limits.write_timeout);
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
@@ -455,7 +621,7 @@ pub async fn serve_with_limits(
                     return;
                 }
             };
-            let service = hyper::service::service_fn(move |req| files.clone().handle(req));
+            let service = hyper::service::service_fn(move |req| files.clone().handle(req, door.clone()));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
@@ -557,6 +723,15 @@ mod tests {
 
     /// A client of the test server, trusting the server's CA.
     async fn connect(addr: std::net::SocketAddr, ca_pem: &str) -> tokio_rustls::client::TlsStream<TcpStream> {
+        connect_from(addr, [127, 0, 0, 1].into(), ca_pem).await
+    }
+
+    /// The same from the loopback address `from`: another client to the server.
+    async fn connect_from(
+        addr: std::net::SocketAddr,
+        from: std::net::Ipv4Addr,
+        ca_pem: &str,
+    ) -> tokio_rustls::client::TlsStream<TcpStream> {
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
@@ -566,7 +741,9 @@ mod tests {
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let tcp = TcpStream::connect(addr).await.unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from((from, 0))).unwrap();
+        let tcp = socket.connect(addr).await.unwrap();
         tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
             .await
@@ -592,6 +769,7 @@ mod tests {
         let limits = Limits {
             max_connections: 1,
             write_timeout,
+            ..Limits::default()
         };
         tokio::spawn(serve_with_limits(listener, tls.server.clone(), files, limits));
 
@@ -736,6 +914,60 @@ mod tests {
         let mut reply = Vec::new();
         let _ = c.read_to_end(&mut reply).await;
         assert!(String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 405"));
+    }
+
+    /// A GET of the CA on `c`: the whole answer as text.
+    async fn get_ca(mut c: tokio_rustls::client::TlsStream<TcpStream>) -> String {
+        c.write_all(format!("GET {CA_PATH} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut reply = Vec::new();
+        let _ = c.read_to_end(&mut reply).await;
+        String::from_utf8_lossy(&reply).into_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_over_its_connection_cap_is_told_429_and_others_are_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = crate::tls::load_or_make(&dir.path().join("tls"), &[]).unwrap();
+        let files = Arc::new(FileServer::new(dir.path().to_owned(), tls.ca_pem.clone(), None));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            per_client: 2,
+            ..Limits::default()
+        };
+        tokio::spawn(serve_with_limits(listener, tls.server.clone(), files, limits));
+
+        // Two idle connections: the client's cap.
+        let first = connect(addr, &tls.ca_pem).await;
+        let _second = connect(addr, &tls.ca_pem).await;
+        let third = tokio::time::timeout(Duration::from_secs(10), async {
+            get_ca(connect(addr, &tls.ca_pem).await).await
+        })
+        .await
+        .expect("the connection over the cap got no answer");
+        assert!(
+            third.starts_with("HTTP/1.1 429") && third.contains("2 connections open") && third.contains("try again"),
+            "{third}"
+        );
+        // Another client is served meanwhile.
+        let other = get_ca(connect_from(addr, [127, 0, 0, 2].into(), &tls.ca_pem).await).await;
+        assert!(
+            other.starts_with("HTTP/1.1 200") && other.ends_with(&tls.ca_pem),
+            "{other}"
+        );
+        // A connection that ends gives its client's place back.
+        drop(first);
+        let mut again = String::new();
+        for _ in 0..100 {
+            again = get_ca(connect(addr, &tls.ca_pem).await).await;
+            if again.starts_with("HTTP/1.1 200") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(again.starts_with("HTTP/1.1 200"), "{again}");
     }
 
     #[test]

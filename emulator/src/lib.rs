@@ -7,10 +7,12 @@
 //! [`archive`] into [`openpgp`] encryption by [`pipeline`], kept gentle by [`throttle`]). [`snapshot_iface`] and
 //! [`backup_iface`] put them on the bus, each call first authorized by [`polkit`]; every error is a
 //! [`error::NexusError`] with its D-Bus name. [`https`] serves the finished files with the
-//! certificates of [`tls`] and forwards `/control/` to [`controlui`], the Control UI
-//! (binary `nexus-controlui`, its own user, a D-Bus client like any other). [`service`] wires the
-//! daemon together from a [`config::Config`]; the paths come from [`layout`].
+//! certificates of [`tls`] (who gets a connection, and for how long: [`admission`]) and forwards
+//! `/control/` to [`controlui`], the Control UI (binary `nexus-controlui`, its own user, a D-Bus
+//! client like any other). [`service`] wires the daemon together from a [`config::Config`]; the
+//! paths come from [`layout`].
 
+pub mod admission;
 pub mod archive;
 pub mod automation;
 pub mod backup;

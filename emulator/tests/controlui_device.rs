@@ -4,68 +4,29 @@
 
 mod support;
 
-use std::fs;
 use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use nexus_contract::names::CONTROL_UI_ACTIONS;
 use support::*;
 
-/// The UI user of the test: `nobody`, as the device fixture grants its pkla actions to it.
-const UI_USER: &str = "nobody";
-
-struct Ui(Child);
-
-impl Drop for Ui {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn curl(dev: &Device, jar: &Path, args: &[&str]) -> String {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "30", "--cacert"])
-        .arg(dev.ca_path())
-        .arg("-b")
-        .arg(jar)
-        .arg("-c")
-        .arg(jar)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "curl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
-    text.split(start)
-        .nth(1)
-        .and_then(|r| r.split(end).next())
-        .unwrap_or_else(|| panic!("{start} not in {text}"))
+    curl_jar(dev, jar, args)
 }
 
 #[test]
 fn the_documented_control_ui_flow_through_https_with_polkit() {
-    let ui_dir_holder = tempfile::Builder::new().prefix("nexus-ui-").tempdir().unwrap();
-    let ui_dir = ui_dir_holder.path();
-    fs::set_permissions(ui_dir, fs::Permissions::from_mode(0o777)).unwrap();
-    let socket = ui_dir.join("http.sock");
+    let ui_dir = UiDir::new();
     let dev = Device::start(DeviceOptions {
         data_bytes: 1 << 20,
         grant_nobody: CONTROL_UI_ACTIONS.to_vec(),
-        https_toml: format!("control_ui_socket = \"{}\"\n", socket.display()),
+        https_toml: ui_dir.https_toml(),
         ..Default::default()
     });
     let base = format!("https://127.0.0.1:{}", dev.https_port);
-    let jar = ui_dir.join("cookies");
+    let jar = ui_dir.path().join("cookies");
 
     // Nothing listens on the UI's socket yet: 502 in words.
     let out = curl(&dev, &jar, &["-w", "%{http_code}", &format!("{base}/control/login")]);
@@ -74,47 +35,9 @@ fn the_documented_control_ui_flow_through_https_with_polkit() {
         "{out}"
     );
 
-    // The UI as an unprivileged user; its admin password readable by it.
-    let password_file = ui_dir.join("admin.password");
-    fs::write(&password_file, "open sesame\n").unwrap();
-    let config = ui_dir.join("controlui.toml");
-    fs::write(
-        &config,
-        format!(
-            "socket = \"{}\"\nadmin_password_file = \"{}\"\nbackups_dir = \"{}\"\npassword_box_secs = 7\n",
-            socket.display(),
-            password_file.display(),
-            dev.broot.join("backups").display()
-        ),
-    )
-    .unwrap();
-    let log_path = ui_dir.join("controlui.log");
-    let gid = Command::new("id").args(["-g", UI_USER]).output().unwrap();
-    let gid = String::from_utf8_lossy(&gid.stdout).trim().to_string();
-    let _ui = Ui(Command::new("setpriv")
-        .args([
-            &format!("--reuid={UI_USER}"),
-            &format!("--regid={gid}"),
-            "--clear-groups",
-        ])
-        .arg(env!("CARGO_BIN_EXE_nexus-controlui"))
-        .arg("--config")
-        .arg(&config)
-        .env("DBUS_SYSTEM_BUS_ADDRESS", &dev.bus_addr)
-        .env("NEXUS_LOG", "trace")
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap());
-    let start = Instant::now();
-    while !socket.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the UI did not start: {}",
-            fs::read_to_string(&log_path).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    // The UI as an unprivileged user.
+    let ui = ControlUi::start(ui_dir, &dev, "open sesame");
+    let ui_dir = ui.dir.path().to_owned();
 
     // Log in (a wrong password first), read the CSRF token, create a snapshot.
     let wrong = curl(
@@ -231,7 +154,7 @@ fn the_documented_control_ui_flow_through_https_with_polkit() {
     assert_backup_restores(&file, &password, &dev.snapshot_dir(id.parse().unwrap()));
 
     // Neither log holds the password.
-    let ui_log = fs::read_to_string(&log_path).unwrap();
+    let ui_log = ui.log();
     assert!(ui_log.contains("backup started"), "{ui_log}");
     assert!(!ui_log.contains(&password) && !dev.log().contains(&password));
 }

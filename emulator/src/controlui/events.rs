@@ -1,11 +1,13 @@
-//! Backup progress for the page: the daemon's `Progress` and `Finished` signals, read from the
-//! system bus, fanned out to every open `/control/events` stream as server-sent events.
+//! Backup progress for the page: the daemon's `Progress` and `Finished` signals (sent by the
+//! daemon's own bus name, no other), read from the system bus, fanned out to every open
+//! `/control/events` stream as server-sent events.
 
 use futures_util::StreamExt;
 use nexus_contract::names::{BACKUP1, BACKUP1_PATH};
 use nexus_contract::paths::control_ui_download;
 use serde_json::json;
 use tokio::sync::broadcast;
+use zbus::names::BusName;
 
 /// One thing the page is told about a backup.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,35 +48,86 @@ pub fn sse_frame(event: &UiEvent) -> String {
 }
 
 /// Reads the daemon's backup signals from `conn` and sends them to `tx` until the bus closes.
+///
+/// Only the daemon's own signals count: anyone on the system bus may emit a signal that looks
+/// like `Backup1.Finished`, and the page would tell the admin a backup is done that is not. So
+/// the stream matches the sender, the unique name that owns `tech.noreya.Backup1`, looked up
+/// again whenever the name changes hands (a restarted daemon gets a new one). On a peer-to-peer
+/// connection (no bus, no names) the one peer is the daemon itself.
 pub async fn feed_from_bus(conn: zbus::Connection, tx: broadcast::Sender<UiEvent>) -> zbus::Result<()> {
-    let rule = zbus::MatchRule::builder()
+    if conn.unique_name().is_none() {
+        let mut stream = zbus::MessageStream::for_match_rule(backup_signals().build()?, &conn, None).await?;
+        while let Some(msg) = stream.next().await {
+            relay(&msg?, &tx);
+        }
+        return Ok(());
+    }
+    let dbus = zbus::fdo::DBusProxy::new(&conn).await?;
+    // Subscribed before the look-up, so a change in between is not missed.
+    let mut owner_changes = dbus.receive_name_owner_changed_with_args(&[(0, BACKUP1)]).await?;
+    loop {
+        let owner = match dbus.get_name_owner(BusName::try_from(BACKUP1)?).await {
+            Ok(owner) => owner,
+            Err(zbus::fdo::Error::NameHasNoOwner(_)) => {
+                tracing::info!("{BACKUP1} has no owner; backup progress shows once nexus-backupd runs");
+                match owner_changes.next().await {
+                    Some(_) => continue,
+                    None => return Ok(()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        tracing::info!(%owner, "following the backup signals of {BACKUP1}");
+        let rule = backup_signals().sender(owner.as_str()).build()?;
+        let mut stream = zbus::MessageStream::for_match_rule(rule, &conn, None).await?;
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(msg) => {
+                        let msg = msg?;
+                        // The bus filters by the rule; checked here too, as the rule is only a
+                        // request to the bus.
+                        if msg.header().sender().map(|s| s.as_str()) == Some(owner.as_str()) {
+                            relay(&msg, &tx);
+                        }
+                    }
+                    None => return Ok(()),
+                },
+                // The daemon stopped or was replaced: look its name up again.
+                _ = owner_changes.next() => break,
+            }
+        }
+    }
+}
+
+/// Signals of the backup object, from whichever sender.
+fn backup_signals() -> zbus::match_rule::Builder<'static> {
+    zbus::MatchRule::builder()
         .msg_type(zbus::message::Type::Signal)
         .interface(BACKUP1)
         .path(BACKUP1_PATH)
-        .build()?;
-    let mut stream = zbus::MessageStream::for_match_rule(rule, &conn, None).await?;
-    while let Some(msg) = stream.next().await {
-        let msg = msg?;
-        let header = msg.header();
-        let event = match header.member().map(|m| m.as_str()) {
-            Some("Progress") => msg
-                .body()
-                .deserialize::<(u32, u32)>()
-                .ok()
-                .map(|(id, percent)| UiEvent::Progress { id, percent }),
-            Some("Finished") => msg
-                .body()
-                .deserialize::<(u32, String)>()
-                .ok()
-                .map(|(id, result)| UiEvent::Finished { id, result }),
-            _ => None,
-        };
-        if let Some(event) = event {
-            // No page open is fine.
-            let _ = tx.send(event);
-        }
+}
+
+/// Passes a `Progress` or `Finished` signal on to the open pages; other members are ignored.
+fn relay(msg: &zbus::Message, tx: &broadcast::Sender<UiEvent>) {
+    let header = msg.header();
+    let event = match header.member().map(|m| m.as_str()) {
+        Some("Progress") => msg
+            .body()
+            .deserialize::<(u32, u32)>()
+            .ok()
+            .map(|(id, percent)| UiEvent::Progress { id, percent }),
+        Some("Finished") => msg
+            .body()
+            .deserialize::<(u32, String)>()
+            .ok()
+            .map(|(id, result)| UiEvent::Finished { id, result }),
+        _ => None,
+    };
+    if let Some(event) = event {
+        // No page open is fine.
+        let _ = tx.send(event);
     }
-    Ok(())
 }
 
 #[cfg(test)]

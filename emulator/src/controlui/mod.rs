@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, LOCATION, SET_COOKIE};
 use hyper::{Method, Request, Response, StatusCode};
 use nexus_contract::paths::{
     backup_file_name, CONTROL_UI_DOWNLOAD_PREFIX, CONTROL_UI_EVENTS, CONTROL_UI_LOGIN, CONTROL_UI_PREFIX,
@@ -34,8 +34,19 @@ use events::UiEvent;
 use pages::MainView;
 use session::{constant_time_eq, Sessions, CSRF_FIELD, CSRF_HEADER};
 
-/// Largest form accepted.
+/// Largest form accepted from a session (a snapshot description is the longest field).
 const MAX_FORM_BYTES: usize = 16 * 1024;
+/// Largest login form: a user name and a password. Anyone may send one, so it is kept small.
+const MAX_LOGIN_FORM_BYTES: usize = 2 * 1024;
+/// How long a session's form may take to arrive. A browser sends a form of a few KiB in well
+/// under a second even on a poor Wi-Fi link; a body still missing after this is a stalled
+/// client, and the request would keep a connection of the device's HTTPS server meanwhile.
+const FORM_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the login form may take. Anyone on the LAN may send one, before any password is
+/// checked, so it gets less time than a session's form: two lines of text need far less.
+const LOGIN_FORM_DEADLINE: Duration = Duration::from_secs(3);
+/// The last words of an event stream whose session ended; the page's reconnect then gets 401.
+const SESSION_ENDED: &str = ": the session ended (logged out or idle); log in again\n\n";
 /// A comment line on an idle event stream, so proxies and browsers keep it open.
 const KEEPALIVE: Duration = Duration::from_secs(15);
 /// How long a wrong login waits before its answer.
@@ -47,7 +58,7 @@ const CSP: &str = "default-src 'self'; script-src 'unsafe-inline'; style-src 'un
 pub struct App<D> {
     pub device: D,
     pub config: ControlUiConfig,
-    sessions: Sessions,
+    sessions: Arc<Sessions>,
     events: broadcast::Sender<UiEvent>,
 }
 
@@ -61,7 +72,7 @@ impl<D: Device> App<D> {
         let (events, _) = broadcast::channel(64);
         Self {
             device,
-            sessions: Sessions::new(Duration::from_secs(config.session_idle_secs)),
+            sessions: Arc::new(Sessions::new(Duration::from_secs(config.session_idle_secs))),
             config,
             events,
         }
@@ -84,17 +95,13 @@ impl<D: Device> App<D> {
         if method == Method::GET && path == CONTROL_UI_LOGIN {
             return Ok(html(StatusCode::OK, pages::login(None)));
         }
-        let form = if method == Method::POST {
-            match read_form(body).await {
-                Ok(f) => f,
-                Err(r) => return Ok(r),
-            }
-        } else {
-            HashMap::new()
-        };
         if method == Method::POST && path == CONTROL_UI_LOGIN {
-            return Ok(self.login(&form).await);
+            return Ok(match read_form(body, MAX_LOGIN_FORM_BYTES, LOGIN_FORM_DEADLINE).await {
+                Ok(form) => self.login(&form).await,
+                Err(e) => e.answer(&path),
+            });
         }
+        // The session is checked before a body is read: without one, nothing waits for it.
         let is_page = method == Method::GET && path == CONTROL_UI_PREFIX;
         let Some(authed) = session::cookie_token(&parts.headers)
             .and_then(|t| self.sessions.touch(&t).map(|csrf| (t, csrf)))
@@ -107,6 +114,14 @@ impl<D: Device> App<D> {
             });
         };
         let (token, authed) = authed;
+        let form = if method == Method::POST {
+            match read_form(body, MAX_FORM_BYTES, FORM_DEADLINE).await {
+                Ok(f) => f,
+                Err(e) => return Ok(e.answer(&path)),
+            }
+        } else {
+            HashMap::new()
+        };
         if method == Method::POST {
             let given = form
                 .get(CSRF_FIELD)
@@ -123,7 +138,7 @@ impl<D: Device> App<D> {
         }
         let response = match (&method, path.as_str()) {
             (&Method::GET, p) if p == CONTROL_UI_PREFIX => self.main_page(&authed, None, None).await,
-            (&Method::GET, p) if p == CONTROL_UI_EVENTS => self.events().await,
+            (&Method::GET, p) if p == CONTROL_UI_EVENTS => self.events(&token).await,
             (&Method::GET | &Method::HEAD, p) if p.starts_with(CONTROL_UI_DOWNLOAD_PREFIX) => {
                 self.download(
                     &p[CONTROL_UI_DOWNLOAD_PREFIX.len()..],
@@ -272,8 +287,14 @@ impl<D: Device> App<D> {
         self.main_page(authed, None, Some(&password)).await
     }
 
-    /// `text/event-stream` of the backup's progress: the current state first, then each signal.
-    async fn events(&self) -> Response<Body> {
+    /// `text/event-stream` of the backup's progress: the current state first, then each signal,
+    /// until the session ends (logout, or idle for `session_idle_secs`), so a stream never
+    /// outlives the login that opened it.
+    async fn events(&self, token: &str) -> Response<Body> {
+        // Idle expiry is found by looking, not told: checked again when it would be due.
+        let (Some(mut end), Some(due)) = (self.sessions.watch(token), self.sessions.expiry(token)) else {
+            return text(StatusCode::UNAUTHORIZED, "log in first at /control/login\n");
+        };
         let mut rx = self.events.subscribe();
         let first = match self.device.status().await {
             Ok(s) if s.id != 0 => Some(UiEvent::Progress {
@@ -282,6 +303,8 @@ impl<D: Device> App<D> {
             }),
             _ => None,
         };
+        let sessions = self.sessions.clone();
+        let token = zeroize::Zeroizing::new(token.to_owned());
         let (tx, body) = mpsc::channel::<std::io::Result<Bytes>>(16);
         tokio::spawn(async move {
             let mut start = String::from("retry: 3000\n\n");
@@ -293,6 +316,8 @@ impl<D: Device> App<D> {
             }
             let mut keepalive = tokio::time::interval(KEEPALIVE);
             keepalive.tick().await;
+            let idle = tokio::time::sleep_until(due.into());
+            tokio::pin!(idle);
             loop {
                 let chunk = tokio::select! {
                     ev = rx.recv() => match ev {
@@ -301,11 +326,21 @@ impl<D: Device> App<D> {
                         Err(broadcast::error::RecvError::Closed) => return,
                     },
                     _ = keepalive.tick() => ": keepalive\n\n".to_owned(),
+                    _ = end.removed() => break,
+                    _ = &mut idle => match sessions.expiry(&token) {
+                        Some(due) => {
+                            idle.as_mut().reset(due.into());
+                            continue;
+                        }
+                        None => break,
+                    },
                 };
                 if tx.send(Ok(Bytes::from(chunk))).await.is_err() {
                     return; // the page was closed
                 }
             }
+            tracing::debug!("session ended: its event stream is closed");
+            let _ = tx.send(Ok(Bytes::from_static(SESSION_ENDED.as_bytes()))).await;
         });
         let mut r = Response::new(Body::Stream(body));
         set_header(&mut r, CONTENT_TYPE, "text/event-stream");
@@ -347,15 +382,52 @@ fn snapshot_action(path: &str) -> Option<(u32, &str)> {
     Some((parse_id(id)?, action))
 }
 
-/// A form body (`application/x-www-form-urlencoded`), at most [`MAX_FORM_BYTES`].
-async fn read_form<B>(body: B) -> Result<HashMap<String, String>, Response<Body>>
+/// Why a request's form could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FormError {
+    #[error("the form is larger than {limit} bytes; send a shorter one")]
+    TooLarge { limit: usize },
+    #[error("the form did not arrive within {} s; check the network and send it again", .deadline.as_secs())]
+    TooSlow { deadline: Duration },
+    #[error("the form broke off before its end ({0}); send it again")]
+    Broken(String),
+}
+
+impl FormError {
+    /// The answer that says so: 413, 408 or 400. The connection is not reused after it (its
+    /// body may be half read).
+    fn answer(&self, path: &str) -> Response<Body> {
+        let status = match self {
+            FormError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            FormError::TooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
+            FormError::Broken(_) => StatusCode::BAD_REQUEST,
+        };
+        tracing::info!(path, "form refused with {status}: {self}");
+        let mut r = Response::new(Body::Full(Some(Bytes::from(format!("{self}\n")))));
+        *r.status_mut() = status;
+        set_header(&mut r, CONTENT_TYPE, "text/plain; charset=utf-8");
+        set_header(&mut r, CACHE_CONTROL, "no-store");
+        set_header(&mut r, CONNECTION, "close");
+        r
+    }
+}
+
+/// A form body (`application/x-www-form-urlencoded`) of at most `limit` bytes that has arrived
+/// in full within `deadline`.
+async fn read_form<B>(body: B, limit: usize, deadline: Duration) -> Result<HashMap<String, String>, FormError>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let bytes = match Limited::new(body, MAX_FORM_BYTES).collect().await {
-        Ok(c) => zeroize::Zeroizing::new(c.to_bytes().to_vec()),
-        Err(_) => return Err(text(StatusCode::PAYLOAD_TOO_LARGE, "the form is too large\n")),
+    // A Content-Length over the limit is refused before anything is read.
+    if body.size_hint().lower() > limit as u64 {
+        return Err(FormError::TooLarge { limit });
+    }
+    let bytes = match tokio::time::timeout(deadline, Limited::new(body, limit).collect()).await {
+        Err(_) => return Err(FormError::TooSlow { deadline }),
+        Ok(Ok(c)) => zeroize::Zeroizing::new(c.to_bytes().to_vec()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => return Err(FormError::TooLarge { limit }),
+        Ok(Err(e)) => return Err(FormError::Broken(e.to_string())),
     };
     let text = String::from_utf8_lossy(&bytes);
     Ok(text

@@ -9,6 +9,7 @@ use base64::Engine;
 use hyper::header::COOKIE;
 use hyper::HeaderMap;
 use nexus_contract::paths::CONTROL_UI_PREFIX;
+use tokio::sync::watch;
 
 /// The session cookie's name.
 pub const COOKIE_NAME: &str = "nexus_ui_session";
@@ -60,6 +61,21 @@ pub fn cookie_token(headers: &HeaderMap) -> Option<String> {
 struct Session {
     csrf: String,
     last_seen: Instant,
+    /// Dropped with the session, which tells its [`SessionEnd`]s.
+    ended: watch::Sender<()>,
+}
+
+/// What a long answer (the progress stream) holds to end with its session.
+#[derive(Debug)]
+pub struct SessionEnd {
+    ended: watch::Receiver<()>,
+}
+
+impl SessionEnd {
+    /// Returns once the session is gone: logged out, evicted, or removed as idle.
+    pub async fn removed(&mut self) {
+        while self.ended.changed().await.is_ok() {}
+    }
 }
 
 /// The live sessions.
@@ -93,6 +109,7 @@ impl Sessions {
             Session {
                 csrf: csrf.clone(),
                 last_seen: now,
+                ended: watch::Sender::new(()),
             },
         );
         Ok((token, csrf))
@@ -110,6 +127,27 @@ impl Sessions {
         }
         session.last_seen = now;
         Some(session.csrf.clone())
+    }
+
+    /// A live session's end, to wait on; `None` for an unknown or idle-expired token.
+    pub fn watch(&self, token: &str) -> Option<SessionEnd> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let session = map.get(token)?;
+        (Instant::now().duration_since(session.last_seen) < self.idle).then(|| SessionEnd {
+            ended: session.ended.subscribe(),
+        })
+    }
+
+    /// When a live session goes idle unless it is used before; `None` (and the session
+    /// removed) when it is unknown or already idle. Not activity itself.
+    pub fn expiry(&self, token: &str) -> Option<Instant> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let at = map.get(token)?.last_seen + self.idle;
+        if Instant::now() >= at {
+            map.remove(token);
+            return None;
+        }
+        Some(at)
     }
 
     /// Ends a session.
@@ -144,5 +182,26 @@ mod tests {
         std::thread::sleep(Duration::from_millis(80));
         assert_eq!(s.touch(&token), None);
         assert_eq!(s.touch("made-up"), None);
+    }
+
+    #[tokio::test]
+    async fn a_sessions_end_is_told_at_logout_and_when_it_goes_idle() {
+        let s = Sessions::new(Duration::from_millis(200));
+        let (token, _) = s.create().unwrap();
+        let mut end = s.watch(&token).unwrap();
+        s.remove(&token);
+        tokio::time::timeout(Duration::from_secs(5), end.removed())
+            .await
+            .expect("logout did not end the session's watchers");
+        assert!(s.watch(&token).is_none());
+
+        let (token, _) = s.create().unwrap();
+        let mut end = s.watch(&token).unwrap();
+        let at = s.expiry(&token).unwrap();
+        std::thread::sleep(at - Instant::now());
+        assert_eq!(s.expiry(&token), None);
+        tokio::time::timeout(Duration::from_secs(5), end.removed())
+            .await
+            .expect("an idle session's watchers were not told");
     }
 }

@@ -436,3 +436,128 @@ fn the_image_grants_the_ui_user_exactly_the_actions_of_its_page() {
         .unwrap();
     assert!(unit.contains(&format!("\nRuntimeDirectory={runtime_dir}\n")), "{unit}");
 }
+
+/// A request body that sends its first part and then nothing, ever, as a stalled client does.
+struct Stalled(Option<Bytes>);
+
+impl hyper::body::Body for Stalled {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        match self.0.take() {
+            Some(first) => std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(first)))),
+            None => std::task::Poll::Pending,
+        }
+    }
+}
+
+fn stalled_body(first: &'static str) -> Stalled {
+    Stalled(Some(Bytes::from_static(first.as_bytes())))
+}
+
+#[tokio::test]
+async fn a_post_without_a_session_is_refused_before_its_body_arrives() {
+    let ui = ui();
+    for path in ["/control/snapshots", "/control/snapshots/1/backup", "/control/logout"] {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header("content-length", "100")
+            .body(stalled_body("csrf=x"))
+            .unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(2), ui.app.clone().handle(req))
+            .await
+            .unwrap_or_else(|_| panic!("POST {path} without a session waited for its body"))
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_login_whose_form_stalls_is_told_408_and_a_large_one_413() {
+    let ui = ui();
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/control/login")
+        .header("content-length", "100")
+        .body(stalled_body("userna"))
+        .unwrap();
+    let answer = tokio::time::timeout(LOGIN_FORM_DEADLINE * 3, ui.app.clone().handle(req))
+        .await
+        .expect("a stalled login form held its request past the deadline")
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(answer.headers()["connection"], "close");
+    let body = answer.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(
+        body.contains("did not arrive within 3 s") && body.contains("send it again"),
+        "{body}"
+    );
+
+    let big = format!("username=admin&password={}", "x".repeat(MAX_LOGIN_FORM_BYTES));
+    let a = send(&ui, Method::POST, "/control/login", None, &big).await;
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", a.body);
+    assert!(a.body.contains("send a shorter one"), "{}", a.body);
+}
+
+/// Reads an event stream until it ends: everything it sent.
+async fn rest_of_stream(rx: &mut mpsc::Receiver<std::io::Result<Bytes>>, within: Duration) -> String {
+    let mut seen = String::new();
+    tokio::time::timeout(within, async {
+        while let Some(part) = rx.recv().await {
+            seen.push_str(&String::from_utf8_lossy(&part.unwrap()));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the event stream is still open after {within:?}: {seen}"));
+    seen
+}
+
+async fn open_events(ui: &Ui, token: &str) -> mpsc::Receiver<std::io::Result<Bytes>> {
+    let req = Request::builder()
+        .uri("/control/events")
+        .header(COOKIE, format!("nexus_ui_session={token}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let Body::Stream(rx) = ui.app.clone().handle(req).await.unwrap().into_body() else {
+        panic!("not a stream");
+    };
+    rx
+}
+
+#[tokio::test]
+async fn the_event_stream_ends_at_logout_and_when_the_session_goes_idle() {
+    let long = ui();
+    let (token, csrf) = log_in(&long).await;
+    let mut rx = open_events(&long, &token).await;
+    let out = send(
+        &long,
+        Method::POST,
+        "/control/logout",
+        Some(&token),
+        &format!("csrf={csrf}"),
+    )
+    .await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    let seen = rest_of_stream(&mut rx, Duration::from_secs(5)).await;
+    assert!(seen.contains("the session ended"), "{seen}");
+
+    // Idle: a session of 1 s, and nothing but the open stream.
+    let mut short = ui();
+    let config = ControlUiConfig {
+        session_idle_secs: 1,
+        ..short.app.config.clone()
+    };
+    short.app = Arc::new(App::new(Fake::default(), config));
+    let (token, _) = log_in(&short).await;
+    let mut rx = open_events(&short, &token).await;
+    let seen = rest_of_stream(&mut rx, Duration::from_secs(10)).await;
+    assert!(seen.contains("the session ended"), "{seen}");
+    let again = send(&short, Method::GET, "/control/events", Some(&token), "").await;
+    assert_eq!(again.status, StatusCode::UNAUTHORIZED);
+}

@@ -1,6 +1,7 @@
 //! Test fixtures: sample device content, tree comparison, GnuPG decryption, and (for tests run as
 //! root) a whole device: a btrfs image on a loop device at /broot's place, a private system bus
-//! (dbus-daemon), polkitd with the project's policy and a pkla grant, and `nexus-backupd` itself.
+//! (dbus-daemon), polkitd with the project's policy and a pkla grant, `nexus-backupd` itself, and
+//! the Control UI (`nexus-controlui`) as an unprivileged user behind its HTTPS server.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap};
@@ -609,4 +610,130 @@ impl Drop for Device {
         }
         let _ = Command::new("umount").arg(&self.broot).status();
     }
+}
+
+/// Where the Control UI of a test lives before it runs: a directory its user may use, and its
+/// socket, which the device's `[https]` settings must name ([`UiDir::https_toml`]).
+pub struct UiDir {
+    dir: tempfile::TempDir,
+}
+
+impl UiDir {
+    pub fn new() -> UiDir {
+        let dir = tempfile::Builder::new().prefix("nexus-ui-").tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        UiDir { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.path().join("http.sock")
+    }
+
+    /// The `[https]` line that makes nexus-backupd forward `/control/` to this UI.
+    pub fn https_toml(&self) -> String {
+        format!("control_ui_socket = \"{}\"\n", self.socket().display())
+    }
+}
+
+/// The UI user of the tests: `nobody`, as the device fixture grants its pkla actions to it.
+pub const UI_USER: &str = "nobody";
+
+/// `nexus-controlui` running as [`UI_USER`] on the device's bus; stopped when dropped.
+pub struct ControlUi {
+    child: Child,
+    pub dir: UiDir,
+    pub log_path: PathBuf,
+}
+
+impl ControlUi {
+    /// Starts the UI with admin password `password` and waits for its socket.
+    pub fn start(dir: UiDir, dev: &Device, password: &str) -> ControlUi {
+        let password_file = dir.path().join("admin.password");
+        fs::write(&password_file, format!("{password}\n")).unwrap();
+        let config = dir.path().join("controlui.toml");
+        fs::write(
+            &config,
+            format!(
+                "socket = \"{}\"\nadmin_password_file = \"{}\"\nbackups_dir = \"{}\"\npassword_box_secs = 7\n",
+                dir.socket().display(),
+                password_file.display(),
+                dev.broot.join("backups").display()
+            ),
+        )
+        .unwrap();
+        let log_path = dir.path().join("controlui.log");
+        let gid = Command::new("id").args(["-g", UI_USER]).output().unwrap();
+        let gid = String::from_utf8_lossy(&gid.stdout).trim().to_string();
+        let child = Command::new("setpriv")
+            .args([
+                &format!("--reuid={UI_USER}"),
+                &format!("--regid={gid}"),
+                "--clear-groups",
+            ])
+            .arg(env!("CARGO_BIN_EXE_nexus-controlui"))
+            .arg("--config")
+            .arg(&config)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &dev.bus_addr)
+            .env("NEXUS_LOG", "trace")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap();
+        let ui = ControlUi { child, dir, log_path };
+        let start = Instant::now();
+        while !ui.dir.socket().exists() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the UI did not start: {}",
+                ui.log()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        ui
+    }
+
+    /// The UI's log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for ControlUi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// curl as the browser of the device's HTTPS server, trusting its CA, with a cookie jar; the
+/// body of the answer.
+pub fn curl_jar(dev: &Device, jar: &Path, args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "30", "--cacert"])
+        .arg(dev.ca_path())
+        .arg("-b")
+        .arg(jar)
+        .arg("-c")
+        .arg(jar)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The text between the first `start` and the next `end`; a missing `start` fails the test.
+pub fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+    text.split(start)
+        .nth(1)
+        .and_then(|r| r.split(end).next())
+        .unwrap_or_else(|| panic!("{start} not in {text}"))
 }

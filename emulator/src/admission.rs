@@ -1,0 +1,266 @@
+//! Who may hold a connection of the HTTPS server, and for how long: the cap per client, the
+//! Control UI's own budget of slots (so downloads of backups and the CA always have room), and
+//! the deadlines on what is forwarded to the UI. [`crate::https`] applies them.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::body::{Frame, Incoming};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Sleep;
+
+/// Connections served at once. Each costs a TLS session and buffers (~100 KiB); 256 fit the
+/// device's memory with room to spare, and more wait in the listen queue.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Of those, how many may be busy below `/control/` at once. The UI is one admin's browser (a
+/// handful of connections); the other 192 are left for downloads, which are what the device
+/// is for, whatever anyone sends to the UI.
+pub const CONTROL_SLOTS: usize = 64;
+/// Connections one client (an IPv4 address, or an IPv6 /64, which one host can fill with
+/// addresses) may have open at once. A browser opens 6 per host and a download manager up to
+/// 16; 32 is room for both, and one client can take at most an eighth of the slots.
+pub const MAX_CONNECTIONS_PER_CLIENT: usize = 32;
+/// A request body below `/control/` must have arrived within this, whatever the UI does with
+/// it (the UI has shorter deadlines of its own for its forms): a browser sends a form in well
+/// under a second, so a body missing after 10 s is a stalled client holding a slot.
+pub const CONTROL_BODY_DEADLINE: Duration = Duration::from_secs(10);
+/// A request below `/control/` from its start to the end of its answer. The UI's slowest answer
+/// (a backup start: a D-Bus call that polkit judges) takes well under 10 s on the device. Not for
+/// the progress stream, which ends with its session, nor for downloads, which are large and
+/// are cut by the write timeout when their client stops reading.
+pub const CONTROL_DEADLINE: Duration = Duration::from_secs(60);
+/// Connections being told that their client is over its cap; beyond these they are closed
+/// without a word, so refusing costs no more than this many tasks.
+pub const REFUSAL_SLOTS: usize = 16;
+/// How long telling one takes at most: its handshake, its request and the 429.
+pub const REFUSAL_DEADLINE: Duration = Duration::from_secs(5);
+/// At most one warning per this long about refused clients, with the count of the others, so
+/// a flood does not wear out the SD card through the journal.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// The open connections of each client, to keep each below its cap.
+#[derive(Debug, Default)]
+pub struct Clients {
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One admitted connection of a client; counted until dropped.
+#[derive(Debug)]
+pub struct ClientSlot {
+    clients: Arc<Clients>,
+    key: IpAddr,
+}
+
+impl Clients {
+    /// Counts a new connection from `ip`; `None` when its client has `cap` open already.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<ClientSlot> {
+        let key = client_of(ip);
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(key).or_insert(0);
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            clients: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.clients.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The client an address belongs to: the IPv4 address itself (also when mapped into IPv6), or
+/// the /64 of an IPv6 address.
+pub fn client_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        v4 => v4,
+    }
+}
+
+/// Warnings that say what happened once per [`WARN_EVERY`], counting the ones held back.
+#[derive(Debug, Default)]
+pub struct QuietWarnings {
+    last: Mutex<Option<Instant>>,
+    held_back: AtomicUsize,
+}
+
+impl QuietWarnings {
+    /// Logs `what` at warn level, or counts it when one was logged less than [`WARN_EVERY`] ago.
+    pub fn warn(&self, what: std::fmt::Arguments<'_>) {
+        let now = Instant::now();
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| now.duration_since(t) < WARN_EVERY) {
+            self.held_back.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("{what}");
+            return;
+        }
+        *last = Some(now);
+        let held_back = self.held_back.swap(0, Ordering::Relaxed);
+        tracing::warn!(more_since_last_warning = held_back, "{what}");
+    }
+}
+
+const BODY_RUNNING: u8 = 0;
+const BODY_DONE: u8 = 1;
+const BODY_LATE: u8 = 2;
+
+/// How a forwarded request body ended, seen after the Control UI answered.
+#[derive(Debug, Clone)]
+pub struct BodyProgress(Arc<AtomicU8>);
+
+impl BodyProgress {
+    /// The whole body went through.
+    pub fn done(&self) -> bool {
+        self.0.load(Ordering::Acquire) == BODY_DONE
+    }
+
+    /// It was cut off at its deadline.
+    pub fn late(&self) -> bool {
+        self.0.load(Ordering::Acquire) == BODY_LATE
+    }
+}
+
+/// A client's request body on its way to the Control UI: fails with `TimedOut` when it has not
+/// all arrived by its deadline, and keeps the request's slot of the UI's budget while it lives
+/// (a body still being read keeps its connection busy, even after the answer).
+pub struct DeadlineBody {
+    inner: Incoming,
+    deadline: Pin<Box<Sleep>>,
+    limit: Duration,
+    progress: BodyProgress,
+    _slot: Arc<OwnedSemaphorePermit>,
+}
+
+impl DeadlineBody {
+    pub fn new(inner: Incoming, limit: Duration, slot: Arc<OwnedSemaphorePermit>) -> (Self, BodyProgress) {
+        let state = if hyper::body::Body::is_end_stream(&inner) {
+            BODY_DONE
+        } else {
+            BODY_RUNNING
+        };
+        let progress = BodyProgress(Arc::new(AtomicU8::new(state)));
+        let body = Self {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(limit)),
+            limit,
+            progress: progress.clone(),
+            _slot: slot,
+        };
+        (body, progress)
+    }
+}
+
+impl hyper::body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            if frame.is_none() || hyper::body::Body::is_end_stream(&self.inner) {
+                self.progress.0.store(BODY_DONE, Ordering::Release);
+            }
+            return Poll::Ready(frame.map(|r| r.map_err(io::Error::other)));
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.progress.0.store(BODY_LATE, Ordering::Release);
+                Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the request body did not arrive within {:?}", self.limit),
+                ))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        hyper::body::Body::is_end_stream(&self.inner)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::Body::size_hint(&self.inner)
+    }
+}
+
+/// The Control UI's answer on its way to the client: keeps the request's slot of the UI's
+/// budget until it has been sent, and fails with `TimedOut` (closing the connection) when it is
+/// still going at its deadline, if it has one.
+pub struct HeldAnswer {
+    pub(crate) inner: Box<crate::https::Body>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    _slot: Arc<OwnedSemaphorePermit>,
+}
+
+impl HeldAnswer {
+    pub fn new(
+        inner: crate::https::Body,
+        deadline: Option<tokio::time::Instant>,
+        slot: Arc<OwnedSemaphorePermit>,
+    ) -> Self {
+        Self {
+            inner: Box::new(inner),
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            _slot: slot,
+        }
+    }
+
+    pub(crate) fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        if let Poll::Ready(frame) = hyper::body::Body::poll_frame(Pin::new(&mut *self.inner), cx) {
+            return Poll::Ready(frame);
+        }
+        match self.deadline.as_mut().map(|d| d.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => {
+                tracing::info!("a Control UI answer still going after {CONTROL_DEADLINE:?} was cut off");
+                Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the Control UI's answer took longer than {CONTROL_DEADLINE:?}"),
+                ))))
+            }
+            _ => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_is_an_ipv4_address_or_an_ipv6_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(client_of(ip("192.168.1.7")), ip("192.168.1.7"));
+        assert_eq!(client_of(ip("::ffff:192.168.1.7")), ip("192.168.1.7"));
+        assert_eq!(client_of(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")), ip("2001:db8:1:2::"));
+    }
+
+    #[test]
+    fn a_client_gets_its_cap_and_its_place_back_when_a_connection_ends() {
+        let clients = Arc::new(Clients::default());
+        let a = "10.0.0.1".parse().unwrap();
+        let held: Vec<_> = (0..3).map(|_| clients.admit(a, 3).expect("below the cap")).collect();
+        assert!(clients.admit(a, 3).is_none(), "a fourth connection was admitted");
+        assert!(clients.admit("10.0.0.2".parse().unwrap(), 3).is_some());
+        drop(held);
+        assert!(clients.admit(a, 3).is_some());
+    }
+}
