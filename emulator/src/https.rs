@@ -970,6 +970,48 @@ mod tests {
         assert!(again.starts_with("HTTP/1.1 200"), "{again}");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_body_that_stalls_on_its_way_to_the_ui_is_cut_off_with_408() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = crate::tls::load_or_make(&dir.path().join("tls"), &[]).unwrap();
+        let socket = dir.path().join("ui.sock");
+        // A UI without deadlines of its own: it waits for the whole body, however long.
+        let ui = tokio::net::UnixListener::bind(&socket).unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = ui.accept().await {
+                let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    use http_body_util::BodyExt;
+                    let _ = req.into_body().collect().await;
+                    Ok::<_, Infallible>(Response::new(Body::Empty))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+        let files = Arc::new(FileServer::new(dir.path().to_owned(), tls.ca_pem.clone(), None).with_control_ui(socket));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, tls.server.clone(), files));
+
+        let mut c = connect(addr, &tls.ca_pem).await;
+        c.write_all(b"POST /control/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nhello=")
+            .await
+            .unwrap();
+        let reply = tokio::time::timeout(CONTROL_BODY_DEADLINE * 3, async {
+            let mut reply = Vec::new();
+            let _ = c.read_to_end(&mut reply).await;
+            String::from_utf8_lossy(&reply).into_owned()
+        })
+        .await
+        .expect("a stalled body kept its request past the deadline");
+        assert!(
+            reply.starts_with("HTTP/1.1 408") && reply.contains("did not arrive within 10 s"),
+            "{reply}"
+        );
+    }
+
     #[test]
     fn ranges() {
         assert_eq!(parse_range("bytes=0-9", 100), Ok(Some((0, 9))));

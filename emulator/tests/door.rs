@@ -291,7 +291,13 @@ async fn a_finished_signal_from_another_bus_client_never_reaches_the_page() {
             &format!("{base}/control/snapshots/1/backup"),
         ],
     );
-    assert!(started.contains("id=\"backup-password\""), "{started}");
+    assert!(
+        started.contains("id=\"backup-password\""),
+        "no backup started: {}\nnexus-backupd's log:\n{}\nthe UI's log:\n{}",
+        between(&started, "<div id=\"error\"", "</div>"),
+        dev.log(),
+        ui.log()
+    );
     let seen = events.wait(
         "finished event of the real backup",
         Duration::from_secs(120),

@@ -479,7 +479,7 @@ impl Device {
         )
         .unwrap();
         dev.wait_name("org.freedesktop.PolicyKit1");
-        dev.start_daemon();
+        dev.start_daemon_on_a_free_port();
         dev
     }
 
@@ -498,11 +498,22 @@ impl Device {
     }
 
     fn wait_name(&mut self, name: &str) {
+        if let Err(log) = self.wait_name_or_exit(name) {
+            panic!("{log}");
+        }
+    }
+
+    /// Waits for `name` on the bus; `Err` with the daemon's log when it exited first.
+    fn wait_name_or_exit(&mut self, name: &str) -> Result<(), String> {
         let start = Instant::now();
         while !self.names().contains(&format!("\"{name}\"")) {
             if let Some(d) = self.daemon.as_mut() {
                 if let Ok(Some(status)) = d.try_wait() {
-                    panic!("nexus-backupd exited ({status}) before owning {name}:\n{}", self.log());
+                    self.daemon = None;
+                    return Err(format!(
+                        "nexus-backupd exited ({status}) before owning {name}:\n{}",
+                        self.log()
+                    ));
                 }
             }
             assert!(
@@ -512,10 +523,42 @@ impl Device {
             );
             std::thread::sleep(Duration::from_millis(25));
         }
+        Ok(())
+    }
+
+    /// The first start: when another process took the HTTPS port between [`free_port`] and the
+    /// daemon's bind (tests running beside each other open many), again on a fresh port.
+    fn start_daemon_on_a_free_port(&mut self) {
+        for _ in 0..5 {
+            let logged = self.log().len();
+            let Err(log) = self.try_start_daemon() else {
+                return;
+            };
+            if !self
+                .log()
+                .get(logged..)
+                .unwrap_or("")
+                .contains("Address already in use")
+            {
+                panic!("{log}");
+            }
+            let config = fs::read_to_string(&self.config_path).unwrap();
+            let (old, new) = (self.https_port, free_port());
+            let config = config.replace(&format!("\"127.0.0.1:{old}\""), &format!("\"127.0.0.1:{new}\""));
+            fs::write(&self.config_path, config).unwrap();
+            self.https_port = new;
+        }
+        panic!("no free HTTPS port after 5 tries:\n{}", self.log());
     }
 
     /// Starts nexus-backupd and waits until it owns both names.
     pub fn start_daemon(&mut self) {
+        if let Err(log) = self.try_start_daemon() {
+            panic!("{log}");
+        }
+    }
+
+    fn try_start_daemon(&mut self) -> Result<(), String> {
         assert!(self.daemon.is_none(), "daemon already running");
         let log = fs::OpenOptions::new()
             .create(true)
@@ -533,8 +576,8 @@ impl Device {
             .spawn()
             .unwrap();
         self.daemon = Some(child);
-        self.wait_name(nexus_contract::names::SNAPSHOT1);
-        self.wait_name(nexus_contract::names::BACKUP1);
+        self.wait_name_or_exit(nexus_contract::names::SNAPSHOT1)?;
+        self.wait_name_or_exit(nexus_contract::names::BACKUP1)
     }
 
     pub fn daemon_pid(&self) -> u32 {
