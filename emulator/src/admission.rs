@@ -26,7 +26,8 @@ pub const MAX_CONNECTIONS: usize = 256;
 pub const CONTROL_SLOTS: usize = 64;
 /// Connections one client (an IPv4 address, or an IPv6 /64, which one host can fill with
 /// addresses) may have open at once. A browser opens 6 per host and a download manager up to
-/// 16; 32 is room for both, and one client can take at most an eighth of the slots.
+/// 16; 32 is room for both, and one client can take at most an eighth of the slots. At the cap
+/// an idle connection of the client makes room for its new one ([`Clients`]).
 pub const MAX_CONNECTIONS_PER_CLIENT: usize = 32;
 /// A request body below `/control/` must have arrived within this, whatever the UI does with
 /// it (the UI has shorter deadlines of its own for its forms): a browser sends a form in well
@@ -46,10 +47,26 @@ pub const REFUSAL_DEADLINE: Duration = Duration::from_secs(5);
 /// a flood does not wear out the SD card through the journal.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
-/// The open connections of each client, to keep each below its cap.
+/// The open connections of each client, to keep each at or below its cap.
+///
+/// A client at its cap that opens another connection gets it when one of its others is idle
+/// (in its handshake, waiting for a request, or between requests): the idle one that waited
+/// longest is closed for it. Only when all are busy serving is the new one refused. So hostile
+/// connections from an address never lock out a client at the same address that asks for
+/// something (a scenario's own download beside its `http.hold`s, users behind one NAT).
 #[derive(Debug, Default)]
 pub struct Clients {
-    open: Mutex<HashMap<IpAddr, usize>>,
+    open: Mutex<HashMap<IpAddr, Vec<Arc<Connection>>>>,
+}
+
+/// One open connection as its client's count sees it.
+#[derive(Debug)]
+struct Connection {
+    opened: Instant,
+    /// Requests being served on it (answers not yet sent).
+    busy: AtomicUsize,
+    /// Told when it is closed to make room for a newer connection of its client.
+    evict: tokio::sync::Notify,
 }
 
 /// One admitted connection of a client; counted until dropped.
@@ -57,31 +74,80 @@ pub struct Clients {
 pub struct ClientSlot {
     clients: Arc<Clients>,
     key: IpAddr,
+    conn: Arc<Connection>,
+}
+
+/// Held while a request of a connection is served; the connection is not idle meanwhile.
+#[derive(Debug)]
+pub struct Busy(Arc<Connection>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Clients {
-    /// Counts a new connection from `ip`; `None` when its client has `cap` open already.
+    /// Counts a new connection from `ip`. At the client's `cap`, its longest-idle connection is
+    /// closed to make room; `None` when all `cap` are busy.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<ClientSlot> {
         let key = client_of(ip);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let n = open.entry(key).or_insert(0);
-        if *n >= cap {
-            return None;
+        let conns = open.entry(key).or_default();
+        if conns.len() >= cap {
+            let idle = conns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.busy.load(Ordering::Acquire) == 0)
+                .min_by_key(|(_, c)| c.opened)
+                .map(|(i, _)| i)?;
+            // notify_one keeps the word for a connection not yet waiting for it.
+            conns.swap_remove(idle).evict.notify_one();
         }
-        *n += 1;
+        let conn = Arc::new(Connection {
+            opened: Instant::now(),
+            busy: AtomicUsize::new(0),
+            evict: tokio::sync::Notify::new(),
+        });
+        conns.push(conn.clone());
         Some(ClientSlot {
             clients: self.clone(),
             key,
+            conn,
         })
+    }
+}
+
+impl ClientSlot {
+    /// A handle for the connection's requests to mark it busy.
+    pub fn busy_marker(&self) -> BusyMarker {
+        BusyMarker(self.conn.clone())
+    }
+
+    /// Returns when the connection was closed for a newer one of its client.
+    pub async fn evicted(&self) {
+        self.conn.evict.notified().await
+    }
+}
+
+/// Marks a connection busy while one of its requests is served.
+#[derive(Debug, Clone)]
+pub struct BusyMarker(Arc<Connection>);
+
+impl BusyMarker {
+    /// Busy until the guard is dropped (with the request's answer).
+    pub fn busy(&self) -> Busy {
+        self.0.busy.fetch_add(1, Ordering::AcqRel);
+        Busy(self.0.clone())
     }
 }
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
         let mut open = self.clients.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = open.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(conns) = open.get_mut(&self.key) {
+            conns.retain(|c| !Arc::ptr_eq(c, &self.conn));
+            if conns.is_empty() {
                 open.remove(&self.key);
             }
         }
@@ -202,25 +268,27 @@ impl hyper::body::Body for DeadlineBody {
     }
 }
 
-/// The Control UI's answer on its way to the client: keeps the request's slot of the UI's
-/// budget until it has been sent, and fails with `TimedOut` (closing the connection) when it is
-/// still going at its deadline, if it has one.
+/// An answer on its way to the client, holding what its request holds until it has been sent:
+/// a slot of the Control UI's budget, or its connection's [`Busy`] mark. Fails with `TimedOut`
+/// (closing the connection) when it is still going at its deadline, if it has one.
 pub struct HeldAnswer {
     pub(crate) inner: Box<crate::https::Body>,
     deadline: Option<Pin<Box<Sleep>>>,
-    _slot: Arc<OwnedSemaphorePermit>,
+    _held: Held,
+}
+
+/// What an answer holds until it has been sent.
+pub enum Held {
+    ControlSlot(Arc<OwnedSemaphorePermit>),
+    Busy(Busy),
 }
 
 impl HeldAnswer {
-    pub fn new(
-        inner: crate::https::Body,
-        deadline: Option<tokio::time::Instant>,
-        slot: Arc<OwnedSemaphorePermit>,
-    ) -> Self {
+    pub fn new(inner: crate::https::Body, deadline: Option<tokio::time::Instant>, held: Held) -> Self {
         Self {
             inner: Box::new(inner),
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
-            _slot: slot,
+            _held: held,
         }
     }
 
@@ -254,13 +322,21 @@ mod tests {
     }
 
     #[test]
-    fn a_client_gets_its_cap_and_its_place_back_when_a_connection_ends() {
+    fn at_its_cap_a_client_gets_room_from_its_longest_idle_connection_or_none() {
         let clients = Arc::new(Clients::default());
         let a = "10.0.0.1".parse().unwrap();
-        let held: Vec<_> = (0..3).map(|_| clients.admit(a, 3).expect("below the cap")).collect();
-        assert!(clients.admit(a, 3).is_none(), "a fourth connection was admitted");
+        let slots: Vec<_> = (0..3).map(|_| clients.admit(a, 3).expect("below the cap")).collect();
+        let _busy: Vec<_> = slots[1..].iter().map(|s| s.busy_marker().busy()).collect();
+        // The fourth closes the only idle one, the first.
+        let fourth = clients.admit(a, 3).expect("the idle one makes room");
+        let evicted = futures_util::FutureExt::now_or_never(slots[0].evicted());
+        assert!(evicted.is_some(), "the idle connection was not told to close");
+        // All three open ones busy: a fifth is refused; another client is not affected.
+        let _also_busy = fourth.busy_marker().busy();
+        assert!(clients.admit(a, 3).is_none(), "a connection over the cap was admitted");
         assert!(clients.admit("10.0.0.2".parse().unwrap(), 3).is_some());
-        drop(held);
+        // A connection that ends gives its place back.
+        drop(slots);
         assert!(clients.admit(a, 3).is_some());
     }
 }

@@ -31,11 +31,11 @@ use nexus_contract::paths::{
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::admission::{
-    Clients, DeadlineBody, HeldAnswer, QuietWarnings, CONTROL_BODY_DEADLINE, CONTROL_DEADLINE, CONTROL_SLOTS,
-    MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT, REFUSAL_DEADLINE, REFUSAL_SLOTS,
+    ClientSlot, Clients, DeadlineBody, Held, HeldAnswer, QuietWarnings, CONTROL_BODY_DEADLINE, CONTROL_DEADLINE,
+    CONTROL_SLOTS, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT, REFUSAL_DEADLINE, REFUSAL_SLOTS,
 };
 use crate::layout::Layout;
 
@@ -242,15 +242,15 @@ impl Door {
         // The progress stream ends with its session, a download when its client stops reading
         // (the write timeout); both may rightly last longer than any fixed deadline.
         let deadline = (!streams).then_some(until);
-        r.map(|b| Body::Held(HeldAnswer::new(b, deadline, slot)))
+        r.map(|b| Body::Held(HeldAnswer::new(b, deadline, Held::ControlSlot(slot))))
     }
 
-    /// Tells a connection over its client's cap so with a 429 within [`REFUSAL_DEADLINE`], or
-    /// closes it at once when [`REFUSAL_SLOTS`] connections are being told already.
+    /// Tells a connection over its client's cap (all its others busy) so with a 429 within
+    /// [`REFUSAL_DEADLINE`], or closes it at once when [`REFUSAL_SLOTS`] are being told already.
     fn refuse(&self, tcp: TcpStream, peer: SocketAddr, acceptor: tokio_rustls::TlsAcceptor) {
         let cap = self.per_client();
         self.warnings.warn(format_args!(
-            "{peer} has {cap} connections open already, its cap; a new one was refused with 429"
+            "{peer} has {cap} connections busy already, its cap; a new one was refused with 429"
         ));
         let Ok(slot) = self.refusals.clone().try_acquire_owned() else {
             return; // dropping it closes it
@@ -263,7 +263,7 @@ impl Door {
                     let mut r = simple(
                         StatusCode::TOO_MANY_REQUESTS,
                         format!(
-                            "this address has {cap} connections open to the device already; close some (or let downloads finish) and try again\n"
+                            "this address has {cap} connections busy on the device already; let some finish (or close them) and try again\n"
                         ),
                     );
                     r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("10"));
@@ -602,36 +602,70 @@ pub async fn serve_with_limits(
             door.refuse(tcp, peer, acceptor.clone());
             continue;
         };
-        let acceptor = acceptor.clone();
-        let files = files.clone();
-        let door = door.clone();
-        tokio::spawn(async move {
-            // Dropped in this order: the client's count is down before the slot is free, so the
-            // next connection from the same client, which may be waiting for that slot, fits.
-            let _held = (client, permit);
-            let tcp = WriteTimeout::new(tcp, limits.write_timeout);
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, "TLS handshake failed: {e}");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let service = hyper::service::service_fn(move |req| files.clone().handle(req, door.clone()));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(MAX_HEADER_BYTES.max(8192))
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service);
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, "connection ended: {e}");
+        tokio::spawn(connection(
+            tcp,
+            peer,
+            (client, permit),
+            acceptor.clone(),
+            files.clone(),
+            door.clone(),
+        ));
+    }
+}
+
+/// Serves one admitted connection: TLS handshake, then HTTP/1.1 with header and write timeouts,
+/// until it ends or is closed while idle for a newer connection of its client.
+async fn connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    (client, slot): (ClientSlot, OwnedSemaphorePermit),
+    acceptor: tokio_rustls::TlsAcceptor,
+    files: Arc<FileServer>,
+    door: Arc<Door>,
+) {
+    let marker = client.busy_marker();
+    let write_timeout = door.limits.write_timeout;
+    let served = async move {
+        let tcp = WriteTimeout::new(tcp, write_timeout);
+        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, "TLS handshake failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        let service = hyper::service::service_fn(move |req| {
+            // Busy from the request until its answer has been sent.
+            let busy = marker.busy();
+            let answer = files.clone().handle(req, door.clone());
+            async move {
+                let r = answer.await?;
+                Ok::<_, Infallible>(r.map(|b| Body::Held(HeldAnswer::new(b, None, Held::Busy(busy)))))
             }
         });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .max_buf_size(MAX_HEADER_BYTES.max(8192))
+            .serve_connection(hyper_util::rt::TokioIo::new(tls), service);
+        if let Err(e) = conn.await {
+            tracing::debug!(%peer, "connection ended: {e}");
+        }
+    };
+    tokio::select! {
+        () = served => {}
+        () = client.evicted() => {
+            tracing::debug!(%peer, "closed while idle: its client opened another one at its cap");
+        }
     }
+    // In this order: the client's count is down before the slot is free, so the next connection
+    // of the same client, which may be waiting for that slot, fits.
+    drop(client);
+    drop(slot);
 }
 
 /// A TCP connection whose sends fail with `TimedOut` once they have made no progress for
@@ -927,10 +961,17 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_client_over_its_connection_cap_is_told_429_and_others_are_served() {
+    async fn a_client_at_its_cap_gets_room_from_an_idle_connection_else_429_and_others_are_served() {
         let dir = tempfile::tempdir().unwrap();
+        let backups = dir.path().join("backups");
+        fs::create_dir(&backups).unwrap();
+        // Far more than the socket buffers hold (sparse): a client that does not read it stays busy.
+        fs::File::create(backups.join(Layout::backup_name(1)))
+            .unwrap()
+            .set_len(256 << 20)
+            .unwrap();
         let tls = crate::tls::load_or_make(&dir.path().join("tls"), &[]).unwrap();
-        let files = Arc::new(FileServer::new(dir.path().to_owned(), tls.ca_pem.clone(), None));
+        let files = Arc::new(FileServer::new(backups, tls.ca_pem.clone(), None));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let limits = Limits {
@@ -938,27 +979,54 @@ mod tests {
             ..Limits::default()
         };
         tokio::spawn(serve_with_limits(listener, tls.server.clone(), files, limits));
-
-        // Two idle connections: the client's cap.
-        let first = connect(addr, &tls.ca_pem).await;
-        let _second = connect(addr, &tls.ca_pem).await;
-        let third = tokio::time::timeout(Duration::from_secs(10), async {
-            get_ca(connect(addr, &tls.ca_pem).await).await
-        })
-        .await
-        .expect("the connection over the cap got no answer");
-        assert!(
-            third.starts_with("HTTP/1.1 429") && third.contains("2 connections open") && third.contains("try again"),
-            "{third}"
+        let within = |what: &'static str, f| async move {
+            tokio::time::timeout(Duration::from_secs(10), f)
+                .await
+                .unwrap_or_else(|_| panic!("{what} got no answer"))
+        };
+        let download = format!(
+            "GET {BACKUPS_URL_PREFIX}{} HTTP/1.1\r\nHost: x\r\n\r\n",
+            Layout::backup_name(1)
         );
-        // Another client is served meanwhile.
-        let other = get_ca(connect_from(addr, [127, 0, 0, 2].into(), &tls.ca_pem).await).await;
+
+        // At the cap, one busy (a download it does not read) and one idle: a new connection
+        // is served, and the idle one is closed for it.
+        let mut busy = connect(addr, &tls.ca_pem).await;
+        busy.write_all(download.as_bytes()).await.unwrap();
+        read_until(&mut busy, "HTTP/1.1 200").await;
+        let mut idle = connect(addr, &tls.ca_pem).await;
+        let served = within("a connection at the cap", get_ca(connect(addr, &tls.ca_pem).await)).await;
+        assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+        let mut buf = [0u8; 16];
+        let closed = tokio::time::timeout(Duration::from_secs(10), idle.read(&mut buf)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "the idle connection was not closed: {closed:?}"
+        );
+
+        // Both busy: the next one is told 429 in words; another client is served meanwhile.
+        let mut second = connect(addr, &tls.ca_pem).await;
+        second.write_all(download.as_bytes()).await.unwrap();
+        read_until(&mut second, "HTTP/1.1 200").await;
+        let refused = within("a connection over the cap", get_ca(connect(addr, &tls.ca_pem).await)).await;
+        assert!(
+            refused.starts_with("HTTP/1.1 429")
+                && refused.contains("2 connections busy")
+                && refused.contains("try again"),
+            "{refused}"
+        );
+        let other = within(
+            "another client",
+            get_ca(connect_from(addr, [127, 0, 0, 2].into(), &tls.ca_pem).await),
+        )
+        .await;
         assert!(
             other.starts_with("HTTP/1.1 200") && other.ends_with(&tls.ca_pem),
             "{other}"
         );
+
         // A connection that ends gives its client's place back.
-        drop(first);
+        drop(busy);
         let mut again = String::new();
         for _ in 0..100 {
             again = get_ca(connect(addr, &tls.ca_pem).await).await;
