@@ -1039,6 +1039,62 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_and_slowloris_connections_from_one_address_leave_its_download_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let backups = dir.path().join("backups");
+        fs::create_dir(&backups).unwrap();
+        let content: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(backups.join(Layout::backup_name(1)), &content).unwrap();
+        let tls = crate::tls::load_or_make(&dir.path().join("tls"), &[]).unwrap();
+        let files = Arc::new(FileServer::new(backups, tls.ca_pem.clone(), None));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, tls.server.clone(), files));
+
+        // As scenario faults/08 holds them: 100 that never start TLS, 100 that send their
+        // request line a few bytes at a time and never end it; all from the owner's address.
+        let mut held = Vec::new();
+        for _ in 0..100 {
+            held.push(TcpStream::connect(addr).await.unwrap());
+        }
+        let mut slow = Vec::new();
+        for _ in 0..100 {
+            let opened = tokio::time::timeout(Duration::from_secs(5), async {
+                let mut c = connect(addr, &tls.ca_pem).await;
+                c.write_all(b"GET /noreya-nexus/certificates/ca.pem HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+                    .await
+                    .ok()
+                    .map(|()| c)
+            })
+            .await;
+            slow.extend(opened.ok().flatten());
+        }
+        let download = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut c = connect(addr, &tls.ca_pem).await;
+            c.write_all(
+                format!(
+                    "GET {BACKUPS_URL_PREFIX}{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                    Layout::backup_name(1)
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut reply = Vec::new();
+            let _ = c.read_to_end(&mut reply).await;
+            reply
+        })
+        .await
+        .expect("the owner's download got no answer beside the held connections");
+        assert!(
+            download.starts_with(b"HTTP/1.1 200") && download.ends_with(&content),
+            "{}",
+            String::from_utf8_lossy(&download[..download.len().min(300)])
+        );
+        drop((held, slow));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_body_that_stalls_on_its_way_to_the_ui_is_cut_off_with_408() {
         let dir = tempfile::tempdir().unwrap();
         let tls = crate::tls::load_or_make(&dir.path().join("tls"), &[]).unwrap();
