@@ -75,6 +75,8 @@ pub struct ClientSlot {
     clients: Arc<Clients>,
     key: IpAddr,
     conn: Arc<Connection>,
+    /// Whether another connection of its client was closed to admit it.
+    made_room: bool,
 }
 
 /// Held while a request of a connection is served; the connection is not idle meanwhile.
@@ -94,13 +96,9 @@ impl Clients {
         let key = client_of(ip);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let conns = open.entry(key).or_default();
-        if conns.len() >= cap {
-            let idle = conns
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.busy.load(Ordering::Acquire) == 0)
-                .min_by_key(|(_, c)| c.opened)
-                .map(|(i, _)| i)?;
+        let made_room = conns.len() >= cap;
+        if made_room {
+            let idle = oldest_idle(conns, None)?;
             // notify_one keeps the word for a connection not yet waiting for it.
             conns.swap_remove(idle).evict.notify_one();
         }
@@ -114,11 +112,47 @@ impl Clients {
             clients: self.clone(),
             key,
             conn,
+            made_room,
         })
+    }
+
+    /// Closes the oldest idle connection of any client but `new`, to free a slot for it when
+    /// all are taken; where it came from, or `None` when every other connection is busy.
+    pub fn make_room_for(&self, new: &ClientSlot) -> Option<IpAddr> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let (key, i) = open
+            .iter()
+            .filter_map(|(key, conns)| {
+                let i = oldest_idle(conns, Some(&new.conn))?;
+                Some((*key, i, conns[i].opened))
+            })
+            .min_by_key(|(_, _, opened)| *opened)
+            .map(|(key, i, _)| (key, i))?;
+        let conns = open.get_mut(&key)?;
+        conns.swap_remove(i).evict.notify_one();
+        if conns.is_empty() {
+            open.remove(&key);
+        }
+        Some(key)
     }
 }
 
+/// The oldest connection in `conns` that is serving nothing, never `except`.
+fn oldest_idle(conns: &[Arc<Connection>], except: Option<&Arc<Connection>>) -> Option<usize> {
+    conns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.busy.load(Ordering::Acquire) == 0 && !except.is_some_and(|e| Arc::ptr_eq(c, e)))
+        .min_by_key(|(_, c)| c.opened)
+        .map(|(i, _)| i)
+}
+
 impl ClientSlot {
+    /// Whether another connection of its client was closed to admit it.
+    pub fn made_room(&self) -> bool {
+        self.made_room
+    }
+
     /// A handle for the connection's requests to mark it busy.
     pub fn busy_marker(&self) -> BusyMarker {
         BusyMarker(self.conn.clone())

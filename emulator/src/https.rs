@@ -544,7 +544,8 @@ impl hyper::body::Body for Body {
 /// How many clients are served at once, and how long a stuck one may keep its place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Connections served at once; more wait in the listen queue.
+    /// Connections served at once. A new one beyond takes the place of an idle one (in its
+    /// handshake, or waiting for a request); when all are busy it waits in the listen queue.
     pub max_connections: usize,
     /// A send that makes no progress for this long closes the connection and frees its slot:
     /// the client stopped reading (or its network is gone). Time spent waiting for the SD card
@@ -575,7 +576,7 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, files:
 }
 
 /// Accepts connections forever: TLS handshake, then HTTP/1.1 with header and write timeouts,
-/// each client below its cap.
+/// each client at most at its cap, idle connections closed for new ones when all slots are taken.
 pub async fn serve_with_limits(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -586,9 +587,6 @@ pub async fn serve_with_limits(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let door = Arc::new(Door::new(limits));
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
@@ -598,9 +596,29 @@ pub async fn serve_with_limits(
             }
         };
         let Some(client) = door.clients.admit(peer.ip(), door.per_client()) else {
-            drop(permit);
             door.refuse(tcp, peer, acceptor.clone());
             continue;
+        };
+        // All slots taken: a connection that serves nothing (in its handshake, waiting for a
+        // request, or between requests) is closed for this one, so connections that never ask
+        // for anything cannot keep others out. When all are busy, this one waits for a slot
+        // (and the next ones in the listen queue), as before.
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if !client.made_room() {
+                    if let Some(from) = door.clients.make_room_for(&client) {
+                        door.warnings.warn(format_args!(
+                            "all {} connections were taken; an idle one of {from} was closed for {peer}",
+                            door.limits.max_connections
+                        ));
+                    }
+                }
+                let Ok(p) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                p
+            }
         };
         tokio::spawn(connection(
             tcp,
@@ -820,11 +838,14 @@ mod tests {
             .await
             .unwrap();
         stuck.flush().await.unwrap();
+        // Its answer has started: it is being served, not idle (an idle one would make room).
+        read_until(&mut stuck, "HTTP/1.1 200").await;
 
-        // The next client waits in the listen queue until the stuck one's send times out.
+        // The next client (another address: this one is at its cap of 1) waits for the only slot
+        // until the stuck one's send times out.
         let start = Instant::now();
         let served = tokio::time::timeout(Duration::from_secs(30), async {
-            let mut next = connect(addr, &tls.ca_pem).await;
+            let mut next = connect_from(addr, [127, 0, 0, 2].into(), &tls.ca_pem).await;
             next.write_all(
                 format!("GET {CA_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
             )
@@ -1092,6 +1113,47 @@ mod tests {
             String::from_utf8_lossy(&download[..download.len().min(300)])
         );
         drop((held, slow));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_that_never_ask_for_anything_from_many_addresses_make_room_for_one_that_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = crate::tls::load_or_make(&dir.path().join("tls"), &[]).unwrap();
+        let files = Arc::new(FileServer::new(dir.path().to_owned(), tls.ca_pem.clone(), None));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            max_connections: 4,
+            ..Limits::default()
+        };
+        tokio::spawn(serve_with_limits(listener, tls.server.clone(), files, limits));
+
+        // Every slot taken, from four addresses: two never start TLS, two never send a request.
+        let mut silent = Vec::new();
+        for last in [11, 12] {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(SocketAddr::from(([127, 0, 0, last], 0))).unwrap();
+            silent.push(socket.connect(addr).await.unwrap());
+        }
+        let mut quiet = Vec::new();
+        for last in [13, 14] {
+            quiet.push(connect_from(addr, [127, 0, 0, last].into(), &tls.ca_pem).await);
+        }
+        // Well within the handshake and header timeouts (10 s) that would free a slot anyway.
+        let owner = tokio::time::timeout(
+            Duration::from_secs(5),
+            get_ca(connect_from(addr, [127, 0, 0, 2].into(), &tls.ca_pem).await),
+        )
+        .await
+        .expect("a connection that asks for the CA waited behind ones that ask for nothing");
+        assert!(
+            owner.starts_with("HTTP/1.1 200") && owner.ends_with(&tls.ca_pem),
+            "{owner}"
+        );
+        // The oldest of them made room.
+        let mut buf = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(5), silent[0].read(&mut buf)).await;
+        assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
