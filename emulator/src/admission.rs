@@ -18,7 +18,8 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Sleep;
 
 /// Connections served at once. Each costs a TLS session and buffers (~100 KiB); 256 fit the
-/// device's memory with room to spare, and more wait in the listen queue.
+/// device's memory with room to spare. A new one beyond takes an idle one's place, or waits in
+/// the listen queue when all are busy serving.
 pub const MAX_CONNECTIONS: usize = 256;
 /// Of those, how many may be busy below `/control/` at once. The UI is one admin's browser (a
 /// handful of connections); the other 192 are left for downloads, which are what the device
@@ -43,17 +44,20 @@ pub const CONTROL_DEADLINE: Duration = Duration::from_secs(60);
 pub const REFUSAL_SLOTS: usize = 16;
 /// How long telling one takes at most: its handshake, its request and the 429.
 pub const REFUSAL_DEADLINE: Duration = Duration::from_secs(5);
-/// At most one warning per this long about refused clients, with the count of the others, so
-/// a flood does not wear out the SD card through the journal.
+/// At most one warning per this long about refused or displaced connections, with the count of
+/// the others, so a flood does not wear out the SD card through the journal.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// The open connections of each client, to keep each at or below its cap.
 ///
 /// A client at its cap that opens another connection gets it when one of its others is idle
-/// (in its handshake, waiting for a request, or between requests): the idle one that waited
-/// longest is closed for it. Only when all are busy serving is the new one refused. So hostile
+/// (in its handshake, waiting for a request, or between requests): its oldest idle one is
+/// closed for it. Only when all are busy serving is the new one refused. So hostile
 /// connections from an address never lock out a client at the same address that asks for
-/// something (a scenario's own download beside its `http.hold`s, users behind one NAT).
+/// something (a scenario's own download beside its `http.hold`s, users behind one NAT). In the
+/// same way, when every slot of the server is taken, the oldest idle connection of any client
+/// makes room ([`Clients::make_room_for`]). A request that starts just as its connection is
+/// picked is cut off, as when a server closes a keep-alive connection; clients retry those.
 #[derive(Debug, Default)]
 pub struct Clients {
     open: Mutex<HashMap<IpAddr, Vec<Arc<Connection>>>>,
@@ -65,7 +69,7 @@ struct Connection {
     opened: Instant,
     /// Requests being served on it (answers not yet sent).
     busy: AtomicUsize,
-    /// Told when it is closed to make room for a newer connection of its client.
+    /// Told when it is closed to make room for a newer connection.
     evict: tokio::sync::Notify,
 }
 
@@ -90,7 +94,7 @@ impl Drop for Busy {
 }
 
 impl Clients {
-    /// Counts a new connection from `ip`. At the client's `cap`, its longest-idle connection is
+    /// Counts a new connection from `ip`. At the client's `cap`, its oldest idle connection is
     /// closed to make room; `None` when all `cap` are busy.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<ClientSlot> {
         let key = client_of(ip);
@@ -158,7 +162,7 @@ impl ClientSlot {
         BusyMarker(self.conn.clone())
     }
 
-    /// Returns when the connection was closed for a newer one of its client.
+    /// Returns when the connection was picked to close for a newer one.
     pub async fn evicted(&self) {
         self.conn.evict.notified().await
     }

@@ -677,7 +677,7 @@ async fn connection(
     tokio::select! {
         () = served => {}
         () = client.evicted() => {
-            tracing::debug!(%peer, "closed while idle: its client opened another one at its cap");
+            tracing::debug!(%peer, "closed while idle, for a newer connection");
         }
     }
     // In this order: the client's count is down before the slot is free, so the next connection
