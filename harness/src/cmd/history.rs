@@ -1,12 +1,14 @@
 //! `nexus-hil history`: the results history that every run appends to. `check` finds the
-//! change points of every series (per device) and can fail CI on a recent regression; `report`
-//! writes the trend page.
+//! change points of every series (per device), prints the gate's verdict on each
+//! ([`crate::history::gate`] decides) and can fail CI on one that gates; `report` writes the
+//! trend page.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::say;
 use crate::error::InfraError;
+use crate::history::gate::{self, Verdict};
 use crate::history::store::{Role, Store};
 use crate::history::{self, changepoint, Trend};
 
@@ -25,11 +27,14 @@ pub enum HistoryCmd {
     /// Per series and device, one value per commit (the median of that commit's runs; a
     /// latency's p99): each change is printed with its commit range, its size, whether it is
     /// worse, and its p-value. A control series (a probe's idle windows, a bench of other tools'
-    /// work: it follows the machine, not the code) is printed as HOST and never gates; while one
-    /// is still slower since about when a change for the worse came in, that change does not
-    /// gate either (the machine slowed too: run those commits again). Exit
-    /// status: 0, or 1 with --fail-on-regression when one of the newest commits holds a
-    /// significant change for the worse; 2 when the history cannot be read.
+    /// work: it follows the machine, not the code) is printed as HOST and never gates. A change
+    /// for the worse is excused only by a control on the same device that moved the same way,
+    /// by at least half as much, at the same commit (±1): it is printed unconfirmed and judged
+    /// again at every later commit, until the control comes back (then it gates) or both have
+    /// stayed for more than --newest commits (then it is the machine's). A change for the worse
+    /// proven only now, after more than --newest commits, gates once, where it is proven
+    /// (--no-late-changes: not). Exit status: 0, or 1 with --fail-on-regression when a change
+    /// gates; 2 when the history cannot be read.
     Check {
         /// The history (a SQLite file or a postgres:// URL). Default: $NEXUS_HIL_HISTORY, else
         /// target/nexus-hil/history.sqlite.
@@ -42,16 +47,27 @@ pub enum HistoryCmd {
         /// consulted either).
         #[arg(long)]
         series: Option<String>,
+        /// Leave out series whose name contains this (repeatable): e.g. a latency too noisy to
+        /// gate on, whose changes are proven only many runs late.
+        #[arg(long, value_name = "SUBSTRING")]
+        exclude: Vec<String>,
         /// Series whose name contains this are controls too, besides those recorded as such
         /// (repeatable; e.g. for a history recorded before series had roles).
         #[arg(long, value_name = "SUBSTRING")]
         control: Vec<String>,
-        /// Exit 1 when a change for the worse is among the newest commits.
+        /// Exit 1 when a change gates: one for the worse among the newest commits, one proven
+        /// only now, or one whose excusing control came back.
         #[arg(long)]
         fail_on_regression: bool,
         /// How many of the newest commits count as newest.
         #[arg(long, default_value_t = 3)]
         newest: usize,
+        /// Gate only on changes among the newest commits: one for the worse first proven later
+        /// (a noisy series proves a change many runs after it came in) is printed, not gated.
+        /// To keep the rule and leave one such series out of the gate, use --exclude with its
+        /// name (e.g. --exclude probe/backup-no-cap/), or --series for the ones you gate on.
+        #[arg(long)]
+        no_late_changes: bool,
         /// The largest p-value of a change that is reported (Otava's default too; the test is
         /// made at the point the fit chose, which makes its p smaller than chance alone would,
         /// and 0.01 raised a false alarm about once in 30 runs of unchanged code here).
@@ -123,19 +139,28 @@ async fn open(given: Option<&str>) -> Result<(String, Store), String> {
     Ok((spec, store))
 }
 
-/// Every trend of the history `given` names (series narrowed by `filter`; those named like one
-/// of `controls` taken as controls), and where it is.
+/// What `load` found: where the history is, and its trends now and as they stood before the
+/// newest commit (each device's newest commit's runs left out).
+struct Loaded {
+    spec: String,
+    now: Vec<Trend>,
+    before: Vec<Trend>,
+}
+
+/// Every trend of the history `given` names (series narrowed by `filter` and `exclude`; those
+/// named like one of `controls` taken as controls).
 async fn load(
     given: Option<&str>,
     filter: Option<&str>,
+    exclude: &[String],
     controls: &[String],
     upto: Option<&str>,
     o: changepoint::Options,
-) -> Result<(String, Vec<Trend>), String> {
+) -> Result<Loaded, String> {
     let (spec, store) = open(given).await?;
     let mut all = Vec::new();
     for mut s in store.series().await.map_err(|e| format!("{spec}: {e}"))? {
-        if filter.is_some_and(|f| !s.name.contains(f)) {
+        if filter.is_some_and(|f| !s.name.contains(f)) || exclude.iter().any(|x| s.name.contains(x.as_str())) {
             continue;
         }
         if controls.iter().any(|c| s.name.contains(c.as_str())) {
@@ -165,8 +190,32 @@ async fn load(
             ps.retain(|p| p.started_at <= cutoff);
         }
     }
-    let out = all.iter().flat_map(|(s, ps)| history::trends(s, ps, o)).collect();
-    Ok((spec, out))
+    // Each device's newest commit: that of its latest run.
+    let mut newest: std::collections::HashMap<&str, (i64, &str)> = std::collections::HashMap::new();
+    for p in all.iter().flat_map(|(_, ps)| ps) {
+        let e = newest
+            .entry(p.device.as_str())
+            .or_insert((p.started_at, p.commit.as_str()));
+        if p.started_at > e.0 {
+            *e = (p.started_at, p.commit.as_str());
+        }
+    }
+    let earlier: Vec<Vec<history::store::Point>> = all
+        .iter()
+        .map(|(_, ps)| {
+            ps.iter()
+                .filter(|p| newest.get(p.device.as_str()).is_none_or(|(_, c)| *c != p.commit))
+                .cloned()
+                .collect()
+        })
+        .collect();
+    let now = all.iter().flat_map(|(s, ps)| history::trends(s, ps, o)).collect();
+    let before = all
+        .iter()
+        .zip(&earlier)
+        .flat_map(|((s, _), ps)| history::trends(s, ps, o))
+        .collect();
+    Ok(Loaded { spec, now, before })
 }
 
 /// Runs `nexus-hil history`.
@@ -187,9 +236,11 @@ pub async fn command(args: HistoryArgs) -> Result<ExitCode, InfraError> {
             history,
             device,
             series,
+            exclude,
             control,
             fail_on_regression,
             newest,
+            no_late_changes,
             max_p,
             min_change,
             upto,
@@ -201,30 +252,62 @@ pub async fn command(args: HistoryArgs) -> Result<ExitCode, InfraError> {
                 test,
                 ..changepoint::Options::default()
             };
-            let loaded = load(history.as_deref(), series.as_deref(), &control, upto.as_deref(), o).await;
-            let (spec, trends) = match loaded {
+            let loaded = load(
+                history.as_deref(),
+                series.as_deref(),
+                &exclude,
+                &control,
+                upto.as_deref(),
+                o,
+            )
+            .await;
+            let Loaded { spec, now, before } = match loaded {
                 Ok(t) => t,
                 Err(e) => {
                     say(&e);
                     return Ok(ExitCode::from(2));
                 }
             };
-            let trends: Vec<Trend> = trends
-                .into_iter()
-                .filter(|t| device.as_deref().is_none_or(|d| d == t.device))
-                .collect();
-            let tally = check(&trends, newest);
-            let changes: usize = trends.iter().map(|t| t.changes.len()).sum();
+            let on_device = |trends: Vec<Trend>| -> Vec<Trend> {
+                trends
+                    .into_iter()
+                    .filter(|t| device.as_deref().is_none_or(|d| d == t.device))
+                    .collect()
+            };
+            let (now, before) = (on_device(now), on_device(before));
+            let policy = gate::Policy {
+                newest,
+                late_changes: !no_late_changes,
+            };
+            let judged = gate::judge(&now, &before, policy);
+            for j in &judged {
+                println!("{}", line(j));
+            }
+            let tally = Tally::of(&judged);
+            let changes: usize = now.iter().map(|t| t.changes.len()).sum();
             if tally.regressions > 0 && tally.host > 0 {
                 println!(
                     "note: a control series changed among the newest {newest} commits too: the machine itself moved meanwhile; run those commits again before blaming them"
                 );
             }
             let mut aside = Vec::new();
-            if tally.excused > 0 {
+            if tally.unconfirmed > 0 {
                 aside.push(format!(
-                    "{} more while a control says the machine is slower: not gating, run them again",
-                    tally.excused
+                    "{} more while a control says the machine is slower: not gating yet, run them again",
+                    tally.unconfirmed
+                ));
+            }
+            if tally.news > 0 {
+                aside.push(format!(
+                    "{} from before them that gate{} now: proven only now, or their control came back",
+                    tally.news,
+                    if tally.news == 1 { "s" } else { "" }
+                ));
+            }
+            if tally.machine > 0 {
+                aside.push(format!(
+                    "{} the machine's: a control moved as much at the same commit, and both stayed",
+                    tally.machine
                 ));
             }
             if tally.host > 0 {
@@ -235,7 +318,7 @@ pub async fn command(args: HistoryArgs) -> Result<ExitCode, InfraError> {
             }
             println!(
                 "{} series checked in {spec}: {changes} change point(s), {} for the worse among the newest {newest} commits{}",
-                trends.len(),
+                now.len(),
                 tally.regressions,
                 if aside.is_empty() {
                     String::new()
@@ -243,7 +326,7 @@ pub async fn command(args: HistoryArgs) -> Result<ExitCode, InfraError> {
                     format!(" ({})", aside.join("; "))
                 }
             );
-            Ok(if fail_on_regression && tally.regressions > 0 {
+            Ok(if fail_on_regression && judged.iter().any(|j| j.verdict.gates()) {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS
@@ -252,107 +335,94 @@ pub async fn command(args: HistoryArgs) -> Result<ExitCode, InfraError> {
     }
 }
 
-/// What `check` found among the newest commits.
+/// What `check` counts for its summary.
 struct Tally {
-    /// Changes for the worse of series that measure the code: these gate.
+    /// Changes for the worse among the newest commits that gate.
     regressions: usize,
-    /// Changes for the worse while a control on the same device was slower since a commit
-    /// close to theirs, and still is: the machine's doing as likely as the code's; not gating.
-    excused: usize,
-    /// Changes of control series (which never gate).
+    /// Changes that gate from before the newest commits: proven only now, or their control
+    /// came back.
+    news: usize,
+    /// Changes for the worse a control still excuses: not gating yet.
+    unconfirmed: usize,
+    /// Changes for the worse a control moved as much with, both still there after --newest
+    /// commits: the machine's.
+    machine: usize,
+    /// Changes of control series among the newest commits (which never gate).
     host: usize,
 }
 
-/// Prints every change point, and counts those among the newest commits.
-///
-/// A change for the worse among the newest commits gates, unless a control series on the same
-/// device is at a worse level still, since a commit at most `newest` commits from where the
-/// change came in: the machine slowed then too (seen: the hand-made `tar | gpg` 13 % slower
-/// from two commits before the portable cipher 6 % slower, on unchanged code). A control that
-/// came back does not excuse anything: what stayed slower after the machine recovered is the
-/// code's.
-fn check(trends: &[Trend], newest: usize) -> Tally {
-    // Each control whose latest change is for the worse: its device, the commit it came in at,
-    // its name.
-    let slower: Vec<(&str, &str, &str)> = trends
-        .iter()
-        .filter(|t| t.series.role == Role::Control)
-        .filter_map(|t| {
-            let c = t.changes.last().filter(|c| t.worse(c))?;
-            Some((t.device.as_str(), t.commits[c.index].0.as_str(), t.series.name.as_str()))
-        })
-        .collect();
-    let mut tally = Tally {
-        regressions: 0,
-        excused: 0,
-        host: 0,
-    };
-    for t in trends {
-        let n = t.commits.len();
-        let control = t.series.role == Role::Control;
-        for c in &t.changes {
-            let worse = t.worse(c);
-            let recent = c.index + newest >= n;
-            let short = |i: usize| t.commits[i].0.chars().take(12).collect::<String>();
-            let mut why = String::new();
-            if recent && control {
-                tally.host += 1;
-            } else if worse && recent {
-                let excuse = slower.iter().find(|(device, commit, _)| {
-                    *device == t.device
-                        && t.commits
-                            .iter()
-                            .position(|(id, _)| id == commit)
-                            .is_some_and(|j| j.abs_diff(c.index) <= newest)
-                });
-                match excuse {
-                    Some((_, commit, name)) => {
-                        tally.excused += 1;
-                        why = format!(
-                            "; not gating: the control {name} is slower too, since {}: the machine moved; run these commits again",
-                            commit.chars().take(12).collect::<String>()
-                        );
-                    }
-                    None => tally.regressions += 1,
-                }
-            }
-            println!(
-                "{}  {} on {}: {:+.1} % ({:.4} -> {:.4} {}) between {} and {} (p = {:.2e}){}{}{}",
-                match (control, worse) {
-                    (true, _) => "HOST  ",
-                    (false, true) => "WORSE ",
-                    (false, false) => "better",
-                },
-                t.series.name,
-                t.device,
-                c.relative() * 100.0,
-                c.mean_before,
-                c.mean_after,
-                t.series.unit,
-                short(c.index - 1),
-                short(c.index),
-                c.p_value,
-                if recent {
-                    format!(", {} commit(s) ago", n - c.index)
-                } else {
-                    String::new()
-                },
-                if control {
-                    "; a control: the machine moved, not the code"
-                } else {
-                    ""
-                },
-                why
-            );
+impl Tally {
+    fn of(judged: &[gate::Judged]) -> Self {
+        let count = |f: &dyn Fn(&gate::Judged) -> bool| judged.iter().filter(|j| f(j)).count();
+        Tally {
+            regressions: count(&|j| j.recent && j.verdict.gates()),
+            news: count(&|j| !j.recent && j.verdict.gates()),
+            unconfirmed: count(&|j| matches!(j.verdict, Verdict::Unconfirmed { .. })),
+            machine: count(&|j| matches!(j.verdict, Verdict::Machine { .. })),
+            host: count(&|j| j.recent && j.verdict == Verdict::Host),
         }
     }
-    tally
+}
+
+/// A change's line: the series, its size and commit range, and the gate's verdict on it.
+fn line(j: &gate::Judged) -> String {
+    let (t, c) = (j.trend, j.change);
+    let short = |id: &str| id.chars().take(12).collect::<String>();
+    let n = t.commits.len();
+    let why = match &j.verdict {
+        Verdict::Gates | Verdict::Better | Verdict::Old => String::new(),
+        Verdict::Host => "; a control: the machine moved, not the code".to_string(),
+        Verdict::GatesLate { commits_after } => format!(
+            "; gating: proven only now, after {commits_after} commits with it (--no-late-changes: not gating)"
+        ),
+        Verdict::ControlBack { control, back } => format!(
+            "; gating: the control {} was slower too from {}, came back at {}, and this stayed: the code's",
+            control.series,
+            short(&control.commit),
+            short(back)
+        ),
+        Verdict::Unconfirmed { control } => format!(
+            "; unconfirmed, not gating yet: the control {} is slower too ({:+.1} %), since {}: the machine moved; run these commits again",
+            control.series,
+            control.relative * 100.0,
+            short(&control.commit)
+        ),
+        Verdict::Machine { control } => format!(
+            "; the machine's, not gating: the control {} moved as much ({:+.1} %) at {}, and both stayed",
+            control.series,
+            control.relative * 100.0,
+            short(&control.commit)
+        ),
+    };
+    format!(
+        "{}  {} on {}: {:+.1} % ({:.4} -> {:.4} {}) between {} and {} (p = {:.2e}){}{}",
+        match (&j.verdict, t.worse(c)) {
+            (Verdict::Host, _) => "HOST  ",
+            (_, true) => "WORSE ",
+            (_, false) => "better",
+        },
+        t.series.name,
+        t.device,
+        c.relative() * 100.0,
+        c.mean_before,
+        c.mean_after,
+        t.series.unit,
+        short(&t.commits[c.index - 1].0),
+        short(&t.commits[c.index].0),
+        c.p_value,
+        if j.recent {
+            format!(", {} commit(s) ago", n - c.index)
+        } else {
+            String::new()
+        },
+        why
+    )
 }
 
 /// `history report`.
 async fn report(history: Option<&str>, controls: &[String], output: &Path) -> Result<ExitCode, InfraError> {
-    let (spec, trends) = match load(history, None, controls, None, changepoint::Options::default()).await {
-        Ok(t) => t,
+    let (spec, trends) = match load(history, None, &[], controls, None, changepoint::Options::default()).await {
+        Ok(l) => (l.spec, l.now),
         Err(e) => {
             say(&e);
             return Ok(ExitCode::from(2));

@@ -1,11 +1,12 @@
 //! Performance over time: [`store`] keeps every run's measurements (SQLite or PostgreSQL),
 //! [`record`] turns a run's report into them, [`changepoint`] finds where a series of
-//! measurements (one value per commit) changed, and whether the change is significant, and
-//! [`page`] draws the trends as one self-contained HTML page; [`criterion`] reads `ci/bench`'s
-//! saved baselines.
+//! measurements (one value per commit) changed, and whether the change is significant, [`gate`]
+//! judges which changes stop a merge, and [`page`] draws the trends as one self-contained HTML
+//! page; [`criterion`] reads `ci/bench`'s saved baselines.
 
 pub mod changepoint;
 pub mod criterion;
+pub mod gate;
 pub mod page;
 pub mod record;
 pub mod store;
