@@ -44,6 +44,11 @@ pub const CONTROL_DEADLINE: Duration = Duration::from_secs(60);
 pub const REFUSAL_SLOTS: usize = 16;
 /// How long telling one takes at most: its handshake, its request and the 429.
 pub const REFUSAL_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a connection must have been idle before it is closed for another client's new one
+/// when the server is full. A client on the LAN finishes its handshake and sends its request
+/// within milliseconds, on poor Wi-Fi still well within this; so a burst of genuine new
+/// connections never displaces itself, while ones that ask for nothing do make room.
+pub const IDLE_GRACE: Duration = Duration::from_secs(2);
 /// At most one warning per this long about refused or displaced connections, with the count of
 /// the others, so a flood does not wear out the SD card through the journal.
 const WARN_EVERY: Duration = Duration::from_secs(10);
@@ -55,8 +60,8 @@ const WARN_EVERY: Duration = Duration::from_secs(10);
 /// closed for it. Only when all are busy serving is the new one refused. So hostile
 /// connections from an address never lock out a client at the same address that asks for
 /// something (a scenario's own download beside its `http.hold`s, users behind one NAT). In the
-/// same way, when every slot of the server is taken, the oldest idle connection of any client
-/// makes room ([`Clients::make_room_for`]). A request that starts just as its connection is
+/// same way, when every slot of the server is taken, the connection of any client idle longest
+/// (at least [`IDLE_GRACE`]) makes room ([`Clients::make_room_for`]). A request that starts just as its connection is
 /// picked is cut off, as when a server closes a keep-alive connection; clients retry those.
 #[derive(Debug, Default)]
 pub struct Clients {
@@ -66,7 +71,8 @@ pub struct Clients {
 /// One open connection as its client's count sees it.
 #[derive(Debug)]
 struct Connection {
-    opened: Instant,
+    /// Since when it serves nothing: opened, or its last answer sent.
+    idle_since: Mutex<Instant>,
     /// Requests being served on it (answers not yet sent).
     busy: AtomicUsize,
     /// Told when it is closed to make room for a newer connection.
@@ -89,25 +95,27 @@ pub struct Busy(Arc<Connection>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+        if self.0.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        }
     }
 }
 
 impl Clients {
-    /// Counts a new connection from `ip`. At the client's `cap`, its oldest idle connection is
-    /// closed to make room; `None` when all `cap` are busy.
+    /// Counts a new connection from `ip`. At the client's `cap`, the one of its connections
+    /// idle longest is closed to make room; `None` when all `cap` are busy.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<ClientSlot> {
         let key = client_of(ip);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let conns = open.entry(key).or_default();
         let made_room = conns.len() >= cap;
         if made_room {
-            let idle = oldest_idle(conns, None)?;
+            let idle = idle_longest(conns, None, Duration::ZERO)?;
             // notify_one keeps the word for a connection not yet waiting for it.
             conns.swap_remove(idle).evict.notify_one();
         }
         let conn = Arc::new(Connection {
-            opened: Instant::now(),
+            idle_since: Mutex::new(Instant::now()),
             busy: AtomicUsize::new(0),
             evict: tokio::sync::Notify::new(),
         });
@@ -120,17 +128,18 @@ impl Clients {
         })
     }
 
-    /// Closes the oldest idle connection of any client but `new`, to free a slot for it when
-    /// all are taken; where it came from, or `None` when every other connection is busy.
+    /// Closes the connection of any client but `new` that has been idle longest, at least
+    /// [`IDLE_GRACE`], to free a slot for `new` when all are taken; where it came from, or
+    /// `None` when no other connection has been idle that long.
     pub fn make_room_for(&self, new: &ClientSlot) -> Option<IpAddr> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let (key, i) = open
             .iter()
             .filter_map(|(key, conns)| {
-                let i = oldest_idle(conns, Some(&new.conn))?;
-                Some((*key, i, conns[i].opened))
+                let i = idle_longest(conns, Some(&new.conn), IDLE_GRACE)?;
+                Some((*key, i, idle_since(&conns[i])))
             })
-            .min_by_key(|(_, _, opened)| *opened)
+            .min_by_key(|(_, _, since)| *since)
             .map(|(key, i, _)| (key, i))?;
         let conns = open.get_mut(&key)?;
         conns.swap_remove(i).evict.notify_one();
@@ -141,14 +150,22 @@ impl Clients {
     }
 }
 
-/// The oldest connection in `conns` that is serving nothing, never `except`.
-fn oldest_idle(conns: &[Arc<Connection>], except: Option<&Arc<Connection>>) -> Option<usize> {
+/// The connection in `conns` that has served nothing for longest, at least `for_at_least`;
+/// never `except`.
+fn idle_longest(conns: &[Arc<Connection>], except: Option<&Arc<Connection>>, for_at_least: Duration) -> Option<usize> {
+    let now = Instant::now();
     conns
         .iter()
         .enumerate()
         .filter(|(_, c)| c.busy.load(Ordering::Acquire) == 0 && !except.is_some_and(|e| Arc::ptr_eq(c, e)))
-        .min_by_key(|(_, c)| c.opened)
+        .map(|(i, c)| (i, idle_since(c)))
+        .filter(|(_, since)| now.duration_since(*since) >= for_at_least)
+        .min_by_key(|(_, since)| *since)
         .map(|(i, _)| i)
+}
+
+fn idle_since(c: &Connection) -> Instant {
+    *c.idle_since.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ClientSlot {

@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use crate::admission::{
     ClientSlot, Clients, DeadlineBody, Held, HeldAnswer, QuietWarnings, CONTROL_BODY_DEADLINE, CONTROL_DEADLINE,
-    CONTROL_SLOTS, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT, REFUSAL_DEADLINE, REFUSAL_SLOTS,
+    CONTROL_SLOTS, IDLE_GRACE, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT, REFUSAL_DEADLINE, REFUSAL_SLOTS,
 };
 use crate::layout::Layout;
 
@@ -599,26 +599,12 @@ pub async fn serve_with_limits(
             door.refuse(tcp, peer, acceptor.clone());
             continue;
         };
-        // All slots taken: a connection that serves nothing (in its handshake, waiting for a
-        // request, or between requests) is closed for this one, so connections that never ask
-        // for anything cannot keep others out. When all are busy, this one waits for a slot
-        // (and the next ones in the listen queue), as before.
         let permit = match slots.clone().try_acquire_owned() {
             Ok(p) => p,
-            Err(_) => {
-                if !client.made_room() {
-                    if let Some(from) = door.clients.make_room_for(&client) {
-                        door.warnings.warn(format_args!(
-                            "all {} connections were taken; an idle one of {from} was closed for {peer}",
-                            door.limits.max_connections
-                        ));
-                    }
-                }
-                let Ok(p) = slots.clone().acquire_owned().await else {
-                    return;
-                };
-                p
-            }
+            Err(_) => match slot_when_full(&slots, &door, &client, peer).await {
+                Some(p) => p,
+                None => return,
+            },
         };
         tokio::spawn(connection(
             tcp,
@@ -628,6 +614,36 @@ pub async fn serve_with_limits(
             files.clone(),
             door.clone(),
         ));
+    }
+}
+
+/// A slot for a new connection when all are taken: a connection that has served nothing (in its
+/// handshake, waiting for a request, or between requests) for [`IDLE_GRACE`] is closed for it,
+/// so connections that never ask for anything cannot keep others out; while none has, it waits
+/// for a slot (and the next ones in the listen queue). `None` when the server is closing.
+async fn slot_when_full(
+    slots: &Arc<Semaphore>,
+    door: &Door,
+    client: &ClientSlot,
+    peer: SocketAddr,
+) -> Option<OwnedSemaphorePermit> {
+    // A connection of its own client closed for it frees a slot already.
+    let mut made_room = client.made_room();
+    loop {
+        if !made_room {
+            if let Some(from) = door.clients.make_room_for(client) {
+                made_room = true;
+                door.warnings.warn(format_args!(
+                    "all {} connections were taken; an idle one of {from} was closed for {peer}",
+                    door.limits.max_connections
+                ));
+            }
+        }
+        tokio::select! {
+            p = slots.clone().acquire_owned() => return p.ok(),
+            // One idle too briefly to be closed now may be later.
+            () = tokio::time::sleep(IDLE_GRACE / 4), if !made_room => {}
+        }
     }
 }
 
