@@ -28,6 +28,7 @@ pub mod crash_states;
 pub mod device;
 pub mod engine;
 pub mod error;
+pub mod exit;
 pub mod history;
 pub mod image;
 pub mod provision;

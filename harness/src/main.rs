@@ -9,6 +9,7 @@ use nexus_harness::cmd::{
     run::RunArgs,
 };
 use nexus_harness::error::InfraError;
+use nexus_harness::exit::Exit;
 
 /// Hardware-in-the-loop tests of the NOREYA NEXUS backup system.
 #[derive(Debug, Parser)]
@@ -61,14 +62,14 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("nexus-hil: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(Exit::Infra);
         }
     };
     match rt.block_on(dispatch(cli.command)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("nexus-hil: infrastructure error: {e}");
-            ExitCode::from(3)
+            ExitCode::from(Exit::Infra)
         }
     }
 }

@@ -130,7 +130,7 @@ tac "$MANIFEST" | while read -r what path; do
     *) say "unknown manifest line: $what $path" ;;
   esac
 done
-run "rm -rf $STATE"
+run "find $STATE -mindepth 1 -maxdepth 1 ! -name lock ! -name .mutex -exec rm -rf {} +"
 say "undone: the device is as it was before provisioning"
 "#,
     );

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::browser::Browser;
+use crate::device::record::{self, Made};
 use crate::device::{CutLog, Device, Lifecycle};
 use crate::report::Latency;
 use crate::scenario;
@@ -128,6 +129,38 @@ impl Session<'_> {
             self.buses.insert(user.to_string(), bus);
         }
         Ok(&self.buses[user])
+    }
+
+    /// A device that is not throwaway (a real one, or one whose lifecycle says it is kept):
+    /// what a scenario changes on it is recorded and undone.
+    pub fn real(&self) -> bool {
+        self.lifecycle.is_none_or(|l| !l.throwaway())
+    }
+
+    /// Records on a real device that the run made this snapshot or backup (its id read from the
+    /// reply that made it), so that the undo deletes it; nothing else is ever deleted. A record
+    /// that cannot be written fails the step: the run cannot own what it made.
+    pub async fn record_made(&self, what: Made, id: u64, log: &mut Vec<String>) -> Result<(), String> {
+        if !self.real() {
+            return Ok(());
+        }
+        let out = self
+            .ssh("root", &record::made_command(what, id), None, Duration::from_secs(30))
+            .await
+            .map_err(|e| format!("cannot record the {} {id} the run made: {e}", what.name()))?;
+        if out.code != Some(0) {
+            return Err(format!(
+                "cannot record the {} {id} the run made in {} (it stays on the device; delete it by hand): {}",
+                what.name(),
+                record::DIR,
+                out.stderr.trim()
+            ));
+        }
+        log.push(format!(
+            "recorded: the run made {} {id} (undone at the end)",
+            what.name()
+        ));
+        Ok(())
     }
 
     /// Runs a command as `user`; `root` runs it through the admin user's sudo.

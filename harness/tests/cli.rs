@@ -159,6 +159,10 @@ fn a_failing_scenario_fails_the_run_with_its_transcript_and_journal() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("FAIL  Expects the wrong id"), "{stdout}");
+    // stderr is no terminal here, as in a CI log: the scenario's result line was still printed
+    // there when it ended, not only in the closing summary.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("FAIL  Expects the wrong id ("), "{stderr}");
     assert!(
         stdout.contains("reply \"1\", expected \"42\"") && stdout.contains("0 passed, 1 failed"),
         "{stdout}"

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use nexus_harness::device::lock::{DeviceLock, LockError, Timing, LOCK_DIR, LOCK_FILE};
 use nexus_harness::device::open::{open_device, OpenSpec};
-use nexus_harness::device::{Device, Target};
+use nexus_harness::device::{CutLog, Device, Fault, Lifecycle, Target};
 
 async fn root(dev: &Device, cmd: &str) -> String {
     let out = dev
@@ -99,6 +99,67 @@ fn a_device_is_held_by_one_run_at_a_time() {
             said.lock().unwrap()
         );
         c.release().await.unwrap();
+
+        // A lock file that cannot be written (a full disk) is not taken.
+        root(
+            &dev,
+            &format!(
+                "mkdir -p {LOCK_DIR} && mount -t tmpfs -o size=64k nexus-hil-full {LOCK_DIR} && touch {LOCK_DIR}/.mutex && \
+                 (dd if=/dev/zero of={LOCK_DIR}/fill bs=4k 2>/dev/null || true)"
+            ),
+        )
+        .await;
+        match DeviceLock::acquire(&dev, "pipeline D", None, quick, &say).await {
+            Err(LockError::Device(e, _)) => assert!(e.contains("cannot write the lock file"), "{e}"),
+            other => panic!("a lock that could not be written was taken: {:?}", other.map(|_| ())),
+        }
+        root(&dev, &format!("umount {LOCK_DIR} && rmdir {LOCK_DIR}")).await;
+
+        // A holder cut off from its device past its lease's expiry has lost it: another run
+        // takes the device once the lease has expired, and the first learns it at its next
+        // refresh (the runner then stops its scenario and undoes nothing).
+        let short = Timing {
+            ttl: Duration::from_secs(2),
+            refresh: Duration::from_secs(1),
+        };
+        let a = DeviceLock::acquire(&dev, "pipeline A", None, short, &say).await.expect("a free device");
+        let cut = CutLog::default();
+        let emu = opened.emu.as_ref().expect("the emulator");
+        emu.fault(Fault::CutNetwork {
+            after: Duration::ZERO,
+            duration: Duration::from_secs(5),
+            log: cut.clone(),
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the device could not be frozen"));
+        for _ in 0..300 {
+            let st = cut.lock().unwrap().clone();
+            assert!(st.error.is_none(), "{:?}", st.error);
+            if st.thawed_at.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(cut.lock().unwrap().thawed_at.is_some(), "the device was not thawed");
+        let b = DeviceLock::acquire(&dev, "pipeline B", Some(Duration::from_secs(20)), short, &say)
+            .await
+            .expect("the expired lease is taken over");
+        let mut lost = None;
+        for _ in 0..400 {
+            lost = a.lost();
+            if lost.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let lost = lost.expect("pipeline A never learnt it had lost the device");
+        assert!(lost.contains("expired") || lost.contains("another run's token"), "{lost}");
+        assert!(b.lost().is_none(), "B holds the device: {:?}", b.lost());
+        // A's release leaves B's lock alone.
+        a.release().await.unwrap();
+        let on_device = root(&dev, &format!("cat {LOCK_FILE}")).await;
+        assert!(on_device.contains("owner=pipeline B"), "{on_device}");
+        b.release().await.unwrap();
         opened.close().await;
     });
 }

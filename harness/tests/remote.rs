@@ -88,6 +88,37 @@ impl Device {
     fn snapshot_ids(&self) -> String {
         self.root("ls /broot/snapshot/snapshots")
     }
+
+    /// The owner's backup server at work: the vendor's backup.py run as `remotebackup` with the
+    /// server's own key, as its `DumpPreUserCmd` does. Returns the snapshot id it made.
+    fn owners_backup(&self, server_key: &Path) -> u64 {
+        let out = common::ssh_as(self.ssh_port, server_key, "remotebackup", &["python3", "backup.py"]);
+        let said = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success() && said.contains("Backup finished"),
+            "{}",
+            text(&out)
+        );
+        said.split_whitespace()
+            .nth(3)
+            .and_then(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("no id in {said}"))
+    }
+
+    /// The owner's snapshot is there and its backup is listed and decrypts with the
+    /// password the vendor's script uses.
+    fn owners_backup_is_whole(&self, id: u64, when: &str) {
+        let said = self.root(&format!(
+            "test -d /broot/snapshot/snapshots/{id} && echo snapshot; \
+             gpg --batch --quiet --pinentry-mode loopback --passphrase aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa \
+             -d /broot/backups/nexus_backup_{id}.tar.gpg 2>/dev/null | tar -t >/dev/null && echo decrypts; true"
+        ));
+        assert_eq!(
+            said.split_whitespace().collect::<Vec<_>>(),
+            ["snapshot", "decrypts"],
+            "{when}: the owner's snapshot {id} or its backup is gone or broken"
+        );
+    }
 }
 
 impl Drop for Device {
@@ -173,9 +204,8 @@ fn provision_then_the_portable_suite_then_undo_leaves_the_device_as_it_was() {
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
     assert!(
-        cleanup
-            .iter()
-            .any(|c| c.starts_with("deleted snapshot") && c.ends_with("and its backup")),
+        cleanup.iter().any(|c| c.starts_with("deleted backup"))
+            && cleanup.iter().any(|c| c.starts_with("deleted snapshot")),
         "{cleanup:?}"
     );
     assert!(cleanup.iter().any(|c| c == "removed user stranger"), "{cleanup:?}");
@@ -185,6 +215,34 @@ fn provision_then_the_portable_suite_then_undo_leaves_the_device_as_it_was() {
         "the scenarios' snapshots were left on the device"
     );
     assert_eq!(dev.root("ls -A /broot/backups"), "");
+
+    // The power scenarios on a device without [device.power]: each is skipped before its first
+    // step, naming what it needs; nothing changed on the card, the automation still runs.
+    let card = dev.root("find /broot -xdev | sort");
+    let power = run_cmd(&dev, dir.path(), "pw")
+        .arg(scenarios.join("power"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        power.status.code(),
+        Some(1),
+        "they must run, so their skips fail the run: {}",
+        text(&power)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("pw/report.json")).unwrap()).unwrap();
+    let ran = report["scenarios"].as_array().unwrap();
+    assert!(ran.len() >= 8, "{report}");
+    for s in ran {
+        assert_eq!(s["outcome"], "skipped", "{s}");
+        assert_eq!(s["steps"].as_array().map_or(0, Vec::len), 0, "a step ran: {s}");
+        assert!(
+            s["reason"].as_str().unwrap().contains("needs a device whose power"),
+            "{s}"
+        );
+    }
+    assert_eq!(dev.root("systemctl is-active nexus-automation").trim(), "active");
+    assert_eq!(dev.root("find /broot -xdev | sort"), card, "the card changed");
 
     // A device without the latency probe (a real NEXUS) gets the harness's build for this step
     // only: copied over, run, removed.
@@ -277,6 +335,12 @@ fn run_on(dev: &Device, dir: &Path, report: &str, files: &[PathBuf]) -> Output {
 /// `nexus-hil run --target` the device, CAs pinned in `dir/pins`, reports in `dir/report`;
 /// the scenarios to add.
 fn run_cmd(dev: &Device, dir: &Path, report: &str) -> Command {
+    // A killed run's lease expires soon, so the next run takes the device over in seconds.
+    run_cmd_ttl(dev, dir, report, "20s")
+}
+
+/// [`run_cmd`] with the lease's time to live.
+fn run_cmd_ttl(dev: &Device, dir: &Path, report: &str, ttl: &str) -> Command {
     let mut c = bin();
     c.args([
         "run",
@@ -288,8 +352,107 @@ fn run_cmd(dev: &Device, dir: &Path, report: &str) -> Command {
     .arg("--pins")
     .arg(dir.join("pins"))
     .arg("--report-dir")
-    .arg(dir.join(report));
+    .arg(dir.join(report))
+    .args(["--lock-ttl", ttl]);
     c
+}
+
+/// Waits (bounded) until `path` exists on the device.
+fn wait_for_file(dev: &Device, path: &str) {
+    for _ in 0..600 {
+        if dev.root(&format!("test -e {path} && echo there || true")).trim() == "there" {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    panic!("{path} never appeared on the device");
+}
+
+/// A run whose device froze past its lease's expiry has lost it: another run takes the device,
+/// undoes the first run's record (and says so), runs and undoes its own; the first stops at its
+/// next step with an infrastructure error and undoes nothing. `provision --undo` is refused
+/// while a run holds the device.
+#[test]
+fn a_run_that_lost_its_lease_stops_and_undoes_nothing_of_the_next_runs() {
+    let dev = Device::up();
+    let p = provision(&dev, &[]);
+    assert_eq!(p.status.code(), Some(0), "{}", text(&p));
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = |name: &str, steps: &str| {
+        let f = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&f, format!("name: {name}\ndescription: x\ntags: [portable]\nsteps:\n{steps}")).unwrap();
+        f
+    };
+    let a = scenario(
+        "run a",
+        "  - ssh.put: {as: root, path: /usr/local/bin/nexus-hil-a, content: a}\n  \
+         - ssh.run: {as: root, command: \"touch /tmp/nexus-hil-a-waits; sleep 25\", timeout: 2m}\n  \
+         - ssh.run: {as: root, command: \"true\"}\n",
+    );
+    let b = scenario("run b", "  - ssh.put: {as: root, path: /usr/local/bin/nexus-hil-b, content: b}\n");
+    let run_a = run_cmd_ttl(&dev, dir.path(), "a", "3s")
+        .arg(&a)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&dev, "/tmp/nexus-hil-a-waits");
+    // The device freezes for longer than A's lease lives; B asks for the device meanwhile.
+    let container = String::from_utf8_lossy(
+        &Command::new("podman")
+            .args(["ps", "-q", "--filter"])
+            .arg(format!("label=tech.noreya.nexus-hil.emulator={}", dev.child.id()))
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    assert!(!container.is_empty(), "the emulator's container was not found");
+    assert!(Command::new("podman").args(["pause", &container]).status().unwrap().success());
+    let run_b = run_cmd_ttl(&dev, dir.path(), "b", "3s")
+        .arg(&b)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(7));
+    assert!(Command::new("podman").args(["unpause", &container]).status().unwrap().success());
+    let b_out = run_b.wait_with_output().unwrap();
+    assert_eq!(b_out.status.code(), Some(0), "{}", text(&b_out));
+    let said = String::from_utf8_lossy(&b_out.stderr);
+    assert!(
+        said.contains("took over a stale lock")
+            && said.contains("an earlier run left changes recorded on the device; undone first")
+            && said.contains("removed /usr/local/bin/nexus-hil-a"),
+        "{said}"
+    );
+    let a_out = run_a.wait_with_output().unwrap();
+    assert_eq!(a_out.status.code(), Some(3), "{}", text(&a_out));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("a/report.json")).unwrap()).unwrap();
+    let s = &report["scenarios"][0];
+    assert_eq!(s["outcome"], "infra_error", "{s}");
+    assert!(s["reason"].as_str().unwrap().contains("lost the device's lease"), "{s}");
+    assert!(s["cleanup"].as_array().is_none_or(Vec::is_empty), "A undid something: {s}");
+    assert_eq!(
+        dev.root("ls /usr/local/bin/nexus-hil-a /usr/local/bin/nexus-hil-b /var/lib/nexus-hil/undo 2>/dev/null || true")
+            .trim(),
+        "",
+        "a change or a record was left"
+    );
+
+    // `provision --undo` while a run holds the device is refused, and changes nothing.
+    let c = scenario("run c", "  - ssh.run: {as: root, command: \"touch /tmp/nexus-hil-c-waits; sleep 8\"}\n");
+    let run_c = run_cmd(&dev, dir.path(), "c").arg(&c).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for_file(&dev, "/tmp/nexus-hil-c-waits");
+    let undo = provision(&dev, &["--undo"]);
+    assert_eq!(undo.status.code(), Some(3), "{}", text(&undo));
+    assert!(text(&undo).contains("in use by nexus-hil run"), "{}", text(&undo));
+    let c_out = run_c.wait_with_output().unwrap();
+    assert_eq!(c_out.status.code(), Some(0), "{}", text(&c_out));
+    let undo = provision(&dev, &["--undo"]);
+    assert_eq!(undo.status.code(), Some(0), "{}", text(&undo));
 }
 
 /// `nexus-hil conform` against the device, with the admin's key and CAs pinned in `pins`.
@@ -506,8 +669,16 @@ fn a_vendor_set_up_device_keeps_its_backup_servers_key_through_the_suite_and_und
          chown remotebackup: /home/remotebackup/.ssh/authorized_keys && chmod 600 /home/remotebackup/.ssh/authorized_keys",
         server_pub.trim()
     ));
+    // The vendor's client in the backup user's home, as the vendor's page sets it up.
+    let client = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/files/backup.py")).unwrap();
+    dev.root(&format!(
+        "echo {} | base64 -d > /home/remotebackup/backup.py && chown remotebackup: /home/remotebackup/backup.py",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &client)
+    ));
     let server_logs_in = || common::ssh_as(dev.ssh_port, &server_key, "remotebackup", &["echo in"]);
     assert_eq!(String::from_utf8_lossy(&server_logs_in().stdout).trim(), "in");
+    // The owner's first backup, before anyone tested anything.
+    let mut owners = vec![dev.owners_backup(&server_key)];
     let before = dev.etc_and_home();
 
     let p = provision(&dev, &[]);
@@ -532,16 +703,21 @@ fn a_vendor_set_up_device_keeps_its_backup_servers_key_through_the_suite_and_und
         "in",
         "the backup server no longer logs in after the suite"
     );
-    let snapshots = dev.snapshot_ids();
-    let same_as_provisioned = |when: &str| {
+    let mut snapshots = dev.snapshot_ids();
+    let same_as_provisioned = |when: &str, snapshots: &str| {
         let now = dev.etc_and_home();
         if now != provisioned {
             common::assert_same_etc_and_home(&provisioned, &now);
         }
+        let ids = |l: &str| {
+            l.split_whitespace()
+                .map(str::to_string)
+                .collect::<std::collections::BTreeSet<_>>()
+        };
         assert_eq!(
-            dev.snapshot_ids(),
-            snapshots,
-            "{when}: the scenario's snapshot was left"
+            ids(&dev.snapshot_ids()),
+            ids(snapshots),
+            "{when}: the scenario's snapshot was left, or someone else's was deleted"
         );
         assert_eq!(
             dev.root("ls -A /var/lib/nexus-hil/undo 2>/dev/null || true").trim(),
@@ -570,14 +746,103 @@ fn a_vendor_set_up_device_keeps_its_backup_servers_key_through_the_suite_and_und
     ] {
         assert!(report.contains(undone), "the report does not say {undone:?}:\n{report}");
     }
-    same_as_provisioned("after a scenario failed midway");
+    same_as_provisioned("after a scenario failed midway", &snapshots);
+
+    // The backup server makes a snapshot and a backup while a scenario runs (which made its
+    // own): the undo deletes the run's and nothing of the owner's.
+    let meanwhile = dir.path().join("meanwhile.yaml");
+    std::fs::write(
+        &meanwhile,
+        r#"name: the owner backs up meanwhile
+tags: [portable]
+steps:
+  - dbus.call: {as: root, service: tech.noreya.Snapshot1, method: Create, args: [true, true, "the run's"], capture: id}
+  - dbus.call: {as: root, service: tech.noreya.Backup1, method: Create, args: ["${id}", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"]}
+  - backup.wait: {as: root, id: "${id}", timeout: 5m}
+  - ssh.run: {as: root, command: "echo ${id} > /tmp/nexus-hil-waiting; until [ -e /tmp/nexus-hil-go ]; do sleep 0.2; done; rm -f /tmp/nexus-hil-go /tmp/nexus-hil-waiting", timeout: 10m}
+"#,
+    )
+    .unwrap();
+    let child = run_cmd(&dev, dir.path(), "m")
+        .arg(&meanwhile)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut runs = String::new();
+    for _ in 0..600 {
+        runs = dev
+            .root("cat /tmp/nexus-hil-waiting 2>/dev/null || true")
+            .trim()
+            .to_string();
+        if !runs.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(!runs.is_empty(), "the scenario never reached its wait");
+    owners.push(dev.owners_backup(&server_key));
+    dev.root("touch /tmp/nexus-hil-go");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report = std::fs::read_to_string(dir.path().join("m/report.json")).unwrap();
+    for undone in [format!("deleted backup {runs}"), format!("deleted snapshot {runs}")] {
+        assert!(
+            report.contains(&undone),
+            "the report does not say {undone:?}:\n{report}"
+        );
+    }
+    snapshots = dev.snapshot_ids();
+    for id in &owners {
+        dev.owners_backup_is_whole(*id, "after a scenario that ran while the owner backed up");
+    }
+    assert!(
+        !snapshots.split_whitespace().any(|s| s == runs),
+        "the run's own snapshot {runs} was left: {snapshots}"
+    );
+
+    // A user the undo cannot remove (a process of it still runs, which this test started):
+    // the run is red, JUnit carries the error, the record keeps it; the next run's start
+    // finishes the undo once the process is gone.
+    let busy = dir.path().join("busy.yaml");
+    std::fs::write(
+        &busy,
+        "name: a user kept busy\ntags: [portable]\nsteps:\n  - setup.user: {name: busy}\n  \
+         - ssh.run: {as: root, command: \"systemd-run --quiet --unit nexus-hil-busy --uid busy sleep 600\"}\n",
+    )
+    .unwrap();
+    let out = run_cmd(&dev, dir.path(), "b")
+        .arg("--junit")
+        .arg(dir.path().join("b/junit.xml"))
+        .arg(&busy)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let junit = std::fs::read_to_string(dir.path().join("b/junit.xml")).unwrap();
+    assert!(
+        junit.contains("<error") && junit.contains("type=\"undo\"") && junit.contains("the undo stopped"),
+        "{junit}"
+    );
+    assert!(
+        dev.root("ls /var/lib/nexus-hil/undo").trim() != "",
+        "the entry that could not be undone was not kept"
+    );
+    dev.root("systemctl stop nexus-hil-busy");
+    let after = run_on(&dev, dir.path(), "b2", &[scenarios.join("06-polkit-grants.yaml")]);
+    assert_eq!(after.status.code(), Some(0), "{}", text(&after));
+    assert!(
+        String::from_utf8_lossy(&after.stderr).contains("removed user busy"),
+        "{}",
+        text(&after)
+    );
+    same_as_provisioned("after the busy user's undo was finished", &snapshots);
 
     // Ctrl-C in the middle of a step: undone before the run stops.
     let sleeping = "ssh.run: {as: root, command: \"sleep 600\", timeout: 15m}";
     let stopped = changing_scenario(dir.path(), "interrupted", sleeping);
     let out = run_until_changed_then(&dev, dir.path(), "i", &stopped, libc::SIGINT);
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
-    same_as_provisioned("after Ctrl-C");
+    same_as_provisioned("after Ctrl-C", &snapshots);
 
     // The harness killed: the changes stay recorded on the device, and the next run undoes
     // them before it starts, and says so.
@@ -589,6 +854,10 @@ fn a_vendor_set_up_device_keeps_its_backup_servers_key_through_the_suite_and_und
         "left",
         "the killed run's changes are not on the device, so this proves nothing"
     );
+    // Between the killed run and the next one, the backup server backs up again: the next run
+    // undoes the killed run's record and nothing the owner made since.
+    owners.push(dev.owners_backup(&server_key));
+    snapshots = format!("{snapshots}\n{}", owners.last().unwrap());
     let after = run_on(&dev, dir.path(), "a", &[scenarios.join("06-polkit-grants.yaml")]);
     assert_eq!(after.status.code(), Some(0), "{}", text(&after));
     let said = String::from_utf8_lossy(&after.stderr);
@@ -597,7 +866,7 @@ fn a_vendor_set_up_device_keeps_its_backup_servers_key_through_the_suite_and_und
             && said.contains("removed /etc/sudoers.d/90_remotebackup"),
         "{said}"
     );
-    same_as_provisioned("after the run that followed a killed one");
+    same_as_provisioned("after the run that followed a killed one", &snapshots);
 
     let undo = provision(&dev, &["--undo"]);
     assert_eq!(undo.status.code(), Some(0), "{}", text(&undo));
@@ -607,4 +876,7 @@ fn a_vendor_set_up_device_keeps_its_backup_servers_key_through_the_suite_and_und
         "in",
         "the backup server no longer logs in after --undo"
     );
+    for id in &owners {
+        dev.owners_backup_is_whole(*id, "after provision --undo");
+    }
 }

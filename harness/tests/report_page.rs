@@ -102,6 +102,7 @@ fn run(png: &[u8]) -> RunReport {
         console: None,
         device_state: None,
         cleanup: Vec::new(),
+        undo_failed: false,
         device: None,
         device_info: None,
         required: false,

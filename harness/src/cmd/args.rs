@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::device::{parse_target, Target};
+use crate::exit::Exit;
 
 /// Which device a command talks to, and how.
 #[derive(Debug, Clone, clap::Args)]
@@ -29,7 +30,7 @@ impl TargetArgs {
     pub fn parsed(&self) -> Result<Target, std::process::ExitCode> {
         parse_target(&self.target).map_err(|e| {
             super::say(&e);
-            std::process::ExitCode::from(2)
+            std::process::ExitCode::from(Exit::Usage)
         })
     }
 }

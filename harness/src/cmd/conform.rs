@@ -9,6 +9,7 @@ use super::args::TargetArgs;
 use crate::conform::{check, conforms, render};
 use crate::device::open::{open_device, OpenSpec};
 use crate::error::InfraError;
+use crate::exit::Exit;
 
 /// Arguments of `nexus-hil conform`.
 #[derive(Debug, clap::Args)]
@@ -30,13 +31,7 @@ pub async fn command(args: ConformArgs) -> Result<ExitCode, InfraError> {
         Err(code) => return Ok(code),
     };
     let work = crate::cache::dir().join(format!("conform-{}", std::process::id()));
-    tokio::spawn(async {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\nnexus-hil: interrupted; removing this run's emulator");
-            let _ = crate::device::container::remove_owned(std::process::id()).await;
-            std::process::exit(130);
-        }
-    });
+    crate::runner::interrupt::guard("removing this run's emulator");
     let opened = open_device(OpenSpec {
         target: &target,
         https_port: args.target.https_port,
@@ -74,6 +69,6 @@ pub async fn command(args: ConformArgs) -> Result<ExitCode, InfraError> {
     Ok(if conforms(&checks) {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(1)
+        ExitCode::from(Exit::Failed)
     })
 }

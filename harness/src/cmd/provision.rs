@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use super::args::TargetArgs;
 use crate::device::keys::harness_key;
+use crate::device::lock::{DeviceLock, LockError, Timing};
 use crate::device::Target;
 use crate::error::InfraError;
+use crate::exit::Exit;
 use crate::provision::{provision_script, undo_script};
 use crate::transport::ssh::SshTarget;
 
@@ -36,7 +38,7 @@ pub async fn command(args: ProvisionArgs) -> Result<ExitCode, InfraError> {
         Ok(Target::Remote { user, host, port }) => (user, host, port),
         Ok(Target::Emulator | Target::Standin | Target::Fleet(_)) => {
             super::say("provision prepares a real device: --target ssh://nexus@HOST[:PORT]");
-            return Ok(ExitCode::from(2));
+            return Ok(ExitCode::from(Exit::Usage));
         }
         Err(code) => return Ok(code),
     };
@@ -65,6 +67,34 @@ pub async fn command(args: ProvisionArgs) -> Result<ExitCode, InfraError> {
             argv.drain(i - 1..=i);
         }
     }
+    // The undo takes the device's lease first: it never undoes what a run that holds the
+    // device is still doing, and no run starts on it while it works.
+    let lease = if args.undo && !args.dry_run {
+        let dev = crate::device::open::remote_device(crate::device::open::RemoteSpec {
+            user: &user,
+            host: &host,
+            ssh_port: port,
+            https_port: args.target.https_port,
+            key: login.clone(),
+            pins: None,
+            ca_sha256: None,
+            work: &dir,
+            ui: Default::default(),
+        });
+        let owner = "nexus-hil provision --undo";
+        match DeviceLock::acquire(&dev, owner, None, Timing::default(), &super::say).await {
+            Ok(l) => Some(l),
+            Err(e @ LockError::Held { .. }) => {
+                super::say(&format!(
+                    "{e}; provision --undo does not undo a record while a run holds the device"
+                ));
+                return Ok(ExitCode::from(Exit::Infra));
+            }
+            Err(e) => return Err(InfraError::Unreachable(e.to_string())),
+        }
+    } else {
+        None
+    };
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..]).arg("--").arg("sudo -n sh -s");
     eprintln!(
@@ -80,13 +110,17 @@ pub async fn command(args: ProvisionArgs) -> Result<ExitCode, InfraError> {
             ""
         }
     );
-    let out = crate::transport::ssh::run_local(cmd, Some(script.as_bytes()), Duration::from_secs(120))
-        .await
-        .map_err(|e| InfraError::Unreachable(format!("ssh {user}@{host}:{port}: {e}")))?;
+    let out = crate::transport::ssh::run_local(cmd, Some(script.as_bytes()), Duration::from_secs(120)).await;
+    if let Some(l) = lease {
+        if let Err(e) = l.release().await {
+            super::say(&format!("cannot release the device's lock: {e}"));
+        }
+    }
+    let out = out.map_err(|e| InfraError::Unreachable(format!("ssh {user}@{host}:{port}: {e}")))?;
     print!("{}", out.stdout);
     match out.code {
         Some(0) => Ok(ExitCode::SUCCESS),
-        Some(4) => Ok(ExitCode::from(1)),
+        Some(4) => Ok(ExitCode::from(Exit::Failed)),
         Some(255) => Err(InfraError::Unreachable(format!(
             "ssh {user}@{host}:{port} as the admin failed: {}; pass --login-key, or make sure your ssh can log in",
             out.stderr.trim()

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use super::say;
 use crate::error::InfraError;
+use crate::exit::Exit;
 use crate::report::merge::{link_work_files, Shard};
 use crate::report::RunReport;
 
@@ -77,7 +78,7 @@ pub async fn command(args: ReportArgs) -> Result<ExitCode, InfraError> {
         Ok(r) => r,
         Err(e) => {
             say(&e);
-            return Ok(ExitCode::from(2));
+            return Ok(ExitCode::from(Exit::Usage));
         }
     };
     let out = args.output.unwrap_or_else(|| json.with_file_name("report.html"));
@@ -94,7 +95,7 @@ async fn merge(dirs: &[PathBuf], output: &Path, history: Option<&str>) -> Result
             Ok(report) => shards.push(Shard { dir: d.clone(), report }),
             Err(e) => {
                 say(&e);
-                return Ok(ExitCode::from(2));
+                return Ok(ExitCode::from(Exit::Usage));
             }
         }
     }
@@ -102,7 +103,7 @@ async fn merge(dirs: &[PathBuf], output: &Path, history: Option<&str>) -> Result
         Ok(m) => m,
         Err(e) => {
             say(&e);
-            return Ok(ExitCode::from(2));
+            return Ok(ExitCode::from(Exit::Usage));
         }
     };
     for n in notes {
@@ -127,16 +128,16 @@ async fn merge(dirs: &[PathBuf], output: &Path, history: Option<&str>) -> Result
             Ok(n) => println!("history: {n} series appended to {spec}"),
             Err(e) => {
                 say(&e);
-                return Ok(ExitCode::from(2));
+                return Ok(ExitCode::from(Exit::Usage));
             }
         }
     }
     let t = merged.totals();
     Ok(if t.errors > 0 {
-        ExitCode::from(3)
+        ExitCode::from(Exit::Infra)
     } else if merged.all_passed() {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(1)
+        ExitCode::from(Exit::Failed)
     })
 }

@@ -1,10 +1,16 @@
-//! One run per device at a time: a lock that lives on the device itself, so runs from different
+//! One run per device at a time: a lease that lives on the device itself, so runs from different
 //! machines (two CI pipelines) see each other. The lock file names its holder (owner, host,
-//! process, start time) and an expiry on the device's clock; the holder refreshes the expiry
-//! while it runs, and removes the file when it is done. A second run waits, bounded, saying who
-//! holds the device, or fails at once; a stale lock (expired, or its holder's process gone on
-//! this same host) is taken over, and said so. Every read and write of the file happens under
-//! `flock` on the device, so two runs cannot both take it.
+//! process, start time, token) and an expiry on the device's clock; the holder refreshes the
+//! expiry while it runs, and removes the file when it is done. A second run waits, bounded,
+//! saying who holds the device, or fails at once. A lock is taken over only once its expiry has
+//! passed, whoever wrote it (a process id means nothing across hosts, containers or pid
+//! namespaces), and said so. A holder whose refresh fails past its expiry, or finds another
+//! token in the file, has lost the lease: [`lost`] says so, the runner stops its scenario at the
+//! next step, and it undoes nothing (the record is the next holder's to undo). A lock file that
+//! cannot be written is not taken. Every read and write of the file happens under `flock` on
+//! the device, so two runs cannot both take it.
+
+use std::collections::HashMap;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -102,6 +108,36 @@ pub struct DeviceLock {
 /// The locks this process holds, for Ctrl-C.
 static HELD: Mutex<Vec<(Device, String)>> = Mutex::new(Vec::new());
 
+/// Leases this process lost, by token: why.
+static LOST: Mutex<Option<HashMap<String, String>>> = Mutex::new(None);
+
+/// The token of the lease this process holds on `dev`, if it holds one.
+pub fn token_for(dev: &Device) -> Option<String> {
+    HELD.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|(d, _)| name_of(d) == name_of(dev))
+        .map(|(_, t)| t.clone())
+}
+
+/// Why this process lost its lease on `dev` (its refresh found another run's token, or failed
+/// until the lease had expired), if it did.
+pub fn lost(dev: &Device) -> Option<String> {
+    let token = token_for(dev)?;
+    LOST.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .and_then(|m| m.get(&token).cloned())
+}
+
+fn mark_lost(token: &str, why: String) {
+    LOST.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .entry(token.to_string())
+        .or_insert(why);
+}
+
 /// What the acquire script answered.
 enum Answer {
     Taken,
@@ -117,16 +153,6 @@ fn this_host() -> String {
 
 fn name_of(dev: &Device) -> String {
     format!("{}@{}:{}", dev.admin, dev.ssh.host, dev.ssh.port)
-}
-
-/// A process of this host is alive.
-fn alive(pid: u32) -> bool {
-    if pid == 0 {
-        return false;
-    }
-    // SAFETY: signal 0 only checks that the process exists.
-    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 impl DeviceLock {
@@ -157,21 +183,8 @@ impl DeviceLock {
                     break;
                 }
                 Answer::Held(h, now) => {
-                    // A holder on this very host whose process is gone will never refresh.
-                    if h.host == host && !alive(h.pid) {
-                        if let Answer::Taken | Answer::TookOver(_) =
-                            try_take(dev, owner, &host, &token, timing.ttl, Some(&h.token)).await?
-                        {
-                            say(&format!(
-                                "{}: took over the lock of {} (pid {} on this host is gone)",
-                                name_of(dev),
-                                h.owner,
-                                h.pid
-                            ));
-                            break;
-                        }
-                        continue;
-                    }
+                    // Held until its expiry, whoever holds it: a process id seen missing here
+                    // may live in another pid namespace or on a host of the same name.
                     let holder = h.describe(now);
                     let Some(wait) = wait else {
                         return Err(LockError::Held {
@@ -204,10 +217,31 @@ impl DeviceLock {
             .push((dev.clone(), token.clone()));
         let (d, t) = (dev.clone(), token.clone());
         let refresher = tokio::spawn(async move {
+            let mut good = Instant::now();
             loop {
                 tokio::time::sleep(timing.refresh).await;
-                if let Err(e) = refresh(&d, &t, timing.ttl).await {
-                    eprintln!("nexus-hil: {}: cannot refresh the device's lock: {e}", name_of(&d));
+                match refresh(&d, &t, timing.ttl).await {
+                    Ok(()) => good = Instant::now(),
+                    Err(Refresh::Lost(why)) => {
+                        eprintln!("nexus-hil: {}: lost the device's lease: {why}", name_of(&d));
+                        mark_lost(&t, why);
+                        return;
+                    }
+                    Err(Refresh::Failed(e)) => {
+                        eprintln!("nexus-hil: {}: cannot refresh the device's lease: {e}", name_of(&d));
+                        // Past its expiry another run may have taken it: this run holds nothing.
+                        if good.elapsed() >= timing.ttl {
+                            mark_lost(
+                                &t,
+                                format!(
+                                    "no refresh reached the device for {} s, longer than the lease's {} s: {e}",
+                                    good.elapsed().as_secs(),
+                                    timing.ttl.as_secs()
+                                ),
+                            );
+                            return;
+                        }
+                    }
                 }
             }
         });
@@ -221,6 +255,14 @@ impl DeviceLock {
     /// The token in the device's lock file.
     pub fn token(&self) -> &str {
         &self.token
+    }
+
+    /// Why this lease was lost, if it was.
+    pub fn lost(&self) -> Option<String> {
+        LOST.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|m| m.get(&self.token).cloned())
     }
 
     /// Gives the device back: the lock file goes (if it is still this run's).
@@ -277,13 +319,16 @@ async fn try_take(
         std::process::id(),
         token
     );
+    // A lock that could not be written (a full or read-only disk) is not taken: the script
+    // fails, and so does the acquire.
     let script = format!(
         r#"f={LOCK_FILE}; now=$(date +%s); exp=$((now + {ttl}))
-write() {{ printf {content} "$now" "$exp" > "$f.new" && mv "$f.new" "$f"; }}
+write() {{ printf {content} "$now" "$exp" > "$f.new" && sync "$f.new" && mv "$f.new" "$f" && [ -s "$f" ] ||
+  {{ rm -f "$f.new"; echo "cannot write the lock file $f (full or read-only disk?)" >&2; exit 1; }}; }}
 if [ ! -s "$f" ]; then write; echo "taken $now"; exit 0; fi
 old_exp=$(sed -n 's/^expires=//p' "$f"); old_token=$(sed -n 's/^token=//p' "$f")
 if [ -z "$old_exp" ] || [ "$old_exp" -lt "$now" ] || [ "$old_token" = {replace} ]; then
-  echo "over $now"; cat "$f"; write; exit 0
+  cat "$f" > "$f.old"; write; echo "over $now"; cat "$f.old"; rm -f "$f.old"; exit 0
 fi
 echo "held $now"; cat "$f""#,
         ttl = ttl.as_secs().max(1),
@@ -308,15 +353,34 @@ echo "held $now"; cat "$f""#,
     }
 }
 
-/// Moves the expiry on, if the lock is still this run's.
-async fn refresh(dev: &Device, token: &str, ttl: Duration) -> Result<(), String> {
+/// Why a refresh did not move the expiry on.
+enum Refresh {
+    /// The lease is gone: another token is in the file, or its expiry had passed (another
+    /// run may take it from then on).
+    Lost(String),
+    /// The device did not answer, or could not write.
+    Failed(String),
+}
+
+/// Moves the expiry on, if the lock is still this run's and has not expired.
+async fn refresh(dev: &Device, token: &str, ttl: Duration) -> Result<(), Refresh> {
     let script = format!(
-        r#"f={LOCK_FILE}; [ "$(sed -n 's/^token=//p' "$f" 2>/dev/null)" = {token} ] || {{ echo "the lock is no longer this run's"; exit 3; }}
-sed "s/^expires=.*/expires=$(( $(date +%s) + {ttl} ))/" "$f" > "$f.new" && mv "$f.new" "$f""#,
+        r#"f={LOCK_FILE}; now=$(date +%s)
+t=$(sed -n 's/^token=//p' "$f" 2>/dev/null); e=$(sed -n 's/^expires=//p' "$f" 2>/dev/null)
+if [ "$t" != {token} ]; then echo "LOST the lock file now holds another run's token (${{t:-none}})"; exit 0; fi
+if [ -z "$e" ] || [ "$e" -lt "$now" ]; then echo "LOST the lease expired $((now - ${{e:-0}})) s ago before it could be refreshed"; exit 0; fi
+sed "s/^expires=.*/expires=$(( now + {ttl} ))/" "$f" > "$f.new" && mv "$f.new" "$f" && echo ok"#,
         token = sh_quote(token),
         ttl = ttl.as_secs().max(1),
     );
-    locked(dev, &script).await.map(|_| ())
+    match locked(dev, &script).await {
+        Ok(out) => match out.trim().strip_prefix("LOST ") {
+            Some(why) => Err(Refresh::Lost(why.to_string())),
+            None if out.trim() == "ok" => Ok(()),
+            None => Err(Refresh::Failed(format!("unexpected answer {out:?}"))),
+        },
+        Err(e) => Err(Refresh::Failed(e)),
+    }
 }
 
 /// Removes the lock file if it is still `token`'s, and the folder if nothing else is in it.

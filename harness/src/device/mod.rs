@@ -176,6 +176,11 @@ pub trait Lifecycle {
     fn throwaway(&self) -> bool {
         true
     }
+
+    /// The harness can cut the device's power (and switch it on again).
+    fn power_switch(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

@@ -20,8 +20,57 @@ const BOOT_ID: &str = "cat /proc/sys/kernel/random/boot_id";
 /// How long a plug or a command line may take to switch.
 const SWITCH_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How often "on" is tried before the device is said to stay off, and the pause between tries.
+const ON_TRIES: u32 = 3;
+const ON_PAUSE: Duration = Duration::from_secs(2);
+
+/// Switches a device's power on, trying again (bounded) when the plug or the command fails:
+/// a device left off after a cut is the worst outcome a bench can have, so a last failure says
+/// so loudly, naming the plug.
+pub async fn switch_on(p: &PowerEntry) -> Result<String, String> {
+    let mut errors = Vec::new();
+    for attempt in 1..=ON_TRIES {
+        match switch(p, true).await {
+            Ok(done) if attempt == 1 => return Ok(done),
+            Ok(done) => {
+                return Ok(format!(
+                    "{done} (on try {attempt} of {ON_TRIES}; before: {})",
+                    errors.join("; ")
+                ))
+            }
+            Err(e) => errors.push(e),
+        }
+        if attempt < ON_TRIES {
+            tokio::time::sleep(ON_PAUSE).await;
+        }
+    }
+    Err(format!(
+        "THE DEVICE STAYS OFF: its power could not be switched on again in {ON_TRIES} tries ({}); \
+         switch it on by hand, and check {}",
+        errors.join("; "),
+        plug_name(p)
+    ))
+}
+
+/// The switch as a person finds it on the bench.
+fn plug_name(p: &PowerEntry) -> String {
+    match p.driver {
+        PowerDriverName::Shelly => format!(
+            "the Shelly plug at {} (switch {})",
+            p.plug.as_deref().unwrap_or("?"),
+            p.switch
+        ),
+        PowerDriverName::Tasmota => format!("the Tasmota plug at {}", p.plug.as_deref().unwrap_or("?")),
+        PowerDriverName::Exec => format!("the bench's power-on command `{}`", p.on.as_deref().unwrap_or("")),
+    }
+}
+
 /// Switches a device's power on or off with the driver of `p`.
 pub async fn switch(p: &PowerEntry, on: bool) -> Result<String, String> {
+    switch_within(p, on, SWITCH_TIMEOUT).await
+}
+
+async fn switch_within(p: &PowerEntry, on: bool, timeout: Duration) -> Result<String, String> {
     match p.driver {
         PowerDriverName::Shelly => {
             let plug = p.plug.as_deref().unwrap_or_default();
@@ -61,11 +110,7 @@ pub async fn switch(p: &PowerEntry, on: bool) -> Result<String, String> {
         }
         PowerDriverName::Exec => {
             let line = if on { &p.on } else { &p.off }.as_deref().unwrap_or_default();
-            let mut cmd = tokio::process::Command::new("sh");
-            cmd.arg("-c").arg(line);
-            let out = crate::transport::ssh::run_local(cmd, None, SWITCH_TIMEOUT)
-                .await
-                .map_err(|e| format!("`{line}`: {e}"))?;
+            let out = exec_in_group(line, timeout).await?;
             if out.code != Some(0) {
                 return Err(format!(
                     "the power {} command `{line}` exited {:?}: {}",
@@ -75,6 +120,40 @@ pub async fn switch(p: &PowerEntry, on: bool) -> Result<String, String> {
                 ));
             }
             Ok(format!("ran `{line}`"))
+        }
+    }
+}
+
+/// Runs a bench command line in a process group of its own; past `timeout` the whole group is
+/// killed (a relay tool's helpers with it), not only the shell.
+async fn exec_in_group(line: &str, timeout: Duration) -> Result<crate::transport::ssh::Output, String> {
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(line)
+        .process_group(0)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let child = cmd.spawn().map_err(|e| format!("`{line}`: cannot run sh: {e}"))?;
+    let group = child.id();
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(out) => {
+            let out = out.map_err(|e| format!("`{line}`: {e}"))?;
+            Ok(crate::transport::ssh::Output {
+                code: out.status.code(),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            })
+        }
+        Err(_) => {
+            if let Some(pgid) = group.and_then(|g| i32::try_from(g).ok()) {
+                // SAFETY: a signal to the process group this function started.
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            }
+            Err(format!(
+                "`{line}` did not finish within {timeout:?}: its process group was killed"
+            ))
         }
     }
 }
@@ -147,6 +226,10 @@ impl Lifecycle for Bench {
     fn throwaway(&self) -> bool {
         false
     }
+
+    fn power_switch(&self) -> bool {
+        self.power.is_some()
+    }
 }
 
 impl Bench {
@@ -171,7 +254,7 @@ impl Bench {
             });
         }
         tokio::time::sleep(p.off_time).await;
-        let on = switch(p, true).await?;
+        let on = switch_on(p).await?;
         let back = self.wait_ready(p.boot_timeout, before.as_deref()).await?;
         Ok(Applied {
             ports: None,
@@ -207,7 +290,9 @@ impl Bench {
             Err(e) => {
                 let _ = switch(p, false).await;
                 tokio::time::sleep(p.off_time).await;
-                let _ = switch(p, true).await;
+                if let Err(off) = switch_on(p).await {
+                    return Err(FaultError::Failed(format!("after `systemctl reboot`: {e}; {off}")));
+                }
                 let again = self.wait_ready(p.boot_timeout, before.as_deref()).await;
                 Err(FaultError::Failed(format!(
                     "after `systemctl reboot`: {e}; powered off and on to bring it back ({})",
@@ -389,5 +474,52 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&f).unwrap(), "off\n");
         let e = switch(&p, true).await.unwrap_err();
         assert!(e.contains("exited Some(3)") && e.contains("no relay"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn on_is_tried_again_and_a_device_left_off_is_said_loudly() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = dir.path().join("tries");
+        let mut p = entry(PowerDriverName::Exec, None);
+        // A relay that fails twice, then switches.
+        p.on = Some(format!(
+            "echo x >> {0}; [ $(wc -l < {0}) -ge 3 ] || {{ echo relay busy >&2; exit 1; }}",
+            n.display()
+        ));
+        let done = switch_on(&p).await.unwrap();
+        assert!(done.contains("on try 3 of 3") && done.contains("relay busy"), "{done}");
+        p.on = Some("echo relay dead >&2; exit 1".into());
+        let e = switch_on(&p).await.unwrap_err();
+        assert!(
+            e.starts_with("THE DEVICE STAYS OFF") && e.contains("relay dead") && e.contains("echo relay dead"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bench_command_that_hangs_is_killed_with_everything_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let mut p = entry(PowerDriverName::Exec, None);
+        p.off = Some(format!("sleep 300 & echo $! > {}; wait", pid_file.display()));
+        let e = switch_within(&p, false, Duration::from_secs(1)).await.unwrap_err();
+        assert!(e.contains("its process group was killed"), "{e}");
+        let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        // The sleep this test started went with its group (reaped by init, so give it a moment).
+        let mut gone = false;
+        for _ in 0..50 {
+            // SAFETY: signal 0 only asks whether the process this test started still exists.
+            if unsafe { libc::kill(pid, 0) } != 0 {
+                gone = true;
+                break;
+            }
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat.split_whitespace().nth(2) == Some("Z") {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(gone, "the command's child {pid} outlived the timeout");
     }
 }

@@ -1,12 +1,17 @@
 //! The record of a scenario's changes, kept on the device itself so that a device is left as
 //! found in every outcome. Each change is recorded before it is made, as one numbered entry under
-//! [`DIR`]: a kind (`file`, `user`, `key`, `snapshots`) and what undoing it needs (the file as it
-//! was, the account files' `-` backups, the key line, the snapshot ids there were). An entry is
-//! written in a `.new` folder, flushed, and renamed into force; only then is the change made, so
-//! an entry may exist for a change that never came (undoing it changes nothing), never the other
-//! way round. [`undo_script`] undoes every entry, newest first, and removes each undone one:
-//! the runner runs it when a scenario ends, and at a run's start for what a run that crashed or
-//! lost its connection left; `provision --undo` runs it too.
+//! [`DIR`]: a kind (`file`, `user`, `key`, `snapshot`, `backup`) and what undoing it needs (the
+//! file as it was, the account files' `-` backups, the key line, the id the run was given). An
+//! entry is written in a `.new` folder, flushed, and renamed into force; only then is the change
+//! made, so an entry may exist for a change that never came (undoing it changes nothing), never
+//! the other way round. A snapshot or a backup is the exception: its id is known only from the
+//! reply that made it, so it is recorded as soon as that reply is read, before the next step. The
+//! run owns exactly what it recorded: the undo deletes those snapshots and backups and nothing
+//! else on the device (not what the owner, their backup server or another run made meanwhile).
+//! [`undo_script`] undoes the entries newest first, each undone one removed, and stops at the
+//! first it cannot undo, keeping it and every older one: the runner runs it when a scenario
+//! ends, and at a run's start for what a run that crashed or lost its connection left;
+//! `provision --undo` runs it too.
 
 use nexus_contract::names::{object_path, BACKUP1, SNAPSHOT1};
 
@@ -36,8 +41,8 @@ pub const REMOVE_USER: &str = r#"remove_user() {
 pub const ACCOUNT_BACKUPS: &str = "passwd- group- shadow- gshadow- subuid- subgid-";
 
 /// Shell functions that record a change (the script runs as root): `nh_file PATH [UNIT]`,
-/// `nh_user NAME`, `nh_key NAME HOME` (the key in `$key`), `nh_snapshots "IDS"`. Each returns
-/// non-zero when the record could not be written, and the caller makes no change then.
+/// `nh_user NAME`, `nh_key NAME HOME` (the key in `$key`), `nh_made snapshot|backup ID`. Each
+/// returns non-zero when the record could not be written, and the caller makes no change then.
 pub fn functions() -> String {
     format!(
         r#"NH_RECORD={DIR}
@@ -74,27 +79,73 @@ nh_key() {{
   fi
   nh_commit
 }}
-nh_snapshots() {{
-  nh_begin snapshots "the scenario's snapshots" && printf '%s\n' "$1" > "$nh_entry.new/before" || return 1
+nh_made() {{
+  case "$1" in snapshot|backup) ;; *) echo "nh_made: unknown kind $1" >&2; return 1;; esac
+  case "$2" in ''|*[!0-9]*) echo "nh_made: $1 id '$2' is not a number" >&2; return 1;; esac
+  nh_begin "$1" "$1 $2" && printf '%s\n' "$2" > "$nh_entry.new/id" || return 1
   nh_commit
 }}
 "#
     )
 }
 
-/// Records the device's snapshot ids, so that every later snapshot (and its backup) is deleted
-/// when the record is undone.
-pub fn snapshots_command(before: &[u64]) -> String {
-    let ids: Vec<String> = before.iter().map(u64::to_string).collect();
-    format!("{}nh_snapshots {}", functions(), sh_quote(&ids.join(" ")))
+/// What a run can make on a device through the daemon, and so own: each is recorded by the id
+/// the daemon's reply gave the run, and only those are deleted when the record is undone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Made {
+    /// A snapshot (`Snapshot1.Create`'s reply).
+    Snapshot,
+    /// The backup of a snapshot, started by the run (`Backup1.Create` that succeeded).
+    Backup,
+}
+
+impl Made {
+    pub fn name(self) -> &'static str {
+        match self {
+            Made::Snapshot => "snapshot",
+            Made::Backup => "backup",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Made> {
+        match s {
+            "snapshot" => Some(Made::Snapshot),
+            "backup" => Some(Made::Backup),
+            _ => None,
+        }
+    }
+}
+
+/// Records that the run made `what` with this id, so that the undo deletes it (and, for a
+/// backup, cancels it if it still runs). Nothing the run did not record is ever deleted.
+pub fn made_command(what: Made, id: u64) -> String {
+    format!("{}nh_made {} {id}", functions(), what.name())
+}
+
+/// Lines a step's command prints to say what it made (`made snapshot 12`, `made backup 12`),
+/// which the harness records as the run's own.
+pub fn made_lines(stdout: &str) -> Vec<(Made, u64)> {
+    stdout
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.trim().strip_prefix("made ")?.split_whitespace();
+            let what = Made::parse(w.next()?)?;
+            let id = w.next()?.parse().ok()?;
+            w.next().is_none().then_some((what, id))
+        })
+        .collect()
 }
 
 /// How each kind of entry is undone. Each function runs under `set -e` in a subshell, gets the
 /// entry's folder, and prints a line per change it took back.
 fn undo_functions() -> String {
-    let snapshots = format!(
+    // Ids the run recorded, one entry each: a backup (cancelled first when it is the one
+    // running: the run started it) or a snapshot. One the scenario deleted itself is gone
+    // already; anything else the daemon refuses (a snapshot in use by a backup someone else
+    // runs) fails the entry, and the undo stops there.
+    let made = format!(
         r#"import sys, time, dbus
-before = set(int(x) for x in open(sys.argv[1]).read().split())
+kind, i = sys.argv[1], int(open(sys.argv[2]).read().split()[0])
 bus = dbus.SystemBus()
 def iface(name, path):
     return dbus.Interface(bus.get_object(name, path), name)
@@ -102,23 +153,31 @@ snap = iface('{SNAPSHOT1}', '{snap_path}')
 back = iface('{BACKUP1}', '{back_path}')
 def running():
     return int(back.Status().get('id', 0))
-for s in snap.GetList():
-    i = int(s['id'])
-    if i in before:
-        continue
+def gone(e, name):
+    return e.get_dbus_name() == 'tech.noreya.Error.' + name
+if kind == 'backup':
     if running() == i:
         back.Cancel()
-        for _ in range(100):
+        for _ in range(300):
             if running() != i:
                 break
             time.sleep(0.1)
+        else:
+            sys.exit('the backup of snapshot %d the run started is still running after Cancel' % i)
+        print('cancelled the backup of snapshot %d' % i)
     try:
         back.Delete(dbus.UInt32(i))
-        what = 'deleted snapshot %d and its backup' % i
-    except dbus.DBusException:
-        what = 'deleted snapshot %d' % i
-    snap.Delete(dbus.UInt32(i))
-    print(what)
+        print('deleted backup %d' % i)
+    except dbus.DBusException as e:
+        if not gone(e, 'NoSuchBackup'):
+            raise
+else:
+    try:
+        snap.Delete(dbus.UInt32(i))
+        print('deleted snapshot %d' % i)
+    except dbus.DBusException as e:
+        if not gone(e, 'NoSuchSnapshot'):
+            raise
 "#,
         snap_path = object_path(SNAPSHOT1),
         back_path = object_path(BACKUP1)
@@ -153,17 +212,26 @@ nh_undo_key() {{
     echo "removed the harness's key from $n's authorized_keys"
   fi
 }}
+nh_undo_snapshot() {{
+  python3 -c {made} snapshot "$1/id"
+}}
+nh_undo_backup() {{
+  python3 -c {made} backup "$1/id"
+}}
 nh_undo_snapshots() {{
-  python3 -c {} "$1/before"
+  echo "an older nexus-hil recorded the snapshots there were before its scenario, not the ones it made: \
+nothing is deleted for it (compare Snapshot1.GetList with what you expect)"
 }}
 "#,
-        sh_quote(&snapshots)
+        made = sh_quote(&made)
     )
 }
 
 /// A script (run as root) that undoes the record's entries newest first, each undone entry
-/// removed, and prints what it did. `only`: just the `file` entries of that path. Exit status 1
-/// when an entry could not be undone (it is kept, and named).
+/// removed, and prints what it did. `only`: just the `file` entries of that path. It stops at
+/// the first entry it cannot undo: that entry and every older one are kept (an older change
+/// undone over a newer one that stayed would leave a state that never existed), each named,
+/// and the exit status is 1.
 pub fn undo_script(only: Option<&str>) -> String {
     let filter = match only {
         Some(p) => format!(
@@ -176,6 +244,9 @@ pub fn undo_script(only: Option<&str>) -> String {
         "[ $nh_found = 1 ] || { echo \"nothing recorded for that path\" >&2; exit 2; }\n"
     } else {
         "rm -rf \"$NH_RECORD\"/*.new\n\
+         if [ $nh_fail = 1 ]; then for k in $(ls \"$NH_RECORD\" | grep -E '^[0-9]+$' | sort -rn); do \
+         if [ \"$k\" -lt \"${e##*/}\" ]; then \
+         echo \"not undone, being older: $(cat \"$NH_RECORD/$k/kind\") $(cat \"$NH_RECORD/$k/what\") (kept in $NH_RECORD/$k)\"; fi; done; fi\n\
          if [ $nh_fail = 0 ]; then rmdir \"$NH_RECORD\" 2>/dev/null || true; rmdir \"${NH_RECORD%/*}\" 2>/dev/null || true; fi\n"
     };
     format!(
@@ -183,7 +254,7 @@ pub fn undo_script(only: Option<&str>) -> String {
          [ -d \"$NH_RECORD\" ] || {{ {} }}\n\
          for n in $(ls \"$NH_RECORD\" | grep -E '^[0-9]+$' | sort -rn); do\n  e=\"$NH_RECORD/$n\"\n  {filter}\
          ( set -e; \"nh_undo_$(cat \"$e/kind\")\" \"$e\" ); rc=$?\n  \
-         if [ $rc = 0 ]; then rm -rf \"$e\"; else echo \"could not undo $(cat \"$e/kind\") $(cat \"$e/what\") (exit $rc): kept in $e\"; nh_fail=1; fi\n\
+         if [ $rc = 0 ]; then rm -rf \"$e\"; else echo \"could not undo $(cat \"$e/kind\") $(cat \"$e/what\") (exit $rc): kept in $e\"; nh_fail=1; break; fi\n\
          done\n{tidy}exit $nh_fail\n",
         undo_functions(),
         if only.is_some() {
@@ -205,7 +276,18 @@ mod tests {
     /// it), so the functions are tried for real without touching this machine's /etc.
     fn sh(root: &Path, script: &str) -> (i32, String) {
         let script = script.replace(DIR, &root.join("undo").display().to_string());
-        let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+        // Shims (a `systemctl` that fails once) go first on the PATH when a test made them.
+        let path = format!(
+            "{}:{}",
+            root.join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .env("PATH", path)
+            .output()
+            .unwrap();
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
@@ -284,5 +366,90 @@ mod tests {
             "{said}"
         );
         assert!(root.path().join("undo/000001").exists());
+    }
+
+    /// Two changes to one file, the newer one's restart failing once: the undo stops there and
+    /// keeps both (putting the file "as found" under a newer change that stayed would leave a
+    /// state that never existed); the next undo finishes and the file is as it was found.
+    #[test]
+    fn the_undo_stops_at_the_first_entry_it_cannot_undo_and_the_next_one_finishes() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let bin = root.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let once = root.path().join("failed-once");
+        let shim = bin.join("systemctl");
+        std::fs::write(
+            &shim,
+            format!(
+                "#!/bin/sh\nif [ ! -e '{0}' ]; then : > '{0}'; echo 'Job for unit failed' >&2; exit 1; fi\nexit 0\n",
+                once.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // A path with a space, a quote and a newline: every use of it is quoted.
+        let f = root.path().join("it's a\nconf");
+        let found = b"as found\n\x00binary\n".to_vec();
+        std::fs::write(&f, &found).unwrap();
+        let q = sh_quote(&f.display().to_string());
+        let script = format!(
+            "{}nh_file {q} && echo first > {q} && nh_file {q} unit.service && echo second > {q}",
+            functions()
+        );
+        assert_eq!(sh(root.path(), &script).0, 0);
+        let (code, said) = sh(root.path(), &undo_script(None));
+        assert_eq!(code, 1, "{said}");
+        assert!(said.contains("could not undo file"), "{said}");
+        assert!(said.contains("not undone, being older: file"), "{said}");
+        assert_eq!(
+            std::fs::read_to_string(&f).unwrap(),
+            "first\n",
+            "the newer entry's copy is back, and the older one was not undone under it: {said}"
+        );
+        assert!(root.path().join("undo/000001").exists() && root.path().join("undo/000002").exists());
+        let (code, said) = sh(root.path(), &undo_script(None));
+        assert_eq!(code, 0, "{said}");
+        assert_eq!(std::fs::read(&f).unwrap(), found, "{said}");
+        assert!(!root.path().join("undo").exists(), "{said}");
+    }
+
+    #[test]
+    fn what_the_run_made_is_recorded_by_its_id_and_nothing_else() {
+        let root = tempfile::tempdir().unwrap();
+        let (code, said) = sh(root.path(), &made_command(Made::Snapshot, 12));
+        assert_eq!(code, 0, "{said}");
+        let e = root.path().join("undo/000001");
+        assert_eq!(std::fs::read_to_string(e.join("kind")).unwrap(), "snapshot\n");
+        assert_eq!(std::fs::read_to_string(e.join("id")).unwrap(), "12\n");
+        assert_eq!(sh(root.path(), &made_command(Made::Backup, 12)).0, 0);
+        assert_eq!(
+            std::fs::read_to_string(root.path().join("undo/000002/kind")).unwrap(),
+            "backup\n"
+        );
+        let (code, said) = sh(root.path(), &format!("{}nh_made snapshot '1 2'", functions()));
+        assert_eq!(code, 1, "{said}");
+        assert!(said.contains("is not a number"), "{said}");
+        assert!(!root.path().join("undo/000003").exists());
+        assert_eq!(
+            made_lines("Creating snapshot...\nmade snapshot 7\nmade backup 7\nmade snapshot x\nmade snapshots 8\n made backup 9 \n"),
+            vec![(Made::Snapshot, 7), (Made::Backup, 7), (Made::Backup, 9)]
+        );
+    }
+
+    /// A record an older nexus-hil left (the snapshot ids there were before its scenario) is
+    /// not taken as a licence to delete every newer snapshot: nothing is deleted for it.
+    #[test]
+    fn an_older_before_list_deletes_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let e = root.path().join("undo/000001");
+        std::fs::create_dir_all(&e).unwrap();
+        std::fs::write(e.join("kind"), "snapshots\n").unwrap();
+        std::fs::write(e.join("what"), "the scenario's snapshots\n").unwrap();
+        std::fs::write(e.join("before"), "1 2 3\n").unwrap();
+        let (code, said) = sh(root.path(), &undo_script(None));
+        assert_eq!(code, 0, "{said}");
+        assert!(said.contains("nothing is deleted"), "{said}");
+        assert!(!said.contains("deleted snapshot"), "{said}");
     }
 }

@@ -195,6 +195,7 @@ mod tests {
             console: None,
             device_state: None,
             cleanup: Vec::new(),
+            undo_failed: false,
             device: device.map(String::from),
             device_info: info,
             required: false,

@@ -114,9 +114,15 @@ pub fn render(report: &RunReport) -> String {
         h.push_str("</table></details>\n");
         browser_section(&mut h, s);
         if !s.cleanup.is_empty() {
+            // A failed undo is open and red: the device is not as its owner had it.
+            let (open, summary) = if s.undo_failed {
+                (" open class=\"failed\"", "the undo failed: changes stay on the device")
+            } else {
+                ("", "removed from the device afterwards")
+            };
             let _ = writeln!(
                 h,
-                "<details><summary>removed from the device afterwards</summary><pre>{}</pre></details>",
+                "<details{open}><summary>{summary}</summary><pre>{}</pre></details>",
                 esc(&s.cleanup.join("\n"))
             );
         }
@@ -550,6 +556,7 @@ mod tests {
                 console: None,
                 device_state: None,
                 cleanup: Vec::new(),
+                undo_failed: false,
                 device: None,
                 device_info: None,
                 required: false,
@@ -592,6 +599,7 @@ mod tests {
             console: console.map(String::from),
             device_state: None,
             cleanup: Vec::new(),
+            undo_failed: false,
             device: Some("pi-1".into()),
             device_info: None,
             required: false,

@@ -23,7 +23,9 @@ impl RunReport {
                     st
                 }
                 Outcome::Failed | Outcome::InfraError => {
-                    let kind = if s.outcome == Outcome::Failed {
+                    // An undo that failed is an error whatever the steps said: the device was
+                    // not left as it was found.
+                    let kind = if s.outcome == Outcome::Failed && !s.undo_failed {
                         NonSuccessKind::Failure
                     } else {
                         NonSuccessKind::Error
@@ -32,10 +34,10 @@ impl RunReport {
                     if let Some(r) = &s.reason {
                         st.set_message(r.as_str());
                     }
-                    st.set_type(if s.outcome == Outcome::Failed {
-                        "failure"
-                    } else {
-                        "infrastructure"
+                    st.set_type(match (s.undo_failed, s.outcome) {
+                        (true, _) => "undo",
+                        (false, Outcome::Failed) => "failure",
+                        _ => "infrastructure",
                     });
                     st
                 }

@@ -178,6 +178,7 @@ mod tests {
             device_state: None,
             console: None,
             cleanup: Vec::new(),
+            undo_failed: false,
             device: None,
             device_info: None,
             required: false,

@@ -150,6 +150,10 @@ pub struct ScenarioReport {
     /// On a real device: what the harness removed afterwards (the scenario's snapshots, users).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub cleanup: Vec<String>,
+    /// On a real device: the undo stopped with changes left recorded (its reason is the last
+    /// `cleanup` line). The scenario fails, and JUnit says so with an `error`.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub undo_failed: bool,
     /// The inventory's name of the device it ran on (`--targets`).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub device: Option<String>,

@@ -147,6 +147,7 @@ mod tests {
             console: None,
             device_state: None,
             cleanup: vec![],
+            undo_failed: false,
             device: None,
             device_info: None,
             required: false,

@@ -4,6 +4,7 @@
 //! on a real device [`tidy`] then undoes what the scenario changed, from the record on the device. [`schedule`] shares a suite
 //! out among fresh emulators or real devices.
 
+pub mod interrupt;
 pub mod schedule;
 pub mod tidy;
 
@@ -43,11 +44,14 @@ pub async fn run_scenario(
         browser: None,
         secrets: Vec::new(),
     };
-    // A real device is left as it was found: its snapshots are recorded on it first, and a
-    // scenario that cannot record them does not touch it.
-    let real = lifecycle.is_none_or(|l| !l.throwaway());
-    let recorded = if real {
-        tidy::record_snapshots(&mut session).await
+    // A real device is left as it was found: a scenario that cannot record its changes there,
+    // or that would make one no record can take back, does not touch it.
+    let real = session.real();
+    let refused = unmet_need(s, lifecycle);
+    let recorded = if refused.is_some() {
+        Ok(())
+    } else if real {
+        tidy::can_record(&session).await
     } else {
         Ok(())
     };
@@ -57,9 +61,10 @@ pub async fn run_scenario(
     } else {
         None
     };
-    let (steps, mut outcome, mut reason) = match recorded {
-        Ok(()) => run_steps(&mut session, s, started, on_step).await,
-        Err(why) => (Vec::new(), Outcome::InfraError, Some(why)),
+    let (steps, mut outcome, mut reason) = match (refused, recorded) {
+        (Some(why), _) => (Vec::new(), Outcome::Skipped, Some(why)),
+        (None, Ok(())) => run_steps(&mut session, s, started, on_step).await,
+        (None, Err(why)) => (Vec::new(), Outcome::InfraError, Some(why)),
     };
     for h in session.holds.drain(..) {
         h.abort();
@@ -81,11 +86,40 @@ pub async fn run_scenario(
     } else {
         (None, None)
     };
-    let cleanup = if real && !steps.is_empty() {
+    // A run that lost the device's lease learnt nothing it can trust, and undoes nothing: the
+    // device may be another run's now, and its record with it.
+    let lease_lost = crate::device::lock::lost(&session.dev);
+    if let Some(why) = &lease_lost {
+        if outcome != Outcome::InfraError {
+            let was = reason.take().map(|r| format!(" (the scenario: {r})")).unwrap_or_default();
+            reason = Some(format!(
+                "lost the device's lease: {why}; nothing was undone by this run{was}"
+            ));
+            outcome = Outcome::InfraError;
+        }
+    }
+    let undone = if real && !steps.is_empty() && lease_lost.is_none() {
         tidy::undo(&mut session).await
     } else {
-        Vec::new()
+        tidy::Undone::default()
     };
+    // An undo that fails fails the run: the device is not as it was found.
+    if let Some(why) = &undone.error {
+        let was = reason
+            .take()
+            .map(|r| format!(" (the scenario itself: {r})"))
+            .unwrap_or_default();
+        reason = Some(format!("{why}{was}"));
+        outcome = match (outcome, undone.unreachable) {
+            (_, true) => Outcome::InfraError,
+            (Outcome::InfraError, _) => Outcome::InfraError,
+            _ => Outcome::Failed,
+        };
+    }
+    let mut cleanup = undone.lines;
+    if let Some(why) = &undone.error {
+        cleanup.push(why.clone());
+    }
     ScenarioReport {
         name: s.name.clone(),
         file: s.file.display().to_string(),
@@ -98,10 +132,31 @@ pub async fn run_scenario(
         device_state,
         console: None,
         cleanup,
+        undo_failed: undone.error.is_some(),
         device: None,
         device_info,
         required: s.must_run,
     }
+}
+
+/// Why a scenario does not run on this target, before its first step: a need it declares
+/// (`needs:`) that the target lacks.
+fn unmet_need(s: &Scenario, lifecycle: Option<&dyn Lifecycle>) -> Option<String> {
+    use crate::scenario::Need;
+    s.needs.iter().find_map(|need| {
+        let met = match need {
+            Need::Throwaway => lifecycle.is_some_and(|l| l.throwaway()),
+            Need::Power => lifecycle.is_some_and(|l| l.power_switch()),
+        };
+        (!met).then(|| match need {
+            Need::Throwaway => "needs a throwaway device (it changes the device in ways no record puts back): \
+                                run it on the emulator or the stand-in"
+                .to_string(),
+            Need::Power => "needs a device whose power the harness can cut: the stand-in, or a bench device \
+                            with [device.power] in targets.toml"
+                .to_string(),
+        })
+    })
 }
 
 /// The steps in order until one fails or is unsupported, or the time limit is reached.
@@ -122,6 +177,15 @@ async fn run_steps(
                 i + 1
             );
             return (steps, Outcome::Failed, Some(why));
+        }
+        // A run that lost the device's lease stops here: another run may hold the device now.
+        if let Some(why) = crate::device::lock::lost(&session.dev) {
+            let why = format!(
+                "lost the device's lease before step {} ({kind}): {why}; this run stops and undoes nothing, \
+                 its record is undone by the run that holds the device now, or by `nexus-hil provision --undo`",
+                i + 1
+            );
+            return (steps, Outcome::InfraError, Some(why));
         }
         on_step(&format!("step {}/{}: {kind}", i + 1, s.steps.len()));
         let timeout = steps::step_timeout(step);

@@ -49,6 +49,17 @@ pub enum Slots {
     Devices(Vec<FleetMember>),
 }
 
+/// A line for the person watching: above the progress bar on a terminal, and on stderr as it
+/// happens where there is no terminal (a CI log), where the bar draws nothing and its
+/// `println` is lost.
+pub fn line(bar: &ProgressBar, text: String) {
+    if bar.is_hidden() {
+        eprintln!("{text}");
+    } else {
+        bar.println(text);
+    }
+}
+
 /// Runs `scenarios` on `slots`, each in its own folder under `report_dir` and with the run's
 /// `seed`, a line printed as each finishes; the reports in the scenarios' order.
 pub async fn run_all(
@@ -67,7 +78,7 @@ pub async fn run_all(
                 let dir = member_dir(m, report_dir);
                 let _ = std::fs::create_dir_all(&dir);
                 Console::start(entry, dir.join("console.log"))
-                    .map_err(|e| bar.println(format!("{}: the console cannot be logged: {e}", m.dev.ssh.host)))
+                    .map_err(|e| line(bar, format!("{}: the console cannot be logged: {e}", m.dev.ssh.host)))
                     .ok()
             })
             .collect(),
@@ -105,7 +116,7 @@ pub async fn run_all(
                 (Some(m), _) => run_on_device(s, m, console, report_dir, seed, bar).await,
                 (None, Slots::Devices(_)) => break,
             };
-            bar.println(result_line(&r));
+            line(bar, result_line(&r));
             bar.inc(1);
             done_ref.lock().unwrap_or_else(|p| p.into_inner()).push((i, r));
         }
@@ -179,6 +190,7 @@ pub fn skipped(s: &Scenario, why: &str) -> ScenarioReport {
         device_state: None,
         console: None,
         cleanup: Vec::new(),
+        undo_failed: false,
         device: None,
         device_info: None,
         required: s.must_run,
@@ -258,7 +270,7 @@ pub async fn run_on_standin(
         boot_dir: Some(work.join("standin")),
         log_writes: true,
     };
-    let vm = match Standin::start(spec, &|m| bar.println(format!("nexus-hil: {m}"))).await {
+    let vm = match Standin::start(spec, &|m| line(bar, format!("nexus-hil: {m}"))).await {
         Ok(vm) => vm,
         Err(e) => return not_started(s, &e, started),
     };

@@ -9,7 +9,7 @@ use nexus_contract::paths::{BACKUPS_DIR, BROOT};
 
 use crate::device::record;
 use crate::report::DeviceInfo;
-use crate::session::{listed_ids, Session};
+use crate::session::Session;
 use crate::transport::ssh::sh_quote;
 
 /// What is pulled from a device whose scenario failed, besides the journal: the file system's
@@ -72,25 +72,17 @@ fn parse_identity(stdout: &str) -> Option<DeviceInfo> {
     (info != DeviceInfo::default()).then_some(info)
 }
 
-/// Records the device's snapshots on it, before the scenario changes anything, so that the
-/// ones it makes are deleted when the record is undone (at its end, or at the next run's start
-/// after a crash).
-pub async fn record_snapshots(s: &mut Session<'_>) -> Result<(), String> {
-    let timeout = Duration::from_secs(30);
-    let bus = s
-        .bus("root", timeout)
-        .await
-        .map_err(|e| format!("cannot list the device's snapshots before the scenario: {e}"))?;
-    let reply = bus
-        .call(SNAPSHOT1, "GetList", &[])
-        .await
-        .map_err(|e| format!("cannot list the device's snapshots before the scenario: {e}"))?;
-    let out = s
-        .ssh("root", &record::snapshots_command(&listed_ids(&reply)), None, timeout)
-        .await?;
+/// Checks, before the scenario changes anything, that its changes can be recorded on the
+/// device (the record's folder can be made and written as root): a scenario that could not
+/// record what it makes does not touch the device. Nothing is listed or kept of what the
+/// device holds: the run owns only what it records making.
+pub async fn can_record(s: &Session<'_>) -> Result<(), String> {
+    let dir = sh_quote(record::DIR);
+    let cmd = format!("mkdir -p -m 700 {dir} && t=$(mktemp -p {dir} .probe.XXXXXX) && rm -f \"$t\"");
+    let out = s.ssh("root", &cmd, None, Duration::from_secs(30)).await?;
     if out.code != Some(0) {
         return Err(format!(
-            "cannot record the device's snapshots in {} before the scenario, so it did not run: {}",
+            "cannot write the record of the scenario's changes in {} on the device, so it did not run: {}",
             record::DIR,
             out.stderr.trim()
         ));
@@ -98,42 +90,77 @@ pub async fn record_snapshots(s: &mut Session<'_>) -> Result<(), String> {
     Ok(())
 }
 
+/// What an undo did, and whether anything of the record stays.
+#[derive(Debug, Default)]
+pub struct Undone {
+    /// A line per change taken back, then the entries kept (named).
+    pub lines: Vec<String>,
+    /// Why the record is not empty now: an entry could not be undone, or the device could not
+    /// be reached. Either fails the run.
+    pub error: Option<String>,
+    /// The device could not be reached (an infrastructure error) rather than refusing an entry.
+    pub unreachable: bool,
+}
+
 /// Undoes what the scenario changed on a real device, newest change first, from the record on
-/// the device: its snapshots and their backups (a backup still running is cancelled first),
-/// users, keys, files. Returns what it did, for the report.
-pub async fn undo(s: &mut Session<'_>) -> Vec<String> {
+/// the device: the snapshots and backups it made (a backup it started and that still runs is
+/// cancelled first), users, keys, files.
+pub async fn undo(s: &mut Session<'_>) -> Undone {
     // The scenario's own D-Bus bridges run as its users: close them first.
     s.buses.clear();
     undo_on(&s.dev).await
 }
 
-/// Undoes every change recorded on `dev` (as its admin, with sudo): the lines it said, and one
-/// naming what could not be undone or why it could not run.
-pub async fn undo_on(dev: &crate::device::Device) -> Vec<String> {
-    let cmd = format!("sudo -n sh -c {}", sh_quote(&record::undo_script(None)));
+/// Undoes every change recorded on `dev` (as its admin, with sudo), stopping at the first
+/// entry that cannot be undone. Where this process holds the device's lease, the record is
+/// undone only while the lock file still holds this run's token: a run that lost its lease
+/// never undoes a record that may be the next holder's.
+pub async fn undo_on(dev: &crate::device::Device) -> Undone {
+    let guard = match crate::device::lock::token_for(dev) {
+        Some(token) => format!(
+            "t=$(sed -n 's/^token=//p' {lock} 2>/dev/null); if [ \"$t\" != {token} ]; then \
+             echo \"this run no longer holds the device's lease (the lock names ${{t:-nobody}}): it undoes nothing\" >&2; exit 4; fi\n",
+            lock = crate::device::lock::LOCK_FILE,
+            token = sh_quote(&token)
+        ),
+        None => String::new(),
+    };
+    let script = format!("{guard}{}", record::undo_script(None));
+    let cmd = format!("sudo -n sh -c {}", sh_quote(&script));
     match dev.ssh.run(&dev.admin, &cmd, None, Duration::from_secs(120)).await {
         Ok(o) => {
-            let mut done: Vec<String> = o.stdout.lines().map(str::to_string).collect();
-            if o.code != Some(0) {
-                done.push(format!(
-                    "some changes could not be undone (exit {:?}{}); they stay recorded in {} on the device \
-                     and are tried again at the next run's start or by `nexus-hil provision --undo`",
+            let lines: Vec<String> = o.stdout.lines().map(str::to_string).collect();
+            let error = (o.code != Some(0)).then(|| {
+                format!(
+                    "the undo stopped (exit {:?}{}): what it could not undo and every older change stay recorded in {} \
+                     on the device (`ssh {}@{} sudo ls {}` lists them); `nexus-hil provision --undo` tries again",
                     o.code,
                     if o.stderr.trim().is_empty() {
                         String::new()
                     } else {
                         format!(": {}", o.stderr.trim())
                     },
+                    record::DIR,
+                    dev.admin,
+                    dev.ssh.host,
                     record::DIR
-                ));
+                )
+            });
+            Undone {
+                lines,
+                error,
+                unreachable: false,
             }
-            done
         }
-        Err(e) => vec![format!(
-            "cannot reach the device to undo the scenario's changes ({e}); they stay recorded in {} on the \
-             device and are undone at the next run's start or by `nexus-hil provision --undo`",
-            record::DIR
-        )],
+        Err(e) => Undone {
+            lines: Vec::new(),
+            error: Some(format!(
+                "cannot reach the device to undo the scenario's changes ({e}); they stay recorded in {} on the \
+                 device and are undone at the next run's start or by `nexus-hil provision --undo`",
+                record::DIR
+            )),
+            unreachable: true,
+        },
     }
 }
 

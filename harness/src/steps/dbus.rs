@@ -3,10 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use nexus_contract::names::BACKUP1;
+use nexus_contract::names::{BACKUP1, SNAPSHOT1};
 use serde_json::Value;
 
 use super::StepLog;
+use crate::device::record::Made;
 use crate::report::ProgressSample;
 use crate::scenario::{BackupWait, DbusCall};
 use crate::session::{render, Session};
@@ -26,6 +27,10 @@ pub async fn call(s: &mut Session<'_>, c: &DbusCall, timeout: Duration, log: &mu
         (Ok(values), None) => {
             log.lines
                 .push(format!("-> {}", s.mask(&Value::Array(values.clone()).to_string())));
+            // What the call made is the run's own from here on: recorded before anything else.
+            if let Some((what, id)) = made_by(&service, &method, &args, &values) {
+                s.record_made(what, id, &mut log.lines).await?;
+            }
             check_reply(s, c, &values)?;
             if let Some(v) = &c.capture {
                 let value = match &c.capture_pointer {
@@ -40,10 +45,16 @@ pub async fn call(s: &mut Session<'_>, c: &DbusCall, timeout: Duration, log: &mu
             }
             Ok(())
         }
-        (Ok(values), Some(name)) => Err(format!(
-            "the call succeeded ({}) but {name} was expected",
-            Value::Array(values)
-        )),
+        (Ok(values), Some(name)) => {
+            // It was to be refused, yet it made something: still the run's own to undo.
+            if let Some((what, id)) = made_by(&service, &method, &args, &values) {
+                s.record_made(what, id, &mut log.lines).await?;
+            }
+            Err(format!(
+                "the call succeeded ({}) but {name} was expected",
+                Value::Array(values)
+            ))
+        }
         (Err(e), None) => Err(format!("the call failed: {e}")),
         (Err(e), Some(name)) => {
             log.lines.push(format!("-> error {e}"));
@@ -57,6 +68,16 @@ pub async fn call(s: &mut Session<'_>, c: &DbusCall, timeout: Duration, log: &mu
             }
             Ok(())
         }
+    }
+}
+
+/// What a call that succeeded made on the device, by the id the reply gave (a snapshot) or
+/// the argument the daemon accepted (the backup of that snapshot).
+fn made_by(service: &str, method: &str, args: &[String], reply: &[Value]) -> Option<(Made, u64)> {
+    match (service, method) {
+        (SNAPSHOT1, "Create") => Some((Made::Snapshot, reply.first()?.as_u64()?)),
+        (BACKUP1, "Create") => Some((Made::Backup, args.first()?.trim().parse().ok()?)),
+        _ => None,
     }
 }
 
@@ -140,4 +161,27 @@ pub async fn wait(s: &mut Session<'_>, w: &BackupWait, timeout: Duration, log: &
         return Err(format!("the backup ended with {result:?}, expected {want:?}"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_create_that_succeeded_is_the_runs_own_and_nothing_else_is() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            made_by(SNAPSHOT1, "Create", &args(&["true", "true", "x"]), &[json!(12)]),
+            Some((Made::Snapshot, 12))
+        );
+        assert_eq!(
+            made_by(BACKUP1, "Create", &args(&["12", "pw"]), &[]),
+            Some((Made::Backup, 12))
+        );
+        assert_eq!(made_by(SNAPSHOT1, "Delete", &args(&["12"]), &[]), None);
+        assert_eq!(made_by(SNAPSHOT1, "GetList", &[], &[json!([])]), None);
+        assert_eq!(made_by(BACKUP1, "Create", &args(&["${id}", "pw"]), &[]), None);
+    }
 }

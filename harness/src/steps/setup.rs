@@ -44,19 +44,23 @@ pub async fn user(s: &mut Session<'_>, u: &SetupUser, timeout: Duration, log: &m
     let n = sh_quote(&name);
     // The vendor's steps; --disabled-password because no one is there to type one. The record
     // keeps the account files' `-` backups, which adduser rewrites.
+    // Under `set -e`: a command that fails (adduser refusing the name, a full disk) ends the
+    // script there, and the step fails naming it; nothing goes on with half a user.
     let mut script = format!(
-        "{}if ! id -u {n} >/dev/null 2>&1; then
+        "set -e\n{}if ! id -u {n} >/dev/null 2>&1; then
          nh_user {n} || exit 1
-         adduser --disabled-password {n} --gecos 'Backup' >/dev/null && echo made user; fi
+         adduser --disabled-password {n} --gecos 'Backup' >/dev/null || {{ echo \"adduser {n} failed\" >&2; exit 1; }}
+         echo made user; fi
 ",
         record::functions()
     );
     if !actions.is_empty() {
         // A grant file is written only when it is not already the one this step would write.
         let p = format!("{PKLA_DIR}/{file}");
+        let q = sh_quote(&p);
         script.push_str(&format!(
             "new=$(mktemp); export new\n{}\n\
-             if [ ! -e {p} ] || ! cmp -s \"$new\" {p}; then nh_file {p} || exit 1; cat \"$new\" > {p}; echo made pkla; fi\n\
+             if [ ! -e {q} ] || ! cmp -s \"$new\" {q}; then nh_file {q} || exit 1; cat \"$new\" > {q}; echo made pkla; fi\n\
              rm -f \"$new\"\n",
             pkla_command(&name, &file, &actions).replace(&format!("> {p}"), "> \"$new\"")
         ));

@@ -24,6 +24,22 @@ pub async fn run(s: &mut Session<'_>, r: &SshRun, timeout: Duration, log: &mut S
         out.stdout.trim(),
         out.stderr.trim()
     )));
+    // What the command made is the run's own, recorded before its output is judged: by the
+    // lines it printed (`made snapshot ID`), and by the captured id when the step says `made`.
+    let mut made = record::made_lines(&out.stdout);
+    if !r.made.is_empty() {
+        let id = captured(r, &out.stdout).ok().and_then(|v| v.parse::<u64>().ok());
+        let Some(id) = id else {
+            return Err(format!(
+                "the step says the command made a {}, but its output has no id where `capture` reads it",
+                r.made.join(" and a ")
+            ));
+        };
+        made.extend(r.made.iter().filter_map(|m| record::Made::parse(m)).map(|m| (m, id)));
+    }
+    for (what, id) in made {
+        s.record_made(what, id, &mut log.lines).await?;
+    }
     let want = r.expect_exit.unwrap_or(0);
     if out.code != Some(want) {
         return Err(format!(
@@ -39,18 +55,22 @@ pub async fn run(s: &mut Session<'_>, r: &SshRun, timeout: Duration, log: &mut S
         }
     }
     if let Some(v) = &r.capture {
-        let value = match r.capture_word {
-            Some(n) => out
-                .stdout
-                .split_whitespace()
-                .nth(n.saturating_sub(1))
-                .ok_or_else(|| format!("the output has fewer than {n} words"))?
-                .to_string(),
-            None => out.stdout.trim().to_string(),
-        };
+        let value = captured(r, &out.stdout)?;
         s.vars.insert(v.clone(), value);
     }
     Ok(())
+}
+
+/// The value `capture` takes: standard output trimmed, or its `capture_word`-th word.
+fn captured(r: &SshRun, stdout: &str) -> Result<String, String> {
+    Ok(match r.capture_word {
+        Some(n) => stdout
+            .split_whitespace()
+            .nth(n.saturating_sub(1))
+            .ok_or_else(|| format!("the output has fewer than {n} words"))?
+            .to_string(),
+        None => stdout.trim().to_string(),
+    })
 }
 
 /// `ssh.put`: the text (or the `source` file's) through `cat`, then `chmod`, then its size on

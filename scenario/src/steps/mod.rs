@@ -24,7 +24,9 @@ pub use fault::{CutNetwork, FaultStep, FillDisk, PowerCut, ReplaceCard, SlowIo};
 pub use http::{HttpGet, HttpHold};
 pub use probe::ProbeLatency;
 pub use repeat::Repeat;
-pub use ssh::{unrecorded_write, RsyncPull, ScpGet, ScpPut, SetupUser, SshEdit, SshPut, SshRestore, SshRun};
+pub use ssh::{
+    throwaway_change, unrecorded_write, RsyncPull, ScpGet, ScpPut, SetupUser, SshEdit, SshPut, SshRestore, SshRun,
+};
 
 /// What the loader asks of every step; the defaults fit a step without variables or rules.
 pub(crate) trait StepSpec {

@@ -24,6 +24,12 @@ pub struct SshRun {
     /// Store standard output (trimmed), or its `capture_word`-th word (1-based), in this variable.
     pub capture: Option<String>,
     pub capture_word: Option<usize>,
+    /// What the command makes through the daemon, whose id is the captured value: `snapshot`,
+    /// `backup` or both (the vendor's backup.py makes a snapshot and its backup). The run owns
+    /// it: it is recorded on a real device and deleted when the scenario ends. A command may
+    /// also print lines `made snapshot ID` / `made backup ID`; nothing else it makes is deleted.
+    #[serde(default)]
+    pub made: Vec<String>,
     #[serde(default, deserialize_with = "duration::optional")]
     pub timeout: Option<Duration>,
 }
@@ -44,6 +50,14 @@ impl StepSpec for SshRun {
         if self.capture_word.is_some() && self.capture.is_none() {
             return Err("`capture_word` needs `capture` (the variable to store the word in)".into());
         }
+        if !self.made.is_empty() && self.capture.is_none() {
+            return Err("`made` needs `capture`: the captured value is the id of what the command made".into());
+        }
+        if let Some(m) = self.made.iter().find(|m| !matches!(m.as_str(), "snapshot" | "backup")) {
+            return Err(format!(
+                "`made` lists {m:?}: a command can make a `snapshot` or a `backup`"
+            ));
+        }
         if let Some(path) = unrecorded_write(&self.command) {
             return Err(format!(
                 "the command changes {path} behind the record that puts a device back as found: \
@@ -62,11 +76,87 @@ const RECORDED_ROOTS: &[&str] = &["/etc", "/usr", "/home", "/root", "/var/lib", 
 /// `tee`, `sed -i`, or as the target of `cp`, `mv`, `install`, `ln`, `rm`, `chmod`, `chown`,
 /// `truncate` or `touch` (read-only uses of those files are fine).
 pub fn unrecorded_write(command: &str) -> Option<String> {
+    written_under(command, RECORDED_ROOTS)
+}
+
+/// The card's file system: the daemon owns what is below it (the live `system` and `data`,
+/// snapshots, backups); a scenario changes it only through the daemon's API.
+const CARD_ROOTS: &[&str] = &["/broot"];
+
+/// Block devices a raw write would go to (the card, its partitions, any disk).
+const BLOCK_DEVICES: &[&str] = &[
+    "/dev/mmcblk",
+    "/dev/sd",
+    "/dev/vd",
+    "/dev/nvme",
+    "/dev/loop",
+    "/dev/disk/",
+    "/dev/mapper/",
+];
+
+/// What a shell command changes on a device that no record can put back, if anything: a write
+/// below /broot outside the daemon's API, a raw write to a block device (`dd of=`, a
+/// redirection, mkfs and its kin), or a unit stopped, disabled, masked or killed. A scenario
+/// may do these only on a device the harness throws away (`needs: [throwaway]`).
+pub fn throwaway_change(command: &str) -> Option<String> {
+    if let Some(p) = written_under(command, CARD_ROOTS) {
+        return Some(format!(
+            "writes {p} below the card's file system, outside the daemon's API"
+        ));
+    }
+    if let Some(p) = written_under(command, BLOCK_DEVICES) {
+        return Some(format!("writes the block device {p}"));
+    }
+    for simple in command.split(|c| ";&|\n(){}".contains(c)) {
+        let words: Vec<&str> = simple.split_whitespace().collect();
+        let Some(at) = words
+            .iter()
+            .position(|w| !w.contains('=') && !["sudo", "then", "do", "else", "exec"].contains(w))
+        else {
+            continue;
+        };
+        let args = &words[at + 1..];
+        match words[at] {
+            "dd" => {
+                // `of=` to a device, or to a variable (a partition found at run time).
+                if let Some(of) = args.iter().find_map(|w| w.strip_prefix("of=")) {
+                    let of = of.trim_matches(|c| c == '"' || c == '\'');
+                    if of.starts_with('$') || BLOCK_DEVICES.iter().any(|d| of.starts_with(d)) {
+                        return Some(format!("writes {of} with dd, a raw device write"));
+                    }
+                }
+            }
+            "systemctl" => {
+                if let Some(verb) = args.iter().find(|w| ["stop", "disable", "mask", "kill"].contains(w)) {
+                    return Some(format!("runs `systemctl {verb}`: a unit it stops stays stopped"));
+                }
+            }
+            _ if simple.contains("Snapshot1.Activate") => {
+                return Some("activates a snapshot: the device switches state at its next boot".into());
+            }
+            w if w.starts_with("mkfs")
+                || ["wipefs", "blkdiscard", "sfdisk", "fdisk", "parted", "sgdisk"].contains(&w) =>
+            {
+                return Some(format!("runs {w}, a raw device write"));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The first path below one of `roots` that a shell command writes to (see
+/// [`unrecorded_write`] for what counts as a write), or `dd`'s `of=`.
+fn written_under(command: &str, roots: &[&str]) -> Option<String> {
     let owned = |w: &str| {
         let w = w.trim_matches(|c| c == '"' || c == '\'');
-        RECORDED_ROOTS
+        // A folder holds what is below it; a device prefix (`/dev/sd`) names every such device.
+        roots
             .iter()
-            .any(|r| w == *r || w.strip_prefix(r).is_some_and(|rest| rest.starts_with('/')))
+            .any(|r| match r.starts_with("/dev/") {
+                true => w.starts_with(r),
+                false => w == *r || w.strip_prefix(r).is_some_and(|rest| rest.starts_with('/')),
+            })
             .then(|| w.to_string())
     };
     // Redirections, wherever they are.
@@ -98,6 +188,7 @@ pub fn unrecorded_write(command: &str) -> Option<String> {
             .collect();
         let targets: Vec<&str> = match words[at] {
             "cp" | "mv" | "install" | "ln" => args.last().copied().into_iter().collect(),
+            "dd" => args.iter().filter_map(|w| w.strip_prefix("of=")).collect(),
             "rm" | "rmdir" | "chmod" | "chown" | "truncate" | "touch" | "tee" | "mkdir" => args,
             "sed" if words[at + 1..].iter().any(|w| w.starts_with("-i")) => args,
             _ => Vec::new(),

@@ -268,3 +268,49 @@ fn browser_steps_take_selectors_by_css_or_key_and_capture_what_they_read() {
         assert!(e.contains(says), "{name} {body}: {e}");
     }
 }
+
+#[test]
+fn a_command_that_changes_a_device_beyond_any_record_is_named() {
+    use super::throwaway_change;
+    for (cmd, said) in [
+        (
+            "yes x | head -c 4194304 > /broot/data/unflushed",
+            "writes /broot/data/unflushed",
+        ),
+        (
+            "ln -s /etc/shadow /broot/backups/nexus_backup_77.tar.gpg",
+            "writes /broot/backups/nexus_backup_77.tar.gpg",
+        ),
+        ("dd if=/dev/zero of=/broot/data/x bs=1M", "writes /broot/data/x"),
+        (
+            "p1=$(findmnt -no SOURCE /broot | sed 's/2$/1/') && yes r | dd of=$p1 bs=64k",
+            "writes $p1 with dd",
+        ),
+        (
+            "dd if=x of=/dev/mmcblk0p1 oflag=direct",
+            "writes the block device /dev/mmcblk0p1",
+        ),
+        ("cat img > /dev/sda", "writes the block device /dev/sda"),
+        ("systemctl stop nexus-automation; sync", "`systemctl stop`"),
+        ("sudo systemctl mask nexus-backupd", "`systemctl mask`"),
+        ("mkfs.btrfs -f /dev/vdb", "runs mkfs.btrfs"),
+        (
+            "dbus-send --system --dest=tech.noreya.Snapshot1 / tech.noreya.Snapshot1.Activate uint32:3",
+            "activates a snapshot",
+        ),
+    ] {
+        let got = throwaway_change(cmd).unwrap_or_else(|| panic!("{cmd}: not named"));
+        assert!(got.contains(said), "{cmd}: {got}");
+    }
+    // Reading the card, writing to /dev/null or /tmp, restarting or asking about a unit: fine.
+    for cmd in [
+        "sha256sum /broot/backups/nexus_backup_3.tar.gpg | cut -c1-64",
+        "ls -A /broot/backups > /tmp/list 2>/dev/null",
+        "dd if=/dev/mmcblk0p1 of=/tmp/boot.img bs=1M count=1",
+        "systemctl is-active nexus-automation; systemctl restart nexus-backupd",
+        "find /broot -newer /tmp/x | wc -l",
+        "journalctl -u nexus-backupd > /dev/null",
+    ] {
+        assert_eq!(throwaway_change(cmd), None, "{cmd}");
+    }
+}

@@ -30,6 +30,10 @@ impl Lifecycle for Standin {
             }
         })
     }
+
+    fn power_switch(&self) -> bool {
+        true
+    }
 }
 
 impl Standin {
