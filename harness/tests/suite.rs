@@ -1,11 +1,14 @@
 //! The default suite (and the faults suite) as tests: each scenario file in `scenarios/` and
-//! `scenarios/faults/` is one test case, run on a
-//! fresh emulator exactly as `nexus-hil run` runs it (like datatest-stable). Needs root, a
+//! `scenarios/faults/` is one test case, `default/<file stem>` or `faults/<file stem>` (so a
+//! filter can take one suite: `.ci/run` leaves `default/` to `ci/suite`), run on a fresh
+//! emulator exactly as `nexus-hil run` runs it (like datatest-stable), on the card `nexus-hil
+//! run` would give it (32 MiB of content unless the file asks for more). Needs root, a
 //! container engine and the debug `nexus-backupd` built next to the tests (`ci/test` does all).
 
 use std::path::Path;
 
 use libtest_mimic::{Arguments, Failed, Trial};
+use nexus_harness::image::sdcard;
 use nexus_harness::report::Outcome;
 use nexus_harness::runner::schedule::{run_on_emulator, EmulatorSlot};
 use nexus_harness::scenario::{self, Scenario};
@@ -15,18 +18,15 @@ fn run_one(file: &Path) -> Result<(), Failed> {
         return Err("the scenario suite starts privileged containers and must run as root: use ci/test".into());
     }
     let s = Scenario::load(file).map_err(|e| e.to_string())?;
+    let (content, card) = sdcard::content_for(None, sdcard::FUNCTIONAL_CONTENT, std::slice::from_ref(&s))?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let say = |m: &str| eprintln!("{m}");
-        let (image, template) = nexus_harness::device::open::prepare_emulator(
-            // The debug build next to the tests (target/<profile>/nexus-backupd).
-            None,
-            false,
-            nexus_harness::image::sdcard::DEFAULT_CONTENT,
-            &say,
-        )
-        .await
-        .map_err(|e| format!("infrastructure: {e}"))?;
+        say(&card);
+        // The debug build next to the tests (target/<profile>/nexus-backupd).
+        let (image, template) = nexus_harness::device::open::prepare_emulator(None, false, content, &say)
+            .await
+            .map_err(|e| format!("infrastructure: {e}"))?;
         let work = tempfile::Builder::new().prefix("nexus-suite-").tempdir()?;
         let key = nexus_harness::transport::ssh::make_key(work.path())
             .await
@@ -57,16 +57,16 @@ fn run_one(file: &Path) -> Result<(), Failed> {
 fn main() {
     let args = Arguments::from_args();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let files = scenario::discover(&[dir.clone(), dir.join("faults")]).expect("scenarios/ is readable");
-    let trials = files
-        .into_iter()
-        .map(|f| {
-            let name = f
+    let mut trials = Vec::new();
+    for (suite, folder) in [("default", dir.clone()), ("faults", dir.join("faults"))] {
+        let files = scenario::discover(&[folder]).expect("scenarios/ is readable");
+        trials.extend(files.into_iter().map(|f| {
+            let stem = f
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            Trial::test(name, move || run_one(&f))
-        })
-        .collect();
+            Trial::test(format!("{suite}/{stem}"), move || run_one(&f))
+        }));
+    }
     libtest_mimic::run(&args, trials).exit();
 }

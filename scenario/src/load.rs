@@ -10,7 +10,7 @@ use marked_yaml::{FromNodeError, LoadError, Node, Spanned};
 use serde::Deserialize;
 
 use crate::check::Checker;
-use crate::{duration, ScenarioError, Step};
+use crate::{duration, size, ScenarioError, Step};
 
 /// The known tags and what they mean to the runner.
 pub const PORTABLE: &str = "portable";
@@ -35,6 +35,11 @@ pub struct Scenario {
     /// The scenario must run: a skip (a step the target cannot do) fails the run.
     #[serde(default)]
     pub must_run: bool,
+    /// Bytes of home-automation content the scenario needs on the SD card of an emulator or
+    /// stand-in (`card_content: 256MiB`); a run's card is the largest its scenarios and
+    /// `--card-content` ask for. Unset: the run's default (32 MiB on the emulator).
+    #[serde(default, deserialize_with = "size::optional")]
+    pub card_content: Option<u64>,
     pub steps: Vec<Spanned<Step>>,
     #[serde(skip)]
     pub file: PathBuf,
@@ -275,6 +280,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.time_limit(), Duration::from_secs(600));
+    }
+
+    #[test]
+    fn card_content_is_a_size_and_its_mistakes_point_at_the_value() {
+        let s = Scenario::parse(
+            "name: x\ncard_content: 256MiB\nsteps:\n  - ssh.run: {as: root, command: id}\n",
+            Path::new("t.yaml"),
+        )
+        .unwrap();
+        assert_eq!(s.card_content, Some(256 << 20));
+        let s = Scenario::parse(
+            "name: x\nsteps:\n  - ssh.run: {as: root, command: id}\n",
+            Path::new("t.yaml"),
+        )
+        .unwrap();
+        assert_eq!(s.card_content, None);
+        let e = error_of("name: x\ncard_content: 256MB\nsteps:\n  - ssh.run: {as: root, command: id}\n");
+        assert_eq!((e.line, e.column), (2, 15), "{e}");
+        assert!(e.message.starts_with("`card_content`: \"256MB\": unknown unit"), "{e}");
     }
 
     #[test]

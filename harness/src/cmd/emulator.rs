@@ -37,11 +37,12 @@ pub enum EmulatorCmd {
         /// qemu-system-aarch64, reached only over SSH and HTTPS on 127.0.0.1 ports.
         #[arg(long, value_enum, default_value = "native")]
         arch: standin::Arch,
-        /// Bytes of home-automation content on its SD card (default: 256 MiB; 64 MiB for arm64,
-        /// whose qemu user network serves HTTPS at about 5 MB/s, so a 256 MiB backup's
-        /// download would outlast the scenarios' 60 s step timeouts).
-        #[arg(long)]
-        content_bytes: Option<u64>,
+        /// Home-automation content on its SD card, e.g. 32MiB, 256MiB or bytes (default: 256 MiB,
+        /// about a device's; 64 MiB for arm64, whose qemu user network serves HTTPS at about
+        /// 5 MB/s, so a 256 MiB backup's download would outlast the scenarios' 60 s step
+        /// timeouts).
+        #[arg(long, value_name = "SIZE", alias = "content-bytes", value_parser = crate::scenario::parse_size)]
+        card_content: Option<u64>,
     },
     /// Remove every emulator container left behind by earlier runs.
     Down,
@@ -72,7 +73,7 @@ pub enum PowerState {
 /// Runs `nexus-hil image build`.
 pub async fn image(cmd: ImageCmd) -> Result<ExitCode, InfraError> {
     let ImageCmd::Build { force, backupd } = cmd;
-    let (reference, template) = prepare_emulator(backupd, force, sdcard::DEFAULT_CONTENT, &say).await?;
+    let (reference, template) = prepare_emulator(backupd, force, sdcard::FULL_CONTENT, &say).await?;
     println!("{reference}");
     say(&format!("SD-card template: {}", template.display()));
     Ok(ExitCode::SUCCESS)
@@ -89,14 +90,19 @@ pub async fn emulator(cmd: EmulatorCmd) -> Result<ExitCode, InfraError> {
         EmulatorCmd::Up {
             backupd,
             arch: standin::Arch::Arm64,
-            content_bytes,
+            card_content,
         } => {
-            standin::up(backupd, content_bytes.unwrap_or(standin::DEFAULT_CONTENT), false, &say).await?;
+            let content =
+                sdcard::content_for(card_content, standin::DEFAULT_CONTENT, &[]).map_err(InfraError::SdCard)?;
+            standin::up(backupd, content.0, false, &say).await?;
             Ok(ExitCode::SUCCESS)
         }
         EmulatorCmd::Up {
-            backupd, content_bytes, ..
-        } => up(backupd, content_bytes.unwrap_or(sdcard::DEFAULT_CONTENT)).await,
+            backupd, card_content, ..
+        } => {
+            let content = sdcard::content_for(card_content, sdcard::FULL_CONTENT, &[]).map_err(InfraError::SdCard)?;
+            up(backupd, content.0).await
+        }
         EmulatorCmd::Shell => {
             let argv = ssh_to_up()?;
             let mut cmd = std::process::Command::new(&argv[0]);

@@ -44,10 +44,12 @@ pub struct RunArgs {
     /// `--target standin`, the arm64 cross build in target/aarch64-unknown-linux-gnu/release/).
     #[arg(long)]
     pub backupd: Option<PathBuf>,
-    /// Bytes of home-automation content on the SD card (default 256 MiB; 64 MiB on the
-    /// stand-in, whose user network serves HTTPS at about 5 MB/s).
-    #[arg(long)]
-    pub content_bytes: Option<u64>,
+    /// Home-automation content on the SD card of the emulator or stand-in: 32MiB, 256MiB, 1GiB or
+    /// bytes. Default: 32 MiB on the emulator (the functional suites), 64 MiB on the stand-in
+    /// (its user network serves HTTPS at about 5 MB/s). A scenario's `card_content` asks for
+    /// more (the perf suite: 256MiB): the run's card is the largest asked for, and it says which.
+    #[arg(long, value_name = "SIZE", alias = "content-bytes", value_parser = crate::scenario::parse_size)]
+    pub card_content: Option<u64>,
     /// Run only part K of N of the (filtered) scenarios, e.g. 2/3: CI jobs that share a suite
     /// each take one part; the split is deterministic (round robin in file order).
     #[arg(long, value_name = "K/N", value_parser = schedule::parse_partition)]
@@ -138,6 +140,13 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let card = match card(&args, &target, &scenarios) {
+        Ok(c) => c,
+        Err(e) => {
+            say(&e);
+            return Ok(ExitCode::from(2));
+        }
+    };
     let report_dir = report_dir(&args)?;
     let seed = args.seed.unwrap_or_else(super::clock_seed);
     let mut report = RunReport {
@@ -148,7 +157,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
         seed: Some(seed),
         partition: args.partition,
     };
-    let slots = match slots(&args, &target, &report_dir).await {
+    let slots = match slots(&args, &target, card, &report_dir).await {
         Ok(s) => Some(s),
         Err(e) => {
             report.infra_error = Some(e.to_string());
@@ -358,10 +367,30 @@ fn target_name(args: &RunArgs, target: &Target) -> String {
     }
 }
 
-/// Where the scenarios will run: the emulator's image made and a key for it, or the real
-/// devices described and checked. An unreachable device, or one whose CA is not the
-/// inventory's, is an infrastructure error before anything runs, not a failing scenario.
-async fn slots(args: &RunArgs, target: &Target, report_dir: &Path) -> Result<Slots, InfraError> {
+/// The content of the run's SD cards, for the targets whose card the harness makes (the
+/// emulator, the stand-in): the largest asked for (`sdcard::content_for`), said on the
+/// terminal. A size that cannot be made is a mistake in the arguments or a file.
+fn card(args: &RunArgs, target: &Target, scenarios: &[Scenario]) -> Result<u64, String> {
+    let default = match target {
+        Target::Emulator => crate::image::sdcard::FUNCTIONAL_CONTENT,
+        Target::Standin => crate::device::standin::DEFAULT_CONTENT,
+        Target::Remote { .. } | Target::Fleet(_) => {
+            if args.card_content.is_some() {
+                say("--card-content is for the emulator and the stand-in: a real device has its own card");
+            }
+            return Ok(0);
+        }
+    };
+    let (bytes, why) = crate::image::sdcard::content_for(args.card_content, default, scenarios)?;
+    say(&why);
+    Ok(bytes)
+}
+
+/// Where the scenarios will run: the emulator's image made (its card with `card` bytes of
+/// content, as the stand-in's) and a key for it, or the real devices described and checked. An
+/// unreachable device, or one whose CA is not the inventory's, is an infrastructure error
+/// before anything runs, not a failing scenario.
+async fn slots(args: &RunArgs, target: &Target, card: u64, report_dir: &Path) -> Result<Slots, InfraError> {
     let t = &args.target;
     let members = match target {
         Target::Emulator => {
@@ -370,13 +399,7 @@ async fn slots(args: &RunArgs, target: &Target, report_dir: &Path) -> Result<Slo
                 None => crate::transport::ssh::make_key(report_dir).await?,
             };
             let pubkey = std::fs::read_to_string(key.with_extension("pub")).unwrap_or_default();
-            let (image, template) = prepare_emulator(
-                args.backupd.clone(),
-                false,
-                args.content_bytes.unwrap_or(crate::image::sdcard::DEFAULT_CONTENT),
-                &say,
-            )
-            .await?;
+            let (image, template) = prepare_emulator(args.backupd.clone(), false, card, &say).await?;
             let slot = EmulatorSlot {
                 image,
                 template,
@@ -389,8 +412,7 @@ async fn slots(args: &RunArgs, target: &Target, report_dir: &Path) -> Result<Slo
             });
         }
         Target::Standin => {
-            let content = args.content_bytes.unwrap_or(crate::device::standin::DEFAULT_CONTENT);
-            let parts = prepare_standin(args.backupd.clone(), content, false, &say).await?;
+            let parts = prepare_standin(args.backupd.clone(), card, false, &say).await?;
             return Ok(Slots::Standins {
                 parts,
                 jobs: args.jobs.unwrap_or(1),

@@ -149,7 +149,7 @@ pub async fn open_device(spec: OpenSpec<'_>) -> Result<Opened, InfraError> {
     match spec.target {
         Target::Emulator => {
             let say = |m: &str| eprintln!("nexus-hil: {m}");
-            let (image, template) = prepare_emulator(spec.backupd, false, sdcard::DEFAULT_CONTENT, &say).await?;
+            let (image, template) = prepare_emulator(spec.backupd, false, sdcard::FULL_CONTENT, &say).await?;
             let key = crate::transport::ssh::make_key(work).await?;
             let emu = Emulator::start(EmulatorSpec {
                 image: &image,

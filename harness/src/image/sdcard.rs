@@ -21,8 +21,58 @@ pub const ROOT_START: u64 = BOOT_START + BOOT_SIZE;
 /// Bumped when the layout or the content generator changes, so templates are remade.
 const GENERATOR: u32 = 1;
 
-/// Default size of the home-automation content.
-pub const DEFAULT_CONTENT: u64 = 256 * MIB;
+/// The home-automation content of the functional suites' card (`scenarios/`, `scenarios/faults/`,
+/// the tests of `harness/tests/suite.rs`): small, so a backup, its download and its check take
+/// about a second. A scenario that needs a backup still running when something happens caps the
+/// backup's rate (or writes content of its own), it does not count on a full card.
+pub const FUNCTIONAL_CONTENT: u64 = 32 * MIB;
+/// A card about as full as the device's: what the perf suite asks for (`card_content: 256MiB`),
+/// and the card of `image build`, `emulator up` and `conform`.
+pub const FULL_CONTENT: u64 = 256 * MIB;
+/// The least content a card can be asked for: the generator's fixed files take about 7 MiB.
+pub const MIN_CONTENT: u64 = 8 * MIB;
+
+/// The content of a run's card: the largest that `flag` (`--card-content`; else `default`) and
+/// the scenarios' `card_content` ask for, with the reason in words for the run's output. A
+/// size that is not a whole number of MiB (templates are made per MiB) or below
+/// [`MIN_CONTENT`] is an error naming who asked for it.
+pub fn content_for(
+    flag: Option<u64>,
+    default: u64,
+    scenarios: &[crate::scenario::Scenario],
+) -> Result<(u64, String), String> {
+    use crate::scenario::show_size;
+    let check = |bytes: u64, who: &str| {
+        if !bytes.is_multiple_of(MIB) || bytes < MIN_CONTENT {
+            return Err(format!(
+                "{who} asks for {bytes} bytes of card content: give a whole number of MiB, at least {}",
+                show_size(MIN_CONTENT)
+            ));
+        }
+        Ok(bytes)
+    };
+    let (mut bytes, mut why) = match flag {
+        Some(b) => (check(b, "--card-content")?, "--card-content".to_string()),
+        None => (default, "the default; --card-content SIZE for another".to_string()),
+    };
+    for s in scenarios {
+        let Some(asked) = s.card_content else { continue };
+        let asked = check(asked, &format!("{} (card_content)", s.file.display()))?;
+        if asked > bytes {
+            let over = if flag.is_some() {
+                ", more than --card-content"
+            } else {
+                ""
+            };
+            bytes = asked;
+            why = format!("card_content of {}{over}", s.file.display());
+        }
+    }
+    Ok((
+        bytes,
+        format!("SD card: {} of home-automation content ({why})", show_size(bytes)),
+    ))
+}
 
 fn run(cmd: &mut Command) -> Result<String, InfraError> {
     let out = cmd
@@ -290,6 +340,43 @@ pub fn copy_for(template: &Path, dest: &Path) -> Result<(), InfraError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_runs_card_is_the_largest_asked_for() {
+        let scenario = |file: &str, card: &str| {
+            let text = format!("name: {file}\n{card}steps:\n  - ssh.run: {{as: root, command: id}}\n");
+            crate::scenario::Scenario::parse(&text, Path::new(file)).unwrap()
+        };
+        let plain = scenario("scenarios/00.yaml", "");
+        let perf = scenario("scenarios/perf/01.yaml", "card_content: 256MiB\n");
+        let (b, why) = content_for(None, FUNCTIONAL_CONTENT, std::slice::from_ref(&plain)).unwrap();
+        assert_eq!(b, 32 * MIB);
+        assert_eq!(
+            why,
+            "SD card: 32 MiB of home-automation content (the default; --card-content SIZE for another)"
+        );
+        let (b, why) = content_for(Some(64 * MIB), FUNCTIONAL_CONTENT, &[plain]).unwrap();
+        assert_eq!((b, why.contains("(--card-content)")), (64 * MIB, true), "{why}");
+        let (b, why) = content_for(Some(32 * MIB), FUNCTIONAL_CONTENT, std::slice::from_ref(&perf)).unwrap();
+        assert_eq!(b, 256 * MIB);
+        assert!(
+            why.ends_with("(card_content of scenarios/perf/01.yaml, more than --card-content)"),
+            "{why}"
+        );
+        let (b, _) = content_for(Some(FULL_CONTENT * 2), FUNCTIONAL_CONTENT, &[perf]).unwrap();
+        assert_eq!(b, 512 * MIB, "a larger flag wins");
+        let e = content_for(Some(32 * MIB + 1), FUNCTIONAL_CONTENT, &[]).unwrap_err();
+        assert!(
+            e.contains("--card-content asks for 33554433 bytes") && e.contains("whole number of MiB"),
+            "{e}"
+        );
+        let small = scenario("scenarios/small.yaml", "card_content: 1MiB\n");
+        let e = content_for(None, FUNCTIONAL_CONTENT, &[small]).unwrap_err();
+        assert!(
+            e.starts_with("scenarios/small.yaml (card_content) asks for") && e.contains("at least 8 MiB"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn mbr_has_the_device_layout() {

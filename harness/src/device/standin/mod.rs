@@ -518,7 +518,7 @@ pub async fn switch_power(on: bool) -> Result<String, InfraError> {
 }
 
 /// The stand-in's SD-card content: 64 MiB. qemu's user network serves HTTPS at about 5 MB/s, so
-/// the container's 256 MiB would make one download outlast the scenarios' 60 s step timeouts.
+/// a device-sized 256 MiB would make one download outlast the scenarios' 60 s step timeouts.
 pub const DEFAULT_CONTENT: u64 = 64 * 1024 * 1024;
 
 /// `nexus-hil emulator up --arch arm64`: builds what is missing, boots, prints how to reach the
