@@ -95,10 +95,10 @@ fn body_of(answer: &[u8]) -> &[u8] {
     &answer[at + 4..]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_logins_from_many_clients_leave_the_ca_and_backups_served() {
-    let (dev, _ui) = device_with_ui();
-    // A real backup to download.
+/// A device with the Control UI and a real backup (snapshot 1) to download: the device, its UI,
+/// the backup file.
+async fn device_with_a_backup() -> (Device, ControlUi, std::path::PathBuf) {
+    let (dev, ui) = device_with_ui();
     let conn = dev.conn().await;
     conn.call_method(
         Some(SNAPSHOT1),
@@ -117,18 +117,18 @@ async fn stalled_logins_from_many_clients_leave_the_ca_and_backups_served() {
         file.exists().then_some(())
     })
     .await;
-    let tls = tls_client(&dev);
+    (dev, ui, file)
+}
 
-    // 300 clients' worth of stalled logins: each says 100 bytes of form follow, sends 6 and
-    // then nothing, and keeps its connection. From 10 addresses, 30 each, below a client's
-    // cap: what holds them back is the door itself, not the cap per client.
+/// `n` stalled logins, the i-th from `from(i)`: each says 100 bytes of form follow, sends 6 and
+/// then nothing, and keeps its connection. The ones that got that far.
+async fn stall_logins(dev: &Device, tls: &tokio_rustls::TlsConnector, n: u32, from: fn(u32) -> Ipv4Addr) -> Vec<Tls> {
     let mut attack = tokio::task::JoinSet::new();
-    for i in 0..300u32 {
+    for i in 0..n {
         let (port, tls) = (dev.https_port, tls.clone());
-        let from = Ipv4Addr::new(127, 0, 1, 1 + (i % 10) as u8);
         attack.spawn(async move {
             let open = async {
-                let mut c = connect(port, from, &tls).await?;
+                let mut c = connect(port, from(i), &tls).await?;
                 // One write: the head and the 6 bytes arrive together.
                 c.write_all(
                     format!(
@@ -148,37 +148,54 @@ async fn stalled_logins_from_many_clients_leave_the_ca_and_backups_served() {
     while let Some(c) = attack.join_next().await {
         stalled.extend(c.unwrap());
     }
+    stalled
+}
 
-    // The owner, from another address: the CA and the backup, in full.
+/// The owner, from 127.0.0.2: the CA and the backup, in full.
+async fn owner_downloads(dev: &Device, tls: &tokio_rustls::TlsConnector, file: &Path) {
     let owner = Ipv4Addr::new(127, 0, 0, 2);
-    let ca = owner_gets(&dev, owner, &tls, CA_PATH).await;
+    let ca = owner_gets(dev, owner, tls, CA_PATH).await;
     assert!(ca.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&ca));
     assert_eq!(body_of(&ca), std::fs::read(dev.ca_path()).unwrap().as_slice());
-    let backup = owner_gets(&dev, owner, &tls, &backup_url(1)).await;
+    let backup = owner_gets(dev, owner, tls, &backup_url(1)).await;
     assert!(
         backup.starts_with(b"HTTP/1.1 200"),
         "{}",
         String::from_utf8_lossy(&backup)
     );
-    assert_eq!(body_of(&backup), std::fs::read(&file).unwrap().as_slice());
+    assert_eq!(body_of(&backup), std::fs::read(file).unwrap().as_slice());
+}
 
-    // Every stalled client was told, in words, what happened: the UI is busy, or its form was
-    // too slow. None is left hanging.
-    let (mut busy, mut late) = (0, 0);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_logins_from_many_clients_leave_the_ca_and_backups_served() {
+    let (dev, _ui, file) = device_with_a_backup().await;
+    let tls = tls_client(&dev);
+    // 300 stalled logins from 10 addresses, 30 each, below a client's cap: what holds them back
+    // is the door itself (the Control UI's budget, the login's deadline), not the cap per client.
+    let stalled = stall_logins(&dev, &tls, 300, |i| Ipv4Addr::new(127, 0, 1, 1 + (i % 10) as u8)).await;
+    owner_downloads(&dev, &tls, &file).await;
+
+    // Every stalled client was told in words what happened (the UI is busy, or its form was too
+    // slow), or, idle for 2 s while every slot was taken (its request not yet read on a loaded
+    // machine), closed to make room. None is left hanging.
+    let (mut busy, mut late, mut closed) = (0, 0, 0);
     let mut told = tokio::task::JoinSet::new();
     for mut c in stalled {
         told.spawn(async move { tokio::time::timeout(Duration::from_secs(20), read_answer(&mut c)).await });
     }
     while let Some(answer) = told.join_next().await {
-        let answer = answer.unwrap().expect("a stalled login was never answered");
+        let answer = answer.unwrap().expect("a stalled login was never answered nor closed");
         if answer.starts_with("HTTP/1.1 503") && answer.contains("try again in a few seconds") {
             busy += 1;
         } else if answer.starts_with("HTTP/1.1 408") && answer.contains("send it again") {
             late += 1;
+        } else if answer.is_empty() {
+            closed += 1;
         } else {
             panic!("a stalled login was told: {answer:?}");
         }
     }
+    assert!(closed < busy, "{closed} closed without a word, {busy} told busy");
     assert!(busy > 0 && late > 0, "{busy} told busy, {late} told too slow");
 }
 
@@ -342,4 +359,27 @@ async fn the_progress_stream_ends_at_logout() {
     // Opened again: refused.
     let again = curl_jar(&dev, &jar, &["-w", "%{http_code}", &format!("{base}/control/events")]);
     assert!(again.ends_with("401"), "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_logins_from_one_address_are_held_to_its_cap() {
+    let (dev, _ui, file) = device_with_a_backup().await;
+    let tls = tls_client(&dev);
+    let stalled = stall_logins(&dev, &tls, 300, |_| Ipv4Addr::new(127, 0, 2, 1)).await;
+    owner_downloads(&dev, &tls, &file).await;
+    // Its connections now busy with their logins, one more from the address is told why not.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut more = stall_logins(&dev, &tls, 1, |_| Ipv4Addr::new(127, 0, 2, 1)).await;
+    let more = more.pop().expect("the connection over the cap was not even opened");
+    let answer = tokio::time::timeout(OWNER_PATIENCE, async move {
+        let mut more = more;
+        read_answer(&mut more).await
+    })
+    .await
+    .expect("the connection over the cap got no answer");
+    assert!(
+        answer.starts_with("HTTP/1.1 429") && answer.contains("32 connections busy") && answer.contains("try again"),
+        "{answer}"
+    );
+    drop(stalled);
 }
