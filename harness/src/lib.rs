@@ -19,6 +19,7 @@
 //! `nexus_contract`; scenario files from `nexus_scenario`. Infrastructure failures are
 //! [`error::InfraError`]s, kept apart from test failures.
 
+pub mod bench;
 pub mod browser;
 pub mod cache;
 pub mod cmd;

@@ -43,6 +43,10 @@ enum Cmd {
     CrashStates(CrashStatesArgs),
     /// Render a run's report.json as one self-contained HTML page (charts inline, nothing fetched).
     Report(ReportArgs),
+    /// A real device's health, as every run on a bench reads it first: reachable, clock skew,
+    /// free space on /broot, btrfs's error counters, the kernel's I/O errors on the card, the
+    /// daemon answering, its software. Exit 3 when a check fails (the bench, not the product).
+    Health(cmd::health::HealthArgs),
     /// The results history every run appends to: where each series changed (`history check`).
     History(cmd::history::HistoryArgs),
     /// Start, stop and look into emulators.
@@ -80,6 +84,7 @@ async fn dispatch(command: Cmd) -> Result<ExitCode, InfraError> {
         Cmd::Conform(args) => cmd::conform::command(args).await,
         Cmd::Provision(args) => cmd::provision::command(args).await,
         Cmd::Report(args) => cmd::report::command(args).await,
+        Cmd::Health(args) => cmd::health::command(args).await,
         Cmd::History(args) => cmd::history::command(args).await,
         Cmd::CrashStates(args) => cmd::crash_states::command(args).await,
         Cmd::Image { command } => cmd::emulator::image(command).await,

@@ -258,6 +258,7 @@ async fn a_scenario_drives_a_page_and_a_failed_step_keeps_its_picture_and_consol
         infra_error: None,
         seed: None,
         partition: None,
+        health: Default::default(),
     });
     assert!(html.contains("src=\"data:image/png;base64,iVBORw0KGgo"));
     assert!(html.contains("the page says: boom 42"));

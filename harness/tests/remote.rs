@@ -380,7 +380,11 @@ fn a_run_that_lost_its_lease_stops_and_undoes_nothing_of_the_next_runs() {
     let dir = tempfile::tempdir().unwrap();
     let scenario = |name: &str, steps: &str| {
         let f = dir.path().join(format!("{name}.yaml"));
-        std::fs::write(&f, format!("name: {name}\ndescription: x\ntags: [portable]\nsteps:\n{steps}")).unwrap();
+        std::fs::write(
+            &f,
+            format!("name: {name}\ndescription: x\ntags: [portable]\nsteps:\n{steps}"),
+        )
+        .unwrap();
         f
     };
     let a = scenario(
@@ -389,7 +393,10 @@ fn a_run_that_lost_its_lease_stops_and_undoes_nothing_of_the_next_runs() {
          - ssh.run: {as: root, command: \"touch /tmp/nexus-hil-a-waits; sleep 25\", timeout: 2m}\n  \
          - ssh.run: {as: root, command: \"true\"}\n",
     );
-    let b = scenario("run b", "  - ssh.put: {as: root, path: /usr/local/bin/nexus-hil-b, content: b}\n");
+    let b = scenario(
+        "run b",
+        "  - ssh.put: {as: root, path: /usr/local/bin/nexus-hil-b, content: b}\n",
+    );
     let run_a = run_cmd_ttl(&dev, dir.path(), "a", "3s")
         .arg(&a)
         .stdout(Stdio::piped())
@@ -409,7 +416,11 @@ fn a_run_that_lost_its_lease_stops_and_undoes_nothing_of_the_next_runs() {
     .trim()
     .to_string();
     assert!(!container.is_empty(), "the emulator's container was not found");
-    assert!(Command::new("podman").args(["pause", &container]).status().unwrap().success());
+    assert!(Command::new("podman")
+        .args(["pause", &container])
+        .status()
+        .unwrap()
+        .success());
     let run_b = run_cmd_ttl(&dev, dir.path(), "b", "3s")
         .arg(&b)
         .stdout(Stdio::piped())
@@ -417,7 +428,11 @@ fn a_run_that_lost_its_lease_stops_and_undoes_nothing_of_the_next_runs() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_secs(7));
-    assert!(Command::new("podman").args(["unpause", &container]).status().unwrap().success());
+    assert!(Command::new("podman")
+        .args(["unpause", &container])
+        .status()
+        .unwrap()
+        .success());
     let b_out = run_b.wait_with_output().unwrap();
     assert_eq!(b_out.status.code(), Some(0), "{}", text(&b_out));
     let said = String::from_utf8_lossy(&b_out.stderr);
@@ -434,17 +449,30 @@ fn a_run_that_lost_its_lease_stops_and_undoes_nothing_of_the_next_runs() {
     let s = &report["scenarios"][0];
     assert_eq!(s["outcome"], "infra_error", "{s}");
     assert!(s["reason"].as_str().unwrap().contains("lost the device's lease"), "{s}");
-    assert!(s["cleanup"].as_array().is_none_or(Vec::is_empty), "A undid something: {s}");
+    assert!(
+        s["cleanup"].as_array().is_none_or(Vec::is_empty),
+        "A undid something: {s}"
+    );
     assert_eq!(
-        dev.root("ls /usr/local/bin/nexus-hil-a /usr/local/bin/nexus-hil-b /var/lib/nexus-hil/undo 2>/dev/null || true")
-            .trim(),
+        dev.root(
+            "ls /usr/local/bin/nexus-hil-a /usr/local/bin/nexus-hil-b /var/lib/nexus-hil/undo 2>/dev/null || true"
+        )
+        .trim(),
         "",
         "a change or a record was left"
     );
 
     // `provision --undo` while a run holds the device is refused, and changes nothing.
-    let c = scenario("run c", "  - ssh.run: {as: root, command: \"touch /tmp/nexus-hil-c-waits; sleep 8\"}\n");
-    let run_c = run_cmd(&dev, dir.path(), "c").arg(&c).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let c = scenario(
+        "run c",
+        "  - ssh.run: {as: root, command: \"touch /tmp/nexus-hil-c-waits; sleep 8\"}\n",
+    );
+    let run_c = run_cmd(&dev, dir.path(), "c")
+        .arg(&c)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     wait_for_file(&dev, "/tmp/nexus-hil-c-waits");
     let undo = provision(&dev, &["--undo"]);
     assert_eq!(undo.status.code(), Some(3), "{}", text(&undo));
@@ -879,4 +907,83 @@ steps:
     for id in &owners {
         dev.owners_backup_is_whole(*id, "after provision --undo");
     }
+}
+
+/// `nexus-hil health` on the device, as the harness key reaches it.
+fn health(dev: &Device) -> Output {
+    bin().args(["health", "--target", &dev.target()]).output().unwrap()
+}
+
+/// Is it the bench or the product? A device with a full /broot, one whose btrfs counted errors
+/// and one whose clock is 10 minutes off: `health` names the check (exit 3), and a run on it
+/// stops before its first scenario with an infrastructure error naming it, the health in its
+/// report.
+#[test]
+fn an_unhealthy_device_stops_the_run_naming_the_check() {
+    let dev = Device::up();
+    let p = provision(&dev, &[]);
+    assert_eq!(p.status.code(), Some(0), "{}", text(&p));
+    let ok = health(&dev);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
+    assert!(text(&ok).contains("ok   free space"), "{}", text(&ok));
+    let dir = tempfile::tempdir().unwrap();
+    let scenarios = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+
+    // A full /broot: the run stops before its first scenario.
+    dev.root(
+        "avail=$(df -B1 --output=avail /broot | tail -n 1); \
+         fallocate -l $((avail - 100 * 1024 * 1024)) /broot/data/nexus-hil-ballast && sync",
+    );
+    let sick = health(&dev);
+    assert_eq!(sick.status.code(), Some(3), "{}", text(&sick));
+    assert!(text(&sick).contains("FAIL free space"), "{}", text(&sick));
+    let run = run_on(&dev, dir.path(), "full", &[scenarios.join("00-dbus-backup-flow.yaml")]);
+    assert_eq!(run.status.code(), Some(3), "{}", text(&run));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("full/report.json")).unwrap()).unwrap();
+    assert!(
+        report["infra_error"].as_str().unwrap_or("").contains("free space"),
+        "{report}"
+    );
+    assert_eq!(
+        report["scenarios"].as_array().map_or(0, Vec::len),
+        0,
+        "a scenario ran: {report}"
+    );
+    assert!(report["health"].as_object().is_some_and(|h| !h.is_empty()), "{report}");
+    dev.root("rm -f /broot/data/nexus-hil-ballast && sync");
+
+    // btrfs counted errors: a block of a file overwritten under the file system, then read.
+    let corrupt = include_str!("common/corrupt-a-block.sh");
+    let said = dev.root(&format!(
+        "echo {} | base64 -d | sh",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, corrupt)
+    ));
+    assert!(said.contains("corruption_errs"), "{said}");
+    let sick = health(&dev);
+    assert_eq!(sick.status.code(), Some(3), "{}", text(&sick));
+    assert!(
+        text(&sick).contains("FAIL btrfs errors") && text(&sick).contains("corruption_errs"),
+        "{}",
+        text(&sick)
+    );
+    dev.root("btrfs device stats -z /broot >/dev/null && rm -f /broot/data/nexus-hil-victim");
+
+    // A clock 10 minutes ahead (the device's own `date`, as root's PATH finds it first).
+    dev.root(
+        "printf \"#!/bin/sh\\nexec /bin/date -d @\\$(( \\$(/bin/date +%%s) + 600 )) \\\"\\$@\\\"\\n\" > /usr/local/sbin/date \
+         && chmod 755 /usr/local/sbin/date",
+    );
+    let sick = health(&dev);
+    dev.root("rm -f /usr/local/sbin/date");
+    assert_eq!(sick.status.code(), Some(3), "{}", text(&sick));
+    assert!(
+        text(&sick).contains("FAIL clock: +60") || text(&sick).contains("FAIL clock: +59"),
+        "{}",
+        text(&sick)
+    );
+    let ok = health(&dev);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
+    let undo = provision(&dev, &["--undo"]);
+    assert_eq!(undo.status.code(), Some(0), "{}", text(&undo));
 }

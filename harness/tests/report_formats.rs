@@ -38,6 +38,7 @@ fn sample_run() -> RunReport {
         infra_error: None,
         seed: None,
         partition: None,
+        health: Default::default(),
         scenarios: vec![
             ScenarioReport {
                 name: "Control-UI flow".into(),

@@ -121,6 +121,7 @@ fn run(png: &[u8]) -> RunReport {
         infra_error: None,
         seed: Some(7),
         partition: None,
+        health: Default::default(),
     }
 }
 

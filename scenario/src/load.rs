@@ -16,6 +16,27 @@ use crate::{duration, size, ScenarioError, Step};
 pub const PORTABLE: &str = "portable";
 pub const EMULATOR_ONLY: &str = "emulator-only";
 
+/// What a scenario needs of its target, beyond a device that answers: it is skipped before its
+/// first step, with the reason, on a target that lacks any of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Need {
+    /// The harness can cut the device's power (a stand-in, a bench with `[device.power]`).
+    Power,
+    /// The device is the harness's own and thrown away after the scenario (the emulator, the
+    /// stand-in): the scenario changes it in ways no record can put back.
+    Throwaway,
+}
+
+impl Need {
+    pub fn name(self) -> &'static str {
+        match self {
+            Need::Power => "power",
+            Need::Throwaway => "throwaway",
+        }
+    }
+}
+
 /// One scenario: a named flow of steps against one device.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +56,9 @@ pub struct Scenario {
     /// The scenario must run: a skip (a step the target cannot do) fails the run.
     #[serde(default)]
     pub must_run: bool,
+    /// What the target must offer (`needs: [power, throwaway]`); see [`Need`].
+    #[serde(default)]
+    pub needs: Vec<Need>,
     /// Bytes of home-automation content the scenario needs on the SD card of an emulator or
     /// stand-in (`card_content: 256MiB`); a run's card is the largest its scenarios and
     /// `--card-content` ask for. Unset: the run's default (32 MiB on the emulator).
@@ -85,7 +109,15 @@ impl Scenario {
             dir: path.parent().unwrap_or(Path::new(".")),
         };
         checker.steps(&s.steps, &mut defined)?;
+        if !s.needs.contains(&Need::Throwaway) {
+            throwaway_only(&s.steps).map_err(|(at, m)| err(at, m))?;
+        }
         Ok(s)
+    }
+
+    /// The scenario needs this of its target.
+    pub fn needs(&self, need: Need) -> bool {
+        self.needs.contains(&need)
     }
 
     pub fn has_tag(&self, tag: &str) -> bool {
@@ -96,6 +128,40 @@ impl Scenario {
     pub fn time_limit(&self) -> Duration {
         self.timeout.unwrap_or(Duration::from_secs(600))
     }
+}
+
+/// The first `ssh.run` (inside `repeat`s too) whose command changes a device in a way no record
+/// can put back, in a scenario that did not say it needs a throwaway device.
+fn throwaway_only(steps: &[Spanned<Step>]) -> Result<(), ((usize, usize), String)> {
+    for step in steps {
+        let at = step.span().start().map(|m| (m.line(), m.column())).unwrap_or((1, 1));
+        match &**step {
+            Step::SshRun(r) => {
+                if let Some(what) = crate::throwaway_change(&r.command) {
+                    return Err((
+                        at,
+                        format!(
+                            "ssh.run: the command {what}, which no record can put back on someone's device: \
+                             change files with ssh.put or ssh.edit, snapshots and backups through dbus.call, \
+                             or declare `needs: [throwaway]` so the scenario runs only on a device the harness \
+                             throws away (the emulator, the stand-in)"
+                        ),
+                    ));
+                }
+            }
+            Step::DbusCall(c) if c.method == "Activate" && c.expect_error.is_none() => {
+                return Err((
+                    at,
+                    "dbus.call: Activate switches the device to another state at its next boot, which no record \
+                     puts back: declare `needs: [throwaway]` so the scenario runs only on the emulator or the stand-in"
+                        .into(),
+                ));
+            }
+            Step::Repeat(r) => throwaway_only(&r.steps)?,
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Where a value did not fit the model and what is wrong, naming the step and the key, as in
@@ -280,6 +346,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.time_limit(), Duration::from_secs(600));
+    }
+
+    #[test]
+    fn a_change_no_record_puts_back_needs_a_throwaway_device() {
+        let write = "name: x\nsteps:\n  - ssh.run: {as: root, command: id}\n  - ssh.run: {as: root, command: 'echo x > /broot/data/x'}\n";
+        let e = error_of(write);
+        assert_eq!((e.line, e.column), (4, 12), "{e}");
+        assert!(
+            e.message.contains("writes /broot/data/x") && e.message.contains("needs: [throwaway]"),
+            "{e}"
+        );
+        let s = Scenario::parse(
+            &write.replace("name: x\n", "name: x\nneeds: [throwaway]\n"),
+            Path::new("t.yaml"),
+        )
+        .unwrap();
+        assert!(s.needs(Need::Throwaway) && !s.needs(Need::Power));
+        // Inside a repeat too, and an Activate that is to succeed.
+        let e = error_of("name: x\nsteps:\n  - repeat:\n      times: 2\n      steps:\n        - ssh.run: {as: root, command: 'systemctl stop nexus-automation'}\n");
+        assert_eq!(e.line, 6, "{e}");
+        let activate = "name: x\nsteps:\n  - dbus.call: {as: root, service: tech.noreya.Snapshot1, method: Activate, args: ['1']}\n";
+        assert!(error_of(activate).message.contains("Activate switches the device"));
+        let denied = activate.replace(
+            "args: ['1']",
+            "args: ['1'], expect_error: org.freedesktop.DBus.Error.AccessDenied",
+        );
+        Scenario::parse(&denied, Path::new("t.yaml")).unwrap();
+        let e = error_of("name: x\nneeds: [wings]\nsteps:\n  - ssh.run: {as: root, command: id}\n");
+        assert!(e.message.contains("wings"), "{e}");
     }
 
     #[test]

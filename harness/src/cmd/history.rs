@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use super::say;
 use crate::error::InfraError;
+use crate::exit::Exit;
 use crate::history::gate::{self, Verdict};
 use crate::history::store::{Role, Store};
 use crate::history::{self, changepoint, Trend};
@@ -265,7 +266,7 @@ pub async fn command(args: HistoryArgs) -> Result<ExitCode, InfraError> {
                 Ok(t) => t,
                 Err(e) => {
                     say(&e);
-                    return Ok(ExitCode::from(2));
+                    return Ok(ExitCode::from(Exit::Usage));
                 }
             };
             let on_device = |trends: Vec<Trend>| -> Vec<Trend> {
@@ -327,7 +328,7 @@ pub async fn command(args: HistoryArgs) -> Result<ExitCode, InfraError> {
                 }
             );
             Ok(if fail_on_regression && judged.iter().any(|j| j.verdict.gates()) {
-                ExitCode::from(1)
+                ExitCode::from(Exit::Failed)
             } else {
                 ExitCode::SUCCESS
             })
@@ -425,7 +426,7 @@ async fn report(history: Option<&str>, controls: &[String], output: &Path) -> Re
         Ok(l) => (l.spec, l.now),
         Err(e) => {
             say(&e);
-            return Ok(ExitCode::from(2));
+            return Ok(ExitCode::from(Exit::Usage));
         }
     };
     if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -458,7 +459,7 @@ async fn append_criterion(
         }
         Err(e) => {
             say(&e);
-            Ok(ExitCode::from(2))
+            Ok(ExitCode::from(Exit::Usage))
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::device::open::{check_reachable, prepare_emulator, remote_device, Remo
 use crate::device::standin::prepare_standin;
 use crate::device::{inventory, keys, Target};
 use crate::error::InfraError;
+use crate::exit::Exit;
 use crate::report::{slug, RunReport};
 use crate::runner::schedule::{self, EmulatorSlot, FleetMember, Slots};
 use crate::scenario::{self, Scenario};
@@ -85,6 +86,16 @@ pub struct RunArgs {
     /// Fail at once (exit 3, naming the holder) when a real device is held by another run.
     #[arg(long)]
     pub no_wait: bool,
+    /// Skip the health check of each real device before the run (reachable, clock, free space,
+    /// btrfs and kernel I/O errors, the daemon: `nexus-hil health`). A failing check otherwise
+    /// stops the run before its first scenario (exit 3), naming it.
+    #[arg(long)]
+    pub no_health: bool,
+    /// How long a real device's lease lives unless this run refreshes it (every quarter of
+    /// it). A run killed or cut off holds the device that long; one that cannot refresh for
+    /// that long has lost it and stops at its next step, undoing nothing.
+    #[arg(long, default_value = "2m", value_parser = crate::scenario::parse_duration)]
+    pub lock_ttl: Duration,
     /// The results history each run appends its measurements to (durations, throughput,
     /// latency histograms; keyed by commit, branch, device, host): a SQLite file, or a
     /// `postgres://` URL for a team's shared store. Default: $NEXUS_HIL_HISTORY, else
@@ -110,7 +121,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
             Ok(inv) => Target::Fleet(inv.devices),
             Err(e) => {
                 say(&e);
-                return Ok(ExitCode::from(2));
+                return Ok(ExitCode::from(Exit::Usage));
             }
         },
         None => match args.target.parsed() {
@@ -124,7 +135,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
             Ok(d) => Some(d),
             Err(e) => {
                 say(&format!("--balance: {e}"));
-                return Ok(ExitCode::from(2));
+                return Ok(ExitCode::from(Exit::Usage));
             }
         }
     } else {
@@ -144,7 +155,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
         Ok(c) => c,
         Err(e) => {
             say(&e);
-            return Ok(ExitCode::from(2));
+            return Ok(ExitCode::from(Exit::Usage));
         }
     };
     let report_dir = report_dir(&args)?;
@@ -156,6 +167,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
         infra_error: None,
         seed: Some(seed),
         partition: args.partition,
+        health: Default::default(),
     };
     let slots = match slots(&args, &target, card, &report_dir).await {
         Ok(s) => Some(s),
@@ -170,7 +182,11 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
         let wait = (!args.no_wait).then_some(args.lock_wait);
         for m in members {
             let owner = format!("nexus-hil run ({})", report_dir.display());
-            match DeviceLock::acquire(&m.dev, &owner, wait, Timing::default(), &say).await {
+            let timing = Timing {
+                ttl: args.lock_ttl.max(Duration::from_secs(2)),
+                refresh: (args.lock_ttl / 4).max(Duration::from_secs(1)),
+            };
+            match DeviceLock::acquire(&m.dev, &owner, wait, timing, &say).await {
                 Ok(l) => locks.push(l),
                 Err(e) => {
                     for l in locks.drain(..) {
@@ -180,41 +196,74 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
                     report.infra_error = Some(e.to_string());
                     report.duration_s = started.elapsed().as_secs_f64();
                     write_reports(&args, &report, &report_dir)?;
-                    return Ok(ExitCode::from(3));
+                    return Ok(ExitCode::from(Exit::Infra));
                 }
             }
         }
     }
     // What an earlier run left recorded on a device (it crashed, or lost the device before
     // its scenario ended) is undone before anything runs there.
+    // Leftovers that cannot be undone stop the run before any scenario: nothing runs on a
+    // device that is not as its owner had it.
     if let Some(Slots::Devices(members)) = &slots {
         for m in members {
-            let done = crate::runner::tidy::undo_on(&m.dev).await;
-            if !done.is_empty() {
+            let undone = crate::runner::tidy::undo_on(&m.dev).await;
+            let name = m.name.as_deref().unwrap_or(&m.dev.ssh.host);
+            if !undone.lines.is_empty() {
                 say(&format!(
-                    "{}: an earlier run left changes recorded on the device; undone first:\n  {}",
-                    m.name.as_deref().unwrap_or(&m.dev.ssh.host),
-                    done.join("\n  ")
+                    "{name}: an earlier run left changes recorded on the device; undone first:\n  {}",
+                    undone.lines.join("\n  ")
                 ));
             }
+            if let Some(why) = undone.error {
+                let e = format!("{name}: what an earlier run left could not be undone, so nothing ran: {why}");
+                say(&e);
+                for l in locks.drain(..) {
+                    let _ = l.release().await;
+                }
+                report.infra_error = Some(e);
+                report.duration_s = started.elapsed().as_secs_f64();
+                write_reports(&args, &report, &report_dir)?;
+                return Ok(ExitCode::from(if undone.unreachable {
+                    Exit::Infra
+                } else {
+                    Exit::Failed
+                }));
+            }
+        }
+    }
+    // Is it the bench or the product? Each real device's health first: a failing check is the
+    // bench's trouble, and no scenario runs on it (exit 3, naming the check).
+    if let (Some(Slots::Devices(members)), false) = (&slots, args.no_health) {
+        let mut sick = Vec::new();
+        for m in members {
+            let name = m.name.clone().unwrap_or_else(|| m.dev.ssh.host.clone());
+            let h = crate::bench::health::read(&m.dev, crate::bench::health::Limits::default()).await;
+            let failed: Vec<String> = h.failed().iter().map(|c| format!("{}: {}", c.name, c.said)).collect();
+            if !failed.is_empty() {
+                sick.push(format!(
+                    "{name} is not healthy, so nothing ran on it: {}",
+                    failed.join("; ")
+                ));
+            }
+            report.health.insert(name, h);
+        }
+        if !sick.is_empty() {
+            let e = sick.join("\n");
+            say(&e);
+            for l in locks.drain(..) {
+                let _ = l.release().await;
+            }
+            report.infra_error = Some(e);
+            report.duration_s = started.elapsed().as_secs_f64();
+            write_reports(&args, &report, &report_dir)?;
+            append_history(&args, &report, &report_dir, run_started).await;
+            return Ok(ExitCode::from(Exit::Infra));
         }
     }
     // Ctrl-C: remove this run's containers, undo what its scenarios changed on the devices it
     // holds and give them back, then stop.
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\nnexus-hil: interrupted; removing this run's emulator, undoing its changes on its devices, releasing them");
-            crate::browser::kill_all();
-            let _ = crate::device::container::remove_owned(std::process::id()).await;
-            for dev in crate::device::lock::held_devices() {
-                for line in crate::runner::tidy::undo_on(&dev).await {
-                    eprintln!("nexus-hil: {}: {line}", dev.ssh.host);
-                }
-            }
-            crate::device::lock::release_all().await;
-            std::process::exit(130);
-        }
-    });
+    crate::runner::interrupt::guard("removing this run's emulator, undoing its changes on its devices, releasing them");
     let bar = ProgressBar::new(scenarios.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{pos}/{len}] {elapsed_precise} {wide_msg}")
@@ -232,17 +281,23 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
     }
     report.duration_s = started.elapsed().as_secs_f64();
     write_reports(&args, &report, &report_dir)?;
-    if !args.no_history && !report.scenarios.is_empty() {
-        let spec = crate::history::store_spec(args.history.as_deref(), &report_dir);
-        match crate::history::append_run(&spec, &report, run_started, "run").await {
-            Ok(n) => println!("history: {n} series appended to {spec}"),
-            // The reports are written: a history that cannot take the run is said, not fatal.
-            Err(e) => say(&format!(
-                "{e} (the run's reports are written; --no-history skips the history)"
-            )),
-        }
-    }
+    append_history(&args, &report, &report_dir, run_started).await;
     Ok(exit_code(&args, &report))
+}
+
+/// Appends the run to the results history (its scenarios' measurements, its devices' health).
+async fn append_history(args: &RunArgs, report: &RunReport, report_dir: &Path, run_started: i64) {
+    if args.no_history || (report.scenarios.is_empty() && report.health.is_empty()) {
+        return;
+    }
+    let spec = crate::history::store_spec(args.history.as_deref(), report_dir);
+    match crate::history::append_run(&spec, report, run_started, "run").await {
+        Ok(n) => println!("history: {n} series appended to {spec}"),
+        // The reports are written: a history that cannot take the run is said, not fatal.
+        Err(e) => say(&format!(
+            "{e} (the run's reports are written; --no-history skips the history)"
+        )),
+    }
 }
 
 /// 3 for an infrastructure error; 1 for a failure, a required scenario skipped, nothing run at
@@ -250,7 +305,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
 fn exit_code(args: &RunArgs, report: &RunReport) -> ExitCode {
     let t = report.totals();
     if t.errors > 0 {
-        return ExitCode::from(3);
+        return ExitCode::from(Exit::Infra);
     }
     let mut fail = !report.all_passed();
     if t.passed == 0 && t.failed == 0 {
@@ -272,7 +327,7 @@ fn exit_code(args: &RunArgs, report: &RunReport) -> ExitCode {
         fail = true;
     }
     if fail {
-        ExitCode::from(1)
+        ExitCode::from(Exit::Failed)
     } else {
         ExitCode::SUCCESS
     }
@@ -284,11 +339,11 @@ fn load(args: &RunArgs, durations: Option<&std::collections::HashMap<String, f64
         Ok(f) if !f.is_empty() => f,
         Ok(_) => {
             say(&format!("no scenario files (*.yaml) in {:?}", args.paths));
-            return Err(ExitCode::from(2));
+            return Err(ExitCode::from(Exit::Usage));
         }
         Err(e) => {
             say(&e);
-            return Err(ExitCode::from(2));
+            return Err(ExitCode::from(Exit::Usage));
         }
     };
     let mut scenarios = Vec::new();
@@ -304,7 +359,7 @@ fn load(args: &RunArgs, durations: Option<&std::collections::HashMap<String, f64
     }
     if bad > 0 {
         say(&format!("{bad} scenario file(s) have mistakes; nothing was run"));
-        return Err(ExitCode::from(2));
+        return Err(ExitCode::from(Exit::Usage));
     }
     if let Some(tag) = &args.filter {
         scenarios.retain(|s| s.has_tag(tag));

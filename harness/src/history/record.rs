@@ -23,6 +23,25 @@ fn series(name: String, unit: &str, better: Better, stat: Stat) -> Series {
 /// without an inventory). Failed and skipped scenarios measure nothing.
 pub fn measurements(report: &RunReport) -> BTreeMap<String, Vec<Measurement>> {
     let mut by_device: BTreeMap<String, Vec<Measurement>> = BTreeMap::new();
+    // A device's health before the run: the machine's state, never the code's (controls).
+    for (device, h) in &report.health {
+        let out = by_device.entry(device.clone()).or_default();
+        for c in &h.checks {
+            let Some(v) = c.value else { continue };
+            let (unit, better) = match c.name.as_str() {
+                "clock" => ("s", Better::Lower),
+                "free space" => ("bytes", Better::Higher),
+                _ => ("count", Better::Lower),
+            };
+            out.push(Measurement {
+                series: Series {
+                    role: Role::Control,
+                    ..series(format!("health/{}", slug(&c.name)), unit, better, Stat::Median)
+                },
+                samples: vec![(if c.name == "clock" { v.abs() } else { v }, 1)],
+            });
+        }
+    }
     for s in report.scenarios.iter().filter(|s| s.outcome == Outcome::Passed) {
         let device = s.device.clone().unwrap_or_else(|| report.target.clone());
         let out = by_device.entry(device).or_default();
@@ -277,6 +296,7 @@ mod tests {
             infra_error: None,
             seed: None,
             partition: None,
+            health: Default::default(),
         };
         let ms = &measurements(&report)["emulator"];
         let find = |name: &str| {
@@ -315,6 +335,7 @@ mod tests {
             infra_error: None,
             seed: None,
             partition: None,
+            health: Default::default(),
         };
         let k = run_key(&report, "pi-1", 7, "run");
         assert_eq!(k.device_model, pi.model);

@@ -564,6 +564,7 @@ mod tests {
             infra_error: None,
             seed: None,
             partition: None,
+            health: Default::default(),
         };
         let page = render(&report);
         assert!(page.contains("<td title=\"load\">idle</td>"), "{page}");
@@ -618,6 +619,7 @@ mod tests {
             infra_error: None,
             seed: None,
             partition: None,
+            health: Default::default(),
         };
         let page = render(&report);
         let console = page

@@ -81,6 +81,8 @@ pub fn merge(shards: &[Shard]) -> Result<(RunReport, Vec<String>), String> {
         infra_error: (!errors.is_empty()).then(|| errors.join("; ")),
         seed,
         partition: None,
+        // Each shard read the health of the devices it ran on.
+        health: shards.iter().flat_map(|s| s.report.health.clone()).collect(),
     };
     Ok((merged, notes))
 }
@@ -195,6 +197,7 @@ mod tests {
                 infra_error: None,
                 seed: Some(7),
                 partition: part,
+                health: Default::default(),
             },
         }
     }

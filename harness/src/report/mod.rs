@@ -199,6 +199,9 @@ pub struct RunReport {
     /// The part of the suite this run was (`--partition K/N`), for `report merge`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub partition: Option<(usize, usize)>,
+    /// Each real device's health before the run, by its name (host for a single target).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty", default)]
+    pub health: std::collections::BTreeMap<String, crate::bench::health::Health>,
 }
 
 /// Counts by outcome.

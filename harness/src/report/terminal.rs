@@ -162,6 +162,7 @@ mod tests {
             infra_error: None,
             seed: None,
             partition: None,
+            health: Default::default(),
         }
     }
 

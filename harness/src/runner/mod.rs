@@ -91,7 +91,10 @@ pub async fn run_scenario(
     let lease_lost = crate::device::lock::lost(&session.dev);
     if let Some(why) = &lease_lost {
         if outcome != Outcome::InfraError {
-            let was = reason.take().map(|r| format!(" (the scenario: {r})")).unwrap_or_default();
+            let was = reason
+                .take()
+                .map(|r| format!(" (the scenario: {r})"))
+                .unwrap_or_default();
             reason = Some(format!(
                 "lost the device's lease: {why}; nothing was undone by this run{was}"
             ));
