@@ -9,7 +9,7 @@
 use nexus_contract::names::ACTIONS;
 use nexus_contract::paths::{BACKUP_USER, VENDOR_PKLA};
 
-use crate::device::record::{ACCOUNT_BACKUPS, REMOVE_USER};
+use crate::bench::record::{ACCOUNT_BACKUPS, REMOVE_USER};
 use crate::steps::setup;
 use crate::transport::ssh::sh_quote;
 
@@ -113,8 +113,8 @@ pub fn undo_script(pubkey: &str, dry: bool) -> String {
     s.push_str(&format!(
         "if [ -d {dir} ]; then\n  if [ \"$DRY\" = 1 ]; then say \"would undo the changes runs left recorded in {dir}\";\n  \
          else sh -c {} || {{ say \"some changes runs left in {dir} could not be undone (above)\"; exit 1; }}; fi\nfi\n",
-        sh_quote(&crate::device::record::undo_script(None)),
-        dir = crate::device::record::DIR
+        sh_quote(&crate::bench::record::undo_script(None)),
+        dir = crate::bench::record::DIR
     ));
     s.push_str(
         r#"if [ ! -e "$MANIFEST" ]; then say "nothing to undo: $MANIFEST does not exist"; exit 0; fi

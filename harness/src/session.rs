@@ -1,14 +1,14 @@
 //! One scenario's hold on a device while it runs: the device and its lifecycle, the scenario's
 //! variables (and the secret ones hidden in reports), a D-Bus connection per user, the browser
 //! of the browser steps, commands over SSH as a user, (what the scenario
-//! changes on a device is recorded there: `crate::device::record`). Steps act through it; the runner owns it.
+//! changes on a device is recorded there: `crate::bench::record`). Steps act through it; the runner owns it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::bench::record::{self, Made};
 use crate::browser::Browser;
-use crate::device::record::{self, Made};
 use crate::device::{CutLog, Device, Lifecycle};
 use crate::report::Latency;
 use crate::scenario;

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::args::TargetArgs;
+use crate::bench::lock::{DeviceLock, LockError, Timing};
 use crate::device::keys::harness_key;
-use crate::device::lock::{DeviceLock, LockError, Timing};
 use crate::device::Target;
 use crate::error::InfraError;
 use crate::exit::Exit;

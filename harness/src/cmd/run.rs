@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::args::TargetArgs;
 use super::say;
-use crate::device::lock::{DeviceLock, Timing};
+use crate::bench::lock::{DeviceLock, Timing};
 use crate::device::open::{check_reachable, prepare_emulator, remote_device, RemoteSpec};
 use crate::device::standin::prepare_standin;
 use crate::device::{inventory, keys, Target};

@@ -4,18 +4,15 @@
 //! device: [`container`] (the emulator in a privileged container), [`standin`]
 //! (the arm64 stand-in in qemu), and real devices, listed in an [`inventory`]. A kind that can
 //! do more than a real device (kill the daemon, reboot, cut the network) offers it through the
-//! one [`Lifecycle`] trait; a real device on a bench ([`power`]) offers what its power switch
-//! and SSH allow, and its serial [`console`] is logged for the whole run.
+//! one [`Lifecycle`] trait; a real device on a bench (`crate::bench::power`) offers what its
+//! power switch and SSH allow. The bench's services (lease, record and undo, power, console,
+//! health) live in `crate::bench`, above this room.
 
-pub mod console;
 pub mod container;
 pub mod inventory;
 pub mod keys;
-pub mod lock;
 pub mod open;
-pub mod power;
 pub mod ready;
-pub mod record;
 pub mod standin;
 
 use std::sync::{Arc, Mutex};

@@ -11,13 +11,13 @@ pub fn guard(what: &'static str) {
             eprintln!("\nnexus-hil: interrupted; {what}");
             crate::browser::kill_all();
             let _ = crate::device::container::remove_owned(std::process::id()).await;
-            for dev in crate::device::lock::held_devices() {
+            for dev in crate::bench::lock::held_devices() {
                 let undone = super::tidy::undo_on(&dev).await;
                 for line in undone.lines.iter().chain(undone.error.iter()) {
                     eprintln!("nexus-hil: {}: {line}", dev.ssh.host);
                 }
             }
-            crate::device::lock::release_all().await;
+            crate::bench::lock::release_all().await;
             std::process::exit(130);
         }
     });

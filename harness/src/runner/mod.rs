@@ -88,7 +88,7 @@ pub async fn run_scenario(
     };
     // A run that lost the device's lease learnt nothing it can trust, and undoes nothing: the
     // device may be another run's now, and its record with it.
-    let lease_lost = crate::device::lock::lost(&session.dev);
+    let lease_lost = crate::bench::lock::lost(&session.dev);
     if let Some(why) = &lease_lost {
         if outcome != Outcome::InfraError {
             let was = reason
@@ -182,7 +182,7 @@ async fn run_steps(
             return (steps, Outcome::Failed, Some(why));
         }
         // A run that lost the device's lease stops here: another run may hold the device now.
-        if let Some(why) = crate::device::lock::lost(&session.dev) {
+        if let Some(why) = crate::bench::lock::lost(&session.dev) {
             let why = format!(
                 "lost the device's lease before step {} ({kind}): {why}; this run stops and undoes nothing, \
                  its record is undone by the run that holds the device now, or by `nexus-hil provision --undo`",

@@ -9,11 +9,11 @@ use std::time::Instant;
 use indicatif::ProgressBar;
 
 use super::run_scenario;
-use crate::device::console::{self, Console};
+use crate::bench::console::{self, Console};
+use crate::bench::power::Bench;
 use crate::device::container::{Emulator, EmulatorSpec};
 use crate::device::inventory::{ConsoleEntry, PowerEntry};
 use crate::device::open::emulator_device;
-use crate::device::power::Bench;
 use crate::device::standin::{self, Standin, StandinParts, StandinSpec};
 use crate::device::Device;
 use crate::report::terminal::result_line;

@@ -1,13 +1,13 @@
 //! After a scenario: the evidence of a failure (the daemon's journal and the device's state),
 //! and on a real device the undoing of what the scenario changed, from the record kept on the
-//! device (`crate::device::record`).
+//! device (`crate::bench::record`).
 
 use std::time::Duration;
 
 use nexus_contract::names::{object_path, BACKUP1, SNAPSHOT1};
 use nexus_contract::paths::{BACKUPS_DIR, BROOT};
 
-use crate::device::record;
+use crate::bench::record;
 use crate::report::DeviceInfo;
 use crate::session::Session;
 use crate::transport::ssh::sh_quote;
@@ -116,11 +116,11 @@ pub async fn undo(s: &mut Session<'_>) -> Undone {
 /// undone only while the lock file still holds this run's token: a run that lost its lease
 /// never undoes a record that may be the next holder's.
 pub async fn undo_on(dev: &crate::device::Device) -> Undone {
-    let guard = match crate::device::lock::token_for(dev) {
+    let guard = match crate::bench::lock::token_for(dev) {
         Some(token) => format!(
             "t=$(sed -n 's/^token=//p' {lock} 2>/dev/null); if [ \"$t\" != {token} ]; then \
              echo \"this run no longer holds the device's lease (the lock names ${{t:-nobody}}): it undoes nothing\" >&2; exit 4; fi\n",
-            lock = crate::device::lock::LOCK_FILE,
+            lock = crate::bench::lock::LOCK_FILE,
             token = sh_quote(&token)
         ),
         None => String::new(),

@@ -7,7 +7,7 @@ use nexus_contract::names::{BACKUP1, SNAPSHOT1};
 use serde_json::Value;
 
 use super::StepLog;
-use crate::device::record::Made;
+use crate::bench::record::Made;
 use crate::report::ProgressSample;
 use crate::scenario::{BackupWait, DbusCall};
 use crate::session::{render, Session};

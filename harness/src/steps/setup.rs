@@ -8,7 +8,7 @@ use nexus_contract::names::ACTIONS;
 use nexus_contract::paths::{BACKUP_USER, PKLA_DIR, VENDOR_PKLA};
 
 use super::StepLog;
-use crate::device::record;
+use crate::bench::record;
 use crate::scenario::SetupUser;
 use crate::session::Session;
 use crate::transport::ssh::sh_quote;
@@ -32,7 +32,7 @@ pub fn pkla_file(user: &str) -> String {
 }
 
 /// `setup.user`. Each change is recorded on the device before it is made
-/// (`crate::device::record`), and undone from there when the scenario ends.
+/// (`crate::bench::record`), and undone from there when the scenario ends.
 pub async fn user(s: &mut Session<'_>, u: &SetupUser, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
     let name = s.subst(&u.name);
     let actions: Vec<&str> = if u.grant.iter().any(|g| g == "all") {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::StepLog;
-use crate::device::record;
+use crate::bench::record;
 use crate::scenario::{SshEdit, SshPut, SshRestore, SshRun};
 use crate::session::Session;
 use crate::transport::ssh::sh_quote;

@@ -1,8 +1,10 @@
 //! The Pi-class stand-in: an arm64 NEXUS in qemu-system-aarch64 (`virt`, Cortex-A72, 2 vCPU,
 //! 1 GiB), reached like hardware only over SSH and HTTPS forwarded to 127.0.0.1 ports. It boots
-//! the image of `image::standin` with the SD-card template as its second disk; every boot gets
-//! its own copies of both disks. The harness owns its power ([`power`]): a cut kills qemu, and
-//! with the card's writes logged the card comes back as it was at its last flush.
+//! the image of `image::standin` with the SD-card template as its second disk; every start gets
+//! its own copies of both disks. A start restores the machine state saved once per image, card
+//! template and key ([`saved`]) instead of booting. The harness owns its power ([`power`]): a
+//! cut kills qemu, and with the card's writes logged the card comes back as it was at its last
+//! flush; the power-on after it boots for real.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -10,9 +12,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::ready::{wait_for_names, LIST_NAMES};
+use super::ready::{both_names_owned, wait_for_names, LIST_NAMES};
 
 pub mod power;
+mod qmp;
+pub mod saved;
 use super::Device;
 use crate::error::InfraError;
 use crate::image::mmdebstrap::logged;
@@ -63,6 +67,12 @@ pub struct Standin {
     log_writes: bool,
     /// Power-ons so far (the first boot is 1).
     power_ons: AtomicU32,
+    /// qemu's QMP socket (a short path: unix socket paths end at 108 bytes).
+    qmp: PathBuf,
+    /// The saved state this stand-in's disks are built on (held in use while it lives).
+    saved: Option<saved::SavedState>,
+    /// Whether the next power-on restores the saved state (only the first does).
+    restore: std::sync::atomic::AtomicBool,
 }
 
 /// How a stand-in is started.
@@ -125,31 +135,38 @@ impl Standin {
         .await
     }
 
-    /// Starts a stand-in as `spec` says; returns once it is ready.
+    /// Starts a stand-in as `spec` says, from the saved machine state (saved first when there
+    /// is none for these inputs; booted instead when that fails or [`saved::COLD_ENV`] is 1);
+    /// returns once it is ready.
     pub async fn start(spec: StandinSpec<'_>, say: &(dyn Fn(&str) + Sync)) -> Result<Self, InfraError> {
         remove_stale_boots();
-        let boot_dir = spec
-            .boot_dir
-            .unwrap_or_else(|| dir().join(format!("boot-{}", std::process::id())));
-        std::fs::create_dir_all(&boot_dir).map_err(|e| InfraError::io(boot_dir.display(), e))?;
-        let _ = std::fs::remove_file(boot_dir.join("known_hosts"));
-        logged(
-            Command::new("qemu-img")
-                .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-                .arg(&spec.image.root)
-                .arg(boot_dir.join("root.qcow2")),
-            &boot_dir.join("qemu-img.log"),
-            InfraError::Emulator,
-        )?;
-        crate::image::sdcard::copy_for(spec.sdcard_template, &boot_dir.join("sdcard.img"))?;
-        let (ssh_port, https_port, console_port) = (free_port()?, free_port()?, free_port()?);
-        // Each boot makes a new HTTPS CA; a pin left from an earlier device on this port is stale.
-        let _ = std::fs::remove_file(super::keys::pin_path(None, "127.0.0.1", https_port));
-        let mut vm = Self {
+        let saved = if saved::enabled() {
+            match saved::ensure(&spec, say).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    say(&format!("cannot use a saved machine state, booting instead: {e}"));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Self::launch(spec, saved, say).await
+    }
+
+    /// The stand-in `spec` describes, not yet powered on.
+    fn new(spec: &StandinSpec<'_>, boot_dir: PathBuf, ports: (u16, u16, u16)) -> Self {
+        static QMP: AtomicU32 = AtomicU32::new(0);
+        let qmp = std::env::temp_dir().join(format!(
+            "nexus-hil-qmp-{}-{}.sock",
+            std::process::id(),
+            QMP.fetch_add(1, Ordering::SeqCst)
+        ));
+        Self {
             qemu: Mutex::new(None),
-            ssh_port,
-            https_port,
-            console_port,
+            ssh_port: ports.0,
+            https_port: ports.1,
+            console_port: ports.2,
             key: spec.key.to_owned(),
             known_hosts: boot_dir.join("known_hosts"),
             console: boot_dir.join("console.log"),
@@ -160,7 +177,58 @@ impl Standin {
             template: spec.sdcard_template.to_owned(),
             log_writes: spec.log_writes,
             power_ons: AtomicU32::new(0),
+            qmp,
+            saved: None,
+            restore: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// qemu's command line for `spec` with its ports and paths as placeholders: what a saved
+    /// machine state is only valid for.
+    fn shape(spec: &StandinSpec<'_>) -> String {
+        let mut vm = Self::new(spec, PathBuf::from("/BOOT"), (1, 2, 3));
+        vm.qmp = PathBuf::from("/QMP");
+        vm.log_writes = true;
+        let cmd = vm.command();
+        let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        args.join(" ")
+    }
+
+    /// Starts a stand-in on copies of the saved state's disks and restores it, or (`saved`
+    /// `None`) on copies of the image and the card template and boots it.
+    async fn launch(
+        spec: StandinSpec<'_>,
+        saved: Option<saved::SavedState>,
+        say: &(dyn Fn(&str) + Sync),
+    ) -> Result<Self, InfraError> {
+        let boot_dir = spec
+            .boot_dir
+            .clone()
+            .unwrap_or_else(|| dir().join(format!("boot-{}", std::process::id())));
+        std::fs::create_dir_all(&boot_dir).map_err(|e| InfraError::io(boot_dir.display(), e))?;
+        let _ = std::fs::remove_file(boot_dir.join("known_hosts"));
+        let (base, format, card) = match &saved {
+            Some(s) => (s.root(), "qcow2", s.card()),
+            None => (spec.image.root.clone(), "raw", spec.sdcard_template.to_owned()),
         };
+        let root = boot_dir.join("root.qcow2");
+        let _ = std::fs::remove_file(&root);
+        logged(
+            Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2", "-F", format, "-b"])
+                .arg(&base)
+                .arg(&root),
+            &boot_dir.join("qemu-img.log"),
+            InfraError::Emulator,
+        )?;
+        let _ = std::fs::remove_file(boot_dir.join("sdcard.img"));
+        crate::image::sdcard::copy_for(&card, &boot_dir.join("sdcard.img"))?;
+        let ports = (free_port()?, free_port()?, free_port()?);
+        // Each boot makes a new HTTPS CA; a pin left from an earlier device on this port is stale.
+        let _ = std::fs::remove_file(super::keys::pin_path(None, "127.0.0.1", ports.1));
+        let mut vm = Self::new(&spec, boot_dir, ports);
+        vm.restore = std::sync::atomic::AtomicBool::new(saved.is_some());
+        vm.saved = saved;
         vm.ready_after = vm.power_on(say).await?;
         Ok(vm)
     }
@@ -186,7 +254,11 @@ impl Standin {
             .arg("-initrd")
             .arg(&self.initrd)
             .arg("-append")
-            .arg(format!("root=LABEL={ROOT_LABEL} rw console=ttyAMA0 panic=-1"))
+            // e2scrub_reap (8 s of a loaded boot's CPU) reaps ext4 scrub snapshots of LVM
+            // volumes, which a NEXUS does not have.
+            .arg(format!(
+                "root=LABEL={ROOT_LABEL} rw console=ttyAMA0 panic=-1 systemd.mask=e2scrub_reap.service"
+            ))
             .arg("-drive")
             .arg(format!(
                 "file={},if=none,id=root,format=qcow2",
@@ -214,6 +286,9 @@ impl Standin {
             .args(["-device", "virtio-net-pci,netdev=n0"])
             .args(["-device", "virtio-rng-pci"])
             .arg("-no-reboot")
+            // How the machine state is saved and restored (saved.rs).
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", self.qmp.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         cmd
@@ -221,7 +296,8 @@ impl Standin {
 
     /// Starts qemu and waits until the device is ready; returns how long that took. With logged
     /// writes the card as it is now is kept as `sdcard.base` (the log's starting point) and the
-    /// log starts empty.
+    /// log starts empty. The first power-on of a stand-in on a saved state restores it (then
+    /// sets its clock and reseeds its random state); every other one boots.
     pub(super) async fn power_on(&self, say: &(dyn Fn(&str) + Sync)) -> Result<Duration, InfraError> {
         let n = self.power_ons.fetch_add(1, Ordering::SeqCst) + 1;
         if self.log_writes {
@@ -232,7 +308,12 @@ impl Standin {
             let log = self.boot_dir.join("sdcard.log");
             std::fs::File::create(&log).map_err(|e| InfraError::io(log.display(), e))?;
         }
+        let restore = self.restore.swap(false, Ordering::SeqCst);
         let mut cmd = self.command();
+        if restore {
+            cmd.args(["-incoming", "defer"]);
+        }
+        let _ = std::fs::remove_file(&self.qmp);
         let qemu_log = self.boot_dir.join("qemu.log");
         cmd.stderr(
             std::fs::OpenOptions::new()
@@ -258,20 +339,105 @@ impl Standin {
                 "cannot run qemu-system-aarch64: {e}; install qemu-system-arm (ci/standin does)"
             ))
         })?;
+        let how = match (&self.saved, restore, n) {
+            (Some(s), true, _) => format!("from the saved state {}", s.hash),
+            (_, _, 1) => "first boot".to_string(),
+            _ => format!("power-on {n}, a boot"),
+        };
         say(&format!(
-            "powering on the arm64 stand-in ({}; qemu pid {}; console: tcp 127.0.0.1:{} (log: {}))",
-            if n == 1 {
-                "first boot".to_string()
-            } else {
-                format!("power-on {n}")
-            },
+            "powering on the arm64 stand-in ({how}; qemu pid {}; console: tcp 127.0.0.1:{} (log: {}))",
             child.id(),
             self.console_port,
             self.console.display()
         ));
         *self.child() = Some(child);
-        self.wait_ready(start).await?;
-        Ok(start.elapsed())
+        let mut restored = None;
+        if let (Some(s), true) = (&self.saved, restore) {
+            self.restore_from(s).await?;
+            let loaded = start.elapsed();
+            // SSH answered in it.
+            saved::wake(self).await?;
+            restored = Some((loaded, start.elapsed()));
+        }
+        self.wait_ready(start, restore).await?;
+        let took = start.elapsed();
+        let steps = restored.map_or(String::new(), |(loaded, woke)| {
+            format!(
+                " (state loaded in {:.1} s, clock and random state set in {:.1} s, then ready in {:.1} s)",
+                loaded.as_secs_f64(),
+                (woke - loaded).as_secs_f64(),
+                (took - woke).as_secs_f64()
+            )
+        });
+        match (&self.saved, restore) {
+            (Some(s), true) => say(&format!(
+                "the arm64 stand-in started from the saved state {}: ready in {:.1} s{steps}",
+                s.hash,
+                took.as_secs_f64()
+            )),
+            _ => say(&format!(
+                "the arm64 stand-in booted: ready in {:.1} s",
+                took.as_secs_f64()
+            )),
+        }
+        Ok(took)
+    }
+
+    /// Loads the saved machine state into the qemu just started with `-incoming defer`, and
+    /// lets it run.
+    async fn restore_from(&self, s: &saved::SavedState) -> Result<(), InfraError> {
+        let failed = |e: InfraError| {
+            InfraError::Emulator(format!(
+                "restoring the saved state {} ({}): {e}; qemu's log and the console's end:\n{}",
+                s.hash,
+                s.dir.display(),
+                self.console_tail(20)
+            ))
+        };
+        let mut qmp = qmp::Qmp::connect(&self.qmp, Duration::from_secs(30))
+            .await
+            .map_err(failed)?;
+        let uri = saved::migration_uri(&s.machine(), false);
+        qmp.execute("migrate-incoming", serde_json::json!({ "uri": uri }))
+            .await
+            .map_err(failed)?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = self.exited() {
+                return Err(failed(InfraError::Emulator(format!("qemu ended ({status})"))));
+            }
+            let status = qmp.status().await.map_err(failed)?;
+            match status.as_str() {
+                "running" => return Ok(()),
+                "inmigrate" if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+                "inmigrate" => return Err(failed(InfraError::Emulator("still loading after 120 s".into()))),
+                // Saved stopped, so it comes back paused.
+                _ => {
+                    qmp.execute("cont", serde_json::json!({})).await.map_err(failed)?;
+                }
+            }
+        }
+    }
+
+    /// Saves the whole machine (RAM and devices) to `to` and ends qemu: `stop`, a migration to
+    /// the file, `quit`. The disks then are exactly as the state expects them.
+    async fn save(&self, to: &Path) -> Result<(), InfraError> {
+        let mut qmp = qmp::Qmp::connect(&self.qmp, Duration::from_secs(10)).await?;
+        qmp.execute("stop", serde_json::json!({})).await?;
+        let uri = saved::migration_uri(to, true);
+        qmp.execute("migrate", serde_json::json!({ "uri": uri })).await?;
+        qmp.wait_migrated(Duration::from_secs(300)).await?;
+        // qemu may close the socket before it answers.
+        let _ = qmp.execute("quit", serde_json::json!({})).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.exited().is_none() {
+            if Instant::now() > deadline {
+                return Err(InfraError::Emulator("qemu did not quit within 30 s of saving".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.child().take();
+        Ok(())
     }
 
     /// Why qemu is not running, if it is not.
@@ -291,9 +457,12 @@ impl Standin {
         format!("{}{}", qemu, tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
     }
 
-    async fn wait_ready(&self, start: Instant) -> Result<(), InfraError> {
+    /// Waits until SSH answers (unless `answered`), systemd is done starting and both D-Bus
+    /// names are owned. Each SSH login costs seconds under emulation: the state and the names
+    /// are asked in one.
+    async fn wait_ready(&self, start: Instant, answered: bool) -> Result<(), InfraError> {
         let ssh = self.ssh();
-        loop {
+        while !answered {
             if let Some(status) = self.exited() {
                 return Err(InfraError::Emulator(format!(
                     "qemu ended ({status}) before SSH answered; its log and the console's end:\n{}",
@@ -316,16 +485,19 @@ impl Standin {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        let state = ssh
+        let (state, names) = ssh
             .run(
                 "nexus",
-                "systemctl is-system-running --wait",
+                &format!("systemctl is-system-running --wait; {LIST_NAMES}"),
                 None,
                 Duration::from_secs(180),
             )
             .await
-            .map(|o| o.stdout.trim().to_string())
-            .unwrap_or_else(|e| e);
+            .map(|o| {
+                let (state, names) = o.stdout.split_once('\n').unwrap_or((&o.stdout, ""));
+                (state.trim().to_string(), names.to_string())
+            })
+            .unwrap_or_else(|e| (e, String::new()));
         if state != "running" {
             let failed = ssh
                 .run(
@@ -340,13 +512,14 @@ impl Standin {
             tracing::warn!("the stand-in's systemd says {state:?}; failed units:\n{failed}");
             eprintln!("nexus-hil: the stand-in's systemd says {state:?}; failed units:\n{failed}");
         }
-        let listed = wait_for_names(start + BOOT_TIMEOUT, Duration::from_secs(1), || async {
-            ssh.run("nexus", LIST_NAMES, None, Duration::from_secs(30))
-                .await
-                .map(|o| o.stdout)
-                .unwrap_or_default()
-        })
-        .await;
+        let listed = both_names_owned(&names)
+            || wait_for_names(start + BOOT_TIMEOUT, Duration::from_secs(1), || async {
+                ssh.run("nexus", LIST_NAMES, None, Duration::from_secs(30))
+                    .await
+                    .map(|o| o.stdout)
+                    .unwrap_or_default()
+            })
+            .await;
         if listed {
             return Ok(());
         }
@@ -381,6 +554,11 @@ impl Standin {
                 let _ = child.kill();
                 let _ = child.wait();
             }
+        }
+        let _ = std::fs::remove_file(&self.qmp);
+        // Never powered on (the shape of a command line only): nothing of its own to remove.
+        if self.power_ons.load(Ordering::SeqCst) == 0 {
+            return;
         }
         for f in ["root.qcow2", "sdcard.img", "sdcard.base", "sdcard.log"] {
             let _ = std::fs::remove_file(self.boot_dir.join(f));

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::inventory::ConsoleEntry;
+use crate::device::inventory::ConsoleEntry;
 use crate::error::InfraError;
 
 /// The first wait before reopening, doubled after each failed attempt up to [`MAX_BACKOFF`]. Kept

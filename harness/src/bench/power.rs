@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 
-use super::inventory::{PowerDriverName, PowerEntry};
-use super::ready::{both_names_owned, LIST_NAMES};
-use super::{daemon_over_ssh, Applied, Device, Fault, FaultError, Lifecycle};
+use crate::device::inventory::{PowerDriverName, PowerEntry};
+use crate::device::ready::{both_names_owned, LIST_NAMES};
+use crate::device::{daemon_over_ssh, Applied, Device, Fault, FaultError, Lifecycle};
 
 /// The kernel's id of the running boot.
 const BOOT_ID: &str = "cat /proc/sys/kernel/random/boot_id";

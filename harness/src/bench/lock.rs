@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::Device;
+use crate::device::Device;
 use crate::transport::ssh::sh_quote;
 
 /// The folder and file on the device.
