@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use zeroize::Zeroizing;
 
-use crate::config::BackupConfig;
+use crate::config::{BackupConfig, TestFault};
 use crate::error::{NexusError, NexusResult};
 use crate::layout::Layout;
 use crate::pipeline::{self, Progress};
@@ -146,6 +146,17 @@ impl BackupManager {
                 }
             }
         }
+        if self.store.test_faults().has(TestFault::DeleteEarlierBackup) {
+            if let Some(first) = self.list().first() {
+                tracing::warn!(
+                    id = first.id,
+                    "TEST FAULT delete-earlier-backup: deleting the first backup"
+                );
+                fs::remove_file(self.layout().backup_file(first.id))?;
+                let _ = fs::remove_file(self.layout().backup_meta(first.id));
+                fs::File::open(self.layout().backups_dir())?.sync_all()?;
+            }
+        }
         self.store.state().update(|s| {
             if let Some(id) = s.running_backup.take() {
                 s.last_id = id;
@@ -265,7 +276,9 @@ impl BackupManager {
             }
         }
         fs::remove_file(&path).map_err(|e| NexusError::io(&format!("cannot delete {}", path.display()), &e))?;
-        let _ = fs::remove_file(self.layout().backup_meta(id));
+        if !self.store.test_faults().has(TestFault::ListPhantom) {
+            let _ = fs::remove_file(self.layout().backup_meta(id));
+        }
         if let Ok(d) = fs::File::open(self.layout().backups_dir()) {
             let _ = d.sync_all();
         }
@@ -301,8 +314,35 @@ impl BackupManager {
                 sha256: known.sha256,
             });
         }
+        if self.store.test_faults().has(TestFault::ListPhantom) {
+            self.list_records(&mut out);
+        }
         out.sort_by_key(|b| b.id);
         out
+    }
+
+    /// TEST FAULT list-phantom: every backup the daemon has a record of is listed, file or not.
+    fn list_records(&self, out: &mut Vec<BackupInfo>) {
+        let dir = self.layout().state_dir().join("backups");
+        for e in fs::read_dir(dir).into_iter().flatten().filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_suffix(".json").and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let meta = fs::read(e.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<BackupMeta>(&b).ok());
+            if let (Some(m), false) = (meta, out.iter().any(|b| b.id == id)) {
+                out.push(BackupInfo {
+                    id,
+                    path: self.layout().backup_file(id).to_string_lossy().into_owned(),
+                    url: paths::backup_url(id.into()),
+                    size: m.size,
+                    created: m.created,
+                    sha256: m.sha256,
+                });
+            }
+        }
     }
 
     /// The recorded metadata of a backup file, hashed afresh when missing or stale.

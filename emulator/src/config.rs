@@ -25,6 +25,15 @@ pub enum ConfigError {
     },
 }
 
+/// Why test faults cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum TestFaultsError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{what} is asked for, but {marker} is missing: this is not a throwaway test device, and test faults break backups on purpose; remove it")]
+    NotThrowaway { what: String, marker: PathBuf },
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -32,6 +41,8 @@ pub struct Config {
     pub paths: Paths,
     pub backup: BackupConfig,
     pub https: HttpsConfig,
+    /// FOR TESTS ONLY: see [`TestFaults`]; empty on every device.
+    pub test_faults: TestFaults,
 }
 
 /// File-system locations.
@@ -86,6 +97,54 @@ pub enum Writer {
     /// seen to catch; never set it on a device.
     InPlace,
 }
+
+/// FOR TESTS ONLY: a broken daemon, one fault per crash-state check, that
+/// `nexus-hil crash-states --broken-daemon NAME` must be seen to catch. Asked for in a
+/// `[test_faults]` table (`faults = ["NAME"]`), in the configuration file or in
+/// `test-faults.toml` in the state folder on the card (so that the daemon started on each
+/// crash state of that card is broken the same way). The daemon refuses to start with any of
+/// them, or with the in-place writer, unless [`THROWAWAY_MARKER`] says the device is a
+/// throwaway test device (only the harness's emulator and stand-in images have it).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestFaults {
+    pub faults: Vec<TestFault>,
+}
+
+/// One fault of a broken daemon.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TestFault {
+    /// The in-place writer: a backup gets its final name before its data is synced.
+    PublishBeforeSync,
+    /// At start, the backup with the lowest id is deleted (and no longer listed).
+    DeleteEarlierBackup,
+    /// A pending Activate switches `data` only, and leaves `system` as it was.
+    HalfActivate,
+    /// At start, the automation's state file is truncated.
+    TruncateAutomation,
+    /// Ids come from the complete snapshots alone: the next id is not above a deleted one, nor
+    /// above the backups on the card.
+    ReuseId,
+    /// Delete leaves the backup's record, and GetList lists every record, file or not.
+    ListPhantom,
+}
+
+impl TestFaults {
+    pub fn has(&self, f: TestFault) -> bool {
+        self.faults.contains(&f)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.faults.is_empty()
+    }
+}
+
+/// The file that says this device is a throwaway test device, where test faults are allowed.
+pub const THROWAWAY_MARKER: &str = "/etc/nexus-hil-throwaway";
+
+/// The test faults file in the state folder on the card.
+pub const TEST_FAULTS_FILE: &str = "test-faults.toml";
 
 /// CPU scheduling policy for the backup threads (sched_setscheduler).
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -277,6 +336,45 @@ impl Config {
         Ok(())
     }
 
+    /// The test faults asked for, by this configuration and by the card's
+    /// [`TEST_FAULTS_FILE`] in `state_dir`, the in-place writer among them
+    /// ([`TestFault::PublishBeforeSync`]); any of them is refused unless `marker` exists.
+    pub fn test_faults(&self, state_dir: &Path, marker: &Path) -> Result<TestFaults, TestFaultsError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct OnCard {
+            test_faults: TestFaults,
+        }
+        let mut faults = self.test_faults.clone();
+        let mut asked = Vec::new();
+        if !faults.is_empty() {
+            asked.push("[test_faults] in the configuration".to_string());
+        }
+        if self.backup.writer == Writer::InPlace {
+            asked.push("backup.writer = \"in-place\"".to_string());
+            faults.faults.push(TestFault::PublishBeforeSync);
+        }
+        let file = state_dir.join(TEST_FAULTS_FILE);
+        match std::fs::read_to_string(&file) {
+            Ok(text) => {
+                faults
+                    .faults
+                    .extend(from_toml::<OnCard>(&text, &file)?.test_faults.faults);
+                asked.push(file.display().to_string());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(ConfigError::Read { path: file, source }.into()),
+        }
+        if !asked.is_empty() && !marker.exists() {
+            return Err(TestFaultsError::NotThrowaway {
+                what: format!("a test fault ({})", asked.join(", ")),
+                marker: marker.to_owned(),
+            });
+        }
+        faults.faults.dedup();
+        Ok(faults)
+    }
+
     /// The state directory, resolved below `broot` when relative.
     pub fn state_dir(&self) -> PathBuf {
         self.paths.broot.join(&self.paths.state_dir)
@@ -298,6 +396,41 @@ mod tests {
         assert_eq!(c.backup.writer, Writer::InPlace);
         let err = parse("[backup]\nwriter = \"fast\"\n").unwrap_err().to_string();
         assert!(err.contains("fast") && err.contains("safe"), "{err}");
+    }
+
+    #[test]
+    fn test_faults_are_refused_unless_the_device_is_a_throwaway_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, marker) = (dir.path().join("state"), dir.path().join("throwaway"));
+        std::fs::create_dir_all(&state).unwrap();
+        let none = Config::default();
+        assert!(none.test_faults(&state, &marker).unwrap().is_empty());
+        // In the configuration, as the in-place writer, and on the card: each refused.
+        let table = parse("[test_faults]\nfaults = [\"reuse-id\"]\n").unwrap();
+        let writer = parse("[backup]\nwriter = \"in-place\"\n").unwrap();
+        for c in [&table, &writer] {
+            let err = c.test_faults(&state, &marker).unwrap_err().to_string();
+            assert!(
+                err.contains("throwaway") && err.contains(&marker.display().to_string()),
+                "{err}"
+            );
+        }
+        std::fs::write(
+            state.join(TEST_FAULTS_FILE),
+            "[test_faults]\nfaults = [\"half-activate\"]\n",
+        )
+        .unwrap();
+        let err = none.test_faults(&state, &marker).unwrap_err().to_string();
+        assert!(err.contains(TEST_FAULTS_FILE), "{err}");
+        // Allowed on a throwaway device, merged.
+        std::fs::write(&marker, "").unwrap();
+        let f = writer.test_faults(&state, &marker).unwrap();
+        assert!(
+            f.has(TestFault::HalfActivate) && f.has(TestFault::PublishBeforeSync),
+            "{f:?}"
+        );
+        let err = parse("[test_faults]\nfaults = [\"fast\"]\n").unwrap_err().to_string();
+        assert!(err.contains("fast"), "{err}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 
 use crate::backup::{BackupEvent, BackupManager};
 use crate::backup_iface::{self, BackupService};
-use crate::config::Config;
+use crate::config::{Config, TestFault, THROWAWAY_MARKER};
 use crate::layout::{Layout, Part};
 use crate::polkit::Authorizer;
 use crate::snapshot::SnapshotStore;
@@ -21,6 +21,8 @@ use crate::subvolume::Subvolumes;
 pub enum StartError {
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    TestFaults(#[from] crate::config::TestFaultsError),
     #[error("{path} is not usable: {why}")]
     Layout { path: PathBuf, why: String },
     #[error("cannot recover from the last run: {0}")]
@@ -48,6 +50,15 @@ impl Daemon {
         config: &Config,
         subvols: Subvolumes,
     ) -> Result<(Self, mpsc::UnboundedReceiver<BackupEvent>), StartError> {
+        Self::open_with_marker(config, subvols, std::path::Path::new(THROWAWAY_MARKER))
+    }
+
+    /// [`Daemon::open`], test faults allowed only when `marker` exists.
+    pub fn open_with_marker(
+        config: &Config,
+        subvols: Subvolumes,
+        marker: &std::path::Path,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<BackupEvent>), StartError> {
         let layout = Layout::new(&config.paths.broot, &config.state_dir());
         let bad = |path: PathBuf, why: String| StartError::Layout { path, why };
         if !layout.broot().is_dir() {
@@ -70,13 +81,24 @@ impl Daemon {
         for dir in [layout.snapshots_dir(), layout.backups_dir()] {
             std::fs::create_dir_all(&dir).map_err(|e| bad(dir.clone(), e.to_string()))?;
         }
+        let faults = config.test_faults(layout.state_dir(), marker)?;
+        if !faults.is_empty() {
+            tracing::warn!(
+                ?faults,
+                "TEST FAULTS: this daemon is broken on purpose (a throwaway test device)"
+            );
+        }
+        let mut backup = config.backup.clone();
+        if faults.has(TestFault::PublishBeforeSync) {
+            backup.writer = crate::config::Writer::InPlace;
+        }
         let state =
             SharedState::open(layout.state_dir()).map_err(|e| bad(layout.state_dir().to_owned(), e.to_string()))?;
-        let store = Arc::new(SnapshotStore::new(layout, subvols, Arc::new(state)));
+        let store = Arc::new(SnapshotStore::new(layout, subvols, Arc::new(state)).with_test_faults(faults));
         let (tx, rx) = mpsc::unbounded_channel();
         let backups = BackupManager::new(
             store.clone(),
-            config.backup.clone(),
+            backup,
             Arc::new(move |e| {
                 let _ = tx.send(e);
             }),
@@ -86,6 +108,22 @@ impl Daemon {
 
     /// Start-up recovery: partial backups, interrupted runs, half-made snapshots, pending switch.
     pub fn recover(&self) -> Result<(), StartError> {
+        if self.store.test_faults().has(TestFault::TruncateAutomation) {
+            let file = self
+                .store
+                .layout()
+                .live(Part::Data)
+                .join("automation")
+                .join("state.log");
+            if file.exists() {
+                tracing::warn!("TEST FAULT truncate-automation: truncating {}", file.display());
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&file)
+                    .and_then(|f| f.set_len(0))
+                    .map_err(|e| StartError::Recover(format!("{}: {e}", file.display())))?;
+            }
+        }
         self.backups.recover().map_err(|e| StartError::Recover(e.to_string()))?;
         self.store.recover().map_err(|e| StartError::Recover(e.to_string()))?;
         Ok(())
@@ -198,4 +236,35 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let backups = daemon.backups.clone();
     let _ = tokio::task::spawn_blocking(move || backups.shutdown()).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_daemon_does_not_start_on_a_device_that_is_not_a_throwaway_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let broot = dir.path().join("broot");
+        for part in Part::ALL {
+            std::fs::create_dir_all(broot.join(part.name())).unwrap();
+        }
+        let config = Config::parse(
+            &format!(
+                "[paths]\nbroot = \"{}\"\n[test_faults]\nfaults = [\"delete-earlier-backup\"]\n",
+                broot.display()
+            ),
+            std::path::Path::new("test.toml"),
+        )
+        .unwrap();
+        let marker = dir.path().join("nexus-hil-throwaway");
+        let err = Daemon::open_with_marker(&config, Subvolumes::PlainCopy, &marker)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("not a throwaway test device"), "{err}");
+        std::fs::write(&marker, "").unwrap();
+        let (daemon, _events) = Daemon::open_with_marker(&config, Subvolumes::PlainCopy, &marker).unwrap();
+        assert!(daemon.store.test_faults().has(TestFault::DeleteEarlierBackup));
+    }
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use nexus_contract::names::{BACKUP1, SNAPSHOT1};
 use serde::{Deserialize, Serialize};
 
+use crate::config::{TestFault, TestFaults};
 use crate::error::{NexusError, NexusResult};
 use crate::layout::{Layout, Part};
 use crate::state::{write_atomic, SharedState};
@@ -44,6 +45,8 @@ pub struct SnapshotStore {
     state: Arc<SharedState>,
     /// Serialises operations that change snapshots or depend on one staying put.
     ops: Mutex<()>,
+    /// FOR TESTS ONLY: the broken daemon's faults (empty on a device).
+    faults: TestFaults,
 }
 
 impl SnapshotStore {
@@ -53,7 +56,18 @@ impl SnapshotStore {
             subvols,
             state,
             ops: Mutex::new(()),
+            faults: TestFaults::default(),
         }
+    }
+
+    /// FOR TESTS ONLY: a broken store (see [`TestFaults`]).
+    pub fn with_test_faults(mut self, faults: TestFaults) -> Self {
+        self.faults = faults;
+        self
+    }
+
+    pub fn test_faults(&self) -> &TestFaults {
+        &self.faults
     }
 
     pub fn layout(&self) -> &Layout {
@@ -101,7 +115,11 @@ impl SnapshotStore {
         // The id is taken (and stored) before anything is made, so it is never handed out twice;
         // and above every backup on the card, which may have been copied back onto a new card
         // whose state starts afresh: its id is taken.
-        let above_backups = self.highest_backup_id().saturating_add(1);
+        let above_backups = if self.faults.has(TestFault::ReuseId) {
+            1
+        } else {
+            self.highest_backup_id().saturating_add(1)
+        };
         let id = self
             .state
             .update(|s| {
@@ -241,8 +259,17 @@ impl SnapshotStore {
                 }
             }
         }
+        let reuse = self.faults.has(TestFault::ReuseId);
+        let complete = self.list().last().map_or(0, |i| i.id);
         self.state
-            .update(|s| s.next_id = s.next_id.max(max_id + 1).max(1))
+            .update(|s| {
+                s.next_id = if reuse {
+                    tracing::warn!("TEST FAULT reuse-id: the next id follows the complete snapshots alone");
+                    complete + 1
+                } else {
+                    s.next_id.max(max_id + 1).max(1)
+                }
+            })
             .map_err(|e| NexusError::io("cannot record snapshot ids", &e))?;
         for part in Part::ALL {
             self.repair_switch(part);
@@ -265,7 +292,8 @@ impl SnapshotStore {
             true,
             &format!("Automatic snapshot before switching to snapshot {target}"),
         )?;
-        for part in info.parts() {
+        let half = self.faults.has(TestFault::HalfActivate);
+        for part in info.parts().filter(|&p| !(half && p == Part::System)) {
             self.switch_part(&info, part)
                 .map_err(|e| NexusError::io(&format!("cannot switch {} to snapshot {target}", part.name()), &e))?;
         }
@@ -343,4 +371,61 @@ pub fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store on a plain-directory card, broken by `faults`, started afresh (its recovery run).
+    fn store(broot: &Path, faults: &[TestFault]) -> SnapshotStore {
+        let layout = Layout::new(broot, &broot.join(".nexus-backupd"));
+        for dir in [
+            layout.live(Part::System),
+            layout.live(Part::Data),
+            layout.snapshots_dir(),
+        ] {
+            fs::create_dir_all(dir).unwrap();
+        }
+        let state = Arc::new(SharedState::open(layout.state_dir()).unwrap());
+        let s = SnapshotStore::new(layout, Subvolumes::PlainCopy, state).with_test_faults(TestFaults {
+            faults: faults.to_vec(),
+        });
+        s.recover().unwrap();
+        s
+    }
+
+    #[test]
+    fn the_reuse_id_fault_hands_out_a_deleted_snapshots_id_again_and_the_real_store_does_not() {
+        for (faults, next) in [(&[][..], 3), (&[TestFault::ReuseId][..], 2)] {
+            let dir = tempfile::tempdir().unwrap();
+            let s = store(dir.path(), faults);
+            assert_eq!(s.create(true, true, "one").unwrap().id, 1);
+            assert_eq!(s.create(true, true, "two").unwrap().id, 2);
+            s.delete(2).unwrap();
+            let s = store(dir.path(), faults);
+            assert_eq!(s.create(true, true, "next").unwrap().id, next, "{faults:?}");
+        }
+    }
+
+    #[test]
+    fn the_half_activate_fault_switches_data_alone() {
+        for (faults, system) in [(&[][..], "then"), (&[TestFault::HalfActivate][..], "now")] {
+            let dir = tempfile::tempdir().unwrap();
+            let s = store(dir.path(), faults);
+            let live = |p: Part| s.layout().live(p).join("f");
+            fs::write(live(Part::System), "then").unwrap();
+            fs::write(live(Part::Data), "then").unwrap();
+            let id = s.create(true, true, "one").unwrap().id;
+            fs::write(live(Part::System), "now").unwrap();
+            fs::write(live(Part::Data), "now").unwrap();
+            s.activate(id).unwrap();
+            let s = store(dir.path(), faults);
+            let read = |p: Part| fs::read_to_string(s.layout().live(p).join("f")).unwrap();
+            assert_eq!(
+                (read(Part::System).as_str(), read(Part::Data).as_str()),
+                (system, "then")
+            );
+        }
+    }
 }

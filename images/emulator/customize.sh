@@ -17,6 +17,10 @@ if [ -x /usr/local/bin/nexus-controlui ]; then
   systemctl enable nexus-controlui-password.service nexus-controlui.service >/dev/null 2>&1
 fi
 
+# A throwaway test device: nexus-backupd starts with test faults (a broken daemon that
+# `nexus-hil crash-states --broken-daemon` must catch) only where this file is; no device has it.
+echo 'made by nexus-hil: a throwaway test device' > /etc/nexus-hil-throwaway
+
 # Host keys are made at each container's first boot, not shared by every emulator.
 rm -f /etc/ssh/ssh_host_*
 
