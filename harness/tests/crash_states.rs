@@ -1,25 +1,34 @@
-//! The crash-state check proven both ways on the same operation (a backup) with the same seed:
-//! the daemon's writer (hidden partial file, fsync, rename) passes at every state checked, and
-//! the daemon's test-only in-place writer (the final name before the data) is caught, with the
-//! failing state kept as an image and the command that mounts it. A green crash-state run
-//! proves something only next to this red one. Needs root, a container engine,
-//! qemu-storage-daemon and the debug `nexus-backupd` (`ci/test` does all).
+//! Every crash-state check seen catching its own failure: the real nexus-backupd passes every
+//! state checked of a backup, a backup Delete, a snapshot Delete and an Activate, and each
+//! broken daemon (one test-only fault per check, allowed only on the harness's throwaway
+//! emulator) is caught on the operation that shows it, with the same seed, by the check meant
+//! for it. A green crash-state run proves something only next to these red ones. Small (three
+//! states per operation for the real daemon, the last one for most broken ones, a 32 MiB
+//! backup) because it runs in CI. Needs root, a container
+//! engine, qemu-storage-daemon and the debug `nexus-backupd` (`ci/test` does all).
 
 use std::path::Path;
 
-use nexus_harness::crash_states::{self, ops::Op, Options, RecordOn};
+use nexus_harness::crash_states::{self, broken::BrokenDaemon, ops::Op, Options, RecordOn};
 use nexus_harness::report::crash::{self, CrashReport};
 
-fn check(dir: &Path, broken_writer: bool) -> CrashReport {
+fn check(dir: &Path, broken_daemon: Option<BrokenDaemon>, ops: Vec<Op>) -> CrashReport {
+    // Every broken daemon but the writer shows from the operation's end on, and the last state
+    // is always among those checked; a backup half written is in the middle of one.
+    let (max_states, prefixes) = match broken_daemon {
+        None => (3, 0),
+        Some(BrokenDaemon::PublishBeforeSync) => (6, 1),
+        Some(_) => (1, 0),
+    };
     let opts = Options {
         on: RecordOn::Emulator,
         standin_backupd: None,
-        ops: vec![Op::Backup],
-        max_states: 6,
-        prefixes: 1,
+        ops,
+        max_states,
+        prefixes,
         seed: 7,
-        content: 64 << 20,
-        broken_writer,
+        content: 32 << 20,
+        broken_daemon,
         report_dir: dir.to_owned(),
         backupd: None,
         keep: 1,
@@ -33,7 +42,7 @@ fn check(dir: &Path, broken_writer: bool) -> CrashReport {
 }
 
 #[test]
-fn the_daemons_writer_survives_every_state_and_a_writer_that_names_first_is_caught() {
+fn the_real_daemon_passes_every_check_and_each_broken_daemon_is_caught_by_its_own() {
     assert_eq!(
         unsafe { libc::geteuid() },
         0,
@@ -43,36 +52,64 @@ fn the_daemons_writer_survives_every_state_and_a_writer_that_names_first_is_caug
         .prefix("nexus-crash-states-")
         .tempdir()
         .unwrap();
-
-    let good = check(&work.path().join("safe"), false);
-    let op = &good.operations[0];
-    assert_eq!(op.error, None, "the backup was recorded and its states checked");
-    assert!(op.flush_points >= 6, "a backup flushes many times: {op:?}");
-    assert!(
-        op.states_checked >= 6,
-        "six flush points and a prefix between two: {op:?}"
+    let mut failures = Vec::new();
+    let mut table = format!(
+        "{:<22} {:<16} {:<16} {}\n",
+        "daemon", "operation", "expected check", "checks that failed"
     );
-    assert!(op.violations.is_empty(), "the daemon's writer: {:?}", op.violations);
 
-    let bad = check(&work.path().join("in-place"), true);
-    let op = &bad.operations[0];
-    assert_eq!(op.error, None, "the broken writer's backup was recorded and checked");
-    let caught: Vec<_> = op
-        .violations
-        .iter()
-        .filter(|v| v.check == "backups" && v.what.contains("does not decrypt"))
-        .collect();
-    assert!(
-        !caught.is_empty(),
-        "a state with a half-written backup under its final name must be caught: {:?}",
-        op.violations
-    );
-    let kept = op
-        .violations
-        .iter()
-        .find_map(|v| v.image.clone())
-        .expect("the failing state is kept");
-    assert!(Path::new(&kept).is_file(), "{kept} is kept");
-    let mount = op.violations[0].mount.clone().unwrap_or_default();
-    assert!(mount.contains("offset=") && mount.contains(&kept), "{mount}");
+    let ops = vec![Op::Backup, Op::BackupDelete, Op::SnapshotDelete, Op::Activate];
+    let good = check(&work.path().join("real"), None, ops.clone());
+    assert_eq!(good.operations.len(), ops.len());
+    for op in &good.operations {
+        let checks: Vec<&str> = op.violations.iter().map(|v| v.check.as_str()).collect();
+        table.push_str(&format!(
+            "{:<22} {:<16} {:<16} {checks:?}\n",
+            "real", op.operation, "(none)"
+        ));
+        if op.error.is_some() || !op.violations.is_empty() || op.states_checked == 0 {
+            failures.push(format!(
+                "the real daemon on {}: error {:?}, {} state(s) checked, violations {:?}",
+                op.operation, op.error, op.states_checked, op.violations
+            ));
+        }
+    }
+
+    for b in BrokenDaemon::ALL {
+        let bad = check(&work.path().join(b.name()), Some(b), vec![b.op()]);
+        let op = &bad.operations[0];
+        let mut checks: Vec<&str> = op.violations.iter().map(|v| v.check.as_str()).collect();
+        checks.dedup();
+        table.push_str(&format!(
+            "{:<22} {:<16} {:<16} {checks:?}\n",
+            b.name(),
+            op.operation,
+            b.check()
+        ));
+        assert!(
+            crash::table(&bad).contains(b.name()),
+            "the report names the broken daemon"
+        );
+        if op.error.is_some() || !checks.contains(&b.check()) {
+            failures.push(format!(
+                "{} on {}: the {} check did not catch it (error {:?}; violations {:?})",
+                b.name(),
+                op.operation,
+                b.check(),
+                op.error,
+                op.violations
+            ));
+        }
+        if b == BrokenDaemon::PublishBeforeSync {
+            // The failing state is kept, with the command that mounts it.
+            if let Some(v) = op.violations.iter().find(|v| v.image.is_some()) {
+                let kept = v.image.clone().unwrap_or_default();
+                assert!(Path::new(&kept).is_file(), "{kept} is kept");
+                let mount = v.mount.clone().unwrap_or_default();
+                assert!(mount.contains("offset=") && mount.contains(&kept), "{mount}");
+            }
+        }
+    }
+    eprintln!("{table}");
+    assert!(failures.is_empty(), "{table}\n{}", failures.join("\n"));
 }

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::say;
-use crate::crash_states::{self, ops::Op, Options, RecordOn};
+use crate::crash_states::{self, broken::BrokenDaemon, ops::Op, Options, RecordOn};
 use crate::error::InfraError;
+use crate::exit::Exit;
 use crate::report::crash;
 
 /// Arguments of `nexus-hil crash-states`.
@@ -40,10 +41,14 @@ pub struct CrashStatesArgs {
     /// Bytes of home-automation content on the card (a backup's size).
     #[arg(long, default_value_t = 64 << 20)]
     pub content_bytes: u64,
-    /// Record with the daemon's test-only in-place writer (the backup gets its final name before
-    /// its data): the proof that the checks catch a writer that names before it syncs. Expect
-    /// violations (exit 1).
-    #[arg(long)]
+    /// Record and check with nexus-backupd broken on purpose by one test-only fault (allowed
+    /// only on the harness's throwaway emulator and stand-in): the proof that the check meant
+    /// for it catches it. Without --op, the operation that shows it. Expect violations (exit 1).
+    #[arg(long, value_enum)]
+    pub broken_daemon: Option<BrokenDaemon>,
+    /// The same as --broken-daemon publish-before-sync (the in-place writer: a backup gets its
+    /// final name before its data).
+    #[arg(long, conflicts_with = "broken_daemon")]
     pub broken_writer: bool,
     /// Failing states kept as images per operation, with a command that mounts each.
     #[arg(long, default_value_t = 3)]
@@ -68,7 +73,12 @@ pub async fn command(args: CrashStatesArgs) -> Result<ExitCode, InfraError> {
         .canonicalize()
         .map_err(|e| InfraError::io(report_dir.display(), e))?;
     let seed = args.seed.unwrap_or_else(super::clock_seed);
-    let mut ops = if args.ops.is_empty() {
+    let broken_daemon = args
+        .broken_daemon
+        .or(args.broken_writer.then_some(BrokenDaemon::PublishBeforeSync));
+    let mut ops = if let (true, Some(b)) = (args.ops.is_empty(), broken_daemon) {
+        vec![b.op()]
+    } else if args.ops.is_empty() {
         Op::ALL.to_vec()
     } else {
         args.ops
@@ -93,7 +103,7 @@ pub async fn command(args: CrashStatesArgs) -> Result<ExitCode, InfraError> {
         prefixes: args.prefixes,
         seed,
         content: args.content_bytes,
-        broken_writer: args.broken_writer,
+        broken_daemon,
         report_dir: report_dir.clone(),
         backupd: args.backupd,
         keep: args.keep,
@@ -107,9 +117,9 @@ pub async fn command(args: CrashStatesArgs) -> Result<ExitCode, InfraError> {
     print!("{}", crash::table(&report));
     say(&format!("report: {} and {}", json.display(), html.display()));
     Ok(if report.errors() > 0 {
-        ExitCode::from(3)
+        ExitCode::from(Exit::Infra)
     } else if report.violations() > 0 {
-        ExitCode::from(1)
+        ExitCode::from(Exit::Failed)
     } else {
         ExitCode::SUCCESS
     })

@@ -4,8 +4,10 @@
 //! the host's kernel mounts through the same driver (`crash::card`); then the card is rebuilt as it was at each
 //! flush point of the operation's span of the log, and at seeded in-order prefixes between two
 //! (`pick`), and each state is checked on this machine (`check`): the file system, the
-//! daemon's recovery on it, and what the daemon then lists. [`ops`] holds the operations.
+//! daemon's recovery on it, and what the daemon then lists. [`ops`] holds the operations;
+//! [`broken`] the daemons broken on purpose that show each check catching its failure.
 
+pub mod broken;
 pub mod check;
 pub mod ops;
 pub mod pick;
@@ -22,8 +24,9 @@ use crate::device::open::{emulator_device, prepare_emulator};
 use crate::device::standin::{self, prepare_standin, Standin, StandinParts, StandinSpec};
 use crate::device::FaultError;
 use crate::error::InfraError;
-use crate::report::crash::{CrashReport, OperationReport, Violation};
+use crate::report::crash::{BrokenDaemonReport, CrashReport, OperationReport, Violation};
 use crate::session::SeededRandom;
+use broken::BrokenDaemon;
 use ops::{Op, Recorder};
 use pick::State;
 
@@ -48,7 +51,8 @@ pub struct Options {
     pub prefixes: usize,
     pub seed: u64,
     pub content: u64,
-    pub broken_writer: bool,
+    /// Record and check with a daemon broken on purpose (violations expected).
+    pub broken_daemon: Option<BrokenDaemon>,
     pub report_dir: PathBuf,
     pub backupd: Option<PathBuf>,
     /// Failing states kept as images, per operation.
@@ -79,7 +83,11 @@ pub async fn run(opts: &Options, say: &(dyn Fn(&str) + Sync)) -> Result<CrashRep
             RecordOn::Standin => "standin (arm64 guest, its card attached through blklogwrites)".into(),
         },
         seed: opts.seed,
-        broken_writer: opts.broken_writer,
+        broken_daemon: opts.broken_daemon.map(|b| BrokenDaemonReport {
+            name: b.name().into(),
+            what: b.what().into(),
+            check: b.check().into(),
+        }),
         operations: Vec::new(),
         record_s: 0.0,
         duration_s: 0.0,
@@ -227,7 +235,7 @@ async fn record(opts: &Options, env: &Env<'_>, dir: &Path, say: &(dyn Fn(&str) +
         dev: &dev,
         password: env.password,
         mark: &mark,
-        broken_writer: opts.broken_writer,
+        broken: opts.broken_daemon,
     };
     let mut recorded = record_ops(opts, &recorder, say).await;
     if recorded.iter().any(|(_, f, _)| f.is_err()) {
@@ -281,7 +289,7 @@ async fn record_on_standin(
         dev: &dev,
         password: env.password,
         mark: &mark,
-        broken_writer: opts.broken_writer,
+        broken: opts.broken_daemon,
     };
     let recorded = record_ops(opts, &recorder, say).await;
     // The power goes (SIGKILL of qemu): the log holds what the card was sent, flushes included.
@@ -323,12 +331,26 @@ async fn check_states(
     r.log_entries = facts.end.saturating_sub(facts.start);
     r.flush_points = picked.flush_points;
     r.distinct_states = picked.distinct;
+    if let Some(e) = picked.span_error(facts.start, facts.end) {
+        return Err(e);
+    }
     let cursor = dir.join("cursor.img");
     sparse_copy(base, &cursor).map_err(|e| format!("{}: {e}", cursor.display()))?;
     let mut replayer = Replayer::new(&log, &cursor).map_err(|e| e.to_string())?;
     let work = dir.join("check");
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
     let mut checker = check::Checker::new(op, facts, env.image, env.key, env.pubkey, &work, env.password);
+    if op == Op::Activate {
+        // The live trees at the operation's start: what a state that did not switch must hold.
+        replayer.advance_to(facts.start).map_err(|e| e.to_string())?;
+        let card = check::state_card(&work);
+        let _ = std::fs::remove_file(&card);
+        sparse_copy(&cursor, &card).map_err(|e| format!("{}: {e}", card.display()))?;
+        let trees = check::live_trees(&card, &work.join("mnt"));
+        let _ = std::fs::remove_file(&card);
+        checker.before_activate =
+            Some(trees.map_err(|e| format!("the live trees at the Activate's start cannot be read: {e}"))?);
+    }
     let bar = ProgressBar::new(picked.states.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} states {msg}")

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use nexus_contract::names::{BACKUP1, SNAPSHOT1};
 
+use super::broken::BrokenDaemon;
 use crate::device::Device;
 use crate::transport::dbus::DeviceBus;
 use crate::transport::ssh::sh_quote;
@@ -62,8 +63,8 @@ impl Op {
     }
 }
 
-/// The marker written into the live data after the snapshot an Activate goes back to: gone
-/// after the switch, there before it.
+/// The marker written into the live data and system after the snapshot an Activate goes back
+/// to: gone after the switch, there before it.
 pub const MARKER: &str = "crash-states-marker";
 
 /// What the recording of an operation left to check against.
@@ -78,8 +79,9 @@ pub struct Facts {
     pub backups_before: BTreeMap<u64, String>,
     /// The snapshot an Activate switches to.
     pub activate: Option<u64>,
-    /// The backup a Delete removed (the last run's result may still name it).
-    pub deleted_backup: Option<u64>,
+    /// The backup a Delete removed (the last run's result may still name it), and the log's
+    /// length when the Delete's reply was in: from there on it must stay gone.
+    pub deleted_backup: Option<(u64, usize)>,
 }
 
 /// Runs the device's side of one recording; `mark` reads the write log's length.
@@ -87,7 +89,7 @@ pub struct Recorder<'a> {
     pub dev: &'a Device,
     pub password: &'a str,
     pub mark: &'a (dyn Fn() -> Result<usize, String> + Sync),
-    pub broken_writer: bool,
+    pub broken: Option<BrokenDaemon>,
 }
 
 const CALL: Duration = Duration::from_secs(60);
@@ -117,16 +119,15 @@ impl Recorder<'_> {
     /// Records `op`: sets the device up for it, syncs, runs it, syncs again.
     pub async fn record(&self, op: Op) -> Result<Facts, String> {
         let mut facts = Facts::default();
-        if self.broken_writer {
-            self.root(
-                "sed -i 's/^writer = \"safe\"/writer = \"in-place\"/' /etc/nexus/backupd.toml \
-                 && grep -q '^writer = \"in-place\"' /etc/nexus/backupd.toml \
-                 && systemctl restart nexus-backupd",
-            )
-            .await?;
+        if let Some(b) = self.broken {
+            self.root(&b.install_command()).await?;
         }
         let bus = self.bus().await?;
         wait_answering(&bus).await?;
+        // The automation's file holds a record before the first snapshot (an Activate goes
+        // back to its data).
+        self.root("for i in $(seq 100); do [ -s /broot/data/automation/state.log ] && break; sleep 0.1; done")
+            .await?;
         // Every operation has a finished backup of a first snapshot on the card to keep whole.
         let first = create(&bus, "crash-states: first").await?;
         self.backup(&bus, first).await?;
@@ -140,8 +141,11 @@ impl Recorder<'_> {
             self.backup(&bus, s).await?;
         }
         if op == Op::Activate {
-            self.root(&format!("echo changed after snapshot {first} > /broot/data/{MARKER}"))
-                .await?;
+            self.root(&format!(
+                "echo changed after snapshot {first} > /broot/data/{MARKER} \
+                 && echo changed after snapshot {first} > /broot/system/{MARKER}"
+            ))
+            .await?;
         }
         facts.backups_before = finished_backups(&bus).await?;
         self.root("sync").await?;
@@ -154,7 +158,7 @@ impl Recorder<'_> {
             (Op::Cancel, Some(s)) => self.cancel(&bus, s).await?,
             (Op::BackupDelete, Some(s)) => {
                 call(&bus, BACKUP1, "Delete", &[s.to_string()]).await?;
-                facts.deleted_backup = Some(s);
+                facts.deleted_backup = Some((s, (self.mark)()?));
             }
             (Op::SnapshotDelete, Some(s)) => {
                 call(&bus, SNAPSHOT1, "Delete", &[s.to_string()]).await?;

@@ -22,6 +22,19 @@ pub struct Picked {
     pub states: Vec<State>,
 }
 
+impl Picked {
+    /// Why the span from `start` to `end` proves nothing: no flush in it (nothing the operation
+    /// wrote was made durable where the log saw it, so its one state is the start's).
+    pub fn span_error(&self, start: usize, end: usize) -> Option<String> {
+        (self.flush_points == 0).then(|| {
+            format!(
+                "the write log holds no flush between the operation's start and end (entries {start}..{end}): \
+                 no state of it can be checked; did the card's writes reach the log?"
+            )
+        })
+    }
+}
+
 /// The states of `entries[..end]` from `start` on (both entry counts, `start` a state itself).
 pub fn pick(
     entries: &[Entry],
@@ -118,6 +131,20 @@ mod tests {
         let at: Vec<usize> = p.states.iter().map(|s| s.entries).collect();
         assert_eq!(at, vec![0, 2, 6]);
         assert_eq!(p.distinct, 3);
+    }
+
+    #[test]
+    fn a_span_without_a_flush_is_an_error_not_a_pass() {
+        let e = log("wwww");
+        let p = pick(&e, 0, e.len(), 3, 1, &mut SeededRandom::for_scenario(1, "t"));
+        assert_eq!(p.states.len(), 1, "only the start");
+        assert!(p.span_error(0, 4).unwrap().contains("no flush"));
+        let none = pick(&e, 2, 2, 3, 1, &mut SeededRandom::for_scenario(1, "t"));
+        assert!(none.span_error(2, 2).is_some(), "an empty span");
+        let e = log("wwf");
+        assert!(pick(&e, 0, 3, 3, 1, &mut SeededRandom::for_scenario(1, "t"))
+            .span_error(0, 3)
+            .is_none());
     }
 
     #[test]

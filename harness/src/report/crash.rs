@@ -15,13 +15,35 @@ pub struct CrashReport {
     pub target: String,
     /// The seed of the in-between states' draws; the same seed draws the same states.
     pub seed: u64,
-    /// The daemon wrote backups with the test-only in-place writer (violations expected).
-    pub broken_writer: bool,
+    /// The daemon was broken on purpose (violations expected); `None`: the real daemon.
+    #[serde(default)]
+    pub broken_daemon: Option<BrokenDaemonReport>,
     pub operations: Vec<OperationReport>,
     /// Bringing the recording device up, every operation on it, and taking it down.
     #[serde(default)]
     pub record_s: f64,
     pub duration_s: f64,
+}
+
+/// A daemon broken on purpose, and the check meant to catch it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BrokenDaemonReport {
+    pub name: String,
+    pub what: String,
+    pub check: String,
+}
+
+impl CrashReport {
+    /// Which daemon ran, in a line.
+    pub fn daemon(&self) -> String {
+        match &self.broken_daemon {
+            None => "the real nexus-backupd".into(),
+            Some(b) => format!(
+                "nexus-backupd BROKEN on purpose, {} ({}): the {} check must catch it, violations expected",
+                b.name, b.what, b.check
+            ),
+        }
+    }
 }
 
 /// One operation, recorded once and checked at its states.
@@ -86,8 +108,10 @@ impl CrashReport {
 
 /// The table for a terminal.
 pub fn table(r: &CrashReport) -> String {
-    let mut t = format!(
-        "{:<16} {:>8} {:>7} {:>8} {:>8} {:>10} {:>8} {:>9}\n",
+    let mut t = format!("daemon: {}\n", r.daemon());
+    let _ = writeln!(
+        t,
+        "{:<16} {:>8} {:>7} {:>8} {:>8} {:>10} {:>8} {:>9}",
         "operation", "entries", "flushes", "distinct", "checked", "violations", "seconds", "s/state"
     );
     for o in &r.operations {
@@ -149,18 +173,14 @@ pub fn render(r: &CrashReport) -> String {
     let _ = write!(
         h,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>nexus-hil crash states</title>\n<style>{CSS}</style></head><body>\n\
-         <h1>Crash states on {}</h1>\n<p class=\"totals\">{} violation(s) in {} operation(s), seed {}, in {:.1} s (recording {:.1} s){}</p>\n",
+         <h1>Crash states on {}</h1>\n<p class=\"totals\">{} violation(s) in {} operation(s), seed {}, in {:.1} s (recording {:.1} s)</p>\n<p class=\"daemon\">daemon: {}</p>\n",
         esc(&r.target),
         r.violations(),
         r.operations.len(),
         r.seed,
         r.duration_s,
         r.record_s,
-        if r.broken_writer {
-            " &mdash; with the test-only in-place writer, whose violations are expected"
-        } else {
-            ""
-        }
+        esc(&r.daemon())
     );
     h.push_str(
         "<table><tr><th>operation</th><th>log entries</th><th>flush points</th><th>distinct states</th>\
@@ -218,7 +238,11 @@ mod tests {
         CrashReport {
             target: "emulator".into(),
             seed: 7,
-            broken_writer: true,
+            broken_daemon: Some(BrokenDaemonReport {
+                name: "publish-before-sync".into(),
+                what: "a backup gets its final name <before> its data is synced".into(),
+                check: "backups".into(),
+            }),
             operations: vec![OperationReport {
                 operation: "backup".into(),
                 what: "a backup of a snapshot".into(),
@@ -252,7 +276,7 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("look at it: sudo mount -o loop"), "{t}");
-        assert!(t.lines().nth(1).unwrap().contains("2.50"), "seconds per state: {t}");
+        assert!(t.lines().nth(2).unwrap().contains("2.50"), "seconds per state: {t}");
     }
 
     #[test]
@@ -260,7 +284,11 @@ mod tests {
         let r = report();
         let h = render(&r);
         assert!(h.contains("&lt;finished&gt;") && !h.contains("<finished>"), "{h}");
-        assert!(h.contains("violations are expected"));
+        assert!(
+            h.contains("publish-before-sync") && h.contains("&lt;before&gt;") && h.contains("violations expected"),
+            "{h}"
+        );
+        assert!(table(&r).starts_with("daemon: nexus-backupd BROKEN on purpose, publish-before-sync"));
         let back: CrashReport = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back, r);
         assert_eq!((r.violations(), r.errors()), (1, 0));
