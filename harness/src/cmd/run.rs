@@ -11,13 +11,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::args::TargetArgs;
 use super::say;
-use crate::bench::lock::{DeviceLock, Timing};
 use crate::device::open::{check_reachable, prepare_emulator, remote_device, RemoteSpec};
 use crate::device::standin::prepare_standin;
 use crate::device::{inventory, keys, Target};
 use crate::error::InfraError;
 use crate::exit::Exit;
 use crate::report::{slug, RunReport};
+use crate::runner::hold::HoldOptions;
 use crate::runner::schedule::{self, EmulatorSlot, FleetMember, Slots};
 use crate::scenario::{self, Scenario};
 
@@ -176,89 +176,26 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
             None
         }
     };
-    // One run per real device at a time: each is locked on the device before anything runs.
-    let mut locks = Vec::new();
+    // One run per real device at a time: each is held (its lease, an earlier run's leftovers
+    // undone, its health read) before anything runs; a device that cannot be stops the run.
+    let mut held = crate::runner::hold::Held::default();
     if let Some(Slots::Devices(members)) = &slots {
-        let wait = (!args.no_wait).then_some(args.lock_wait);
-        for m in members {
-            let owner = format!("nexus-hil run ({})", report_dir.display());
-            let timing = Timing {
-                ttl: args.lock_ttl.max(Duration::from_secs(2)),
-                refresh: (args.lock_ttl / 4).max(Duration::from_secs(1)),
-            };
-            match DeviceLock::acquire(&m.dev, &owner, wait, timing, &say).await {
-                Ok(l) => locks.push(l),
-                Err(e) => {
-                    for l in locks.drain(..) {
-                        let _ = l.release().await;
-                    }
-                    say(&e.to_string());
-                    report.infra_error = Some(e.to_string());
-                    report.duration_s = started.elapsed().as_secs_f64();
-                    write_reports(&args, &report, &report_dir)?;
-                    return Ok(ExitCode::from(Exit::Infra));
-                }
-            }
-        }
-    }
-    // What an earlier run left recorded on a device (it crashed, or lost the device before
-    // its scenario ended) is undone before anything runs there.
-    // Leftovers that cannot be undone stop the run before any scenario: nothing runs on a
-    // device that is not as its owner had it.
-    if let Some(Slots::Devices(members)) = &slots {
-        for m in members {
-            let undone = crate::runner::tidy::undo_on(&m.dev).await;
-            let name = m.name.as_deref().unwrap_or(&m.dev.ssh.host);
-            if !undone.lines.is_empty() {
-                say(&format!(
-                    "{name}: an earlier run left changes recorded on the device; undone first:\n  {}",
-                    undone.lines.join("\n  ")
-                ));
-            }
-            if let Some(why) = undone.error {
-                let e = format!("{name}: what an earlier run left could not be undone, so nothing ran: {why}");
-                say(&e);
-                for l in locks.drain(..) {
-                    let _ = l.release().await;
-                }
-                report.infra_error = Some(e);
+        let opts = HoldOptions {
+            owner: format!("nexus-hil run ({})", report_dir.display()),
+            wait: (!args.no_wait).then_some(args.lock_wait),
+            ttl: args.lock_ttl,
+            health: !args.no_health,
+        };
+        match crate::runner::hold::hold(members, &opts, &mut report.health, &say).await {
+            Ok(h) => held = h,
+            Err(stop) => {
+                say(&stop.to_string());
+                report.infra_error = Some(stop.to_string());
                 report.duration_s = started.elapsed().as_secs_f64();
                 write_reports(&args, &report, &report_dir)?;
-                return Ok(ExitCode::from(if undone.unreachable {
-                    Exit::Infra
-                } else {
-                    Exit::Failed
-                }));
+                append_history(&args, &report, &report_dir, run_started).await;
+                return Ok(ExitCode::from(stop.exit()));
             }
-        }
-    }
-    // Is it the bench or the product? Each real device's health first: a failing check is the
-    // bench's trouble, and no scenario runs on it (exit 3, naming the check).
-    if let (Some(Slots::Devices(members)), false) = (&slots, args.no_health) {
-        let mut sick = Vec::new();
-        for m in members {
-            let name = m.name.clone().unwrap_or_else(|| m.dev.ssh.host.clone());
-            let h = crate::bench::health::read(&m.dev, crate::bench::health::Limits::default()).await;
-            let failed: Vec<String> = h.failed().iter().map(|c| format!("{}: {}", c.name, c.said)).collect();
-            if !failed.is_empty() {
-                sick.push(format!(
-                    "{name} is not healthy, so nothing ran on it: {}",
-                    failed.join("; ")
-                ));
-            }
-            report.health.insert(name, h);
-        }
-        if !sick.is_empty() {
-            let e = sick.join("\n");
-            say(&e);
-            for l in locks.drain(..) {
-                let _ = l.release().await;
-            }
-            report.infra_error = Some(e);
-            report.duration_s = started.elapsed().as_secs_f64();
-            write_reports(&args, &report, &report_dir)?;
-            append_history(&args, &report, &report_dir, run_started).await;
-            return Ok(ExitCode::from(Exit::Infra));
         }
     }
     // Ctrl-C: remove this run's containers, undo what its scenarios changed on the devices it
@@ -274,11 +211,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
         report.scenarios = schedule::run_all(&scenarios, slots, &report_dir, seed, &bar).await;
     }
     bar.finish_and_clear();
-    for l in locks {
-        if let Err(e) = l.release().await {
-            say(&format!("cannot release a device's lock: {e}"));
-        }
-    }
+    held.release(&say).await;
     report.duration_s = started.elapsed().as_secs_f64();
     write_reports(&args, &report, &report_dir)?;
     append_history(&args, &report, &report_dir, run_started).await;

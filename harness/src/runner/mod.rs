@@ -4,6 +4,7 @@
 //! on a real device [`tidy`] then undoes what the scenario changed, from the record on the device. [`schedule`] shares a suite
 //! out among fresh emulators or real devices.
 
+pub mod hold;
 pub mod interrupt;
 pub mod schedule;
 pub mod tidy;
