@@ -351,24 +351,27 @@ impl Standin {
             self.console.display()
         ));
         *self.child() = Some(child);
-        let mut restored = None;
+        let mut steps = String::new();
         if let (Some(s), true) = (&self.saved, restore) {
             self.restore_from(s).await?;
             let loaded = start.elapsed();
-            // SSH answered in it.
-            saved::wake(self).await?;
-            restored = Some((loaded, start.elapsed()));
-        }
-        self.wait_ready(start, restore).await?;
-        let took = start.elapsed();
-        let steps = restored.map_or(String::new(), |(loaded, woke)| {
-            format!(
-                " (state loaded in {:.1} s, clock and random state set in {:.1} s, then ready in {:.1} s)",
+            // The restored sshd answers at once; each login takes seconds of the emulated
+            // CPU, so the clock and random state are set while readiness is asked.
+            let (woke, ready) = tokio::join!(
+                async { saved::wake(self).await.map(|()| start.elapsed()) },
+                self.wait_ready(start, true)
+            );
+            let woke = woke?;
+            ready?;
+            steps = format!(
+                " (state loaded in {:.1} s; clock and random state set {:.1} s later)",
                 loaded.as_secs_f64(),
-                (woke - loaded).as_secs_f64(),
-                (took - woke).as_secs_f64()
-            )
-        });
+                (woke - loaded).as_secs_f64()
+            );
+        } else {
+            self.wait_ready(start, false).await?;
+        }
+        let took = start.elapsed();
         match (&self.saved, restore) {
             (Some(s), true) => say(&format!(
                 "the arm64 stand-in started from the saved state {}: ready in {:.1} s{steps}",
@@ -462,28 +465,30 @@ impl Standin {
     /// are asked in one.
     async fn wait_ready(&self, start: Instant, answered: bool) -> Result<(), InfraError> {
         let ssh = self.ssh();
-        while !answered {
-            if let Some(status) = self.exited() {
-                return Err(InfraError::Emulator(format!(
-                    "qemu ended ({status}) before SSH answered; its log and the console's end:\n{}",
-                    self.console_tail(30)
-                )));
-            }
-            if let Ok(o) = ssh.run("nexus", "true", None, Duration::from_secs(20)).await {
-                if o.code == Some(0) {
-                    break;
+        if !answered {
+            loop {
+                if let Some(status) = self.exited() {
+                    return Err(InfraError::Emulator(format!(
+                        "qemu ended ({status}) before SSH answered; its log and the console's end:\n{}",
+                        self.console_tail(30)
+                    )));
                 }
+                if let Ok(o) = ssh.run("nexus", "true", None, Duration::from_secs(20)).await {
+                    if o.code == Some(0) {
+                        break;
+                    }
+                }
+                if start.elapsed() > BOOT_TIMEOUT {
+                    return Err(InfraError::Emulator(format!(
+                        "SSH on 127.0.0.1:{} did not answer within {:?}; the console's end ({}):\n{}",
+                        self.ssh_port,
+                        BOOT_TIMEOUT,
+                        self.console.display(),
+                        self.console_tail(30)
+                    )));
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            if start.elapsed() > BOOT_TIMEOUT {
-                return Err(InfraError::Emulator(format!(
-                    "SSH on 127.0.0.1:{} did not answer within {:?}; the console's end ({}):\n{}",
-                    self.ssh_port,
-                    BOOT_TIMEOUT,
-                    self.console.display(),
-                    self.console_tail(30)
-                )));
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
         }
         let (state, names) = ssh
             .run(
