@@ -137,74 +137,101 @@ pub async fn read(dev: &Device, limits: Limits) -> Health {
     }
 }
 
-/// The checks, from the command's output and this machine's time when the device read its
-/// clock (the middle of the round trip).
-pub fn judge(stdout: &str, host_now: f64, limits: Limits) -> Health {
-    let values = |key: &str| -> Vec<&str> {
-        stdout
+/// What the health command printed: each fact a `key=value` line.
+struct Said<'a>(&'a str);
+
+impl<'a> Said<'a> {
+    fn all(&self, key: &str) -> Vec<&'a str> {
+        self.0
             .lines()
             .filter_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
             .collect()
+    }
+
+    fn first(&self, key: &str) -> Option<String> {
+        self.all(key).first().map(|v| v.trim().to_string())
+    }
+}
+
+fn check(name: &str, ok: bool, value: Option<f64>, said: String) -> Check {
+    Check {
+        name: name.into(),
+        ok,
+        value,
+        said,
+    }
+}
+
+/// The checks, from the command's output and this machine's time when the device read its
+/// clock (the middle of the round trip).
+pub fn judge(stdout: &str, host_now: f64, limits: Limits) -> Health {
+    let said = Said(stdout);
+    let checks = vec![
+        check("reachable", true, None, "SSH and sudo answer".into()),
+        clock(&said, host_now, limits),
+        free_space(&said, limits),
+        btrfs_errors(&said),
+        kernel_errors(&said),
+        daemon(&said),
+    ];
+    let software = said
+        .all("software")
+        .iter()
+        .filter_map(|v| {
+            let (k, v) = v.split_once(' ')?;
+            let v = v.trim();
+            (!v.is_empty()).then(|| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    Health { checks, software }
+}
+
+fn clock(said: &Said, host_now: f64, limits: Limits) -> Check {
+    let Some(t) = said.first("now").and_then(|v| v.parse::<f64>().ok()) else {
+        return check(
+            "clock",
+            false,
+            None,
+            "the device did not tell its time (`date +%s.%N`)".into(),
+        );
     };
-    let first = |key: &str| values(key).first().map(|v| v.trim().to_string());
-    let mut checks = vec![Check {
-        name: "reachable".into(),
-        ok: true,
-        value: None,
-        said: "SSH and sudo answer".into(),
-    }];
-    checks.push(match first("now").and_then(|v| v.parse::<f64>().ok()) {
-        Some(t) => {
-            let off = t - host_now;
-            let ok = off.abs() <= limits.max_clock_skew.as_secs_f64();
-            Check {
-                name: "clock".into(),
-                ok,
-                value: Some(off),
-                said: if ok {
-                    format!("{off:+.1} s from this machine's")
-                } else {
-                    format!(
-                        "{off:+.1} s from this machine's, more than {} s: set the device's clock (NTP) before testing; \
-                         TLS, the backups' dates and the history depend on it",
-                        limits.max_clock_skew.as_secs()
-                    )
-                },
-            }
-        }
-        None => Check {
-            name: "clock".into(),
-            ok: false,
-            value: None,
-            said: "the device did not tell its time (`date +%s.%N`)".into(),
-        },
-    });
-    checks.push(match first("free").and_then(|v| v.parse::<u64>().ok()) {
-        Some(free) => {
-            let ok = free >= limits.min_free_bytes;
-            Check {
-                name: "free space".into(),
-                ok,
-                value: Some(free as f64),
-                said: if ok {
-                    format!("{} MiB free on {BROOT}", free >> 20)
-                } else {
-                    format!(
-                        "{} MiB free on {BROOT}, less than the {} MiB a run needs: delete old backups or snapshots on the device",
-                        free >> 20,
-                        limits.min_free_bytes >> 20
-                    )
-                },
-            }
-        }
-        None => Check {
-            name: "free space".into(),
-            ok: false,
-            value: None,
-            said: format!("`df {BROOT}` said nothing: is the card mounted?"),
-        },
-    });
-    let stats = values("stat");
+    let off = t - host_now;
+    let max = limits.max_clock_skew.as_secs_f64();
+    let text = if off.abs() <= max {
+        format!("{off:+.1} s from this machine's")
+    } else {
+        format!(
+            "{off:+.1} s from this machine's, more than {max} s: set the device's clock (NTP) before testing; \
+             TLS, the backups' dates and the history depend on it"
+        )
+    };
+    check("clock", off.abs() <= max, Some(off), text)
+}
+
+fn free_space(said: &Said, limits: Limits) -> Check {
+    let Some(free) = said.first("free").and_then(|v| v.parse::<u64>().ok()) else {
+        return check(
+            "free space",
+            false,
+            None,
+            format!("`df {BROOT}` said nothing: is the card mounted?"),
+        );
+    };
+    let ok = free >= limits.min_free_bytes;
+    let text = if ok {
+        format!("{} MiB free on {BROOT}", free >> 20)
+    } else {
+        format!(
+            "{} MiB free on {BROOT}, less than the {} MiB a run needs: delete old backups or snapshots on the device",
+            free >> 20,
+            limits.min_free_bytes >> 20
+        )
+    };
+    check("free space", ok, Some(free as f64), text)
+}
+
+fn btrfs_errors(said: &Said) -> Check {
+    let stats = said.all("stat");
     let counters: Vec<(String, u64)> = stats
         .iter()
         .filter_map(|l| {
@@ -214,86 +241,71 @@ pub fn judge(stdout: &str, host_now: f64, limits: Limits) -> Health {
             Some((name.rsplit('.').next().unwrap_or(name).to_string(), n))
         })
         .collect();
+    if counters.is_empty() {
+        let text = format!(
+            "`btrfs device stats {BROOT}` gave no counters: {}",
+            stats.join(" ").trim()
+        );
+        return check("btrfs errors", false, None, text);
+    }
     let errors: u64 = counters.iter().map(|(_, n)| n).sum();
     let nonzero: Vec<String> = counters
         .iter()
         .filter(|(_, n)| *n > 0)
         .map(|(k, n)| format!("{k} {n}"))
         .collect();
-    checks.push(if counters.is_empty() {
-        Check {
-            name: "btrfs errors".into(),
-            ok: false,
-            value: None,
-            said: format!(
-                "`btrfs device stats {BROOT}` gave no counters: {}",
-                stats.join(" ").trim()
-            ),
-        }
+    let text = if errors == 0 {
+        "every counter of `btrfs device stats` is 0".into()
     } else {
-        Check {
-            name: "btrfs errors".into(),
-            ok: errors == 0,
-            value: Some(errors as f64),
-            said: if errors == 0 {
-                "every counter of `btrfs device stats` is 0".into()
-            } else {
-                format!(
-                    "`btrfs device stats {BROOT}` counts {}: the card returned errors; check or replace it \
-                     (`btrfs device stats -z` resets the counters once it is sorted out)",
-                    nonzero.join(", ")
-                )
-            },
-        }
-    });
-    let kernel = values("kernel");
-    let card = first("card").unwrap_or_default();
-    let skipped = first("kernel_skipped");
+        format!(
+            "`btrfs device stats {BROOT}` counts {}: the card returned errors; check or replace it \
+             (`btrfs device stats -z` resets the counters once it is sorted out)",
+            nonzero.join(", ")
+        )
+    };
+    check("btrfs errors", errors == 0, Some(errors as f64), text)
+}
+
+fn kernel_errors(said: &Said) -> Check {
+    let kernel = said.all("kernel");
+    let card = said.first("card").unwrap_or_default();
+    let skipped = said.first("kernel_skipped");
     let known = skipped.is_some() || !card.is_empty();
-    checks.push(Check {
-        name: "kernel I/O errors".into(),
-        ok: kernel.is_empty() && known,
-        value: Some(kernel.len() as f64),
-        said: if let Some(why) = skipped {
-            format!("not read: {why}")
-        } else if !known {
-            format!("the card's device is not known (`findmnt {BROOT}` said nothing)")
-        } else if kernel.is_empty() {
-            format!("none on the card ({card}) since boot")
-        } else {
-            format!(
-                "the kernel logged errors on the card ({card}) since boot: {}",
-                kernel.join(" | ")
-            )
-        },
-    });
-    let names = values("name");
+    let text = if let Some(why) = skipped {
+        format!("not read: {why}")
+    } else if !known {
+        format!("the card's device is not known (`findmnt {BROOT}` said nothing)")
+    } else if kernel.is_empty() {
+        format!("none on the card ({card}) since boot")
+    } else {
+        format!(
+            "the kernel logged errors on the card ({card}) since boot: {}",
+            kernel.join(" | ")
+        )
+    };
+    check(
+        "kernel I/O errors",
+        kernel.is_empty() && known,
+        Some(kernel.len() as f64),
+        text,
+    )
+}
+
+fn daemon(said: &Said) -> Check {
+    let names = said.all("name");
     let missing: Vec<&str> = [BACKUP1, SNAPSHOT1]
         .into_iter()
         .filter(|n| !names.contains(n))
         .collect();
-    checks.push(Check {
-        name: "daemon".into(),
-        ok: missing.is_empty(),
-        value: None,
-        said: if missing.is_empty() {
-            "owns both D-Bus names".into()
-        } else {
-            format!(
-                "{} not owned on the system bus: the backup daemon is not running (`journalctl -u nexus-backupd`)",
-                missing.join(" and ")
-            )
-        },
-    });
-    let software = values("software")
-        .iter()
-        .filter_map(|v| {
-            let (k, v) = v.split_once(' ')?;
-            let v = v.trim();
-            (!v.is_empty()).then(|| (k.to_string(), v.to_string()))
-        })
-        .collect();
-    Health { checks, software }
+    let text = if missing.is_empty() {
+        "owns both D-Bus names".into()
+    } else {
+        format!(
+            "{} not owned on the system bus: the backup daemon is not running (`journalctl -u nexus-backupd`)",
+            missing.join(" and ")
+        )
+    };
+    check("daemon", missing.is_empty(), None, text)
 }
 
 #[cfg(test)]

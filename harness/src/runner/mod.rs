@@ -87,39 +87,7 @@ pub async fn run_scenario(
     } else {
         (None, None)
     };
-    // A run that lost the device's lease learnt nothing it can trust, and undoes nothing: the
-    // device may be another run's now, and its record with it.
-    let lease_lost = crate::bench::lock::lost(&session.dev);
-    if let Some(why) = &lease_lost {
-        if outcome != Outcome::InfraError {
-            let was = reason
-                .take()
-                .map(|r| format!(" (the scenario: {r})"))
-                .unwrap_or_default();
-            reason = Some(format!(
-                "lost the device's lease: {why}; nothing was undone by this run{was}"
-            ));
-            outcome = Outcome::InfraError;
-        }
-    }
-    let undone = if real && !steps.is_empty() && lease_lost.is_none() {
-        tidy::undo(&mut session).await
-    } else {
-        tidy::Undone::default()
-    };
-    // An undo that fails fails the run: the device is not as it was found.
-    if let Some(why) = &undone.error {
-        let was = reason
-            .take()
-            .map(|r| format!(" (the scenario itself: {r})"))
-            .unwrap_or_default();
-        reason = Some(format!("{why}{was}"));
-        outcome = match (outcome, undone.unreachable) {
-            (_, true) => Outcome::InfraError,
-            (Outcome::InfraError, _) => Outcome::InfraError,
-            _ => Outcome::Failed,
-        };
-    }
+    let (outcome, reason, undone) = give_back(&mut session, real && !steps.is_empty(), outcome, reason).await;
     let mut cleanup = undone.lines;
     if let Some(why) = &undone.error {
         cleanup.push(why.clone());
@@ -141,6 +109,45 @@ pub async fn run_scenario(
         device_info,
         required: s.must_run,
     }
+}
+
+/// The device given back after a scenario: on a real device every recorded change undone,
+/// unless the run lost the device's lease (then it learnt nothing it can trust and undoes
+/// nothing: the device, and its record, may be another run's now). An undo that fails fails the
+/// scenario: the device is not as it was found. Returns the verdict as it now stands.
+async fn give_back(
+    session: &mut Session<'_>,
+    undo: bool,
+    mut outcome: Outcome,
+    mut reason: Option<String>,
+) -> (Outcome, Option<String>, tidy::Undone) {
+    // The first reason stays in the report, after the one that now decides.
+    let before =
+        |reason: &mut Option<String>, what: &str| reason.take().map(|r| format!(" ({what}: {r})")).unwrap_or_default();
+    let lost = crate::bench::lock::lost(&session.dev);
+    if let Some(why) = &lost {
+        if outcome != Outcome::InfraError {
+            let was = before(&mut reason, "the scenario");
+            reason = Some(format!(
+                "lost the device's lease: {why}; nothing was undone by this run{was}"
+            ));
+            outcome = Outcome::InfraError;
+        }
+    }
+    let undone = if undo && lost.is_none() {
+        tidy::undo(session).await
+    } else {
+        tidy::Undone::default()
+    };
+    if let Some(why) = &undone.error {
+        let was = before(&mut reason, "the scenario itself");
+        reason = Some(format!("{why}{was}"));
+        outcome = match (outcome, undone.unreachable) {
+            (_, true) | (Outcome::InfraError, _) => Outcome::InfraError,
+            _ => Outcome::Failed,
+        };
+    }
+    (outcome, reason, undone)
 }
 
 /// Why a scenario does not run on this target, before its first step: a need it declares
