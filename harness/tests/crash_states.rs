@@ -2,7 +2,7 @@
 //! state checked of a backup, a backup Delete, a snapshot Delete and an Activate, and each
 //! broken daemon (one test-only fault per check, allowed only on the harness's throwaway
 //! emulator) is caught on the operation that shows it, with the same seed, by the check meant
-//! for it. A green crash-state run proves something only next to these red ones. Small (three
+//! for it. A green crash-state run proves something only next to these red ones. Small (two
 //! states per operation for the real daemon, the last one for most broken ones, a 32 MiB
 //! backup) because it runs in CI. Needs root, a container
 //! engine, qemu-storage-daemon and the debug `nexus-backupd` (`ci/test` does all).
