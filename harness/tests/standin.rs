@@ -258,17 +258,36 @@ fn faults_run_on_the_standin_through_its_power_switch() {
         "{seen:?}"
     );
 
-    // exec: the bench's command lines; the cut loses what was not flushed and keeps what was.
+    // exec: the bench's command lines cut a snapshot Create. power/01 writes the card below the
+    // daemon, so it needs a throwaway device: on a bench it is skipped before its first step.
     let hil = env!("CARGO_BIN_EXE_nexus-hil");
     let inv = bench_inventory(
         dir.path(),
         &format!("driver = \"exec\"\noff = \"{hil} emulator power off\"\non = \"{hil} emulator power on\"\n"),
     );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let refused = Command::new(hil)
+        .args(["run", "--targets"])
+        .arg(&inv)
+        .arg("--pins")
+        .arg(dir.path().join("pins"))
+        .arg("--report-dir")
+        .arg(dir.path().join("refused"))
+        .arg(root.join("scenarios/power/01-a-cut-loses-what-was-not-flushed.yaml"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stdout).to_string();
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "it must run, so its skip fails the run: {said}"
+    );
+    assert!(said.contains("needs a throwaway device"), "{said}");
     let report = run_on_bench(
         dir.path(),
         &inv,
         "exec",
-        &["scenarios/power/01-a-cut-loses-what-was-not-flushed.yaml"],
+        &["scenarios/power/04-a-cut-during-snapshot-create.yaml"],
     );
     let lines = fault_lines(&report);
     assert!(

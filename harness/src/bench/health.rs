@@ -72,9 +72,15 @@ impl Health {
     }
 }
 
+/// What marks a kernel log line about the card as an error (`grep -iE`): I/O errors, a file
+/// system's errors and checksum failures, an MMC/SD controller's timeouts and CRC errors. Not the
+/// file systems' info lines (a mount says "using crc32c").
+const KERNEL_ERRORS: &str = r"I/O error|blk_update_request|(BTRFS|EXT4-fs) (error|critical)|csum failed|checksum error|corrupt|error -[0-9]+|timed out|timeout waiting|CRC error|card removed";
+
 /// The one command that reads everything, as root. Each fact on a line of its own, `key=value`.
 fn command() -> String {
     let broot = sh_quote(BROOT);
+    let errors = sh_quote(KERNEL_ERRORS);
     format!(
         r#"echo "now=$(date +%s.%N)"
 df -B1 --output=avail,size {broot} 2>/dev/null | tail -n 1 | awk '{{print "free=" $1; print "size=" $2}}'
@@ -85,7 +91,7 @@ if systemd-detect-virt -q -c 2>/dev/null; then echo "kernel_skipped=a container 
 elif [ -n "$dev" ]; then
   disk=$(echo "$dev" | sed -E 's/(mmcblk[0-9]+|nvme[0-9]+n[0-9]+|loop[0-9]+)p[0-9]+$/\1/; s/^([a-z]+)[0-9]+$/\1/')
   (journalctl -k -b --no-pager -q 2>/dev/null || dmesg 2>/dev/null) |
-    grep -E "($dev|$disk)[^0-9]" | grep -iE 'error|timeout|timed out|reset|crc|failed' | tail -n 5 | sed 's/^/kernel=/'
+    grep -E "($dev|$disk)[^0-9]" | grep -iE {errors} | tail -n 5 | sed 's/^/kernel=/'
 fi
 for n in {BACKUP1} {SNAPSHOT1}; do
   if busctl --system status "$n" >/dev/null 2>&1; then echo "name=$n"; fi
@@ -318,6 +324,42 @@ mod tests {
         stat=[/dev/loop3].generation_errs  0\ncard=/dev/loop3\n\
         name=tech.noreya.Backup1\nname=tech.noreya.Snapshot1\n\
         software=kernel 6.1.0-arm64\nsoftware=os Debian GNU/Linux 12 (bookworm)\nsoftware=daemon nexus-backupd 0.1.0\n";
+
+    /// The pattern as the device's grep reads it: errors on the card are kept, a mount's info
+    /// lines are not (a stand-in's btrfs says "using crc32c" at every mount).
+    #[test]
+    fn the_kernel_log_pattern_keeps_errors_and_passes_info_lines() {
+        let lines = [
+            (
+                "BTRFS info (device vdb2): using crc32c (crc32c-generic) checksum algorithm",
+                false,
+            ),
+            ("BTRFS info (device mmcblk0p2): disk space caching is enabled", false),
+            ("mmc0: new high speed SDHC card at address aaaa", false),
+            ("I/O error, dev mmcblk0, sector 2048 op 0x1:(WRITE) flags 0x800", true),
+            (
+                "BTRFS error (device mmcblk0p2): bdev /dev/mmcblk0p2 errs: wr 1, rd 0",
+                true,
+            ),
+            ("BTRFS warning (device vdb2): csum failed root 5 ino 257 off 0", true),
+            ("mmc0: Timeout waiting for hardware interrupt.", true),
+            ("mmcblk0: error -110 transferring data, sector 4096", true),
+        ];
+        for (line, error) in lines {
+            let out = std::process::Command::new("grep")
+                .args(["-iE", KERNEL_ERRORS])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .and_then(|mut c| {
+                    use std::io::Write;
+                    c.stdin.take().unwrap().write_all(format!("{line}\n").as_bytes())?;
+                    c.wait_with_output()
+                })
+                .unwrap();
+            assert_eq!(out.status.success(), error, "{line}");
+        }
+    }
 
     #[test]
     fn a_healthy_device_passes_every_check_and_tells_its_software() {
