@@ -170,6 +170,11 @@ fn run_on_bench(dir: &Path, inventory: &Path, report: &str, scenarios: &[&str]) 
         .args(scenarios.iter().map(|s| root.join(s)))
         .output()
         .unwrap();
+    passed(&out, &dir.join(report)).1
+}
+
+/// A run's output (stdout then stderr, also printed) and its report, asserting it passed.
+fn passed(out: &std::process::Output, report_dir: &Path) -> (String, serde_json::Value) {
     let text = format!(
         "{}\n{}",
         String::from_utf8_lossy(&out.stdout),
@@ -177,7 +182,8 @@ fn run_on_bench(dir: &Path, inventory: &Path, report: &str, scenarios: &[&str]) 
     );
     eprintln!("{text}");
     assert_eq!(out.status.code(), Some(0), "{text}");
-    serde_json::from_str(&std::fs::read_to_string(dir.join(report).join("report.json")).unwrap()).unwrap()
+    let json = serde_json::from_str(&std::fs::read_to_string(report_dir.join("report.json")).unwrap()).unwrap();
+    (text, json)
 }
 
 /// The transcript lines of every fault step of a report.
@@ -319,15 +325,7 @@ fn run_on_standin(dir: &Path, env: &[(&str, &str)], scenarios: &[&Path]) -> (Str
         .envs(env.iter().copied())
         .output()
         .unwrap();
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("{text}");
-    assert_eq!(out.status.code(), Some(0), "{text}");
-    let json = serde_json::from_str(&std::fs::read_to_string(report.join("report.json")).unwrap()).unwrap();
-    (text, json)
+    passed(&out, &report)
 }
 
 /// The hash of the saved state the output says a stand-in started from.
