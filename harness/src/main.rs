@@ -47,6 +47,9 @@ enum Cmd {
     /// free space on /broot, btrfs's error counters, the kernel's I/O errors on the card, the
     /// daemon answering, its software. Exit 3 when a check fails (the bench, not the product).
     Health(cmd::health::HealthArgs),
+    /// Every step a scenario can take, with its keys and default time limit (what each does:
+    /// scenarios/README.md).
+    Steps,
     /// The results history every run appends to: where each series changed (`history check`).
     History(cmd::history::HistoryArgs),
     /// Start, stop and look into emulators.
@@ -86,6 +89,7 @@ async fn dispatch(command: Cmd) -> Result<ExitCode, InfraError> {
         Cmd::Report(args) => cmd::report::command(args).await,
         Cmd::Health(args) => cmd::health::command(args).await,
         Cmd::History(args) => cmd::history::command(args).await,
+        Cmd::Steps => Ok(cmd::steps::command()),
         Cmd::CrashStates(args) => cmd::crash_states::command(args).await,
         Cmd::Image { command } => cmd::emulator::image(command).await,
         Cmd::Emulator { command } => cmd::emulator::emulator(command).await,

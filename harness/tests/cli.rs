@@ -65,6 +65,36 @@ fn a_file_with_a_mistake_stops_the_run_before_anything_starts() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("ssh://USER@HOST"));
 }
 
+/// `nexus-hil steps` lists every step a file can use, with its keys and default time limit.
+#[test]
+fn the_steps_command_lists_each_step_with_its_keys_and_time_limit() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nexus-hil"))
+        .arg("steps")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row = |step: &str| -> Vec<String> {
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(step))
+            .unwrap_or_else(|| panic!("no row for {step}:\n{text}"));
+        line.split_whitespace()
+            .map(|w| w.trim_end_matches(',').to_string())
+            .collect()
+    };
+    assert_eq!(row("backup.wait"), ["backup.wait", "5m", "as", "id", "expect_result"]);
+    assert_eq!(row("scp.get"), ["scp.get", "60s", "as", "remote", "local"]);
+    let cut = row("fault.power_cut");
+    assert!(
+        cut[1] == "5m" && cut.contains(&"during".to_string()) && cut.contains(&"stay_off".to_string()),
+        "{cut:?}"
+    );
+    for step in nexus_scenario::Step::NAMES {
+        row(step);
+    }
+}
+
 #[test]
 fn an_unreachable_device_is_an_infrastructure_error_in_every_report() {
     let dir = tempfile::tempdir().unwrap();

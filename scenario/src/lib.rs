@@ -19,10 +19,5 @@ pub use duration::parse_duration;
 pub use error::ScenarioError;
 pub use load::{discover, Need, Scenario, EMULATOR_ONLY, PORTABLE};
 pub use size::{parse_size, show_size};
-pub use steps::{
-    throwaway_change, unrecorded_write, ArchiveMatchesSnapshot, BackupWait, BrowserClick, BrowserDownload,
-    BrowserExpectAbsent, BrowserExpectText, BrowserFill, BrowserLogin, BrowserOpen, BrowserRead, BrowserScreenshot,
-    BrowserWaitFor, CutNetwork, DbusCall, FaultStep, FillDisk, GpgDecrypt, HttpGet, HttpHold, PowerCut, ProbeLatency,
-    Repeat, RsyncPull, ScpGet, ScpPut, SetupUser, SlowIo, SshEdit, SshPut, SshRestore, SshRun, Step,
-};
+pub use steps::*;
 pub use vars::{references, ITERATION};

@@ -10,6 +10,7 @@ pub mod history;
 pub mod provision;
 pub mod report;
 pub mod run;
+pub mod steps;
 
 /// A seed for a run's random draws when none is given: from the clock (the report names it).
 pub fn clock_seed() -> u64 {

@@ -9,14 +9,19 @@ use base64::Engine;
 use super::StepLog;
 use crate::browser::{Browser, Config};
 use crate::report::{BrowserEvidence, INLINE_SCREENSHOT_BYTES};
-use crate::scenario::{self, Step};
+use crate::scenario::{self, family};
 use crate::session::Session;
 
 /// How long the evidence of a failure may take (the runner gives a step 5 s over its timeout).
 const EVIDENCE_TIME: Duration = Duration::from_secs(4);
 
 /// Runs one browser step; the browser is started first if the scenario has none yet.
-pub async fn run(s: &mut Session<'_>, step: &Step, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
+pub async fn run(
+    s: &mut Session<'_>,
+    step: family::Browser<'_>,
+    timeout: Duration,
+    log: &mut StepLog,
+) -> Result<(), String> {
     let began = Instant::now();
     let mut evidence = BrowserEvidence::default();
     if s.browser.is_none() {
@@ -106,7 +111,7 @@ pub fn selector(s: &Session<'_>, given: &str) -> Result<String, String> {
 /// What the step does in the page.
 async fn act(
     s: &mut Session<'_>,
-    step: &Step,
+    step: family::Browser<'_>,
     timeout: Duration,
     log: &mut StepLog,
     evidence: &mut BrowserEvidence,
@@ -115,17 +120,17 @@ async fn act(
         return Err("the browser is not running".into());
     };
     match step {
-        Step::BrowserOpen(o) => {
+        family::Browser::BrowserOpen(o) => {
             let path = s.subst(&o.path);
             let at = b.open(&path).await?;
             log.lines.push(format!("opened {}", s.mask(&at)));
         }
-        Step::BrowserClick(c) => {
+        family::Browser::BrowserClick(c) => {
             let css = selector(s, &c.selector)?;
             b.click(&css, timeout).await?;
             log.lines.push(format!("clicked {css}"));
         }
-        Step::BrowserFill(f) => {
+        family::Browser::BrowserFill(f) => {
             let css = selector(s, &f.selector)?;
             let value = s.subst(&f.value);
             b.fill(&css, &value, timeout).await?;
@@ -139,7 +144,7 @@ async fn act(
                 s.secrets.push(value);
             }
         }
-        Step::BrowserRead(r) => {
+        family::Browser::BrowserRead(r) => {
             let css = selector(s, &r.selector)?;
             let attribute = r.attribute.as_ref().map(|a| s.subst(a));
             let value = b.read(&css, attribute.as_deref(), timeout).await?;
@@ -155,7 +160,7 @@ async fn act(
             }
             s.vars.insert(r.capture.clone(), value);
         }
-        Step::BrowserWaitFor(w) => {
+        family::Browser::BrowserWaitFor(w) => {
             let css = selector(s, &w.selector)?;
             let t = Instant::now();
             b.wait_for(&css, w.gone, timeout).await?;
@@ -163,7 +168,7 @@ async fn act(
             log.lines
                 .push(format!("{css} {what} after {:.1} s", t.elapsed().as_secs_f64()));
         }
-        Step::BrowserDownload(d) => {
+        family::Browser::BrowserDownload(d) => {
             let css = selector(s, &d.selector)?;
             let save = s.local(&d.save);
             let (name, size) = b.download(&css, &save, timeout).await?;
@@ -172,7 +177,7 @@ async fn act(
                 save.display()
             ));
         }
-        Step::BrowserScreenshot(sh) => {
+        family::Browser::BrowserScreenshot(sh) => {
             let mut name = s.subst(&sh.name);
             if !name.ends_with(".png") {
                 name.push_str(".png");
@@ -187,7 +192,7 @@ async fn act(
             ));
             evidence.screenshots.push(name);
         }
-        Step::BrowserExpectText(e) => {
+        family::Browser::BrowserExpectText(e) => {
             let css = selector(s, &e.selector)?;
             let want = s.subst(&e.contains);
             let deadline = Instant::now() + timeout;
@@ -206,7 +211,7 @@ async fn act(
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
-        Step::BrowserExpectAbsent(a) => {
+        family::Browser::BrowserExpectAbsent(a) => {
             let value = s.subst(&a.value);
             if value.is_empty() {
                 return Err("the value to look for is empty".into());
@@ -217,7 +222,7 @@ async fn act(
             }
             log.lines.push(s.mask(&format!("{value:?} is in none of {searched}")));
         }
-        Step::BrowserLogin(_) => {
+        family::Browser::BrowserLogin(_) => {
             let (user, password, from) = credentials(s).await?;
             let (u, p, l) = (
                 selector(s, "@username")?,
@@ -233,7 +238,6 @@ async fn act(
             ));
             s.secrets.push(password);
         }
-        other => return Err(format!("{} is not a browser step", other.kind())),
     }
     Ok(())
 }

@@ -9,10 +9,23 @@ use serde_json::Value;
 use super::StepLog;
 use crate::bench::record::Made;
 use crate::report::ProgressSample;
-use crate::scenario::{BackupWait, DbusCall};
+use crate::scenario::{family, BackupWait, DbusCall};
 use crate::session::{render, Session};
 
 /// `dbus.call`.
+/// Does a step of the D-Bus family.
+pub async fn step(
+    s: &mut Session<'_>,
+    step: family::Dbus<'_>,
+    timeout: Duration,
+    log: &mut StepLog,
+) -> Result<(), String> {
+    match step {
+        family::Dbus::DbusCall(c) => call(s, c, timeout, log).await,
+        family::Dbus::BackupWait(w) => wait(s, w, timeout, log).await,
+    }
+}
+
 pub async fn call(s: &mut Session<'_>, c: &DbusCall, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
     let user = s.subst(&c.user);
     let args: Vec<String> = c.args.iter().map(|a| s.subst(a)).collect();

@@ -10,7 +10,7 @@ use nexus_contract::names::BACKUP1;
 
 use super::{StepEnd, StepLog};
 use crate::device::{Applied, CutLog, Fault, Lifecycle};
-use crate::scenario::{FaultStep, PowerCut, Step};
+use crate::scenario::{family, FaultStep, PowerCut, Step};
 use crate::session::{render, Cut, Session};
 
 /// The daemon's process id as systemd knows it (0 when it is not running).
@@ -20,22 +20,28 @@ const DAEMON_PID: &str = "systemctl show -p MainPID --value nexus-backupd";
 const BOOT_ID: &str = "echo \"$(cat /proc/sys/kernel/random/boot_id) pid1-start $(cut -d' ' -f22 /proc/1/stat)\"";
 
 /// Runs a `fault.*` step.
-pub async fn run(s: &mut Session<'_>, step: &Step, timeout: Duration, log: &mut StepLog) -> Result<(), StepEnd> {
+pub async fn run(
+    s: &mut Session<'_>,
+    step: family::Fault<'_>,
+    timeout: Duration,
+    log: &mut StepLog,
+) -> Result<(), StepEnd> {
+    use family::Fault as F;
     let Some(lifecycle) = s.lifecycle else {
         return Err(StepEnd::Unsupported(match step {
-            Step::FaultReplaceCard(_) => "the card swap is the operator's: fault.replace_card needs a target whose SD \
+            F::FaultReplaceCard(_) => "the card swap is the operator's: fault.replace_card needs a target whose SD \
                                           card the harness holds (--target standin or emulator)"
                 .to_string(),
             _ => format!("{} needs the emulator's lifecycle; this target has none", step.kind()),
         }));
     };
     match step {
-        Step::FaultKillDaemon(f) => restart(s, lifecycle, Fault::KillDaemon, when(f), timeout, log).await,
-        Step::FaultRestartDaemon(f) => restart(s, lifecycle, Fault::RestartDaemon, when(f), timeout, log).await,
-        Step::FaultReboot(f) => restart(s, lifecycle, Fault::Reboot, when(f), timeout, log).await,
-        Step::FaultPowerCut(p) => power_cut(s, lifecycle, p, timeout, log).await,
-        Step::FaultReplaceCard(_) => replace_card(s, lifecycle, timeout, log).await,
-        Step::FaultCutNetwork(f) => {
+        F::FaultKillDaemon(f) => restart(s, lifecycle, Fault::KillDaemon, when(f), timeout, log).await,
+        F::FaultRestartDaemon(f) => restart(s, lifecycle, Fault::RestartDaemon, when(f), timeout, log).await,
+        F::FaultReboot(f) => restart(s, lifecycle, Fault::Reboot, when(f), timeout, log).await,
+        F::FaultPowerCut(p) => power_cut(s, lifecycle, p, timeout, log).await,
+        F::FaultReplaceCard(_) => replace_card(s, lifecycle, timeout, log).await,
+        F::FaultCutNetwork(f) => {
             log.lines
                 .push(format!("the network goes down in {:?} for {:?}", f.after, f.duration));
             let cut = CutLog::default();
@@ -56,7 +62,7 @@ pub async fn run(s: &mut Session<'_>, step: &Step, timeout: Duration, log: &mut 
             });
             Ok(())
         }
-        Step::FaultSlowIo(f) => {
+        F::FaultSlowIo(f) => {
             let limit = |n: u64| {
                 if n == 0 {
                     "no limit".to_string()
@@ -74,14 +80,13 @@ pub async fn run(s: &mut Session<'_>, step: &Step, timeout: Duration, log: &mut 
             log.lines.extend(applied.note);
             Ok(())
         }
-        Step::FaultFillDisk(f) => {
+        F::FaultFillDisk(f) => {
             log.lines
                 .push(format!("filling /broot until {} bytes are free", f.leave_bytes));
             let applied = lifecycle.fault(Fault::FillDisk(f.leave_bytes)).await?;
             log.lines.extend(applied.note);
             Ok(())
         }
-        other => Err(format!("{} is not a fault", other.kind()).into()),
     }
 }
 
@@ -451,7 +456,7 @@ mod tests {
         let work = tempfile::tempdir().unwrap();
         let mut s = session(work.path(), None);
         let sc = steps("  - fault.replace_card: {}\n");
-        let r = run(&mut s, &sc.steps[0], Duration::from_secs(5), &mut StepLog::default()).await;
+        let r = crate::steps::run(&mut s, &sc.steps[0], Duration::from_secs(5), &mut StepLog::default()).await;
         match r {
             Err(StepEnd::Unsupported(m)) => assert!(m.contains("the card swap is the operator's"), "{m}"),
             _ => panic!("a real device cannot have its card replaced by the harness"),

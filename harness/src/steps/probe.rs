@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::{StepEnd, StepLog};
 use crate::report::{latency::pool, Latency, Measured, Verdict};
-use crate::scenario::ProbeLatency;
+use crate::scenario::{family, ProbeLatency};
 use crate::session::Session;
 use crate::transport::ssh::sh_quote;
 
@@ -79,6 +79,18 @@ fn script(p: &Plan) -> String {
 }
 
 /// Runs `probe.latency`.
+/// Does a step of the probe family.
+pub async fn step(
+    s: &mut Session<'_>,
+    step: family::Probe<'_>,
+    timeout: Duration,
+    log: &mut StepLog,
+) -> Result<(), StepEnd> {
+    match step {
+        family::Probe::ProbeLatency(p) => run(s, p, timeout, log).await,
+    }
+}
+
 pub async fn run(s: &mut Session<'_>, p: &ProbeLatency, timeout: Duration, log: &mut StepLog) -> Result<(), StepEnd> {
     let name = s.subst(&p.name);
     let baseline_name = p.alternate_with.as_deref().map(|b| s.subst(b));

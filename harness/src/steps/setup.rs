@@ -9,7 +9,7 @@ use nexus_contract::paths::{BACKUP_USER, PKLA_DIR, VENDOR_PKLA};
 
 use super::StepLog;
 use crate::bench::record;
-use crate::scenario::SetupUser;
+use crate::scenario::{family, SetupUser};
 use crate::session::Session;
 use crate::transport::ssh::sh_quote;
 
@@ -33,6 +33,18 @@ pub fn pkla_file(user: &str) -> String {
 
 /// `setup.user`. Each change is recorded on the device before it is made
 /// (`crate::bench::record`), and undone from there when the scenario ends.
+/// Does a step of the setup family.
+pub async fn step(
+    s: &mut Session<'_>,
+    step: family::Setup<'_>,
+    timeout: Duration,
+    log: &mut StepLog,
+) -> Result<(), String> {
+    match step {
+        family::Setup::SetupUser(u) => user(s, u, timeout, log).await,
+    }
+}
+
 pub async fn user(s: &mut Session<'_>, u: &SetupUser, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
     let name = s.subst(&u.name);
     let actions: Vec<&str> = if u.grant.iter().any(|g| g == "all") {

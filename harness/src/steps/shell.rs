@@ -5,11 +5,26 @@ use std::time::Duration;
 
 use super::StepLog;
 use crate::bench::record;
-use crate::scenario::{SshEdit, SshPut, SshRestore, SshRun};
+use crate::scenario::{family, SshEdit, SshPut, SshRestore, SshRun};
 use crate::session::Session;
 use crate::transport::ssh::sh_quote;
 
 /// `ssh.run`.
+/// Does a step of the shell family (commands and files over SSH).
+pub async fn step(
+    s: &mut Session<'_>,
+    step: family::Shell<'_>,
+    timeout: Duration,
+    log: &mut StepLog,
+) -> Result<(), String> {
+    match step {
+        family::Shell::SshRun(r) => run(s, r, timeout, log).await,
+        family::Shell::SshPut(p) => put(s, p, timeout, log).await,
+        family::Shell::SshEdit(e) => edit(s, e, timeout, log).await,
+        family::Shell::SshRestore(r) => restore(s, r, timeout, log).await,
+    }
+}
+
 pub async fn run(s: &mut Session<'_>, r: &SshRun, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
     let user = s.subst(&r.user);
     let command = s.subst(&r.command);

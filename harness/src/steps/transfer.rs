@@ -5,12 +5,28 @@
 use std::time::{Duration, Instant};
 
 use super::StepLog;
-use crate::scenario::{HttpGet, HttpHold, RsyncPull, ScpGet, ScpPut};
+use crate::scenario::{family, HttpGet, HttpHold, RsyncPull, ScpGet, ScpPut};
 use crate::session::Session;
 use crate::transport::https;
 use crate::transport::ssh::{run_local, sh_quote};
 
 /// `http.get`.
+/// Does a step of the transfer family (HTTPS, scp, rsync).
+pub async fn step(
+    s: &mut Session<'_>,
+    step: family::Transfer<'_>,
+    timeout: Duration,
+    log: &mut StepLog,
+) -> Result<(), String> {
+    match step {
+        family::Transfer::HttpGet(g) => http_get(s, g, timeout, log).await,
+        family::Transfer::HttpHold(h) => http_hold(s, h, timeout, log).await,
+        family::Transfer::ScpGet(g) => scp_get(s, g, timeout, log).await,
+        family::Transfer::ScpPut(p) => scp_put(s, p, timeout, log).await,
+        family::Transfer::RsyncPull(r) => rsync_pull(s, r, timeout, log).await,
+    }
+}
+
 pub async fn http_get(s: &mut Session<'_>, g: &HttpGet, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
     let path = s.subst(&g.path);
     let save = g.save.as_ref().map(|f| s.local(f));

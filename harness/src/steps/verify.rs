@@ -9,10 +9,23 @@ use nexus_contract::paths;
 
 use super::tree;
 use super::StepLog;
-use crate::scenario::{ArchiveMatchesSnapshot, GpgDecrypt};
+use crate::scenario::{family, ArchiveMatchesSnapshot, GpgDecrypt};
 use crate::session::Session;
 
 /// `gpg.decrypt`, or with `expect_failure` its refusal.
+/// Does a step of the verify family (GnuPG, an archive against its snapshot).
+pub async fn step(
+    s: &mut Session<'_>,
+    step: family::Verify<'_>,
+    timeout: Duration,
+    log: &mut StepLog,
+) -> Result<(), String> {
+    match step {
+        family::Verify::GpgDecrypt(d) => gpg(s, d, timeout, log).await,
+        family::Verify::ArchiveMatchesSnapshot(a) => archive(s, a, timeout, log).await,
+    }
+}
+
 pub async fn gpg(s: &mut Session<'_>, d: &GpgDecrypt, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
     let file = s.local(&d.file);
     let output = s.local(&d.output);
