@@ -259,6 +259,7 @@ async fn a_scenario_drives_a_page_and_a_failed_step_keeps_its_picture_and_consol
         seed: None,
         partition: None,
         health: Default::default(),
+        changes: Vec::new(),
     });
     assert!(html.contains("src=\"data:image/png;base64,iVBORw0KGgo"));
     assert!(html.contains("the page says: boom 42"));

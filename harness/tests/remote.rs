@@ -987,3 +987,193 @@ fn an_unhealthy_device_stops_the_run_naming_the_check() {
     let undo = provision(&dev, &["--undo"]);
     assert_eq!(undo.status.code(), Some(0), "{}", text(&undo));
 }
+
+/// A package `name` at `version` built here with dpkg-deb and installed on the device with
+/// `dpkg -i` (no network needed).
+fn install_package(dev: &Device, dir: &Path, name: &str, version: &str) {
+    let root = dir.join(format!("{name}-deb"));
+    std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+    std::fs::write(
+        root.join("DEBIAN/control"),
+        format!(
+            "Package: {name}\nVersion: {version}\nArchitecture: all\nMaintainer: nexus-hil tests <tests@example.invalid>\n\
+             Description: a package installed between two runs\n"
+        ),
+    )
+    .unwrap();
+    let deb = dir.join(format!("{name}.deb"));
+    let built = Command::new("dpkg-deb")
+        .args(["--root-owner-group", "--build"])
+        .arg(&root)
+        .arg(&deb)
+        .output()
+        .expect("dpkg-deb (install dpkg) builds the test's package");
+    assert!(built.status.success(), "{}", text(&built));
+    let mut ssh = Command::new("ssh")
+        .args(["-p", &dev.ssh_port.to_string(), "-i"])
+        .arg(&dev.admin_key)
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args(["-o", "LogLevel=ERROR", "nexus@127.0.0.1"])
+        .arg("sudo -n sh -c 'cat >/tmp/t.deb && dpkg -i /tmp/t.deb && rm /tmp/t.deb'")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut ssh.stdin.take().unwrap(), &std::fs::read(&deb).unwrap()).unwrap();
+    let out = ssh.wait_with_output().unwrap();
+    assert!(out.status.success(), "dpkg -i: {}", text(&out));
+}
+
+/// What changed, and `run --hold-on-failure`, on a device reached over ssh (an emulator): a
+/// passing run is recorded in the history (its header: nothing to compare with); a package is
+/// installed; the next run's header names it, in the terminal, the JSON and the HTML. Then a
+/// scenario that puts a file and fails is held: the ssh command it prints logs in and finds the
+/// file, its password variable is masked, the lease is still refreshed past its time to live,
+/// and after the hold the undo has taken the file away.
+#[test]
+fn a_failed_scenario_holds_its_device_and_the_header_says_what_changed() {
+    let dev = Device::up();
+    let p = provision(&dev, &[]);
+    assert_eq!(p.status.code(), Some(0), "{}", text(&p));
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("history.sqlite");
+    let passing = dir.path().join("passing.yaml");
+    std::fs::write(
+        &passing,
+        "name: what changed\ntags: [portable]\nsteps:\n  - ssh.run: {as: root, command: \"true\"}\n",
+    )
+    .unwrap();
+    let run = |report: &str| {
+        run_cmd(&dev, dir.path(), report)
+            .arg("--history")
+            .arg(&history)
+            .arg(&passing)
+            .output()
+            .unwrap()
+    };
+    let device = dev.target();
+    let first = run("first");
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    let said = String::from_utf8_lossy(&first.stdout).to_string();
+    assert!(
+        said.starts_with(&format!(
+            "what changed on {device}: nothing to compare with (the history has no earlier passing run on it)\n"
+        )),
+        "{said}"
+    );
+    install_package(&dev, dir.path(), "nexus-hil-marker", "1.0");
+    let second = run("second");
+    assert_eq!(second.status.code(), Some(0), "{}", text(&second));
+    let said = String::from_utf8_lossy(&second.stdout).to_string();
+    let header: Vec<&str> = said.lines().take_while(|l| !l.starts_with("PASS")).collect();
+    assert!(
+        header[0].starts_with(&format!("what changed on {device} since its last passing run (")),
+        "{said}"
+    );
+    // Only the package: the same harness, daemon and kernel.
+    assert_eq!(header.len(), 2, "{said}");
+    assert!(
+        header[1].starts_with("  packages (list ") && header[1].ends_with("): + nexus-hil-marker 1.0"),
+        "{said}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("second/report.json")).unwrap()).unwrap();
+    assert_eq!(
+        json["changes"][0]["added"],
+        serde_json::json!([["nexus-hil-marker", "1.0"]])
+    );
+    let html = std::fs::read_to_string(dir.path().join("second/report.html")).unwrap();
+    assert!(html.contains("<li>packages (list ") && html.contains("+ nexus-hil-marker 1.0</li>"));
+
+    let failing = dir.path().join("held.yaml");
+    std::fs::write(
+        &failing,
+        "name: held\ntags: [portable]\nvars:\n  password: \"held-Secret-9x\"\nsteps:\n  \
+         - ssh.put: {as: root, path: /root/nexus-hil-held.txt, content: \"written before the failure\"}\n  \
+         - ssh.run: {as: root, command: \"echo ${password} >/dev/null; exit 3\"}\n",
+    )
+    .unwrap();
+    // The hold outlasts the lease's time to live: only a refresh during the hold keeps it.
+    let mut child = run_cmd_ttl(&dev, dir.path(), "held", "8s")
+        .args(["--hold-on-failure", "14s"])
+        .arg(&failing)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let mut seen = Vec::new();
+    let ssh_line = loop {
+        let l = rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("no hold was printed:\n{}", seen.join("\n")));
+        seen.push(l.clone());
+        if let Some(cmd) = l.trim().strip_prefix("ssh:") {
+            break cmd.trim().to_string();
+        }
+    };
+    let held_at = std::time::Instant::now();
+    // The printed command, pasted as it is (the test adds only the command to run there).
+    let words: Vec<&str> = ssh_line.split_whitespace().collect();
+    assert_eq!(words[0], "ssh", "{ssh_line}");
+    let inside = Command::new(words[0])
+        .args(&words[1..])
+        .arg("sudo -n cat /root/nexus-hil-held.txt")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&inside.stdout),
+        "written before the failure",
+        "the printed `{ssh_line}`: {}",
+        text(&inside)
+    );
+    std::thread::sleep(std::time::Duration::from_secs(10).saturating_sub(held_at.elapsed()));
+    let lease = dev.root("sed -n 's/^expires=//p' /var/lib/nexus-hil/lock; date +%s");
+    let v: Vec<i64> = lease.split_whitespace().map(|w| w.parse().unwrap()).collect();
+    assert!(
+        v[0] > v[1],
+        "10 s into the hold the 8 s lease was not refreshed: expires {} now {}",
+        v[0],
+        v[1]
+    );
+    let out = child.wait_with_output().unwrap();
+    seen.extend(rx.iter());
+    let err = seen.join("\n");
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{said}\n{err}");
+    assert!(
+        err.contains("    password = <password>") && !err.contains("held-Secret-9x"),
+        "{err}"
+    );
+    assert!(
+        err.contains("standard input is not a terminal: the hold ends after 14s"),
+        "{err}"
+    );
+    assert!(err.contains("HOLD  held: 14s passed; cleaning up"), "{err}");
+    assert!(
+        said.contains("FAIL  held") && said.contains("exit status Some(3), expected 0"),
+        "{said}"
+    );
+    assert_eq!(
+        dev.root("test -e /root/nexus-hil-held.txt && echo left || echo undone")
+            .trim(),
+        "undone",
+        "after the hold the scenario's file was not undone:\n{said}"
+    );
+}

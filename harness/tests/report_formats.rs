@@ -39,6 +39,7 @@ fn sample_run() -> RunReport {
         seed: None,
         partition: None,
         health: Default::default(),
+        changes: Vec::new(),
         scenarios: vec![
             ScenarioReport {
                 name: "Control-UI flow".into(),

@@ -122,6 +122,7 @@ fn run(png: &[u8]) -> RunReport {
         seed: Some(7),
         partition: None,
         health: Default::default(),
+        changes: Vec::new(),
     }
 }
 

@@ -227,6 +227,11 @@ impl Browser {
             .map_err(|e| format!("Chromium refused {cmd}: {}", why(e)))
     }
 
+    /// The address of the page the browser is on, when it answers.
+    pub async fn page_url(&self) -> Option<String> {
+        self.client.current_url().await.ok().map(|u| u.to_string())
+    }
+
     /// Where the browser holds `needle`: the page's source, its address, a cookie (any,
     /// HttpOnly ones too), localStorage or sessionStorage, or a file of its profile on disk
     /// (its cookie and storage databases, its cache). An empty list: nowhere. Also what was

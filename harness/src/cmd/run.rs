@@ -110,6 +110,14 @@ pub struct RunArgs {
     /// gets its own fresh container), or devices of --targets (default: all of them).
     #[arg(long, short = 'j', overrides_with = "jobs")]
     pub jobs: Option<usize>,
+    /// At a scenario's first failed step, keep its device as it is (no clean-up, no undo yet;
+    /// a real device's lease kept) for up to DURATION (e.g. 10m) and print how to get in: the
+    /// ssh command with the harness's key, the container's shell or the console, the browser's
+    /// page, the scenario's variables (secrets masked). Enter ends it sooner; without a
+    /// terminal (CI) only DURATION does. Then the clean-up runs as always. One scenario holds
+    /// at a time: with -j another failure waits its turn.
+    #[arg(long, value_name = "DURATION", value_parser = crate::scenario::parse_duration)]
+    pub hold_on_failure: Option<Duration>,
 }
 
 /// Runs `nexus-hil run`.
@@ -168,6 +176,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
         seed: Some(seed),
         partition: args.partition,
         health: Default::default(),
+        changes: Vec::new(),
     };
     let slots = match slots(&args, &target, card, &report_dir).await {
         Ok(s) => Some(s),
@@ -207,15 +216,32 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
+    if let Some(d) = args.hold_on_failure {
+        crate::runner::inspect::enable(d, bar.clone());
+    }
     if let Some(slots) = &slots {
         report.scenarios = schedule::run_all(&scenarios, slots, &report_dir, seed, &bar).await;
     }
     bar.finish_and_clear();
     held.release(&say).await;
     report.duration_s = started.elapsed().as_secs_f64();
+    report.changes = what_changed(&args, &report, &report_dir).await;
     write_reports(&args, &report, &report_dir)?;
     append_history(&args, &report, &report_dir, run_started).await;
     Ok(exit_code(&args, &report))
+}
+
+/// What changed on each device since its last passing run in the history (none with
+/// --no-history; a history that cannot be read is said, not fatal).
+async fn what_changed(args: &RunArgs, report: &RunReport, report_dir: &Path) -> Vec<crate::report::WhatChanged> {
+    if args.no_history {
+        return Vec::new();
+    }
+    let spec = crate::history::store_spec(args.history.as_deref(), report_dir);
+    crate::history::what_changed(&spec, report).await.unwrap_or_else(|e| {
+        say(&format!("what changed since the last passing run: {e}"));
+        Vec::new()
+    })
 }
 
 /// Appends the run to the results history (its scenarios' measurements, its devices' health).

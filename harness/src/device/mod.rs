@@ -178,6 +178,12 @@ pub trait Lifecycle {
     fn power_switch(&self) -> bool {
         false
     }
+
+    /// Ways into the device besides ssh, for a person (`run --hold-on-failure`): a
+    /// container's shell, a console's port. One line each, `what: how`.
+    fn ways_in(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]

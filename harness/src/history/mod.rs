@@ -2,13 +2,15 @@
 //! [`record`] turns a run's report into them, [`changepoint`] finds where a series of
 //! measurements (one value per commit) changed, and whether the change is significant, [`gate`]
 //! judges which changes stop a merge, and [`page`] draws the trends as one self-contained HTML
-//! page; [`criterion`] reads `ci/bench`'s saved baselines.
+//! page; [`criterion`] reads `ci/bench`'s saved baselines; [`software`] keeps what each run found
+//! on its device and says what changed since the last run that passed there.
 
 pub mod changepoint;
 pub mod criterion;
 pub mod gate;
 pub mod page;
 pub mod record;
+pub mod software;
 pub mod store;
 
 /// The store to use: `given`, else $NEXUS_HIL_HISTORY, else history.sqlite beside the run's
@@ -36,13 +38,49 @@ pub async fn append_run(
 ) -> Result<usize, String> {
     let store = store::Store::open(spec).await?;
     let mut n = 0;
-    for (device, ms) in record::measurements(report) {
-        store
-            .append(&record::run_key(report, &device, started_at, source), &ms)
-            .await?;
+    let mut measured = record::measurements(report);
+    let found = software::found_per_device(report);
+    // A device whose scenarios measured nothing (they failed) is still a run of its software.
+    for device in found.keys() {
+        measured.entry(device.clone()).or_default();
+    }
+    let commit = record::commit();
+    for (device, ms) in measured {
+        let key = record::run_key(report, &device, started_at, source);
+        store.append(&key, &ms).await?;
         n += ms.len();
+        if let Some(info) = found.get(&device) {
+            let what = software::Found::from_info(info, &commit);
+            store
+                .record_software(&key.id, &what, software::passed_on(report, &device))
+                .await?;
+        }
     }
     Ok(n)
+}
+
+/// What differs on each device of `report` from its last passing run in the store `spec`
+/// (read before this run is appended).
+pub async fn what_changed(
+    spec: &str,
+    report: &crate::report::RunReport,
+) -> Result<Vec<crate::report::WhatChanged>, String> {
+    let found = software::found_per_device(report);
+    if found.is_empty() {
+        return Ok(Vec::new());
+    }
+    let store = store::Store::open(spec).await?;
+    let commit = record::commit();
+    let mut out = Vec::new();
+    for (device, info) in found {
+        let then = store.last_passed(&device).await?;
+        out.push(software::diff(
+            &device,
+            then,
+            &software::Found::from_info(&info, &commit),
+        ));
+    }
+    Ok(out)
 }
 
 /// One series on one device: its value per commit (in the order the commits were first run)

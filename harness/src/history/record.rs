@@ -297,6 +297,7 @@ mod tests {
             seed: None,
             partition: None,
             health: Default::default(),
+            changes: Vec::new(),
         };
         let ms = &measurements(&report)["emulator"];
         let find = |name: &str| {
@@ -323,6 +324,7 @@ mod tests {
         let pi = DeviceInfo {
             model: Some("Raspberry Pi 4 Model B Rev 1.4".into()),
             software: Some("NOREYA NEXUS OS 3.2".into()),
+            ..Default::default()
         };
         let report = RunReport {
             target: "targets.toml".into(),
@@ -336,6 +338,7 @@ mod tests {
             seed: None,
             partition: None,
             health: Default::default(),
+            changes: Vec::new(),
         };
         let k = run_key(&report, "pi-1", 7, "run");
         assert_eq!(k.device_model, pi.model);

@@ -10,6 +10,9 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 use sqlx::Row;
 
+use super::software::{self, Found};
+use crate::report::PassedRun;
+
 /// The schema, one migration per version (version = index + 1). Portable SQL only: it runs on
 /// SQLite and PostgreSQL as written.
 const MIGRATIONS: &[&[&str]] = &[
@@ -44,6 +47,21 @@ const MIGRATIONS: &[&[&str]] = &[
     ],
     // 2: a series' role; the series recorded before it measure the code.
     &["ALTER TABLE series ADD COLUMN role TEXT NOT NULL DEFAULT 'measure'"],
+    // 3: the software each run found on its device (`software.rs`), each distinct package list
+    // once, by its hash; `passed`: no scenario on the device failed, one passed at least.
+    &[
+        "CREATE TABLE package_lists (
+        sha256 TEXT PRIMARY KEY,
+        gz_base64 TEXT NOT NULL
+    )",
+        "CREATE TABLE run_software (
+        run_id TEXT PRIMARY KEY REFERENCES runs(id),
+        daemon TEXT,
+        kernel TEXT,
+        packages_sha256 TEXT REFERENCES package_lists(sha256),
+        passed BIGINT NOT NULL
+    )",
+    ],
 ];
 
 /// Which way a series gets worse.
@@ -277,6 +295,75 @@ impl Store {
             }
         }
         tx.commit().await.map_err(err)
+    }
+
+    /// Records the software a run (already appended) found on its device, its package list
+    /// stored once by its hash.
+    pub async fn record_software(&self, run_id: &str, found: &Found, passed: bool) -> Result<(), String> {
+        let err = |e: sqlx::Error| format!("cannot record the device's software in the history: {e}");
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let sha = match &found.packages {
+            Some(list) => {
+                let sha = software::hash(list);
+                sqlx::query(
+                    "INSERT INTO package_lists (sha256, gz_base64) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING",
+                )
+                .bind(&sha)
+                .bind(software::pack(list)?)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+                Some(sha)
+            }
+            None => None,
+        };
+        sqlx::query(
+            "INSERT INTO run_software (run_id, daemon, kernel, packages_sha256, passed) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(run_id)
+        .bind(found.daemon.clone())
+        .bind(found.kernel.clone())
+        .bind(sha)
+        .bind(i64::from(passed))
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn pool_for_tests(&self) -> AnyPool {
+        self.pool.clone()
+    }
+
+    /// The last run on `device` that passed and recorded its software, with what it found.
+    pub async fn last_passed(&self, device: &str) -> Result<Option<(PassedRun, Found)>, String> {
+        let err = |e: sqlx::Error| format!("cannot read the history's last passing run on {device}: {e}");
+        let row = sqlx::query(
+            "SELECT r.id, r.commit_id, r.started_at, s.daemon, s.kernel, p.gz_base64
+             FROM runs r JOIN run_software s ON s.run_id = r.id
+             LEFT JOIN package_lists p ON p.sha256 = s.packages_sha256
+             WHERE r.device = $1 AND s.passed = 1
+             ORDER BY r.started_at DESC, r.id DESC LIMIT 1",
+        )
+        .bind(device)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(err)?;
+        let Some(r) = row else { return Ok(None) };
+        let packed: Option<String> = r.try_get(5).map_err(err)?;
+        let run = PassedRun {
+            run_id: r.try_get(0).map_err(err)?,
+            commit: r.try_get(1).map_err(err)?,
+            started_at: r.try_get(2).map_err(err)?,
+        };
+        let found = Found {
+            commit: run.commit.clone(),
+            daemon: r.try_get(3).map_err(err)?,
+            kernel: r.try_get(4).map_err(err)?,
+            packages: packed.as_deref().map(software::unpack).transpose()?,
+        };
+        Ok(Some((run, found)))
     }
 
     /// Every series the store knows.

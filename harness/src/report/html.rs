@@ -54,6 +54,18 @@ pub fn render(report: &RunReport) -> String {
     if let Some(e) = &report.infra_error {
         let _ = writeln!(h, "<p class=\"infra_error\">Infrastructure error: {}</p>", esc(e));
     }
+    for w in &report.changes {
+        let lines = super::terminal::what_changed(w);
+        let _ = write!(h, "<div class=\"what_changed\"><p>{}</p>", esc(&lines[0]));
+        if lines.len() > 1 {
+            h.push_str("<ul>");
+            for l in &lines[1..] {
+                let _ = write!(h, "<li>{}</li>", esc(l.trim()));
+            }
+            h.push_str("</ul>");
+        }
+        h.push_str("</div>\n");
+    }
     h.push_str("<table><tr><th>scenario</th><th>result</th><th>time</th><th>why</th></tr>\n");
     for s in &report.scenarios {
         let _ = writeln!(
@@ -565,6 +577,7 @@ mod tests {
             seed: None,
             partition: None,
             health: Default::default(),
+            changes: Vec::new(),
         };
         let page = render(&report);
         assert!(page.contains("<td title=\"load\">idle</td>"), "{page}");
@@ -620,6 +633,7 @@ mod tests {
             seed: None,
             partition: None,
             health: Default::default(),
+            changes: Vec::new(),
         };
         let page = render(&report);
         let console = page

@@ -83,6 +83,7 @@ pub fn merge(shards: &[Shard]) -> Result<(RunReport, Vec<String>), String> {
         partition: None,
         // Each shard read the health of the devices it ran on.
         health: shards.iter().flat_map(|s| s.report.health.clone()).collect(),
+        changes: shards.iter().flat_map(|s| s.report.changes.clone()).collect(),
     };
     Ok((merged, notes))
 }
@@ -198,6 +199,7 @@ mod tests {
                 seed: Some(7),
                 partition: part,
                 health: Default::default(),
+                changes: Vec::new(),
             },
         }
     }

@@ -119,6 +119,59 @@ pub struct DeviceInfo {
     pub model: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub software: Option<String>,
+    /// `uname -r`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub kernel: Option<String>,
+    /// The backup daemon's version line (`nexus-backupd --version`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub daemon: Option<String>,
+    /// The installed packages as `dpkg-query` lists them (`name version` a line), on
+    /// Debian-like systems: kept in the history, not in the report.
+    #[serde(skip)]
+    pub packages: Option<String>,
+}
+
+/// What differs on one device from the last run recorded as passing on it in the history:
+/// the harness's commit, the daemon, the kernel and the installed packages.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct WhatChanged {
+    pub device: String,
+    /// The run compared against; `None`: the history has no passing run on this device.
+    pub since: Option<PassedRun>,
+    /// Each of harness, daemon, kernel that differs: (what, before, now).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub changed: Vec<(String, String, String)>,
+    /// Packages installed since: (name, version).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub added: Vec<(String, String)>,
+    /// Packages gone since: (name, version then).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub removed: Vec<(String, String)>,
+    /// Packages of another version: (name, before, now).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub upgraded: Vec<(String, String, String)>,
+    /// This run's package list's hash (sha256 of `dpkg-query`'s lines), when the device has one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub packages_sha256: Option<String>,
+    /// Why a part could not be compared (no package list then or now).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub notes: Vec<String>,
+}
+
+/// The passing run a device's changes are counted from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PassedRun {
+    pub run_id: String,
+    pub commit: String,
+    /// Seconds since the epoch.
+    pub started_at: i64,
+}
+
+impl WhatChanged {
+    /// Nothing differs (or there was nothing to compare against).
+    pub fn is_empty(&self) -> bool {
+        self.changed.is_empty() && self.added.is_empty() && self.removed.is_empty() && self.upgraded.is_empty()
+    }
 }
 
 /// How many of the console's last lines a scenario that did not pass shows.
@@ -202,6 +255,9 @@ pub struct RunReport {
     /// Each real device's health before the run, by its name (host for a single target).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty", default)]
     pub health: std::collections::BTreeMap<String, crate::bench::health::Health>,
+    /// Per device, what differs from its last passing run in the history.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub changes: Vec<WhatChanged>,
 }
 
 /// Counts by outcome.

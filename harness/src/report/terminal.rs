@@ -1,7 +1,7 @@
 //! What people read in the terminal: a line per finished scenario, the closing summary, and a
 //! scenario's steps as text (also JUnit's system-out).
 
-use super::{Outcome, RunReport, ScenarioReport};
+use super::{Outcome, RunReport, ScenarioReport, WhatChanged};
 
 /// The mark of an outcome in the terminal.
 fn mark(o: Outcome) -> &'static str {
@@ -25,10 +25,82 @@ pub fn result_line(r: &ScenarioReport) -> String {
     line
 }
 
+/// A time in seconds since the epoch as `YYYY-MM-DD HH:MM UTC`.
+pub fn utc(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
+}
+
+/// What changed on a device since its last passing run, as the header's lines.
+pub fn what_changed(w: &WhatChanged) -> Vec<String> {
+    let Some(since) = &w.since else {
+        return vec![format!(
+            "what changed on {}: nothing to compare with (the history has no earlier passing run on it)",
+            w.device
+        )];
+    };
+    let mut lines = vec![format!(
+        "what changed on {} since its last passing run ({}, commit {}):{}",
+        w.device,
+        utc(since.started_at),
+        since.commit.chars().take(12).collect::<String>(),
+        if w.is_empty() { " nothing" } else { "" }
+    )];
+    if !w.changed.is_empty() {
+        let parts: Vec<String> = w
+            .changed
+            .iter()
+            .map(|(what, b, n)| format!("{what} {b} -> {n}"))
+            .collect();
+        lines.push(format!("  {}", parts.join("; ")));
+    }
+    let mut packages: Vec<String> = w.added.iter().map(|(n, v)| format!("+ {n} {v}")).collect();
+    packages.extend(w.removed.iter().map(|(n, v)| format!("- {n} {v}")));
+    packages.extend(w.upgraded.iter().map(|(n, b, v)| format!("~ {n} {b} -> {v}")));
+    if !packages.is_empty() {
+        // A whole upgrade is hundreds of packages: the first few, and how many more.
+        const SHOWN: usize = 12;
+        let more = packages.len().saturating_sub(SHOWN);
+        packages.truncate(SHOWN);
+        let sha = w
+            .packages_sha256
+            .as_deref()
+            .map(|s| &s[..s.len().min(12)])
+            .unwrap_or("?");
+        lines.push(format!(
+            "  packages (list {sha}): {}{}",
+            packages.join("; "),
+            if more > 0 {
+                format!("; and {more} more (report.json has all)")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    lines.extend(w.notes.iter().map(|n| format!("  {n}")));
+    lines
+}
+
 impl RunReport {
     /// The closing summary for people.
     pub fn summary(&self) -> String {
         let mut out = String::new();
+        for w in &self.changes {
+            for l in what_changed(w) {
+                out.push_str(&l);
+                out.push('\n');
+            }
+        }
         for s in &self.scenarios {
             out.push_str(&format!(
                 "{} {} ({:.1} s) [{}]\n",
@@ -92,6 +164,45 @@ pub fn transcript(s: &ScenarioReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_header_says_what_changed_since_the_last_passing_run_or_that_there_is_none() {
+        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc(1_796_620_500), "2026-12-07 05:15 UTC");
+        assert_eq!(utc(951_827_696), "2000-02-29 12:34 UTC");
+        let mut w = WhatChanged {
+            device: "pi-1".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            what_changed(&w),
+            ["what changed on pi-1: nothing to compare with (the history has no earlier passing run on it)"]
+        );
+        w.since = Some(crate::report::PassedRun {
+            run_id: "r".into(),
+            commit: "0123456789abcdef".into(),
+            started_at: 0,
+        });
+        assert_eq!(
+            what_changed(&w),
+            ["what changed on pi-1 since its last passing run (1970-01-01 00:00 UTC, commit 0123456789ab): nothing"]
+        );
+        w.changed = vec![("kernel".into(), "6.1".into(), "6.2".into())];
+        w.added = vec![("nexus-hil-marker".into(), "1.0".into())];
+        w.upgraded = (0..20).map(|i| (format!("p{i}"), "1".into(), "2".into())).collect();
+        w.packages_sha256 = Some("ab".repeat(32));
+        let lines = what_changed(&w);
+        assert_eq!(lines[1], "  kernel 6.1 -> 6.2");
+        assert!(
+            lines[2].starts_with("  packages (list abababababab): + nexus-hil-marker 1.0; ~ p0 1 -> 2;"),
+            "{}",
+            lines[2]
+        );
+        assert!(lines[2].ends_with("; and 9 more (report.json has all)"), "{}", lines[2]);
+        let mut r = run(Vec::new());
+        r.changes = vec![w];
+        assert!(r.summary().starts_with("what changed on pi-1 since"), "{}", r.summary());
+    }
     use crate::report::{Latency, Measured, Percentiles, StepReport, Verdict};
 
     fn scenario(name: &str, outcome: Outcome, verdict_met: Option<bool>) -> ScenarioReport {
@@ -163,6 +274,7 @@ mod tests {
             seed: None,
             partition: None,
             health: Default::default(),
+            changes: Vec::new(),
         }
     }
 

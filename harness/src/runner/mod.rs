@@ -5,6 +5,7 @@
 //! out among fresh emulators or real devices.
 
 pub mod hold;
+pub mod inspect;
 pub mod interrupt;
 pub mod schedule;
 pub mod tidy;
@@ -67,6 +68,12 @@ pub async fn run_scenario(
         (None, Ok(())) => run_steps(&mut session, s, started, on_step).await,
         (None, Err(why)) => (Vec::new(), Outcome::InfraError, Some(why)),
     };
+    // `run --hold-on-failure`: the device kept as the failed step left it, for a person.
+    if let Some(h) = inspect::active().filter(|_| outcome == Outcome::Failed && !steps.is_empty()) {
+        let ways_in = lifecycle.map(|l| l.ways_in()).unwrap_or_default();
+        h.hold(&s.name, reason.as_deref().unwrap_or_default(), &session, &ways_in)
+            .await;
+    }
     for h in session.holds.drain(..) {
         h.abort();
     }

@@ -44,12 +44,16 @@ pub async fn evidence(s: &Session<'_>) -> (String, String) {
 }
 
 /// What a device says it is: the device tree's model (a Raspberry Pi's board, a guest's
-/// machine; absent in a container), the OS release's name and build, and the daemon's version
-/// when it is ours. One short command; nothing when the device does not answer.
+/// machine; absent in a container), the OS release's name and build, the daemon's version
+/// when it is ours, the kernel, and the installed packages where `dpkg-query` lists them (for
+/// what changed since the last passing run). One short command; nothing when the device does
+/// not answer.
 const IDENTIFY: &str = "printf 'model=%s\\n' \"$(tr -d '\\000' </proc/device-tree/model 2>/dev/null)\"; \
     if [ -r /etc/os-release ]; then . /etc/os-release; fi; \
     d=$(nexus-backupd --version 2>/dev/null | head -n 1); \
-    printf 'software=%s\\n' \"${PRETTY_NAME:-}${BUILD_ID:+ build $BUILD_ID}${d:+; $d}\"";
+    printf 'software=%s\\n' \"${PRETTY_NAME:-}${BUILD_ID:+ build $BUILD_ID}${d:+; $d}\"; \
+    printf 'daemon=%s\\nkernel=%s\\n' \"$d\" \"$(uname -r)\"; \
+    if command -v dpkg-query >/dev/null 2>&1; then echo 'packages:'; dpkg-query -W -f '${Package} ${Version}\\n' 2>/dev/null; fi";
 
 /// The device's model and software, as far as it tells them.
 pub async fn identify(s: &Session<'_>) -> Option<DeviceInfo> {
@@ -58,8 +62,12 @@ pub async fn identify(s: &Session<'_>) -> Option<DeviceInfo> {
 }
 
 fn parse_identity(stdout: &str) -> Option<DeviceInfo> {
+    let (fields, packages) = match stdout.split_once("\npackages:\n") {
+        Some((f, p)) => (f, Some(p)),
+        None => (stdout, None),
+    };
     let field = |key: &str| {
-        stdout
+        fields
             .lines()
             .find_map(|l| l.strip_prefix(key))
             .map(|v| v.trim().trim_start_matches("; ").to_string())
@@ -68,6 +76,9 @@ fn parse_identity(stdout: &str) -> Option<DeviceInfo> {
     let info = DeviceInfo {
         model: field("model="),
         software: field("software="),
+        kernel: field("kernel="),
+        daemon: field("daemon="),
+        packages: packages.map(str::to_string),
     };
     (info != DeviceInfo::default()).then_some(info)
 }
@@ -183,6 +194,16 @@ mod tests {
         let c = parse_identity("model=\nsoftware=; nexus-backupd 0.1.0\n").unwrap();
         assert_eq!((c.model, c.software.as_deref()), (None, Some("nexus-backupd 0.1.0")));
         assert_eq!(parse_identity("model=\nsoftware=\n"), None);
+        // The kernel, the daemon and the package list, for what changed since a passing run.
+        let d = parse_identity(
+            "model=\nsoftware=Debian; nexus-backupd 0.1.0\ndaemon=nexus-backupd 0.1.0\nkernel=6.1.0-28-arm64\n\
+             packages:\nbash 5.2.15-2\nsoftware=not a field\n",
+        )
+        .unwrap();
+        assert_eq!(d.kernel.as_deref(), Some("6.1.0-28-arm64"));
+        assert_eq!(d.daemon.as_deref(), Some("nexus-backupd 0.1.0"));
+        assert_eq!(d.packages.as_deref(), Some("bash 5.2.15-2\nsoftware=not a field\n"));
+        assert_eq!(d.software.as_deref(), Some("Debian; nexus-backupd 0.1.0"));
         assert_eq!(parse_identity(""), None);
     }
 

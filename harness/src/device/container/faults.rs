@@ -31,6 +31,18 @@ impl Lifecycle for Emulator {
             }
         })
     }
+
+    fn ways_in(&self) -> Vec<String> {
+        // The engine the container runs on (`crate::engine` set DOCKER_HOST when it started).
+        let engine = match std::env::var("DOCKER_HOST") {
+            Ok(host) if !host.contains("podman") => "docker",
+            _ => "podman",
+        };
+        vec![format!(
+            "shell:     {engine} exec -it {} bash   (root, inside the container)",
+            self.id
+        )]
+    }
 }
 
 impl Emulator {

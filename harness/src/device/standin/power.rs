@@ -34,6 +34,14 @@ impl Lifecycle for Standin {
     fn power_switch(&self) -> bool {
         true
     }
+
+    fn ways_in(&self) -> Vec<String> {
+        vec![format!(
+            "console:   nc 127.0.0.1 {}   (the serial console; its log: {})",
+            self.console_port,
+            self.console.display()
+        )]
+    }
 }
 
 impl Standin {
