@@ -1051,8 +1051,10 @@ fn a_failed_scenario_holds_its_device_and_the_header_says_what_changed() {
         "name: what changed\ntags: [portable]\nsteps:\n  - ssh.run: {as: root, command: \"true\"}\n",
     )
     .unwrap();
+    // One commit for both runs, whatever lands in the checkout meanwhile.
     let run = |report: &str| {
         run_cmd(&dev, dir.path(), report)
+            .env("NEXUS_HIL_COMMIT", "0123456789abcdef")
             .arg("--history")
             .arg(&history)
             .arg(&passing)
