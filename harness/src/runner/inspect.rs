@@ -35,6 +35,9 @@ pub struct HoldOnFailure {
     /// end, its own device kept as it is meanwhile, then holds in turn.
     turn: tokio::sync::Mutex<()>,
     bar: indicatif::ProgressBar,
+    /// Each Enter pressed on the terminal, read by one thread for the whole run (a thread per
+    /// hold would leave one behind that eats the next hold's Enter).
+    enter: std::sync::OnceLock<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<()>>>,
 }
 
 impl HoldOnFailure {
@@ -44,6 +47,7 @@ impl HoldOnFailure {
             interactive: std::io::stdin().is_terminal(),
             turn: tokio::sync::Mutex::new(()),
             bar,
+            enter: std::sync::OnceLock::new(),
         }
     }
 
@@ -65,6 +69,10 @@ impl HoldOnFailure {
             None => None,
         };
         say(self.text(scenario, why, session, ways_in, page.as_deref()));
+        self.bar.set_message(format!(
+            "{scenario}: held{}",
+            if self.interactive { " (Enter ends the hold)" } else { "" }
+        ));
         let ended = self.wait().await;
         say(format!("HOLD  {scenario}: {ended}; cleaning up"));
         drop(turn);
@@ -115,14 +123,24 @@ impl HoldOnFailure {
             return format!("{d} passed");
         }
         // Read on a thread of its own: the runtime goes on refreshing leases meanwhile.
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = std::io::stdin().read_line(&mut line);
-            let _ = tx.send(());
+        let enter = self.enter.get_or_init(|| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                while std::io::stdin().read_line(&mut line).is_ok_and(|n| n > 0) {
+                    if tx.send(()).is_err() {
+                        break;
+                    }
+                    line.clear();
+                }
+            });
+            tokio::sync::Mutex::new(rx)
         });
+        let mut enter = enter.lock().await;
+        // An Enter pressed before this hold began is not this hold's.
+        while enter.try_recv().is_ok() {}
         tokio::select! {
-            _ = rx => "Enter pressed".to_string(),
+            Some(()) = enter.recv() => "Enter pressed".to_string(),
             () = tokio::time::sleep(self.duration) => format!("{d} passed"),
         }
     }
