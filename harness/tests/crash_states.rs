@@ -26,6 +26,8 @@ fn check(dir: &Path, broken_daemon: Option<BrokenDaemon>, ops: Vec<Op>) -> Crash
         ops,
         max_states,
         prefixes,
+        reorder: 0,
+        torn: false,
         seed: 7,
         content: 32 << 20,
         broken_daemon,

@@ -1,6 +1,7 @@
 //! `nexus-hil crash-states`: records operations on an emulator whose card's writes are logged,
-//! then checks the card as a power cut could have left it at every flush point (and seeded
-//! points between). Exit status: 0 no violation, 1 a violation, 2 bad arguments, 3 an
+//! then checks the card as a power cut could have left it at every flush point, seeded points
+//! between, and (`--reorder`, `--torn`) as a card that keeps a flush epoch's writes in any
+//! order, or tears one, could have. Exit status: 0 no violation, 1 a violation, 2 bad arguments, 3 an
 //! operation could not be recorded or checked (nothing was proven).
 
 use std::path::PathBuf;
@@ -27,14 +28,25 @@ pub struct CrashStatesArgs {
     /// target/aarch64-unknown-linux-gnu/release/).
     #[arg(long)]
     pub standin_backupd: Option<PathBuf>,
-    /// States checked per operation: an even spread of its distinct flush points, the first and
-    /// last among them (0: every one; CI checks a few, the full campaign all).
+    /// States checked per operation and kind: an even spread of its distinct flush points (the
+    /// first and last among them), and a seeded sample of as many reordered and as many torn
+    /// states (0: every one; CI checks a few, the full campaign all).
     #[arg(long, default_value_t = 0)]
     pub max_states: usize,
     /// In-order prefixes of the writes between two flush points checked per operation, drawn
     /// with --seed.
     #[arg(long, default_value_t = 4)]
     pub prefixes: usize,
+    /// Reordered states: between two flushes a card may keep any of the writes it was sent.
+    /// For each flush epoch, the states that drop each subset of up to K of its writes (a
+    /// seeded sample of 16 subsets when there are more; FUA writes are always kept; dropping
+    /// only the last writes is a prefix, not drawn again). 0: none.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub reorder: usize,
+    /// Torn states: one write of a flush epoch (two sectors or more, not FUA) cut at a 512-byte
+    /// sector drawn with --seed, the sectors after the cut holding what they held before it.
+    #[arg(long)]
+    pub torn: bool,
     /// The seed of the draws (default: from the clock); the report names it.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -86,14 +98,20 @@ pub async fn command(args: CrashStatesArgs) -> Result<ExitCode, InfraError> {
     ops.sort();
     ops.dedup();
     say(&format!(
-        "crash states of {} (seed {seed}; {} states per operation, {} between flushes)",
+        "crash states of {} (seed {seed}; {} flush points per operation, {} prefixes between flushes, {}{})",
         ops.iter().map(|o| o.name()).collect::<Vec<_>>().join(", "),
         if args.max_states == 0 {
             "all".to_string()
         } else {
             format!("up to {}", args.max_states)
         },
-        args.prefixes
+        args.prefixes,
+        if args.reorder == 0 {
+            "no reordered states".to_string()
+        } else {
+            format!("reordered states dropping up to {} write(s) of an epoch", args.reorder)
+        },
+        if args.torn { ", torn states" } else { "" }
     ));
     let opts = Options {
         on: args.target,
@@ -101,6 +119,8 @@ pub async fn command(args: CrashStatesArgs) -> Result<ExitCode, InfraError> {
         ops,
         max_states: args.max_states,
         prefixes: args.prefixes,
+        reorder: args.reorder,
+        torn: args.torn,
         seed,
         content: args.content_bytes,
         broken_daemon,

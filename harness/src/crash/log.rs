@@ -2,7 +2,9 @@
 //! dm-log-writes format: a superblock (magic, version, entry count, sector size), then per
 //! entry a sector-padded header (sector, sector count, flags, data length) followed by the
 //! written data, none for a flush or a discard. [`Replayer`] rebuilds the disk as it was after
-//! any prefix of the log onto a copy of the disk the guest started from.
+//! any prefix of the log onto a copy of the disk the guest started from; [`WriteLog::apply`]
+//! applies a span of it as a card without power-loss protection may have kept it (some writes
+//! never kept, one kept only up to a sector: a [`Variant`]).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -48,6 +50,16 @@ impl Entry {
         self.flags & DISCARD != 0
     }
 
+    /// Written with FUA: on the card once acknowledged (logged), whatever comes after.
+    pub fn is_fua(&self) -> bool {
+        self.flags & FUA != 0
+    }
+
+    /// A write or discard of the guest's disk (not a flush, not a mark).
+    pub fn is_write(&self) -> bool {
+        !self.is_flush() && self.flags & MARK == 0 && self.nr_sectors > 0
+    }
+
     /// Bytes of the guest's disk the entry covers.
     pub fn bytes(&self) -> u64 {
         self.nr_sectors * DISK_SECTOR
@@ -56,13 +68,28 @@ impl Entry {
     /// An entry with these flags and no data, for tests of what reads entries.
     #[cfg(test)]
     pub fn for_test(flags: u64) -> Self {
+        Self::for_test_sized(flags, if flags & FLUSH != 0 { 0 } else { 1 })
+    }
+
+    /// The same, `nr_sectors` long.
+    #[cfg(test)]
+    pub fn for_test_sized(flags: u64, nr_sectors: u64) -> Self {
         Self {
             sector: 0,
-            nr_sectors: if flags & FLUSH != 0 { 0 } else { 1 },
+            nr_sectors,
             flags,
             data_at: 0,
         }
     }
+}
+
+/// How a state differs from the log's in-order prefix: writes the card never kept (log entry
+/// indices), and one write it kept only its first sectors of (index, 512-byte sectors kept),
+/// the rest of that write's sectors holding what they held before it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Variant {
+    pub dropped: Vec<usize>,
+    pub torn: Option<(usize, u64)>,
 }
 
 /// A write log, its entries read (not their data).
@@ -164,6 +191,53 @@ impl WriteLog {
             source,
         })
     }
+
+    /// Applies entry `i` to `disk`, only its first `keep` sectors if given; discards become
+    /// holes (read as zeros).
+    fn apply_entry(
+        &self,
+        i: usize,
+        disk: &File,
+        disk_path: &Path,
+        keep: Option<u64>,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), LogError> {
+        let io = |source| LogError::Io {
+            path: disk_path.to_owned(),
+            source,
+        };
+        let e = self.entries[i];
+        if !e.is_write() {
+            return Ok(());
+        }
+        let sectors = keep.unwrap_or(e.nr_sectors).min(e.nr_sectors);
+        let at = e.sector * DISK_SECTOR;
+        if e.is_discard() {
+            return punch_hole(disk, at, sectors * DISK_SECTOR).map_err(io);
+        }
+        self.data(&e, buf)?;
+        disk.write_all_at(&buf[..(sectors * DISK_SECTOR) as usize], at)
+            .map_err(io)
+    }
+
+    /// Applies entries `from..to` to `disk` (which holds the state after `from` of them) as
+    /// `variant` says: its dropped entries skipped, its torn one cut after its sectors.
+    pub fn apply(&self, disk: &Path, from: usize, to: usize, variant: &Variant) -> Result<(), LogError> {
+        let io = |source| LogError::Io {
+            path: disk.to_owned(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new().write(true).open(disk).map_err(io)?;
+        let mut buf = Vec::new();
+        for i in from..to.min(self.entries.len()) {
+            if variant.dropped.contains(&i) {
+                continue;
+            }
+            let keep = variant.torn.filter(|(t, _)| *t == i).map(|(_, n)| n);
+            self.apply_entry(i, &file, disk, keep, &mut buf)?;
+        }
+        file.sync_all().map_err(io)
+    }
 }
 
 /// Applies a log's entries in order to a disk image, from its first entry on.
@@ -202,24 +276,15 @@ impl<'a> Replayer<'a> {
 
     /// Applies entries until `upto` have been; discards become holes (reads as zeros).
     pub fn advance_to(&mut self, upto: usize) -> Result<(), LogError> {
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| LogError::Io { path, source }
-        };
         while self.applied < upto.min(self.log.entries.len()) {
-            let e = self.log.entries[self.applied];
-            let at = e.sector * DISK_SECTOR;
-            if e.is_discard() {
-                punch_hole(&self.disk, at, e.bytes()).map_err(io(&self.disk_path))?;
-            } else if e.nr_sectors > 0 && e.flags & MARK == 0 {
-                let mut buf = std::mem::take(&mut self.buf);
-                self.log.data(&e, &mut buf)?;
-                self.disk.write_all_at(&buf, at).map_err(io(&self.disk_path))?;
-                self.buf = buf;
-            }
+            self.log
+                .apply_entry(self.applied, &self.disk, &self.disk_path, None, &mut self.buf)?;
             self.applied += 1;
         }
-        self.disk.flush().map_err(io(&self.disk_path))
+        self.disk.flush().map_err(|source| LogError::Io {
+            path: self.disk_path.clone(),
+            source,
+        })
     }
 }
 
@@ -345,5 +410,103 @@ pub(crate) mod tests {
         std::fs::write(&p, vec![0u8; 600]).unwrap();
         let e = WriteLog::open(&p).err().unwrap().to_string();
         assert!(e.contains("not a blklogwrites log") && e.contains("magic"), "{e}");
+    }
+
+    #[test]
+    fn a_dropped_write_is_not_on_the_card_and_the_writes_after_it_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log_path, disk) = (dir.path().join("sd.log"), dir.path().join("sd.img"));
+        std::fs::write(&disk, vec![7u8; 8192]).unwrap();
+        write_log(
+            &log_path,
+            &[
+                (0, 0, vec![1u8; 512]),   // 0: sector 0 := 1
+                (0, FLUSH, vec![]),       // 1
+                (1, 0, vec![2u8; 512]),   // 2: sector 1 := 2, dropped
+                (2, 0, vec![3u8; 512]),   // 3: sector 2 := 3
+                (1, 0, vec![4u8; 1024]),  // 4: sectors 1-2 := 4, dropped
+                (3, FUA, vec![5u8; 512]), // 5: sector 3 := 5
+                (0, FLUSH, vec![]),       // 6
+            ],
+            None,
+        );
+        let log = WriteLog::open(&log_path).unwrap();
+        assert!(log.entries[5].is_fua() && !log.entries[3].is_fua());
+        assert!(log.entries[2].is_write() && !log.entries[1].is_write());
+        Replayer::new(&log, &disk).unwrap().advance_to(2).unwrap();
+        let v = Variant {
+            dropped: vec![2, 4],
+            torn: None,
+        };
+        log.apply(&disk, 2, 6, &v).unwrap();
+        let img = std::fs::read(&disk).unwrap();
+        let sector = |n: usize| &img[n * 512..(n + 1) * 512];
+        assert!(sector(0).iter().all(|&x| x == 1), "before the epoch: kept");
+        assert!(
+            sector(1).iter().all(|&x| x == 7),
+            "both writes of sector 1 dropped: the old content"
+        );
+        assert!(
+            sector(2).iter().all(|&x| x == 3),
+            "the later write that covered it dropped too"
+        );
+        assert!(
+            sector(3).iter().all(|&x| x == 5),
+            "the write after the dropped ones is there"
+        );
+        assert!(img[2048..].iter().all(|&x| x == 7));
+    }
+
+    #[test]
+    fn a_torn_write_keeps_its_first_sectors_and_the_old_content_after_the_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log_path, disk) = (dir.path().join("sd.log"), dir.path().join("sd.img"));
+        std::fs::write(&disk, vec![7u8; 8192]).unwrap();
+        let mut data = Vec::new();
+        for s in 0..8u8 {
+            data.extend(std::iter::repeat_n(10 + s, 512));
+        }
+        write_log(
+            &log_path,
+            &[
+                (0, FLUSH, vec![]),      // 0
+                (2, 0, data.clone()),    // 1: sectors 2-9 := 10..17, torn after 3
+                (12, 0, vec![9u8; 512]), // 2: sector 12 := 9
+                (0, FLUSH, vec![]),      // 3
+            ],
+            None,
+        );
+        let log = WriteLog::open(&log_path).unwrap();
+        let v = Variant {
+            dropped: vec![],
+            torn: Some((1, 3)),
+        };
+        log.apply(&disk, 1, 3, &v).unwrap();
+        let img = std::fs::read(&disk).unwrap();
+        assert_eq!(img.len(), 8192, "the card keeps its size");
+        let sector = |n: usize| &img[n * 512..(n + 1) * 512];
+        for n in 0..2 {
+            assert!(sector(n).iter().all(|&x| x == 7), "sector {n} is not written");
+        }
+        for n in 2..5 {
+            assert!(
+                sector(n).iter().all(|&x| x == 10 + (n as u8 - 2)),
+                "sector {n} is before the cut: new"
+            );
+        }
+        for n in 5..10 {
+            assert!(
+                sector(n).iter().all(|&x| x == 7),
+                "sector {n} is after the cut: the old content"
+            );
+        }
+        assert!(
+            sector(12).iter().all(|&x| x == 9),
+            "the write after the torn one is there"
+        );
+        // The same span applied whole: every sector of the write is new.
+        std::fs::write(&disk, vec![7u8; 8192]).unwrap();
+        log.apply(&disk, 1, 3, &Variant::default()).unwrap();
+        assert_eq!(&std::fs::read(&disk).unwrap()[1024..5120], &data[..]);
     }
 }

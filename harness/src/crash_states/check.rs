@@ -127,7 +127,7 @@ impl<'a> Checker<'a> {
 
     /// Checks the state held by `card` (a copy this check may change): what it breaks, or
     /// why it could not be checked (the machine's trouble, not the state's).
-    pub async fn check(&mut self, card: &Path, state: State) -> Result<Vec<Broken>, String> {
+    pub async fn check(&mut self, card: &Path, state: &State) -> Result<Vec<Broken>, String> {
         let mut found = Vec::new();
         if let Some(b) = btrfs_check(card) {
             found.push(b);
@@ -179,7 +179,7 @@ impl<'a> Checker<'a> {
             Ok(b) => found.extend(b),
             Err(e) => found.push(broken("mount", format!("the recovered card does not mount: {e}"))),
         }
-        if let (true, Some(file)) = (state.flush_point, before) {
+        if let (true, Some(file)) = (state.flush_point(), before) {
             self.last_records[slot] = Some(file.records);
         }
         Ok(found)
@@ -189,7 +189,7 @@ impl<'a> Checker<'a> {
     /// recovered; the container is removed after.
     /// The outer error is the machine's (no container, no connection): the state is then not
     /// checked, rather than blamed.
-    async fn recover(&self, card: &Path, state: State) -> Result<Result<Recovered, Broken>, String> {
+    async fn recover(&self, card: &Path, state: &State) -> Result<Result<Recovered, Broken>, String> {
         let started = Emulator::start(EmulatorSpec {
             image: self.image,
             sdcard_template: card,
@@ -217,7 +217,7 @@ impl<'a> Checker<'a> {
         r
     }
 
-    async fn ask(&self, dev: &crate::device::Device, state: State) -> Result<Result<Recovered, Broken>, String> {
+    async fn ask(&self, dev: &crate::device::Device, state: &State) -> Result<Result<Recovered, Broken>, String> {
         let mut tries = 0;
         let bus = loop {
             tries += 1;
@@ -231,7 +231,7 @@ impl<'a> Checker<'a> {
         Ok(self.questions(&bus, state).await.map_err(|e| broken("recovery", e)))
     }
 
-    async fn questions(&self, bus: &DeviceBus, state: State) -> Result<Recovered, String> {
+    async fn questions(&self, bus: &DeviceBus, state: &State) -> Result<Recovered, String> {
         let mut r = Recovered::default();
         let status = ops::status(bus).await?;
         let running = status.get("id").and_then(|v| v.as_u64()).unwrap_or(0);
@@ -283,7 +283,7 @@ impl<'a> Checker<'a> {
 
     /// On the recovered card: nothing half-made is left, every listed backup decrypts and
     /// holds its snapshot, an Activate happened wholly or not at all.
-    fn card_checks(&mut self, root: &Path, r: &Recovered, state: State) -> Vec<Broken> {
+    fn card_checks(&mut self, root: &Path, r: &Recovered, state: &State) -> Vec<Broken> {
         let mut found = Vec::new();
         let backups = root.join(on_card(paths::BACKUPS_DIR));
         let names: Vec<String> = std::fs::read_dir(&backups)
@@ -383,7 +383,7 @@ struct Recovered {
 /// must be gone once its reply was in.
 fn earlier_backups(
     facts: &Facts,
-    state: State,
+    state: &State,
     listed: &BTreeMap<u64, String>,
     file_sha: &BTreeMap<u64, String>,
     on_card: impl Fn(u64) -> bool,
@@ -853,8 +853,10 @@ mod tests {
 
     fn at(entries: usize) -> State {
         State {
+            epoch: entries,
             entries,
-            flush_point: true,
+            kind: super::super::pick::Kind::FlushPoint,
+            variant: Default::default(),
         }
     }
 
@@ -866,16 +868,16 @@ mod tests {
     fn a_backup_finished_before_the_operation_must_stay_listed_and_unchanged() {
         let f = facts(&[(1, "aa"), (2, "bb")], None);
         let all = map(&[(1, "aa"), (2, "bb")]);
-        assert!(earlier_backups(&f, at(50), &all, &all, |_| true).is_empty());
+        assert!(earlier_backups(&f, &at(50), &all, &all, |_| true).is_empty());
         // Deleted and no longer listed (the daemon's recovery, or a writer): caught.
-        let b = earlier_backups(&f, at(50), &map(&[(2, "bb")]), &map(&[(2, "bb")]), |id| id != 1);
+        let b = earlier_backups(&f, &at(50), &map(&[(2, "bb")]), &map(&[(2, "bb")]), |id| id != 1);
         assert_eq!(b.len(), 1, "{b:?}");
         assert_eq!(b[0].check, "earlier backups");
         assert!(b[0].what.contains("snapshot 1") && b[0].what.contains("gone"), "{b:?}");
         // Listed, but another file (or another SHA-256 listed).
-        let b = earlier_backups(&f, at(50), &all, &map(&[(1, "aa"), (2, "cc")]), |_| true);
+        let b = earlier_backups(&f, &at(50), &all, &map(&[(1, "aa"), (2, "cc")]), |_| true);
         assert!(b.len() == 1 && b[0].what.contains("cc"), "{b:?}");
-        let b = earlier_backups(&f, at(50), &map(&[(1, "zz"), (2, "bb")]), &all, |_| true);
+        let b = earlier_backups(&f, &at(50), &map(&[(1, "zz"), (2, "bb")]), &all, |_| true);
         assert!(b.len() == 1 && b[0].what.contains("zz"), "{b:?}");
     }
 
@@ -884,19 +886,19 @@ mod tests {
         let f = facts(&[(1, "aa"), (2, "bb")], Some((2, 60)));
         let one = map(&[(1, "aa")]);
         let all = map(&[(1, "aa"), (2, "bb")]);
-        assert!(earlier_backups(&f, at(40), &all, &all, |_| true).is_empty(), "not yet");
+        assert!(earlier_backups(&f, &at(40), &all, &all, |_| true).is_empty(), "not yet");
         assert!(
-            earlier_backups(&f, at(40), &one, &one, |id| id == 1).is_empty(),
+            earlier_backups(&f, &at(40), &one, &one, |id| id == 1).is_empty(),
             "in flight"
         );
         assert!(
-            earlier_backups(&f, at(60), &one, &one, |id| id == 1).is_empty(),
+            earlier_backups(&f, &at(60), &one, &one, |id| id == 1).is_empty(),
             "acknowledged"
         );
-        let b = earlier_backups(&f, at(60), &all, &all, |_| true);
+        let b = earlier_backups(&f, &at(60), &all, &all, |_| true);
         assert!(b.len() == 1 && b[0].what.contains("lists it again"), "{b:?}");
         // The other backup is kept throughout.
-        let b = earlier_backups(&f, at(80), &map(&[]), &map(&[]), |_| false);
+        let b = earlier_backups(&f, &at(80), &map(&[]), &map(&[]), |_| false);
         assert!(b.len() == 1 && b[0].what.contains("snapshot 1"), "{b:?}");
     }
 

@@ -2,8 +2,9 @@
 //! on a device whose SD card's writes are logged: the arm64 stand-in (a guest with its own
 //! kernel, its card attached through QEMU's `blklogwrites`), or a container emulator whose card
 //! the host's kernel mounts through the same driver (`crash::card`); then the card is rebuilt as it was at each
-//! flush point of the operation's span of the log, and at seeded in-order prefixes between two
-//! (`pick`), and each state is checked on this machine (`check`): the file system, the
+//! flush point of the operation's span of the log, at seeded in-order prefixes between two,
+//! and as a card without power-loss protection may have kept a flush epoch (some of its writes
+//! dropped, one torn at a sector) (`pick`), and each state is checked on this machine (`check`): the file system, the
 //! daemon's recovery on it, and what the daemon then lists. [`ops`] holds the operations;
 //! [`broken`] the daemons broken on purpose that show each check catching its failure.
 
@@ -28,7 +29,7 @@ use crate::report::crash::{BrokenDaemonReport, CrashReport, OperationReport, Vio
 use crate::session::SeededRandom;
 use broken::BrokenDaemon;
 use ops::{Op, Recorder};
-use pick::State;
+use pick::{Beyond, Kind, State};
 
 /// Where operations are recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -49,6 +50,11 @@ pub struct Options {
     pub max_states: usize,
     /// Seeded in-order prefixes between two flush points, per operation.
     pub prefixes: usize,
+    /// Reordered states: subsets of up to this many writes of a flush epoch dropped (0: none);
+    /// up to `max_states` of them per operation.
+    pub reorder: usize,
+    /// Torn states: one write of a flush epoch cut at a 512-byte sector; up to `max_states`.
+    pub torn: bool,
     pub seed: u64,
     pub content: u64,
     /// Record and check with a daemon broken on purpose (violations expected).
@@ -83,6 +89,8 @@ pub async fn run(opts: &Options, say: &(dyn Fn(&str) + Sync)) -> Result<CrashRep
             RecordOn::Standin => "standin (arm64 guest, its card attached through blklogwrites)".into(),
         },
         seed: opts.seed,
+        reorder: opts.reorder,
+        torn: opts.torn,
         broken_daemon: opts.broken_daemon.map(|b| BrokenDaemonReport {
             name: b.name().into(),
             what: b.what().into(),
@@ -151,10 +159,16 @@ pub async fn run(opts: &Options, say: &(dyn Fn(&str) + Sync)) -> Result<CrashRep
         }
         r.check_s = t.elapsed().as_secs_f64();
         say(&format!(
-            "{}: {} state(s) checked of {} distinct flush point(s), {} violation(s){}",
+            "{}: {} state(s) checked ({} flush point(s) of {} distinct, {} prefix(es), {} reordered of {}, {} torn of {}), {} violation(s){}",
             op.name(),
             r.states_checked,
+            r.flush_points_checked(),
             r.distinct_states,
+            r.prefixes_checked,
+            r.reordered_checked,
+            r.reordered_candidates,
+            r.torn_checked,
+            r.torn_candidates,
             r.violations.len(),
             r.error
                 .as_deref()
@@ -326,11 +340,17 @@ async fn check_states(
         facts.end,
         opts.max_states,
         opts.prefixes,
+        Beyond {
+            reorder: opts.reorder,
+            torn: opts.torn,
+        },
         &mut random,
     );
     r.log_entries = facts.end.saturating_sub(facts.start);
     r.flush_points = picked.flush_points;
     r.distinct_states = picked.distinct;
+    r.reordered_candidates = picked.reordered_candidates;
+    r.torn_candidates = picked.torn_candidates;
     if let Some(e) = picked.span_error(facts.start, facts.end) {
         return Err(e);
     }
@@ -360,50 +380,60 @@ async fn check_states(
     let mut kept = 0;
     let mut unchecked = Vec::new();
     for state in &picked.states {
-        bar.set_message(format!("(log entry {})", state.entries));
-        replayer.advance_to(state.entries).map_err(|e| e.to_string())?;
+        bar.set_message(format!("({})", state.name()));
+        // The in-order replay goes to the state's epoch (its end for a flush point or prefix);
+        // the copy gets the rest of the epoch as the state has it.
+        replayer.advance_to(state.epoch).map_err(|e| e.to_string())?;
         let card = check::state_card(&work);
-        let _ = std::fs::remove_file(&card);
-        sparse_copy(&cursor, &card).map_err(|e| format!("{}: {e}", card.display()))?;
-        let mut found = checker.check(&card, *state).await;
+        let make = |card: &Path| -> Result<(), String> {
+            let _ = std::fs::remove_file(card);
+            sparse_copy(&cursor, card).map_err(|e| format!("{}: {e}", card.display()))?;
+            if state.epoch < state.entries {
+                log.apply(card, state.epoch, state.entries, &state.variant)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        };
+        make(&card)?;
+        let mut found = checker.check(&card, state).await;
         if found.is_err() {
             // Once more on a fresh copy: a container or connection that failed under load.
-            let _ = std::fs::remove_file(&card);
-            sparse_copy(&cursor, &card).map_err(|e| format!("{}: {e}", card.display()))?;
-            found = checker.check(&card, *state).await;
+            make(&card)?;
+            found = checker.check(&card, state).await;
         }
         let _ = std::fs::remove_file(&card);
         let found = match found {
             Ok(f) => f,
             Err(e) => {
-                unchecked.push(format!("the state at log entry {}: {e}", state.entries));
+                unchecked.push(format!("the {}: {e}", state.name()));
                 bar.inc(1);
                 continue;
             }
         };
         r.states_checked += 1;
-        r.prefixes_checked += usize::from(!state.flush_point);
+        match state.kind {
+            Kind::FlushPoint => {}
+            Kind::Prefix => r.prefixes_checked += 1,
+            Kind::Reordered => r.reordered_checked += 1,
+            Kind::Torn => r.torn_checked += 1,
+        }
         if found.is_empty() {
             bar.inc(1);
             continue;
         }
         let kept_image = if kept < opts.keep {
             kept += 1;
-            keep_state(&log, base, dir, *state).ok()
+            keep_state(&log, base, dir, state).ok()
         } else {
             None
         };
         for b in found {
-            say(&format!(
-                "{}: state at log entry {}: {}: {}",
-                op.name(),
-                state.entries,
-                b.check,
-                b.what
-            ));
+            say(&format!("{}: {}: {}: {}", op.name(), state.name(), b.check, b.what));
             r.violations.push(Violation {
                 entries: state.entries,
-                flush_point: state.flush_point,
+                flush_point: state.flush_point(),
+                kind: state.kind.name().into(),
+                state: state.name(),
                 check: b.check.to_string(),
                 what: b.what,
                 image: kept_image.as_ref().map(|p| p.display().to_string()),
@@ -425,11 +455,15 @@ async fn check_states(
 }
 
 /// The state as the power cut left it (before any mount or recovery), kept as an image.
-fn keep_state(log: &WriteLog, base: &Path, dir: &Path, state: State) -> Result<PathBuf, String> {
-    let image = dir.join(format!("state-{}.img", state.entries));
+fn keep_state(log: &WriteLog, base: &Path, dir: &Path, state: &State) -> Result<PathBuf, String> {
+    let image = dir.join(format!("{}.img", state.file_stem()));
     sparse_copy(base, &image).map_err(|e| e.to_string())?;
     Replayer::new(log, &image)
-        .and_then(|mut r| r.advance_to(state.entries))
+        .and_then(|mut r| r.advance_to(state.epoch))
         .map_err(|e| e.to_string())?;
+    if state.epoch < state.entries {
+        log.apply(&image, state.epoch, state.entries, &state.variant)
+            .map_err(|e| e.to_string())?;
+    }
     Ok(image)
 }
