@@ -407,11 +407,7 @@ impl BackupManager {
                 } else if job.progress.cancelled() {
                     "cancelled".to_string()
                 } else {
-                    let reason = if e.raw_os_error() == Some(libc::ENOSPC) {
-                        format!("no space left on /broot while writing {}; delete old backups or snapshots and start the backup again", Layout::backup_name(id))
-                    } else {
-                        format!("{e}; see the nexus-backupd journal")
-                    };
+                    let reason = e.reason(id);
                     tracing::error!(id, "backup failed: {reason}");
                     format!("failed: {reason}")
                 }
@@ -422,19 +418,24 @@ impl BackupManager {
     }
 
     fn finish(&self, id: u32, result: String) {
-        if let Err(e) = self.store.state().update(|s| {
+        let record = |s: &mut crate::state::State| {
             s.running_backup = None;
             s.last_id = id;
             s.last_result = result.clone();
-        }) {
-            tracing::error!("cannot record the backup result: {e}");
+        };
+        if let Err(e) = self.store.state().update(record) {
+            // Status must not go on saying the previous backup's result (a card that failed
+            // the backup may fail this write too).
+            tracing::error!("cannot record the backup result: {e}; Status reports it until a restart");
+            self.store.state().update_unstored(record);
         }
         *self.job.lock().unwrap_or_else(|p| p.into_inner()) = None;
         (self.events)(BackupEvent::Finished { id, result });
     }
 
-    /// tar -> OpenPGP -> partial file -> fsync -> rename -> fsync dir.
-    fn write_backup(&self, job: &Job, password: &str) -> io::Result<BackupMeta> {
+    /// tar -> OpenPGP -> partial file -> fsync -> rename -> fsync dir. A failed fsync is never
+    /// tried again (the kernel may have marked the pages clean: a second fsync proves nothing).
+    fn write_backup(&self, job: &Job, password: &str) -> Result<BackupMeta, WriteFailed> {
         let id = job.id;
         // The test-only in-place writer names the file finally before its data is there.
         let in_place = self.config.writer == crate::config::Writer::InPlace;
@@ -447,7 +448,8 @@ impl BackupManager {
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&partial)?;
+            .open(&partial)
+            .map_err(WriteFailed::at(Stage::Open))?;
         let interval = Duration::from_millis(self.config.progress_interval_ms);
         let mut last = (Instant::now(), u32::MAX);
         let written = pipeline::encrypt_tree(
@@ -464,17 +466,19 @@ impl BackupManager {
                     (self.events)(BackupEvent::Progress { id, percent });
                 }
             },
-        )?;
-        written.file.sync_all()?;
-        written.file.set_permissions(fs::Permissions::from_mode(0o644))?;
+        )
+        .map_err(WriteFailed::at(Stage::Write))?;
+        written.file.sync_all().map_err(WriteFailed::at(Stage::Sync))?;
+        written
+            .file
+            .set_permissions(fs::Permissions::from_mode(0o644))
+            .map_err(WriteFailed::at(Stage::Write))?;
         drop(written.file);
         if job.progress.cancelled() {
-            return Err(io::Error::other("cancelled"));
+            return Err(WriteFailed::at(Stage::Write)(io::Error::other("cancelled")));
         }
-        if !in_place {
-            fs::rename(&partial, self.layout().backup_file(id))?;
-        }
-        fs::File::open(self.layout().backups_dir())?.sync_all()?;
+        let published = self.layout().backup_file(id);
+        publish(&partial, &published, in_place, |dir| fs::File::open(dir)?.sync_all())?;
         Ok(BackupMeta {
             size: written.size,
             created: unix_now(),
@@ -483,7 +487,146 @@ impl BackupManager {
     }
 }
 
+/// Where writing a backup failed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stage {
+    Open,
+    Write,
+    Sync,
+    Publish,
+}
+
+/// A backup that could not be written: where, and the error.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", match .stage {
+    Stage::Open => "cannot create the partial file",
+    Stage::Write => "cannot write the backup",
+    Stage::Sync => "cannot sync the backup to the SD card",
+    Stage::Publish => "cannot publish the backup under its final name",
+})]
+struct WriteFailed {
+    stage: Stage,
+    source: io::Error,
+}
+
+impl WriteFailed {
+    fn at(stage: Stage) -> impl Fn(io::Error) -> Self {
+        move |source| Self { stage, source }
+    }
+
+    /// The backup's `last_result` after `failed: `: what went wrong and what to do.
+    fn reason(&self, id: u32) -> String {
+        let name = Layout::backup_name(id);
+        match self.source.raw_os_error() {
+            Some(libc::ENOSPC) => format!(
+                "no space left on /broot while writing {name}; delete old backups or snapshots and start the backup again"
+            ),
+            Some(libc::EIO) => format!(
+                "the SD card reported an I/O error: {self} (writing {name}); nothing was published; the card may be \
+                 failing: check the kernel log (dmesg), copy the backups off the device and start the backup again"
+            ),
+            _ => format!("{self} (writing {name}); see the nexus-backupd journal"),
+        }
+    }
+}
+
+/// Renames the synced `partial` to `published` and syncs the folder (`sync_dir`). When that
+/// sync fails, the name may not be on the card: the file is taken back (removed, the folder
+/// synced again, whatever that says), so that a failed backup is never listed.
+fn publish(
+    partial: &std::path::Path,
+    published: &std::path::Path,
+    in_place: bool,
+    sync_dir: impl Fn(&std::path::Path) -> io::Result<()>,
+) -> Result<(), WriteFailed> {
+    let dir = published.parent().unwrap_or(std::path::Path::new("."));
+    if !in_place {
+        fs::rename(partial, published).map_err(WriteFailed::at(Stage::Publish))?;
+    }
+    if let Err(e) = sync_dir(dir) {
+        if let Err(rm) = fs::remove_file(published) {
+            tracing::error!("cannot take back {} after a failed sync: {rm}", published.display());
+        }
+        let _ = sync_dir(dir);
+        return Err(WriteFailed::at(Stage::Publish)(e));
+    }
+    Ok(())
+}
+
 /// Lower-case hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_sync_of_the_folder_takes_the_published_file_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (partial, published) = (dir.path().join(".b.partial"), dir.path().join("b"));
+        fs::write(&partial, b"synced data").unwrap();
+        let syncs = std::cell::Cell::new(0);
+        let r = publish(&partial, &published, false, |_| {
+            syncs.set(syncs.get() + 1);
+            Err(io::Error::from_raw_os_error(libc::EIO))
+        });
+        let e = r.expect_err("a failed folder sync is a failed backup");
+        assert_eq!(e.stage, Stage::Publish);
+        assert!(
+            !published.exists(),
+            "a backup whose name may not be on the card is not listed"
+        );
+        assert!(!partial.exists());
+        assert_eq!(
+            syncs.get(),
+            2,
+            "the folder is synced again after the file is taken back"
+        );
+        let reason = e.reason(7);
+        assert!(
+            reason.contains("I/O error") && reason.contains("nothing was published"),
+            "{reason}"
+        );
+
+        fs::write(&partial, b"synced data").unwrap();
+        publish(&partial, &published, false, |_| Ok(())).unwrap();
+        assert_eq!(fs::read(&published).unwrap(), b"synced data");
+    }
+
+    #[test]
+    fn a_result_the_card_cannot_store_is_still_what_status_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let (broot, state_dir) = (dir.path().join("broot"), dir.path().join("state"));
+        let state = Arc::new(crate::state::SharedState::open(&state_dir).unwrap());
+        state.update(|s| s.last_result = "ok".into()).unwrap();
+        let layout = Layout::new(&broot, &state_dir);
+        let store = Arc::new(SnapshotStore::new(
+            layout,
+            crate::subvolume::Subvolumes::PlainCopy,
+            state,
+        ));
+        let backups = BackupManager::new(store, BackupConfig::default(), Arc::new(|_| {}));
+        // The state's folder gone: the result cannot be written.
+        fs::remove_dir_all(&state_dir).unwrap();
+        backups.finish(4, "failed: the SD card reported an I/O error".into());
+        let st = backups.status();
+        assert_eq!((st.id, st.last_id), (0, 4));
+        assert_eq!(st.last_result, "failed: the SD card reported an I/O error");
+    }
+
+    #[test]
+    fn each_failure_names_where_and_what_to_do() {
+        let eio = WriteFailed::at(Stage::Sync)(io::Error::from_raw_os_error(libc::EIO)).reason(3);
+        assert!(
+            eio.starts_with("the SD card reported an I/O error: cannot sync the backup to the SD card"),
+            "{eio}"
+        );
+        assert!(eio.contains("nexus_backup_3.tar.gpg"), "{eio}");
+        let full = WriteFailed::at(Stage::Write)(io::Error::from_raw_os_error(libc::ENOSPC)).reason(3);
+        assert!(full.starts_with("no space left on /broot"), "{full}");
+        let other = WriteFailed::at(Stage::Open)(io::Error::from_raw_os_error(libc::EACCES)).reason(3);
+        assert!(other.starts_with("cannot create the partial file"), "{other}");
+    }
 }

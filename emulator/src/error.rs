@@ -53,11 +53,17 @@ impl NexusError {
         }
     }
 
-    /// An I/O failure: ENOSPC becomes `NoSpace`, anything else `Failed`, both naming `what`.
+    /// An I/O failure: ENOSPC becomes `NoSpace`, anything else `Failed`, both naming `what`; an
+    /// I/O error of the card (EIO, or the file system it made read-only) says so.
     pub fn io(what: &str, err: &std::io::Error) -> Self {
         if err.raw_os_error() == Some(libc::ENOSPC) {
             Self::NoSpace(format!(
                 "{what}: no space left on /broot; delete old backups or snapshots and try again"
+            ))
+        } else if err.raw_os_error() == Some(libc::EIO) || err.raw_os_error() == Some(libc::EROFS) {
+            Self::Failed(format!(
+                "{what}: the SD card reported an I/O error ({err}); the card may be failing: check the kernel log \
+                 (dmesg) and copy the backups off the device"
             ))
         } else {
             Self::Failed(format!("{what}: {err}; see the nexus-backupd journal"))

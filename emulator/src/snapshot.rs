@@ -227,6 +227,14 @@ impl SnapshotStore {
         fs::remove_file(dir.join("info.json"))
             .map_err(|e| NexusError::io(&format!("cannot delete snapshot {id}"), &e))?;
         self.remove_dir(id);
+        // Only a synced folder says the card took it: a card that fails says so here.
+        let snapshots = self.layout.snapshots_dir();
+        fs::File::open(&snapshots).and_then(|d| d.sync_all()).map_err(|e| {
+            NexusError::io(
+                &format!("cannot sync the deletion of snapshot {id} (it is no longer listed)"),
+                &e,
+            )
+        })?;
         tracing::info!(id, "snapshot deleted");
         Ok(())
     }

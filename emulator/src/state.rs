@@ -154,6 +154,13 @@ impl SharedState {
         Ok(r)
     }
 
+    /// Changes the state in memory only: for when it cannot be stored (the card fails), so
+    /// that what `Status` says stays true while the daemon runs; the file keeps the last state
+    /// stored, which a restart then reads.
+    pub fn update_unstored(&self, change: impl FnOnce(&mut State)) {
+        change(&mut self.lock());
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave a half-written State: updates replace it whole.
         self.state.lock().unwrap_or_else(|p| p.into_inner())

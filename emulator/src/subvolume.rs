@@ -79,6 +79,17 @@ fn run(cmd: &mut Command) -> io::Result<()> {
     if stderr.contains("No space left") {
         return Err(io::Error::from_raw_os_error(libc::ENOSPC));
     }
+    // The card's errors keep their number, so the daemon's answer names them; the journal
+    // keeps the command's own words.
+    for (text, errno) in [
+        ("Input/output error", libc::EIO),
+        ("Read-only file system", libc::EROFS),
+    ] {
+        if stderr.contains(text) {
+            tracing::error!("{:?} failed ({}): {stderr}", cmd.get_program(), out.status);
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+    }
     let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
     Err(io::Error::other(format!(
         "{} {} failed ({}): {stderr}",
