@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use nexus_harness::history::outcomes::{self, Row};
 use nexus_harness::history::store::{Better, Measurement, Role, RunKey, Series, Stat, Store};
+use nexus_harness::report::Outcome;
 
 #[path = "common/chromium.rs"]
 mod chromium;
@@ -82,7 +84,7 @@ fn gate(file: &Path, extra: &[&str]) -> (Option<i32>, String) {
 /// a run appended twice without keeping half of it.
 async fn exercise(spec: &str) {
     let store = Store::open(spec).await.unwrap();
-    assert_eq!(store.version().await.unwrap(), 2);
+    assert_eq!(store.version().await.unwrap(), 4);
     store
         .append(&run("r1", "aaa", 100), &[duration(&[10.0]), latency()])
         .await
@@ -122,6 +124,36 @@ async fn exercise(spec: &str) {
     let lat = store.points("probe/idle/lateness_us").await.unwrap();
     assert_eq!(lat[0].value(Stat::P99), 12.0);
     assert_eq!(lat[0].value(Stat::Median), 12.0);
+    // Every try's outcome, a u64 seed whole, the run's row made when it measured nothing; a
+    // scenario that passed and failed on one commit and device is flaky.
+    let tries = |outcomes: &[Outcome]| -> Vec<Row> {
+        outcomes
+            .iter()
+            .enumerate()
+            .map(|(i, o)| Row {
+                scenario: "one in three".into(),
+                repetition: 1,
+                try_no: i + 1,
+                outcome: *o,
+                seed: Some(u64::MAX - i as u64),
+            })
+            .collect()
+    };
+    store
+        .append_outcomes(&run("r2", "bbb", 200), &tries(&[Outcome::Failed, Outcome::Passed]))
+        .await
+        .unwrap();
+    store
+        .append_outcomes(&run("r3", "bbb", 300), &tries(&[Outcome::InfraError]))
+        .await
+        .unwrap();
+    let seen = store.outcomes().await.unwrap();
+    assert_eq!(
+        seen.iter().map(|s| s.outcome.as_str()).collect::<Vec<_>>(),
+        ["failed", "passed", "infra_error"]
+    );
+    let flaky = outcomes::flaky(&seen);
+    assert_eq!((flaky.len(), flaky[0].passed, flaky[0].failed), (1, 1, 1), "{flaky:?}");
 }
 
 #[tokio::test]
@@ -229,7 +261,7 @@ async fn a_store_from_a_newer_nexus_hil_is_refused() {
     assert!(st.success());
     let e = Store::open(spec).await.err().unwrap();
     assert!(
-        e.contains("version 99, newer than this nexus-hil knows (2): update nexus-hil"),
+        e.contains("version 99, newer than this nexus-hil knows (4): update nexus-hil"),
         "{e}"
     );
 }
@@ -266,7 +298,7 @@ INSERT INTO samples VALUES ('r0', 'probe/idle/lateness_us', 0, 15.0, 100);
     assert!(st.success());
     let spec = file.to_str().unwrap();
     let store = Store::open(spec).await.unwrap();
-    assert_eq!(store.version().await.unwrap(), 2);
+    assert_eq!(store.version().await.unwrap(), 4);
     let roles = |series: Vec<Series>| series.into_iter().map(|s| (s.name, s.role)).collect::<Vec<_>>();
     assert_eq!(
         roles(store.series().await.unwrap()),

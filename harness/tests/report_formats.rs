@@ -57,6 +57,7 @@ fn sample_run() -> RunReport {
                 device: None,
                 device_info: None,
                 required: false,
+                attempt: Default::default(),
             },
             ScenarioReport {
                 name: "Download flow".into(),
@@ -74,6 +75,7 @@ fn sample_run() -> RunReport {
                 device: None,
                 device_info: None,
                 required: false,
+                attempt: Default::default(),
             },
             ScenarioReport {
                 name: "Lifecycle only".into(),
@@ -91,6 +93,7 @@ fn sample_run() -> RunReport {
                 device: None,
                 device_info: None,
                 required: false,
+                attempt: Default::default(),
             },
             ScenarioReport {
                 name: "Polkit grants".into(),
@@ -108,6 +111,7 @@ fn sample_run() -> RunReport {
                 device: None,
                 device_info: None,
                 required: false,
+                attempt: Default::default(),
             },
         ],
     }

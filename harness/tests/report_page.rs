@@ -106,6 +106,7 @@ fn run(png: &[u8]) -> RunReport {
         device: None,
         device_info: None,
         required: false,
+        attempt: Default::default(),
     };
     RunReport {
         target: "emulator".into(),

@@ -20,4 +20,4 @@ pub use error::ScenarioError;
 pub use load::{discover, Need, Scenario, EMULATOR_ONLY, PORTABLE};
 pub use size::{parse_size, show_size};
 pub use steps::*;
-pub use vars::{references, ITERATION};
+pub use vars::{references, ITERATION, SEED};

@@ -10,6 +10,7 @@ use marked_yaml::{FromNodeError, LoadError, Node, Spanned};
 use serde::Deserialize;
 
 use crate::check::Checker;
+use crate::vars::SEED;
 use crate::{duration, size, ScenarioError, Step};
 
 /// The known tags and what they mean to the runner.
@@ -103,7 +104,15 @@ impl Scenario {
                 "the scenario has no steps; add at least one under `steps:`".into(),
             ));
         }
+        if s.vars.contains_key(SEED) {
+            let trail = follow(&root, &format!("vars.{SEED}"));
+            return Err(err(
+                position(&trail, true).unwrap_or((1, 1)),
+                format!("`vars:` defines `{SEED}`, which is the run's: ${{{SEED}}} is the try's seed (nexus-hil run --seed); name the variable otherwise"),
+            ));
+        }
         let mut defined: BTreeSet<String> = s.vars.keys().cloned().collect();
+        defined.insert(SEED.to_string());
         let checker = Checker {
             file: &file,
             dir: path.parent().unwrap_or(Path::new(".")),
@@ -303,6 +312,18 @@ mod tests {
 
     fn error_of(text: &str) -> ScenarioError {
         Scenario::parse(text, Path::new("t.yaml")).unwrap_err()
+    }
+
+    #[test]
+    fn the_seed_is_known_in_every_step_and_no_scenario_s_own() {
+        let ok = Scenario::parse(
+            "name: x\nsteps:\n  - ssh.run: {as: nexus, command: 'test $(( ${seed} % 3 )) -ne 0'}\n",
+            Path::new("t.yaml"),
+        );
+        assert!(ok.is_ok(), "{:?}", ok.err());
+        let e = error_of("name: x\nvars:\n  seed: 7\nsteps:\n  - ssh.run: {as: nexus, command: id}\n");
+        assert_eq!((e.line, e.column), (3, 3), "at the variable: {e}");
+        assert!(e.message.contains("`seed`, which is the run's"), "{e}");
     }
 
     #[test]

@@ -1,8 +1,12 @@
-//! Variables in step texts: the `${name}` references a text makes, and the one variable the
+//! Variables in step texts: the `${name}` references a text makes, and the variables the
 //! loader itself defines.
 
 /// The variable that holds the round inside `repeat`.
 pub const ITERATION: &str = "iteration";
+
+/// The variable that holds the try's seed (`nexus-hil run --seed`; each repetition and retry
+/// has its own, derived from it): known in every step, and no scenario's own.
+pub const SEED: &str = "seed";
 
 /// The `${name}` references in a text; `$${` is a literal `${` (for shell variables).
 pub fn references(text: &str) -> Vec<&str> {

@@ -1,7 +1,7 @@
 //! `nexus-hil history`: the results history that every run appends to. `check` finds the
 //! change points of every series (per device), prints the gate's verdict on each
 //! ([`crate::history::gate`] decides) and can fail CI on one that gates; `report` writes the
-//! trend page.
+//! trend page; `flaky` lists the scenarios whose outcomes differ on one commit and device.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -88,6 +88,30 @@ pub enum HistoryCmd {
         /// but also flags a few runs the host slowed.
         #[arg(long, value_enum, default_value_t = changepoint::Options::default().test)]
         test: changepoint::Test,
+    },
+    /// List the scenarios whose outcomes differ on the same commit and device: flaky, not real.
+    ///
+    /// The history keeps every try of every run (each repetition of `run --repeat N`, each
+    /// retry of `--retries N`, and plain runs): a scenario that both passed and failed on one
+    /// commit and device is printed with its passes, its failure ratio and that ratio's 95 %
+    /// interval (Wilson). Skips and infrastructure errors say nothing of a scenario and are not
+    /// counted. Exit status: 0, or 1 with --fail-on-flaky when one is listed; 2 when the
+    /// history cannot be read.
+    Flaky {
+        /// The history (a SQLite file or a postgres:// URL). Default: $NEXUS_HIL_HISTORY, else
+        /// target/nexus-hil/history.sqlite.
+        #[arg(long, value_name = "FILE|URL")]
+        history: Option<String>,
+        /// Only this device's runs.
+        #[arg(long)]
+        device: Option<String>,
+        /// Only this commit's runs (as the runs recorded it: the checkout's commit id, or
+        /// NEXUS_HIL_COMMIT).
+        #[arg(long)]
+        commit: Option<String>,
+        /// Exit 1 when a scenario is listed.
+        #[arg(long)]
+        fail_on_flaky: bool,
     },
     /// Append a criterion baseline (`ci/bench` saves one per commit) to the history.
     ///
@@ -227,6 +251,12 @@ pub async fn command(args: HistoryArgs) -> Result<ExitCode, InfraError> {
             control,
             output,
         } => report(history.as_deref(), &control, &output).await,
+        HistoryCmd::Flaky {
+            history,
+            device,
+            commit,
+            fail_on_flaky,
+        } => flaky(history.as_deref(), device.as_deref(), commit.as_deref(), fail_on_flaky).await,
         HistoryCmd::AppendCriterion {
             baseline,
             criterion_dir,
@@ -435,6 +465,48 @@ async fn report(history: Option<&str>, controls: &[String], output: &Path) -> Re
     std::fs::write(output, history::page::render(&trends, &spec)).map_err(|e| InfraError::io(output.display(), e))?;
     println!("{}", output.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `history flaky`.
+async fn flaky(
+    history: Option<&str>,
+    device: Option<&str>,
+    commit: Option<&str>,
+    fail_on_flaky: bool,
+) -> Result<ExitCode, InfraError> {
+    let read = async {
+        let (spec, store) = open(history).await?;
+        let mut seen = store.outcomes().await.map_err(|e| format!("{spec}: {e}"))?;
+        seen.retain(|s| device.is_none_or(|d| d == s.device) && commit.is_none_or(|c| c == s.commit));
+        Ok::<_, String>((spec, seen))
+    };
+    let (spec, seen) = match read.await {
+        Ok(r) => r,
+        Err(e) => {
+            say(&e);
+            return Ok(ExitCode::from(Exit::Usage));
+        }
+    };
+    let flaky = history::outcomes::flaky(&seen);
+    for f in &flaky {
+        println!(
+            "FLAKY  {} on {} at {}: {}",
+            f.scenario,
+            f.device,
+            f.commit.chars().take(12).collect::<String>(),
+            f.describe()
+        );
+    }
+    println!(
+        "{} flaky scenario(s) in {spec}: outcomes that differ on one commit and device, of {} kept",
+        flaky.len(),
+        seen.len()
+    );
+    Ok(if fail_on_flaky && !flaky.is_empty() {
+        ExitCode::from(Exit::Failed)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// `history append-criterion`.

@@ -19,6 +19,7 @@ use crate::exit::Exit;
 use crate::report::{slug, RunReport};
 use crate::runner::hold::HoldOptions;
 use crate::runner::schedule::{self, EmulatorSlot, FleetMember, Slots};
+use crate::runner::tries::Plan;
 use crate::scenario::{self, Scenario};
 
 /// Arguments of `nexus-hil run`.
@@ -106,6 +107,22 @@ pub struct RunArgs {
     /// Append nothing to the history.
     #[arg(long, conflicts_with = "history")]
     pub no_history: bool,
+    /// Run each selected scenario N times (flaky or real?): a fresh emulator or stand-in each
+    /// time, or on a real device after the undo of the last. The reports give each scenario's
+    /// passes of N and its failure ratio with a 95 % interval; the history keeps every outcome
+    /// (`nexus-hil history flaky`). Each run has its own seed (`${seed}`), derived from --seed.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub repeat: u32,
+    /// Run a scenario that failed again, on a fresh target, up to N times. One that then
+    /// passes is FLAKY: named in the summary, a pass with a `flakyFailure` per failed try in
+    /// JUnit, each try's transcript and work folder kept. Only failures are retried: a skip, an
+    /// infrastructure error or an undo that failed is never retried into a pass.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub retries: u32,
+    /// A scenario that passed only on a retry fails the run (exit 1), and JUnit gives it a
+    /// `failure` besides its `flakyFailure`s.
+    #[arg(long)]
+    pub flaky_fails: bool,
     /// How many scenarios run at once: emulators side by side (default 1; each scenario still
     /// gets its own fresh container), or devices of --targets (default: all of them).
     #[arg(long, short = 'j', overrides_with = "jobs")]
@@ -220,7 +237,11 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
         crate::runner::inspect::enable(d, bar.clone());
     }
     if let Some(slots) = &slots {
-        report.scenarios = schedule::run_all(&scenarios, slots, &report_dir, seed, &bar).await;
+        let plan = Plan {
+            repeat: args.repeat as usize,
+            retries: args.retries as usize,
+        };
+        report.scenarios = schedule::run_all(&scenarios, slots, &report_dir, seed, plan, &bar).await;
     }
     bar.finish_and_clear();
     held.release(&say).await;
@@ -279,6 +300,10 @@ fn exit_code(args: &RunArgs, report: &RunReport) -> ExitCode {
             if args.require_all { "--require-all" } else { "must_run" },
             names.join("; ")
         );
+        fail = true;
+    }
+    if args.flaky_fails && !report.flaky().is_empty() {
+        println!("--flaky-fails: a scenario passed only on a retry");
         fail = true;
     }
     if args.fail_on_verdict && !report.missed_verdicts().is_empty() {
@@ -494,7 +519,12 @@ fn write_reports(args: &RunArgs, report: &RunReport, report_dir: &Path) -> Resul
     write(&json_path, &report.to_json())?;
     write(&report_dir.join("report.json"), &report.to_json())?;
     if let Some(j) = &args.junit {
-        write(j, &report.to_junit())?;
+        let flaky = if args.flaky_fails {
+            crate::report::junit::Flaky::Fails
+        } else {
+            crate::report::junit::Flaky::Passes
+        };
+        write(j, &report.to_junit_with(flaky))?;
     }
     write(&report_dir.join("report.html"), &crate::report::html::render(report))?;
     print!("{}", report.summary());

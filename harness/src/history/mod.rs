@@ -2,12 +2,14 @@
 //! [`record`] turns a run's report into them, [`changepoint`] finds where a series of
 //! measurements (one value per commit) changed, and whether the change is significant, [`gate`]
 //! judges which changes stop a merge, and [`page`] draws the trends as one self-contained HTML
-//! page; [`criterion`] reads `ci/bench`'s saved baselines; [`software`] keeps what each run found
+//! page; [`outcomes`] keeps every try's outcome and finds the flaky scenarios; [`criterion`]
+//! reads `ci/bench`'s saved baselines; [`software`] keeps what each run found
 //! on its device and says what changed since the last run that passed there.
 
 pub mod changepoint;
 pub mod criterion;
 pub mod gate;
+pub mod outcomes;
 pub mod page;
 pub mod record;
 pub mod software;
@@ -55,6 +57,12 @@ pub async fn append_run(
                 .record_software(&key.id, &what, software::passed_on(report, &device))
                 .await?;
         }
+    }
+    // Every try's outcome, by device (its run's row made when the device measured nothing).
+    for (device, rows) in outcomes::rows(report) {
+        store
+            .append_outcomes(&record::run_key(report, &device, started_at, source), &rows)
+            .await?;
     }
     Ok(n)
 }

@@ -218,6 +218,7 @@ mod tests {
             device: device.map(String::from),
             device_info: info,
             required: false,
+            attempt: Default::default(),
         }
     }
 

@@ -62,6 +62,20 @@ const MIGRATIONS: &[&[&str]] = &[
         passed BIGINT NOT NULL
     )",
     ],
+    // 4: every try's outcome (`run --repeat`, `--retries`; `history flaky`), its seed as text
+    // (a u64); a run's runs row made for it when its device measured nothing.
+    &[
+        "CREATE TABLE outcomes (
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        scenario TEXT NOT NULL,
+        repetition BIGINT NOT NULL,
+        try_no BIGINT NOT NULL,
+        outcome TEXT NOT NULL,
+        seed TEXT,
+        PRIMARY KEY (run_id, scenario, repetition, try_no)
+    )",
+        "CREATE INDEX outcomes_scenario ON outcomes (scenario)",
+    ],
 ];
 
 /// Which way a series gets worse.
@@ -364,6 +378,68 @@ impl Store {
             packages: packed.as_deref().map(software::unpack).transpose()?,
         };
         Ok(Some((run, found)))
+    }
+
+    /// Keeps every try's outcome of one run on one device (`outcomes::rows`), the run's own
+    /// row made first when its device measured nothing; all or nothing.
+    pub async fn append_outcomes(&self, run: &RunKey, rows: &[super::outcomes::Row]) -> Result<(), String> {
+        let err = |e: sqlx::Error| format!("cannot append the outcomes to the history: {e}");
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        sqlx::query(
+            "INSERT INTO runs (id, commit_id, branch, device, device_kind, device_model, software, host, started_at, source)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&run.id)
+        .bind(&run.commit)
+        .bind(&run.branch)
+        .bind(&run.device)
+        .bind(&run.device_kind)
+        .bind(run.device_model.clone())
+        .bind(run.software.clone())
+        .bind(&run.host)
+        .bind(run.started_at)
+        .bind(&run.source)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        for r in rows {
+            sqlx::query(
+                "INSERT INTO outcomes (run_id, scenario, repetition, try_no, outcome, seed) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&run.id)
+            .bind(&r.scenario)
+            .bind(r.repetition as i64)
+            .bind(r.try_no as i64)
+            .bind(super::outcomes::word(r.outcome))
+            .bind(r.seed.map(|n| n.to_string()))
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)
+    }
+
+    /// Every kept outcome with its commit and device, oldest run first.
+    pub async fn outcomes(&self) -> Result<Vec<super::outcomes::Seen>, String> {
+        let rows = sqlx::query(
+            "SELECT r.commit_id, r.device, o.scenario, o.outcome
+             FROM outcomes o JOIN runs r ON r.id = o.run_id
+             ORDER BY r.started_at, r.id, o.scenario, o.repetition, o.try_no",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| e.to_string())?;
+        rows.iter()
+            .map(|r| {
+                let get = |i: usize| r.try_get::<String, _>(i).map_err(|e| e.to_string());
+                Ok(super::outcomes::Seen {
+                    commit: get(0)?,
+                    device: get(1)?,
+                    scenario: get(2)?,
+                    outcome: get(3)?,
+                })
+            })
+            .collect()
     }
 
     /// Every series the store knows.

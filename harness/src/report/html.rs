@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use plotters::prelude::*;
 
-use super::{Latency, Outcome, ProgressSample, RunReport, StepReport};
+use super::{Latency, Outcome, ProgressSample, RunReport, ScenarioReport, StepReport};
 
 const COLORS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
@@ -66,28 +66,45 @@ pub fn render(report: &RunReport) -> String {
         }
         h.push_str("</div>\n");
     }
-    h.push_str("<table><tr><th>scenario</th><th>result</th><th>time</th><th>why</th></tr>\n");
-    for s in &report.scenarios {
+    if t.flaky > 0 {
+        let names: Vec<String> = report.flaky().iter().map(|s| esc(&s.label())).collect();
         let _ = writeln!(
             h,
-            "<tr class=\"{}\"><td><a href=\"#{}\">{}</a></td><td>{}</td><td>{:.1} s</td><td>{}</td></tr>",
-            outcome(s.outcome).replace(' ', "_"),
-            super::slug(&s.name),
-            esc(&s.name),
-            outcome(s.outcome),
+            "<p class=\"flaky\">FLAKY (passed only on a retry): {}</p>",
+            names.join("; ")
+        );
+    }
+    repeated_section(&mut h, report);
+    h.push_str("<table><tr><th>scenario</th><th>result</th><th>time</th><th>why</th></tr>\n");
+    for s in &report.scenarios {
+        let (class, result) = result(s);
+        let why = if s.attempt.tries.is_empty() {
+            s.reason.clone().unwrap_or_default()
+        } else {
+            super::terminal::tries_line(s)
+        };
+        let _ = writeln!(
+            h,
+            "<tr class=\"{class}\"><td><a href=\"#{}\">{}</a></td><td>{result}</td><td>{:.1} s</td><td>{}</td></tr>",
+            super::slug(&s.label()),
+            esc(&s.label()),
             s.duration_s,
-            esc(s.reason.as_deref().unwrap_or(""))
+            esc(&why)
         );
     }
     h.push_str("</table>\n");
     for s in &report.scenarios {
         let _ = writeln!(
             h,
-            "<section id=\"{}\"><h2>{}</h2><p class=\"file\">{} &middot; {}{}{}</p>",
-            super::slug(&s.name),
-            esc(&s.name),
+            "<section id=\"{}\"><h2>{}</h2><p class=\"file\">{} &middot; {}{}{}{}</p>",
+            super::slug(&s.label()),
+            esc(&s.label()),
             esc(&s.file),
-            outcome(s.outcome),
+            result(s).1,
+            s.attempt
+                .seed
+                .map(|n| format!(" &middot; seed {n}"))
+                .unwrap_or_default(),
             s.ready_s
                 .map(|r| format!(" &middot; emulator ready in {r:.2} s"))
                 .unwrap_or_default(),
@@ -147,10 +164,7 @@ pub fn render(report: &RunReport) -> String {
         }
         if let Some(c) = &s.console {
             // The scenario's work folder, relative to this page (written in the report folder).
-            let work = match &s.device {
-                Some(d) => format!("{}/{}", d, super::slug(&s.name)),
-                None => super::slug(&s.name),
-            };
+            let work = s.work_dir();
             let _ = writeln!(
                 h,
                 "<details open><summary>Console (last {} lines; whole log: <a href=\"{work}/console.log\">{work}/console.log</a>)</summary><pre>{}</pre></details>",
@@ -166,19 +180,96 @@ pub fn render(report: &RunReport) -> String {
                 esc(j)
             );
         }
+        tries_section(&mut h, s);
         h.push_str("</section>\n");
     }
     h.push_str("</body></html>\n");
     h
 }
 
+/// A scenario's class and result as the page shows them: FLAKY for one that passed only on a
+/// retry, never a plain pass.
+fn result(s: &ScenarioReport) -> (&'static str, String) {
+    if s.flaky() {
+        return (
+            "flaky",
+            format!("FLAKY: passed on try {} of {}", s.try_count(), s.try_count()),
+        );
+    }
+    let o = outcome(s.outcome);
+    let shown = if s.attempt.tries.is_empty() {
+        o.to_string()
+    } else {
+        format!("{o} on every try ({})", s.try_count())
+    };
+    (
+        if s.outcome == Outcome::InfraError {
+            "infrastructure_error"
+        } else {
+            o
+        },
+        shown,
+    )
+}
+
+/// The repeated scenarios (`run --repeat N`): passes of N and the failure ratio with its
+/// interval.
+fn repeated_section(h: &mut String, report: &RunReport) {
+    let repeated = report.repeated();
+    if repeated.is_empty() {
+        return;
+    }
+    h.push_str("<h3>Repeated: flaky or real?</h3>\n<table><tr><th>scenario</th><th>device</th><th>passed</th><th>failure ratio</th><th>95 % interval (Wilson)</th><th>not counted</th></tr>\n");
+    for r in repeated {
+        let (lo, hi) = r.interval();
+        let _ = writeln!(
+            h,
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}/{}</td><td>{:.1} %</td><td>{:.1}-{:.1} %</td><td>{}</td></tr>",
+            if r.passes == r.runs { "passed" } else { "failed" },
+            esc(&r.name),
+            esc(r.device.as_deref().unwrap_or("")),
+            r.passes,
+            r.runs,
+            r.failure_ratio() * 100.0,
+            lo * 100.0,
+            hi * 100.0,
+            r.other
+        );
+    }
+    h.push_str("</table>\n");
+}
+
+/// Each earlier try of a retried scenario, open, with its seed, why it failed, its steps'
+/// transcript, its work folder and its journal.
+fn tries_section(h: &mut String, s: &ScenarioReport) {
+    let n = s.try_count();
+    for (i, t) in s.attempt.tries.iter().enumerate() {
+        let _ = writeln!(
+            h,
+            "<details open class=\"try\"><summary>try {} of {n}: {}{}: {}</summary>\
+             <p class=\"file\">work folder: <a href=\"{work}\">{work}</a></p><pre>{}</pre>{}</details>",
+            i + 1,
+            outcome(t.outcome),
+            t.attempt.seed.map(|n| format!(" (seed {n})")).unwrap_or_default(),
+            esc(t.reason.as_deref().unwrap_or("")),
+            esc(&super::terminal::transcript(t)),
+            t.journal
+                .as_ref()
+                .map(|j| format!(
+                    "<details><summary>device journal of try {}</summary><pre>{}</pre></details>",
+                    i + 1,
+                    esc(j)
+                ))
+                .unwrap_or_default(),
+            work = esc(&t.work_dir()),
+        );
+    }
+}
+
 /// The browser steps' pictures: a failed step's page inline (the report stays one file) with
 /// its console, the screenshots asked for as links into the work folder.
 fn browser_section(h: &mut String, s: &super::ScenarioReport) {
-    let work = match &s.device {
-        Some(d) => format!("{}/{}", d, super::slug(&s.name)),
-        None => super::slug(&s.name),
-    };
+    let work = s.work_dir();
     for st in &s.steps {
         let Some(b) = &st.browser else { continue };
         let failed = b.failure_png.is_some() || !b.console.is_empty();
@@ -461,7 +552,7 @@ fn draw_progress(
 pub(crate) const CSS: &str = "body{font-family:sans-serif;margin:2em;max-width:1200px;color:#222}\
 table{border-collapse:collapse;margin:0.5em 0 1em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:90%}\
 th{background:#f2f2f2}.passed{color:#1a7f37}.failed{color:#c62828;font-weight:bold}.infrastructure_error{color:#b26a00}\
-.skipped{color:#777}.infra_error{color:#b26a00;font-weight:bold}.file{color:#666;font-size:85%}\
+.skipped{color:#777}.flaky{color:#8e24aa;font-weight:bold}.try{border-left:3px solid #8e24aa;padding-left:8px}.infra_error{color:#b26a00;font-weight:bold}.file{color:#666;font-size:85%}\
 .charts{display:flex;flex-wrap:wrap;gap:8px}.charts svg{border:1px solid #eee}pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:80%}\
 section{border-top:2px solid #ddd;margin-top:1.5em}";
 
@@ -572,6 +663,7 @@ mod tests {
                 device: None,
                 device_info: None,
                 required: false,
+                attempt: Default::default(),
             }],
             infra_error: None,
             seed: None,
@@ -617,6 +709,7 @@ mod tests {
             device: Some("pi-1".into()),
             device_info: None,
             required: false,
+            attempt: Default::default(),
         };
         let report = RunReport {
             target: "fleet".into(),

@@ -71,8 +71,10 @@ pub fn merge(shards: &[Shard]) -> Result<(RunReport, Vec<String>), String> {
         })
         .collect();
     let mut scenarios: Vec<_> = shards.iter().flat_map(|s| s.report.scenarios.iter().cloned()).collect();
-    // Round robin dealt the files out in order: sorting by file (then device) restores it.
-    scenarios.sort_by(|a, b| (&a.file, &a.device).cmp(&(&b.file, &b.device)));
+    // Round robin dealt the files out in order: sorting by file (then device, then repetition)
+    // restores it. A scenario's tries stay inside it, each with its own work folder.
+    scenarios
+        .sort_by(|a, b| (&a.file, &a.device, a.attempt.repetition).cmp(&(&b.file, &b.device, b.attempt.repetition)));
     let merged = RunReport {
         target: targets.join(", "),
         // The shards ran side by side: the run took as long as the longest.
@@ -185,6 +187,7 @@ mod tests {
             device: None,
             device_info: None,
             required: false,
+            attempt: Default::default(),
         }
     }
 

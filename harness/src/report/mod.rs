@@ -4,6 +4,7 @@
 //! Infrastructure errors are reported as such, apart from failures.
 
 pub mod crash;
+pub mod flaky;
 pub mod html;
 pub mod junit;
 pub mod latency;
@@ -216,11 +217,71 @@ pub struct ScenarioReport {
     /// The scenario says it must run (`must_run`): a skip fails the run.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub required: bool,
+    /// Which try and repetition this was (`run --retries`, `--repeat`), with its seed.
+    #[serde(flatten, default)]
+    pub attempt: Attempt,
+}
+
+/// One run of a scenario among several: its seed (`${seed}` in its steps), its repetition
+/// (`run --repeat N`), its work folder, and the earlier tries that failed (`run --retries N`),
+/// each kept whole with its own evidence.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Attempt {
+    /// The seed of this try: the run's `--seed` for a scenario's first, then one derived from
+    /// it and the try's number.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub seed: Option<u64>,
+    /// The repetition (1-based) under `run --repeat N`, N > 1.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub repetition: Option<usize>,
+    /// The work folder, relative to the report's, when it is not the scenario's slug.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub work: Option<String>,
+    /// The earlier tries, oldest first, each of which failed; this report is the last try.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub tries: Vec<ScenarioReport>,
 }
 
 impl ScenarioReport {
-    /// The latency verdicts of this scenario that were missed, one line each.
+    /// Passed only on a retry: an earlier try failed. Never a plain pass in any report.
+    pub fn flaky(&self) -> bool {
+        self.outcome == Outcome::Passed && !self.attempt.tries.is_empty()
+    }
+
+    /// How many tries it took (1 without retries).
+    pub fn try_count(&self) -> usize {
+        self.attempt.tries.len() + 1
+    }
+
+    /// Its work folder, relative to the report's: `DEVICE/SLUG` on an inventory's device, else
+    /// the slug, or the try's own folder.
+    pub fn work_dir(&self) -> String {
+        if let Some(w) = &self.attempt.work {
+            return w.clone();
+        }
+        match &self.device {
+            Some(d) => format!("{d}/{}", slug(&self.name)),
+            None => slug(&self.name),
+        }
+    }
+
+    /// How reports name it: its name, and its repetition when repeated.
+    pub fn label(&self) -> String {
+        match self.attempt.repetition {
+            Some(r) => format!("{} (repetition {r})", self.name),
+            None => self.name.clone(),
+        }
+    }
+
+    /// The latency verdicts of this scenario that were missed, one line each (an earlier try's
+    /// too: a retry never hides one).
     pub fn missed_verdicts(&self) -> Vec<String> {
+        let earlier = self.attempt.tries.iter().enumerate().flat_map(|(i, t)| {
+            t.missed_verdicts()
+                .into_iter()
+                .map(move |v| format!("try {}: {v}", i + 1))
+        });
+        let earlier: Vec<String> = earlier.collect();
         self.steps
             .iter()
             .flat_map(|st| st.baseline.iter().chain(st.latency.iter()))
@@ -234,6 +295,7 @@ impl ScenarioReport {
                     v.max_ratio.map(|m| m.to_string()).unwrap_or_default()
                 ))
             })
+            .chain(earlier)
             .collect()
     }
 }
@@ -267,6 +329,8 @@ pub struct Totals {
     pub failed: usize,
     pub skipped: usize,
     pub errors: usize,
+    /// Of `passed`, those that passed only on a retry.
+    pub flaky: usize,
 }
 
 impl RunReport {
@@ -274,7 +338,10 @@ impl RunReport {
         let mut t = Totals::default();
         for s in &self.scenarios {
             match s.outcome {
-                Outcome::Passed => t.passed += 1,
+                Outcome::Passed => {
+                    t.passed += 1;
+                    t.flaky += usize::from(s.flaky());
+                }
                 Outcome::Failed => t.failed += 1,
                 Outcome::Skipped => t.skipped += 1,
                 Outcome::InfraError => t.errors += 1,
@@ -300,6 +367,11 @@ impl RunReport {
             .iter()
             .filter(|s| s.outcome == Outcome::Skipped && (require_all || s.required))
             .collect()
+    }
+
+    /// The scenarios that passed only on a retry.
+    pub fn flaky(&self) -> Vec<&ScenarioReport> {
+        self.scenarios.iter().filter(|s| s.flaky()).collect()
     }
 
     /// Every missed latency verdict, with its scenario's name.

@@ -3,9 +3,12 @@
 
 use super::{Outcome, RunReport, ScenarioReport, WhatChanged};
 
-/// The mark of an outcome in the terminal.
-fn mark(o: Outcome) -> &'static str {
-    match o {
+/// The mark of a scenario's outcome in the terminal: FLAKY for one that passed only on a retry.
+fn mark(s: &ScenarioReport) -> &'static str {
+    if s.flaky() {
+        return "FLAKY";
+    }
+    match s.outcome {
         Outcome::Passed => "PASS ",
         Outcome::Failed => "FAIL ",
         Outcome::Skipped => "SKIP ",
@@ -16,9 +19,12 @@ fn mark(o: Outcome) -> &'static str {
 /// The line printed when a scenario finishes (with its missed verdicts, if any).
 pub fn result_line(r: &ScenarioReport) -> String {
     let mut line = match &r.device {
-        Some(d) => format!("{} {} ({:.1} s on {d})", mark(r.outcome), r.name, r.duration_s),
-        None => format!("{} {} ({:.1} s)", mark(r.outcome), r.name, r.duration_s),
+        Some(d) => format!("{} {} ({:.1} s on {d})", mark(r), r.label(), r.duration_s),
+        None => format!("{} {} ({:.1} s)", mark(r), r.label(), r.duration_s),
     };
+    if !r.attempt.tries.is_empty() {
+        line.push_str(&format!("\n      {}", tries_line(r)));
+    }
     for v in r.missed_verdicts() {
         line.push_str(&format!("\n      verdict missed: {v}"));
     }
@@ -104,13 +110,16 @@ impl RunReport {
         for s in &self.scenarios {
             out.push_str(&format!(
                 "{} {} ({:.1} s) [{}]\n",
-                mark(s.outcome),
-                s.name,
+                mark(s),
+                s.label(),
                 s.duration_s,
                 s.file
             ));
             if let Some(r) = &s.reason {
                 out.push_str(&format!("      {r}\n"));
+            }
+            if !s.attempt.tries.is_empty() {
+                out.push_str(&format!("      {}\n", tries_line(s)));
             }
             for v in s.missed_verdicts() {
                 out.push_str(&format!("      verdict missed: {v}\n"));
@@ -119,11 +128,25 @@ impl RunReport {
         if let Some(e) = &self.infra_error {
             out.push_str(&format!("ERROR infrastructure: {e}\n"));
         }
+        for r in self.repeated() {
+            let on = r.device.as_deref().map(|d| format!(" on {d}")).unwrap_or_default();
+            out.push_str(&format!("REPEATED {}{on}: {}\n", r.name, r.describe()));
+        }
         let t = self.totals();
+        let flaky = if t.flaky > 0 {
+            format!(" ({} FLAKY: passed only on a retry)", t.flaky)
+        } else {
+            String::new()
+        };
         out.push_str(&format!(
-            "{} passed, {} failed, {} skipped, {} infrastructure errors ({:.1} s)\n",
+            "{} passed{flaky}, {} failed, {} skipped, {} infrastructure errors ({:.1} s)\n",
             t.passed, t.failed, t.skipped, t.errors, self.duration_s
         ));
+        let flaky = self.flaky();
+        if !flaky.is_empty() {
+            let names: Vec<String> = flaky.iter().map(|s| s.label()).collect();
+            out.push_str(&format!("FLAKY: {}\n", names.join("; ")));
+        }
         if let Some(seed) = self.seed {
             out.push_str(&format!(
                 "seed {seed} (--seed {seed} repeats this run's random draws)\n"
@@ -136,6 +159,38 @@ impl RunReport {
             ));
         }
         out
+    }
+}
+
+/// How its tries went, e.g. `try 1 of 2 failed (seed 3): step 1 ssh.run ...; try 2 passed (seed 9)`.
+pub fn tries_line(s: &ScenarioReport) -> String {
+    let seed = |t: &ScenarioReport| t.attempt.seed.map(|n| format!(" (seed {n})")).unwrap_or_default();
+    let n = s.try_count();
+    let mut parts: Vec<String> = s
+        .attempt
+        .tries
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            format!(
+                "try {} of {n} {}{}: {}",
+                i + 1,
+                outcome_word(t.outcome),
+                seed(t),
+                t.reason.as_deref().unwrap_or("")
+            )
+        })
+        .collect();
+    parts.push(format!("try {n} of {n} {}{}", outcome_word(s.outcome), seed(s)));
+    parts.join("; ")
+}
+
+fn outcome_word(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Passed => "passed",
+        Outcome::Failed => "failed",
+        Outcome::Skipped => "skipped",
+        Outcome::InfraError => "stopped by the infrastructure",
     }
 }
 
@@ -262,6 +317,7 @@ mod tests {
             device: None,
             device_info: None,
             required: false,
+            attempt: Default::default(),
         }
     }
 

@@ -2,13 +2,14 @@
 //! one device: each step under its timeout (sent to its family in `steps`), the transcript and
 //! the step reports, the scenario's time limit, and on failure the device's journal and state;
 //! on a real device [`tidy`] then undoes what the scenario changed, from the record on the device. [`schedule`] shares a suite
-//! out among fresh emulators or real devices.
+//! out among fresh emulators or real devices, each scenario run as often as [`tries`] plans.
 
 pub mod hold;
 pub mod inspect;
 pub mod interrupt;
 pub mod schedule;
 pub mod tidy;
+pub mod tries;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,8 +21,9 @@ use crate::scenario::Scenario;
 use crate::session::{SeededRandom, Session};
 use crate::steps::{self, StepEnd, StepLog};
 
-/// Runs one scenario's steps against `dev`, with `work` as its local folder and the run's
-/// `seed` for its random draws. `on_step` hears of each step as it starts.
+/// Runs one scenario's steps against `dev`, with `work` as its local folder and `seed` (the
+/// try's: `${seed}` in its steps) for its random draws. `on_step` hears of each step as it
+/// starts.
 pub async fn run_scenario(
     s: &Scenario,
     dev: &Device,
@@ -32,11 +34,13 @@ pub async fn run_scenario(
 ) -> ScenarioReport {
     let started = Instant::now();
     let _ = std::fs::create_dir_all(work);
+    let mut vars = s.vars.clone();
+    vars.insert(crate::scenario::SEED.to_string(), seed.to_string());
     let mut session = Session {
         dev: dev.clone(),
         lifecycle,
         work: work.to_owned(),
-        vars: s.vars.clone(),
+        vars,
         buses: HashMap::new(),
         scenario_dir: s.file.parent().map(Path::to_path_buf).unwrap_or_default(),
         holds: Vec::new(),
@@ -115,6 +119,10 @@ pub async fn run_scenario(
         device: None,
         device_info,
         required: s.must_run,
+        attempt: crate::report::Attempt {
+            seed: Some(seed),
+            ..Default::default()
+        },
     }
 }
 

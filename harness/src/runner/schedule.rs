@@ -9,6 +9,7 @@ use std::time::Instant;
 use indicatif::ProgressBar;
 
 use super::run_scenario;
+use super::tries::{self, Plan};
 use crate::bench::console::{self, Console};
 use crate::bench::power::Bench;
 use crate::device::container::{Emulator, EmulatorSpec};
@@ -60,13 +61,16 @@ pub fn line(bar: &ProgressBar, text: String) {
     }
 }
 
-/// Runs `scenarios` on `slots`, each in its own folder under `report_dir` and with the run's
-/// `seed`, a line printed as each finishes; the reports in the scenarios' order.
+/// Runs `scenarios` on `slots` as `plan` says (each `repeat` times, a failure tried again up
+/// to `retries` times on a fresh target), each try in its own folder under `report_dir` with
+/// its own seed derived from the run's `seed`, a line printed as each run ends (and as a try
+/// is retried); the reports in the scenarios' order, a scenario's repetitions in theirs.
 pub async fn run_all(
     scenarios: &[Scenario],
     slots: &Slots,
     report_dir: &Path,
     seed: u64,
+    plan: Plan,
     bar: &ProgressBar,
 ) -> Vec<ScenarioReport> {
     // A real device's console is read for the whole run, into its folder's console.log.
@@ -92,6 +96,9 @@ pub async fn run_all(
             .map(|(m, c)| (Some(m), c.as_ref()))
             .collect(),
     };
+    // Every repetition of every scenario is one item; the slots take the next when free.
+    let repeat = plan.repeat.max(1);
+    bar.set_length((scenarios.len() * repeat) as u64);
     let next = Mutex::new(0usize);
     let done: Mutex<Vec<(usize, ScenarioReport)>> = Mutex::default();
     let (next, done_ref) = (&next, &done);
@@ -103,19 +110,52 @@ pub async fn run_all(
                 *n += 1;
                 *n - 1
             };
-            let Some(s) = scenarios.get(i) else { break };
-            let r = match (member, slots) {
-                (None, Slots::Emulators { slot, .. }) => {
-                    bar.set_message(format!("{}: starting", s.name));
-                    run_on_emulator(s, slot, &report_dir.join(slug(&s.name)), seed, bar).await
+            let Some(s) = scenarios.get(i / repeat) else { break };
+            let rep = i % repeat + 1;
+            let mut tries = Vec::new();
+            for t in 1..=plan.retries + 1 {
+                let k = plan.index(rep, t);
+                let try_seed = Plan::seed(seed, k);
+                let work = plan.work(&slug(&s.name), rep, t);
+                let mut r = match (member, slots) {
+                    (None, Slots::Emulators { slot, .. }) => {
+                        bar.set_message(format!("{}: starting", s.name));
+                        run_on_emulator(s, slot, &report_dir.join(&work), try_seed, bar).await
+                    }
+                    (None, Slots::Standins { parts, .. }) => {
+                        bar.set_message(format!("{}: booting the stand-in", s.name));
+                        run_on_standin(s, parts, &report_dir.join(&work), try_seed, bar).await
+                    }
+                    (Some(m), _) => run_on_device(s, m, console, report_dir, &work, try_seed, bar).await,
+                    (None, Slots::Devices(_)) => return,
+                };
+                r.attempt.seed = Some(try_seed);
+                r.attempt.repetition = plan.repetition(rep);
+                if work != slug(&s.name) {
+                    r.attempt.work = Some(match member.and_then(|m| m.name.as_ref()) {
+                        Some(n) => format!("{n}/{work}"),
+                        None => work.clone(),
+                    });
                 }
-                (None, Slots::Standins { parts, .. }) => {
-                    bar.set_message(format!("{}: booting the stand-in", s.name));
-                    run_on_standin(s, parts, &report_dir.join(slug(&s.name)), seed, bar).await
+                let again = tries::retry(&r) && t <= plan.retries;
+                if again {
+                    line(
+                        bar,
+                        format!(
+                            "RETRY {} (try {t} of at most {} failed, seed {try_seed}: {}; evidence in {})",
+                            r.label(),
+                            plan.retries + 1,
+                            r.reason.as_deref().unwrap_or(""),
+                            r.work_dir()
+                        ),
+                    );
                 }
-                (Some(m), _) => run_on_device(s, m, console, report_dir, seed, bar).await,
-                (None, Slots::Devices(_)) => break,
-            };
+                tries.push(r);
+                if !again {
+                    break;
+                }
+            }
+            let Some(r) = tries::fold(tries) else { continue };
             line(bar, result_line(&r));
             bar.inc(1);
             done_ref.lock().unwrap_or_else(|p| p.into_inner()).push((i, r));
@@ -135,13 +175,15 @@ fn member_dir(m: &FleetMember, report_dir: &Path) -> PathBuf {
     }
 }
 
-/// One scenario on a real device (skipped when it needs the emulator); its part of the
-/// device's console goes into its work folder, and its tail into the report when it failed.
+/// One scenario on a real device (skipped when it needs the emulator), in the device's folder's
+/// `work`; its part of the device's console goes into that folder, and its tail into the
+/// report when it failed.
 async fn run_on_device(
     s: &Scenario,
     m: &FleetMember,
     console: Option<&Console>,
     report_dir: &Path,
+    work: &str,
     seed: u64,
     bar: &ProgressBar,
 ) -> ScenarioReport {
@@ -161,13 +203,13 @@ async fn run_on_device(
         dev: m.dev.clone(),
         power: m.power.clone(),
     };
-    let mut r = run_scenario(s, &m.dev, Some(&bench), &dir.join(slug(&s.name)), seed, &move |msg| {
+    let mut r = run_scenario(s, &m.dev, Some(&bench), &dir.join(work), seed, &move |msg| {
         b.set_message(format!("{label}: {msg}"))
     })
     .await;
     if let (Some(c), Some(from)) = (console, from) {
         let part = c.slice(from);
-        let _ = std::fs::write(dir.join(slug(&s.name)).join("console.log"), &part);
+        let _ = std::fs::write(dir.join(work).join("console.log"), &part);
         if r.outcome != Outcome::Passed {
             r.console = Some(console::tail(&part, CONSOLE_LINES));
         }
@@ -194,6 +236,7 @@ pub fn skipped(s: &Scenario, why: &str) -> ScenarioReport {
         device: None,
         device_info: None,
         required: s.must_run,
+        attempt: Default::default(),
     }
 }
 
