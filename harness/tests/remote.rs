@@ -1034,7 +1034,8 @@ fn install_package(dev: &Device, dir: &Path, name: &str, version: &str) {
 
 /// What changed, and `run --hold-on-failure`, on a device reached over ssh (an emulator): a
 /// passing run is recorded in the history (its header: nothing to compare with); a package is
-/// installed; the next run's header names it, in the terminal, the JSON and the HTML. Then a
+/// installed; the next run's header names it, in the terminal, the JSON and the HTML, and so
+/// does a merged run of shards that ran without the history after an upgrade of it. Then a
 /// scenario that puts a file and fails is held: the ssh command it prints logs in and finds the
 /// file, its password variable is masked, the lease is still refreshed past its time to live,
 /// and after the hold the undo has taken the file away.
@@ -1094,6 +1095,32 @@ fn a_failed_scenario_holds_its_device_and_the_header_says_what_changed() {
     );
     let html = std::fs::read_to_string(dir.path().join("second/report.html")).unwrap();
     assert!(html.contains("<li>packages (list ") && html.contains("+ nexus-hil-marker 1.0</li>"));
+    // A suite run in shards without the history, merged with it: the shard's report carries
+    // the device's list, and the merge says what changed.
+    install_package(&dev, dir.path(), "nexus-hil-marker", "2.0");
+    let shard = run_cmd(&dev, dir.path(), "shard")
+        .env("NEXUS_HIL_COMMIT", "0123456789abcdef")
+        .args(["--partition", "1/1", "--no-history"])
+        .arg(&passing)
+        .output()
+        .unwrap();
+    assert_eq!(shard.status.code(), Some(0), "{}", text(&shard));
+    let merged = bin()
+        .env("NEXUS_HIL_COMMIT", "0123456789abcdef")
+        .args(["report", "merge"])
+        .arg(dir.path().join("shard"))
+        .arg("--output")
+        .arg(dir.path().join("merged"))
+        .arg("--history")
+        .arg(&history)
+        .output()
+        .unwrap();
+    assert_eq!(merged.status.code(), Some(0), "{}", text(&merged));
+    let said = String::from_utf8_lossy(&merged.stdout).to_string();
+    assert!(
+        said.contains("): ~ nexus-hil-marker 1.0 -> 2.0\n"),
+        "the merged run's header: {said}"
+    );
 
     let failing = dir.path().join("held.yaml");
     std::fs::write(

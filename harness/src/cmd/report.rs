@@ -99,7 +99,7 @@ async fn merge(dirs: &[PathBuf], output: &Path, history: Option<&str>) -> Result
             }
         }
     }
-    let (merged, notes) = match crate::report::merge::merge(&shards) {
+    let (mut merged, notes) = match crate::report::merge::merge(&shards) {
         Ok(m) => m,
         Err(e) => {
             say(&e);
@@ -118,6 +118,13 @@ async fn merge(dirs: &[PathBuf], output: &Path, history: Option<&str>) -> Result
         let p = output.join(name);
         std::fs::write(&p, text).map_err(|e| InfraError::io(p.display(), e))
     };
+    // What changed since the last passing run: the shards ran without the history.
+    if let Some(spec) = history {
+        match crate::history::what_changed(spec, &merged).await {
+            Ok(changes) => merged.changes = changes,
+            Err(e) => say(&format!("what changed since the last passing run: {e}")),
+        }
+    }
     write("report.json", merged.to_json())?;
     write("junit.xml", merged.to_junit())?;
     write("report.html", crate::report::html::render(&merged))?;

@@ -247,6 +247,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
     held.release(&say).await;
     report.duration_s = started.elapsed().as_secs_f64();
     report.changes = what_changed(&args, &report, &report_dir).await;
+    crate::history::software::keep_one_list_per_device(&mut report);
     write_reports(&args, &report, &report_dir)?;
     append_history(&args, &report, &report_dir, run_started).await;
     Ok(exit_code(&args, &report))

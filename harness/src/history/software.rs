@@ -79,16 +79,37 @@ impl Found {
     }
 }
 
-/// The devices of `report`, each with what its first scenario that asked was told.
+/// The devices of `report`, each with what its first scenario that asked was told (the first
+/// with a package list, when one has it: a merged report's first scenario on a device may be
+/// one whose shard kept no list).
 pub fn found_per_device(report: &RunReport) -> BTreeMap<String, DeviceInfo> {
-    let mut out = BTreeMap::new();
+    let mut out: BTreeMap<String, DeviceInfo> = BTreeMap::new();
     for s in &report.scenarios {
         let device = s.device.clone().unwrap_or_else(|| report.target.clone());
-        if let Some(info) = &s.device_info {
-            out.entry(device).or_insert_with(|| info.clone());
+        let Some(info) = &s.device_info else { continue };
+        match out.get(&device) {
+            Some(had) if had.packages.is_some() || info.packages.is_none() => {}
+            _ => {
+                out.insert(device, info.clone());
+            }
         }
     }
     out
+}
+
+/// Keeps one package list per device in `report` (its first scenario's that has one): the
+/// report carries it for `report merge` and the history, not once per scenario.
+pub fn keep_one_list_per_device(report: &mut RunReport) {
+    let target = report.target.clone();
+    let mut kept = std::collections::BTreeSet::new();
+    for s in &mut report.scenarios {
+        let device = s.device.clone().unwrap_or_else(|| target.clone());
+        if let Some(info) = s.device_info.as_mut().filter(|i| i.packages.is_some()) {
+            if !kept.insert(device) {
+                info.packages = None;
+            }
+        }
+    }
 }
 
 /// Whether the run passed on `device`: no scenario there failed or broke, and one passed at
@@ -273,6 +294,25 @@ mod tests {
         };
         r.scenarios = vec![s("passed", "a"), s("skipped", "a"), s("passed", "b"), s("failed", "b")];
         assert!(passed_on(&r, "a"));
+        // One list per device stays in the report, the first; a merge finds it wherever it is.
+        let info = |p: &str| crate::report::DeviceInfo {
+            packages: Some(p.into()),
+            ..Default::default()
+        };
+        r.scenarios[0].device_info = Some(crate::report::DeviceInfo::default());
+        r.scenarios[1].device_info = Some(info("bash 1\n"));
+        r.scenarios[2].device_info = Some(info("bash 2\n"));
+        r.scenarios[3].device_info = Some(info("bash 3\n"));
+        keep_one_list_per_device(&mut r);
+        let lists: Vec<Option<&str>> = r
+            .scenarios
+            .iter()
+            .map(|s| s.device_info.as_ref().and_then(|i| i.packages.as_deref()))
+            .collect();
+        assert_eq!(lists, [None, Some("bash 1\n"), Some("bash 2\n"), None]);
+        let found = found_per_device(&r);
+        assert_eq!(found["a"].packages.as_deref(), Some("bash 1\n"));
+        assert_eq!(found["b"].packages.as_deref(), Some("bash 2\n"));
         assert!(!passed_on(&r, "b"));
         assert!(!passed_on(&r, "c"), "nothing ran there");
     }

@@ -127,8 +127,9 @@ pub struct DeviceInfo {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub daemon: Option<String>,
     /// The installed packages as `dpkg-query` lists them (`name version` a line), on
-    /// Debian-like systems: kept in the history, not in the report.
-    #[serde(skip)]
+    /// Debian-like systems: for the history; a report keeps one list per device (its first
+    /// scenario's), so that `report merge` has it too.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub packages: Option<String>,
 }
 
