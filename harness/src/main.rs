@@ -50,6 +50,10 @@ enum Cmd {
     /// Every step a scenario can take, with its keys and default time limit (what each does:
     /// scenarios/README.md).
     Steps,
+    /// Write an image to a bench device's SD card through its SD mux ([device.sdmux] in
+    /// targets.toml): power off, card to this machine, checked, written, read back, card back
+    /// and power on. Erases the card: needs --erase.
+    Flash(cmd::flash::FlashArgs),
     /// The results history every run appends to: where each series changed (`history check`).
     History(cmd::history::HistoryArgs),
     /// Start, stop and look into emulators.
@@ -90,6 +94,7 @@ async fn dispatch(command: Cmd) -> Result<ExitCode, InfraError> {
         Cmd::Health(args) => cmd::health::command(args).await,
         Cmd::History(args) => cmd::history::command(args).await,
         Cmd::Steps => Ok(cmd::steps::command()),
+        Cmd::Flash(args) => cmd::flash::command(args).await,
         Cmd::CrashStates(args) => cmd::crash_states::command(args).await,
         Cmd::Image { command } => cmd::emulator::image(command).await,
         Cmd::Emulator { command } => cmd::emulator::emulator(command).await,

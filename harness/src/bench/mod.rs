@@ -2,11 +2,12 @@
 //! (`crate::device`, which this room uses and which never uses it): one run at a time on a
 //! device ([`lock`], a lease on the device itself), the record of a scenario's changes there and
 //! their undo ([`record`]), the device's power switch ([`power`], and the [`power::Bench`]
-//! lifecycle of a real device), its serial console ([`console`]), and its health before a run
-//! ([`health`]).
+//! lifecycle of a real device), its serial console ([`console`]), its health before a run
+//! ([`health`]), and its SD-card mux ([`sdmux`]: the card switched here, checked, flashed).
 
 pub mod console;
 pub mod health;
 pub mod lock;
 pub mod power;
 pub mod record;
+pub mod sdmux;

@@ -126,7 +126,7 @@ async fn switch_within(p: &PowerEntry, on: bool, timeout: Duration) -> Result<St
 
 /// Runs a bench command line in a process group of its own; past `timeout` the whole group is
 /// killed (a relay tool's helpers with it), not only the shell.
-async fn exec_in_group(line: &str, timeout: Duration) -> Result<crate::transport::ssh::Output, String> {
+pub(crate) async fn exec_in_group(line: &str, timeout: Duration) -> Result<crate::transport::ssh::Output, String> {
     let mut cmd = tokio::process::Command::new("sh");
     cmd.arg("-c")
         .arg(line)

@@ -5,6 +5,7 @@ pub mod args;
 pub mod conform;
 pub mod crash_states;
 pub mod emulator;
+pub mod flash;
 pub mod health;
 pub mod history;
 pub mod provision;

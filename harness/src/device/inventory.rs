@@ -19,6 +19,16 @@
 //! off_time = "2s"                 # how long the power stays off; default 2s
 //! boot_timeout = "5m"             # how long the device may take to answer again; default 5m
 //!
+//! [device.sdmux]                  # optional: the card's mux (nexus-hil flash: ERASES the card)
+//! driver = "usbsdmux"             # usbsdmux (USB-SD-Mux), sdwire (sd-mux-ctrl), or exec
+//! control = "/dev/sg1"            # usbsdmux: its control device; sdwire: its serial
+//! card = "/dev/disk/by-id/usb-LinuxAut_sdmux_HS-SD_MMC_000000000012-0:0"   # the card on this machine: a stable path
+//! card_size = "15931539456"       # the card's size (bytes, or 14.8GiB); a card of another size is refused
+//! size_tolerance = "0"            # how far the size may differ; default 0
+//! host = "..."                    # exec: the command lines switching the card here and back
+//! dut = "..."
+//! switch_timeout = "30s"          # how long the card may take to appear here; default 30s
+//!
 //! [device.console]                # optional: the serial console, read for every scenario's run
 //! tcp = "ser2net-host:3001"       # a raw TCP port (ser2net), or
 //! serial = "/dev/ttyUSB0"         # a local serial device,
@@ -64,6 +74,7 @@ pub struct DeviceEntry {
     pub ca_sha256: Option<String>,
     pub power: Option<PowerEntry>,
     pub console: Option<ConsoleEntry>,
+    pub sdmux: Option<SdMuxEntry>,
     #[serde(default)]
     pub ui: WebUi,
 }
@@ -152,6 +163,41 @@ pub enum PowerDriverName {
     Exec,
 }
 
+/// `[device.sdmux]`: the mux that switches the device's SD card to this machine and back.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SdMuxEntry {
+    pub driver: SdMuxDriverName,
+    /// usbsdmux: its control device (`/dev/sg*`); sdwire: its serial (`sd-mux-ctrl -l`).
+    #[serde(default)]
+    pub control: String,
+    /// The card as this machine sees it, by a path that names this card whatever order the
+    /// kernel found the disks in (`/dev/disk/by-id/...`), never a kernel name (`/dev/sdb`).
+    pub card: PathBuf,
+    /// The card's size in bytes; another card in the mux is refused.
+    #[serde(deserialize_with = "size")]
+    pub card_size: u64,
+    #[serde(default, deserialize_with = "size")]
+    pub size_tolerance: u64,
+    /// exec: the command lines switching the card to this machine and back to the device.
+    pub host: Option<String>,
+    pub dut: Option<String>,
+    #[serde(default = "switch_timeout", deserialize_with = "duration")]
+    pub switch_timeout: std::time::Duration,
+}
+
+/// The SD mux drivers.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum SdMuxDriverName {
+    Usbsdmux,
+    Sdwire,
+    Exec,
+}
+
+/// Kernel names of disks, which change with the order the kernel finds them in.
+const KERNEL_DISK_NAMES: &[&str] = &["sd", "mmcblk", "loop", "nvme", "vd", "hd", "sr", "nbd"];
+
 /// `[device.console]`: where the device's serial console is read.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -169,6 +215,13 @@ fn off_time() -> std::time::Duration {
 }
 fn boot_timeout() -> std::time::Duration {
     std::time::Duration::from_secs(300)
+}
+fn switch_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
+}
+fn size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let s = String::deserialize(d)?;
+    nexus_scenario::parse_size(&s).map_err(serde::de::Error::custom)
 }
 fn baud() -> u32 {
     115_200
@@ -237,6 +290,34 @@ impl Inventory {
                         path.display(),
                         d.name,
                         p.driver
+                    ));
+                }
+            }
+            if let Some(m) = &d.sdmux {
+                let bad = |what: String| format!("{}: {}: [device.sdmux] {what}", path.display(), d.name);
+                let (what, ok) = match m.driver {
+                    SdMuxDriverName::Usbsdmux => ("`control` (its /dev/sg* device)", !m.control.is_empty()),
+                    SdMuxDriverName::Sdwire => ("`control` (its serial, from sd-mux-ctrl -l)", !m.control.is_empty()),
+                    SdMuxDriverName::Exec => ("`host` and `dut` (command lines)", m.host.is_some() && m.dut.is_some()),
+                };
+                if !ok {
+                    return Err(bad(format!("driver {:?} needs {what}", m.driver)));
+                }
+                let name = m.card.strip_prefix("/dev").ok().and_then(|n| n.to_str()).unwrap_or("");
+                if !m.card.is_absolute()
+                    || KERNEL_DISK_NAMES
+                        .iter()
+                        .any(|k| name.trim_start_matches('/').starts_with(k) && !name.contains("/disk/"))
+                {
+                    return Err(bad(format!(
+                        "card {:?}: give the card's stable path (/dev/disk/by-id/..., see ls -l /dev/disk/by-id/), \
+                         not a kernel name that another disk may get after the next switch",
+                        m.card
+                    )));
+                }
+                if m.card_size == 0 {
+                    return Err(bad(
+                        "card_size must be the card's size in bytes (blockdev --getsize64 CARD)".into(),
                     ));
                 }
             }
@@ -349,5 +430,32 @@ mod tests {
         assert!(e.contains("unknown variant") && e.contains("shelly"), "{e}");
         let e = parse("[[device]]\nname = \"a\"\nhost = \"x\"\n[device.console]\nbaud = 9600\n").unwrap_err();
         assert!(e.contains("exactly one of `tcp`"), "{e}");
+    }
+
+    #[test]
+    fn a_mux_names_its_card_by_a_stable_path() {
+        let mux = |body: &str| {
+            parse(&format!(
+                "[[device]]\nname = \"a\"\nhost = \"x\"\n[device.sdmux]\n{body}"
+            ))
+        };
+        let inv = mux("driver = \"usbsdmux\"\ncontrol = \"/dev/sg1\"\ncard = \"/dev/disk/by-id/usb-sdmux-0:0\"\ncard_size = \"16MiB\"\n")
+            .unwrap();
+        let m = inv.devices[0].sdmux.as_ref().unwrap();
+        assert_eq!(
+            (m.card_size, m.size_tolerance, m.switch_timeout.as_secs()),
+            (16 << 20, 0, 30)
+        );
+        let e = mux("driver = \"usbsdmux\"\ncontrol = \"/dev/sg1\"\ncard = \"/dev/sdb\"\ncard_size = \"16MiB\"\n")
+            .unwrap_err();
+        assert!(e.contains("stable path") && e.contains("/dev/sdb"), "{e}");
+        let e = mux("driver = \"sdwire\"\ncard = \"/dev/disk/by-id/x\"\ncard_size = \"1GiB\"\n").unwrap_err();
+        assert!(e.contains("needs `control`"), "{e}");
+        let e =
+            mux("driver = \"exec\"\nhost = \"x\"\ncard = \"/dev/disk/by-id/x\"\ncard_size = \"1GiB\"\n").unwrap_err();
+        assert!(e.contains("`host` and `dut`"), "{e}");
+        let e = mux("driver = \"exec\"\nhost = \"x\"\ndut = \"y\"\ncard = \"/dev/mmcblk0\"\ncard_size = \"1GiB\"\n")
+            .unwrap_err();
+        assert!(e.contains("stable path"), "{e}");
     }
 }

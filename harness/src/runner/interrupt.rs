@@ -18,6 +18,9 @@ pub fn guard(what: &'static str) {
                 }
             }
             crate::bench::lock::release_all().await;
+            for line in crate::bench::sdmux::give_back_all().await {
+                eprintln!("nexus-hil: {line}");
+            }
             std::process::exit(130);
         }
     });
