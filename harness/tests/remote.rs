@@ -1038,7 +1038,7 @@ fn install_package(dev: &Device, dir: &Path, name: &str, version: &str) {
 /// does a merged run of shards that ran without the history after an upgrade of it. Then a
 /// scenario that puts a file and fails is held: the ssh command it prints logs in and finds the
 /// file, its password variable is masked, the lease is still refreshed past its time to live,
-/// and after the hold the undo has taken the file away.
+/// and after the hold the undo has taken the file away; Ctrl-C during a hold undoes it too.
 #[test]
 fn a_failed_scenario_holds_its_device_and_the_header_says_what_changed() {
     let dev = Device::up();
@@ -1204,5 +1204,34 @@ fn a_failed_scenario_holds_its_device_and_the_header_says_what_changed() {
             .trim(),
         "undone",
         "after the hold the scenario's file was not undone:\n{said}"
+    );
+
+    // Ctrl-C during a long hold ends it and cleans up as always: the file undone, exit 130.
+    let mut child = run_cmd(&dev, dir.path(), "interrupted")
+        .args(["--hold-on-failure", "10m"])
+        .arg(&failing)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    while !seen.last().is_some_and(|l: &String| l.trim().starts_with("ssh:")) {
+        match stderr.next() {
+            Some(Ok(l)) => seen.push(l),
+            _ => panic!("no hold was printed:\n{}", seen.join("\n")),
+        }
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let rest: Vec<String> = stderr.map_while(Result::ok).collect();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}\n{}", text(&out), rest.join("\n"));
+    assert_eq!(
+        dev.root("test -e /root/nexus-hil-held.txt && echo left || echo undone")
+            .trim(),
+        "undone",
+        "Ctrl-C during the hold did not undo the scenario's file:\n{}",
+        rest.join("\n")
     );
 }
