@@ -2,9 +2,12 @@
 //! state checked of a backup, a backup Delete, a snapshot Delete and an Activate, and each
 //! broken daemon (one test-only fault per check, allowed only on the harness's throwaway
 //! emulator) is caught on the operation that shows it, with the same seed, by the check meant
-//! for it. A green crash-state run proves something only next to these red ones. Small (two
-//! states per operation for the real daemon, the last one for most broken ones, a 32 MiB
-//! backup) because it runs in CI. Needs root, a container
+//! for it. A green crash-state run proves something only next to these red ones. Beyond in-order
+//! prefixes: the real daemon also passes states that drop a write of a flush epoch (reordered),
+//! and states that tear one write at a sector are checked, what they break named and kept (a
+//! torn btrfs superblock does not mount: a finding about btrfs, not the daemon). Small (two
+//! states per operation and kind for the real daemon, the last one for most broken ones, a
+//! 32 MiB backup) because it runs in CI. Needs root, a container
 //! engine, qemu-storage-daemon and the debug `nexus-backupd` (`ci/test` does all).
 
 use std::path::Path;
@@ -14,20 +17,33 @@ use nexus_harness::report::crash::{self, CrashReport};
 
 fn check(dir: &Path, broken_daemon: Option<BrokenDaemon>, ops: Vec<Op>) -> CrashReport {
     // Every broken daemon but the writer shows from the operation's end on, and the last state
-    // is always among those checked; a backup half written is in the middle of one.
-    let (max_states, prefixes) = match broken_daemon {
-        None => (2, 0),
-        Some(BrokenDaemon::PublishBeforeSync) => (6, 1),
-        Some(_) => (1, 0),
+    // is always among those checked; a backup half written is in the middle of one. The real
+    // daemon also gets two reordered states per operation.
+    let (max_states, prefixes, reorder) = match broken_daemon {
+        None => (2, 0, 1),
+        Some(BrokenDaemon::PublishBeforeSync) => (6, 1, 0),
+        Some(_) => (1, 0, 0),
     };
+    run(dir, broken_daemon, ops, max_states, prefixes, reorder, false)
+}
+
+fn run(
+    dir: &Path,
+    broken_daemon: Option<BrokenDaemon>,
+    ops: Vec<Op>,
+    max_states: usize,
+    prefixes: usize,
+    reorder: usize,
+    torn: bool,
+) -> CrashReport {
     let opts = Options {
         on: RecordOn::Emulator,
         standin_backupd: None,
         ops,
         max_states,
         prefixes,
-        reorder: 0,
-        torn: false,
+        reorder,
+        torn,
         seed: 7,
         content: 32 << 20,
         broken_daemon,
@@ -63,8 +79,8 @@ fn header() -> String {
 }
 
 /// The real daemon on a backup, a backup Delete, a snapshot Delete and an Activate: no check
-/// fails at any state checked. (The broken daemons are the next tests, so the three run side
-/// by side.)
+/// fails at any state checked, flush points and reordered states (a write of a flush epoch
+/// dropped) alike. (The broken daemons are the next tests, so the three run side by side.)
 #[test]
 fn the_real_daemon_passes_every_check() {
     let work = require_root();
@@ -79,15 +95,46 @@ fn the_real_daemon_passes_every_check() {
             "{:<22} {:<16} {:<16} {checks:?}\n",
             "real", op.operation, "(none)"
         ));
-        if op.error.is_some() || !op.violations.is_empty() || op.states_checked == 0 {
+        let no_reordered = op.reordered_candidates > 0 && op.reordered_checked == 0;
+        if op.error.is_some() || !op.violations.is_empty() || op.states_checked == 0 || no_reordered {
             failures.push(format!(
-                "the real daemon on {}: error {:?}, {} state(s) checked, violations {:?}",
-                op.operation, op.error, op.states_checked, op.violations
+                "the real daemon on {}: error {:?}, {} state(s) checked ({} reordered of {}), violations {:?}",
+                op.operation, op.error, op.states_checked, op.reordered_checked, op.reordered_candidates, op.violations
             ));
         }
     }
     eprintln!("{table}");
     assert!(failures.is_empty(), "{table}\n{}", failures.join("\n"));
+}
+
+/// Torn states of the real daemon's backup: each one write of a flush epoch cut at a sector,
+/// checked like any other. The flush points pass; what a torn state breaks is named (its
+/// entry, epoch, the torn write and the sectors kept) and its card kept with the command that
+/// mounts it. What they break is btrfs's, not the daemon's: a torn primary superblock
+/// (rewritten in place at every commit) fails its checksum, and the card does not mount.
+#[test]
+fn torn_states_are_checked_and_what_they_break_is_named_and_kept() {
+    let work = require_root();
+    let r = run(&work.path().join("torn"), None, vec![Op::Backup], 4, 0, 0, true);
+    let op = &r.operations[0];
+    assert!(op.error.is_none(), "{:?}", op.error);
+    assert!(
+        op.torn_candidates > 4,
+        "a backup has many writes to tear: {}",
+        op.torn_candidates
+    );
+    assert_eq!(op.torn_checked, 4, "{}", crash::table(&r));
+    assert!(crash::table(&r).contains("torn states (one write cut at a 512-byte sector)"));
+    for v in &op.violations {
+        assert_eq!(v.kind, "torn", "only a torn state may fail: {v:?}");
+        assert!(v.state.contains("cut after"), "{v:?}");
+        eprintln!("FINDING (btrfs, not the daemon): {}: {}: {}", v.state, v.check, v.what);
+    }
+    if let Some(v) = op.violations.first() {
+        let kept = v.image.clone().unwrap_or_default();
+        assert!(kept.contains("-torn-") && Path::new(&kept).is_file(), "{v:?}");
+        assert!(v.mount.as_deref().unwrap_or_default().contains(&kept), "{v:?}");
+    }
 }
 
 #[test]
