@@ -92,7 +92,9 @@ impl HoldOnFailure {
             t.push_str(&format!("  {w}\n"));
         }
         if let Some(url) = page {
-            t.push_str(&format!("  browser:   the scenario's browser (headless, kept open) is on {url}\n"));
+            t.push_str(&format!(
+                "  browser:   the scenario's browser (headless, kept open) is on {url}\n"
+            ));
         }
         t.push_str(&format!("  files:     {}\n", session.work.display()));
         if session.vars.is_empty() {
