@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nexus_harness::history::outcomes::{self, Row};
+use nexus_harness::history::software;
 use nexus_harness::history::store::{Better, Measurement, Role, RunKey, Series, Stat, Store};
 use nexus_harness::report::Outcome;
 
@@ -154,6 +155,20 @@ async fn exercise(spec: &str) {
     );
     let flaky = outcomes::flaky(&seen);
     assert_eq!((flaky.len(), flaky[0].passed, flaky[0].failed), (1, 1, 1), "{flaky:?}");
+    // The software a run found, its package list kept compressed once; the last passing run
+    // on the device read back with it (r3 failed there).
+    let list = software::canonical("bash 5.2.15-2\nnexus-hil-marker 1.0\n");
+    let found = |list: Option<&str>| software::Found {
+        commit: "bbb".into(),
+        daemon: Some("nexus-backupd 0.1.0".into()),
+        kernel: Some("6.1.0-28-arm64".into()),
+        packages: list.map(str::to_string),
+    };
+    store.record_software("r2", &found(Some(&list)), true).await.unwrap();
+    store.record_software("r3", &found(None), false).await.unwrap();
+    let (passed, then) = store.last_passed("emulator").await.unwrap().expect("r2 passed");
+    assert_eq!((passed.run_id.as_str(), then), ("r2", found(Some(&list))));
+    assert!(store.last_passed("another device").await.unwrap().is_none());
 }
 
 #[tokio::test]
