@@ -234,6 +234,51 @@ mod tests {
     }
 
     #[test]
+    fn repetitions_merge_in_their_order_and_a_flaky_scenario_keeps_its_tries() {
+        let rep = |file: &str, r: usize, outcome| {
+            let mut s = scenario(file, outcome);
+            s.attempt.repetition = Some(r);
+            s
+        };
+        let mut flaky = scenario("b.yaml", Outcome::Passed);
+        let mut failed = scenario("b.yaml", Outcome::Failed);
+        failed.attempt.work = Some("b".into());
+        flaky.attempt.tries = vec![failed];
+        flaky.attempt.work = Some("b.try-2".into());
+        let mut p1 = shard("p1", Some((1, 2)), &[], 1.0);
+        p1.report.scenarios = vec![
+            rep("a.yaml", 2, Outcome::Failed),
+            rep("a.yaml", 1, Outcome::Passed),
+            rep("a.yaml", 3, Outcome::Passed),
+        ];
+        let mut p2 = shard("p2", Some((2, 2)), &[], 1.0);
+        p2.report.scenarios = vec![flaky];
+        let (merged, _) = merge(&[p2, p1]).unwrap();
+        let order: Vec<(String, Option<usize>)> = merged
+            .scenarios
+            .iter()
+            .map(|s| (s.file.clone(), s.attempt.repetition))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("a.yaml".into(), Some(1)),
+                ("a.yaml".into(), Some(2)),
+                ("a.yaml".into(), Some(3)),
+                ("b.yaml".into(), None)
+            ]
+        );
+        let t = merged.totals();
+        assert_eq!((t.passed, t.flaky, t.failed), (3, 1, 1));
+        let b = &merged.scenarios[3];
+        assert!(
+            b.flaky() && b.attempt.tries[0].work_dir() == "b",
+            "the try's evidence stays named"
+        );
+        assert_eq!(merged.repeated()[0].describe().split(',').next(), Some("2/3 passed"));
+    }
+
+    #[test]
     fn shards_that_are_not_one_runs_parts_are_named() {
         let a = || shard("p1", Some((1, 3)), &[("a.yaml", Outcome::Passed)], 1.0);
         let e = merge(&[a(), shard("p3", Some((3, 3)), &[("c.yaml", Outcome::Passed)], 1.0)]).unwrap_err();
