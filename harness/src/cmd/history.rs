@@ -106,7 +106,7 @@ pub enum HistoryCmd {
         #[arg(long)]
         device: Option<String>,
         /// Only this commit's runs (as the runs recorded it: the checkout's commit id, or
-        /// NEXUS_HIL_COMMIT).
+        /// NEXUS_HIL_COMMIT; its first characters will do).
         #[arg(long)]
         commit: Option<String>,
         /// Exit 1 when a scenario is listed.
@@ -477,7 +477,7 @@ async fn flaky(
     let read = async {
         let (spec, store) = open(history).await?;
         let mut seen = store.outcomes().await.map_err(|e| format!("{spec}: {e}"))?;
-        seen.retain(|s| device.is_none_or(|d| d == s.device) && commit.is_none_or(|c| c == s.commit));
+        seen.retain(|s| device.is_none_or(|d| d == s.device) && commit.is_none_or(|c| s.commit.starts_with(c)));
         Ok::<_, String>((spec, seen))
     };
     let (spec, seen) = match read.await {
