@@ -1,7 +1,8 @@
 //! The arm64 stand-in's image: the emulator image's packages and `images/` files made for
 //! arm64 with mmdebstrap (through qemu-user and binfmt), plus what `images/standin/` adds
-//! (kernel, fstab, networkd, the admin key), as an ext4 root with the kernel and initramfs
-//! beside it. Cached by the hash of its inputs; `device::standin` boots it.
+//! (kernel, fstab, networkd, an initramfs without udev, the admin key), as an ext4 root with
+//! the kernel and initramfs beside it. Cached by the hash of its inputs; `device::standin`
+//! boots it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -25,7 +26,7 @@ const GENERATOR: u32 = 1;
 const STANDIN_PACKAGES: &str = include_str!("../../../images/standin/packages.txt");
 
 /// Files of `images/standin/` and where they go, on top of [`FILES`].
-const STANDIN_FILES: [(&str, &[u8], u32); 3] = [
+const STANDIN_FILES: [(&str, &[u8], u32); 5] = [
     (
         "usr/local/lib/nexus-hil/standin.sh",
         include_bytes!("../../../images/standin/customize.sh"),
@@ -40,6 +41,16 @@ const STANDIN_FILES: [(&str, &[u8], u32); 3] = [
         "etc/systemd/network/20-wired.network",
         include_bytes!("../../../images/standin/rootfs/etc/systemd/network/20-wired.network"),
         0o644,
+    ),
+    (
+        "etc/initramfs-tools/hooks/nexus-standin",
+        include_bytes!("../../../images/standin/rootfs/etc/initramfs-tools/hooks/nexus-standin"),
+        0o755,
+    ),
+    (
+        "etc/initramfs-tools/scripts/init-bottom/nexus-standin",
+        include_bytes!("../../../images/standin/rootfs/etc/initramfs-tools/scripts/init-bottom/nexus-standin"),
+        0o755,
     ),
 ];
 

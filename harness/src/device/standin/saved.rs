@@ -303,21 +303,25 @@ fn remove_old_states(newest: &Path) {
 }
 
 /// Sets a restored guest's clock to this host's and reseeds its kernel's random state from
-/// this host's, as root over SSH: the saved machine's clock stopped when it was saved, and
-/// every guest restored from it would otherwise draw the same random numbers. The time is
-/// sent when the guest is ready to read it, so the SSH handshake does not make it late.
-pub async fn wake(vm: &Standin) -> Result<(), InfraError> {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    // RNDADDENTROPY = _IOW('R', 3, int[2]), RNDRESEEDCRNG = _IO('R', 7).
-    const SCRIPT: &str = "import fcntl, os, struct, sys, time\n\
-        print('ready', flush=True)\n\
-        ns, seed = sys.stdin.readline().split()\n\
-        time.clock_settime_ns(time.CLOCK_REALTIME, int(ns))\n\
-        seed = bytes.fromhex(seed)\n\
-        fd = os.open('/dev/random', os.O_WRONLY)\n\
-        fcntl.ioctl(fd, 0x40085203, struct.pack('ii', len(seed) * 8, len(seed)) + seed)\n\
-        fcntl.ioctl(fd, 0x5207)\n\
-        print('done', flush=True)\n";
+/// this host's, as root over SSH, then asks whether it is ready ([`super::ready_check`]) in the
+/// same login (each costs seconds of the emulated CPU): the saved machine's clock stopped when
+/// it was saved, and every guest restored from it would otherwise draw the same random numbers.
+/// The time is sent when the guest is ready to read it, so the SSH handshake does not make it
+/// late. Returns the readiness check's output.
+pub async fn wake(vm: &Standin) -> Result<String, InfraError> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    // Perl (perl-base, in every Debian) starts in a fraction of python3's time under emulation.
+    // clock_settime is syscall 112 on arm64; RNDADDENTROPY = _IOW('R', 3, int[2]),
+    // RNDRESEEDCRNG = _IO('R', 7).
+    const SCRIPT: &str = "$| = 1;\n\
+        print \"ready\\n\";\n\
+        my ($s, $ns, $seed) = split ' ', scalar <STDIN>;\n\
+        syscall(112, 0, pack('qq', $s, $ns)) == 0 or die \"clock_settime: $!\\n\";\n\
+        my $bytes = pack('H*', $seed);\n\
+        open(my $r, '>', '/dev/random') or die \"/dev/random: $!\\n\";\n\
+        ioctl($r, 0x40085203, pack('ii', 8 * length($bytes), length($bytes)) . $bytes) or die \"RNDADDENTROPY: $!\\n\";\n\
+        ioctl($r, 0x5207, 0) or die \"RNDRESEEDCRNG: $!\\n\";\n\
+        print \"done\\n\";\n";
     let mut seed = [0u8; 64];
     getrandom(&mut seed)?;
     let seed: String = seed.iter().map(|b| format!("{b:02x}")).collect();
@@ -325,7 +329,11 @@ pub async fn wake(vm: &Standin) -> Result<(), InfraError> {
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .arg("--")
-        .arg(format!("sudo -n python3 -c {}", sh_quote(SCRIPT)))
+        .arg(format!(
+            "sudo -n perl -e {} && {}",
+            sh_quote(SCRIPT),
+            super::ready_check()
+        ))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -333,33 +341,39 @@ pub async fn wake(vm: &Standin) -> Result<(), InfraError> {
     let talk = async {
         let mut child = cmd.spawn().map_err(|e| format!("cannot run ssh: {e}"))?;
         let mut stdin = child.stdin.take().ok_or("no stdin")?;
-        let mut lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
-        let first = lines.next_line().await.map_err(|e| e.to_string())?;
-        if first.as_deref() == Some("ready") {
+        let mut out = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        let mut first = String::new();
+        out.read_line(&mut first).await.map_err(|e| e.to_string())?;
+        if first.trim_end() == "ready" {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default();
             stdin
-                .write_all(format!("{} {seed}\n", now.as_nanos()).as_bytes())
+                .write_all(format!("{} {} {seed}\n", now.as_secs(), now.subsec_nanos()).as_bytes())
                 .await
                 .map_err(|e| e.to_string())?;
         }
         drop(stdin);
-        let done = lines.next_line().await.map_err(|e| e.to_string())?;
-        let out = child.wait_with_output().await.map_err(|e| e.to_string())?;
-        if done.as_deref() == Some("done") {
-            Ok(())
+        let mut done = String::new();
+        out.read_line(&mut done).await.map_err(|e| e.to_string())?;
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).await.map_err(|e| e.to_string())?;
+        let end = child.wait_with_output().await.map_err(|e| e.to_string())?;
+        if done.trim_end() == "done" {
+            Ok(rest)
         } else {
             Err(format!(
-                "it said {first:?} then {done:?} ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
+                "it said {:?} then {:?} ({}): {}",
+                first.trim_end(),
+                done.trim_end(),
+                end.status,
+                String::from_utf8_lossy(&end.stderr).trim()
             ))
         }
     };
-    tokio::time::timeout(Duration::from_secs(60), talk)
+    tokio::time::timeout(Duration::from_secs(180), talk)
         .await
-        .map_err(|_| "no answer within 60 s".to_string())
+        .map_err(|_| "no answer within 180 s".to_string())
         .and_then(|r| r)
         .map_err(|e| {
             InfraError::Emulator(format!(
