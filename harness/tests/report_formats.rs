@@ -16,6 +16,7 @@ fn sample_run() -> RunReport {
         latency: None,
         baseline: None,
         browser: None,
+        wear: None,
     };
     let mut wait = step(2, "backup.wait", Outcome::Passed, None);
     wait.progress = vec![

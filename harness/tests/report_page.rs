@@ -27,6 +27,7 @@ fn step(index: usize, kind: &str, outcome: Outcome) -> StepReport {
         latency: None,
         baseline: None,
         browser: None,
+        wear: None,
     }
 }
 

@@ -73,6 +73,17 @@ pub fn measurements(report: &RunReport) -> BTreeMap<String, Vec<Measurement>> {
                     });
                 }
             }
+            if let Some(w) = &st.wear {
+                out.push(Measurement {
+                    series: series(
+                        format!("{step}/card/bytes_written_per_backup_byte"),
+                        "ratio",
+                        Better::Lower,
+                        Stat::Median,
+                    ),
+                    samples: vec![(w.ratio(), 1)],
+                });
+            }
             for l in st.latency.iter().chain(st.baseline.iter()) {
                 // No load of ours ran meanwhile (a baseline's idle windows, or a probe without
                 // `during`): the machine's own lateness.
@@ -240,6 +251,7 @@ mod tests {
             latency: None,
             baseline: None,
             browser: None,
+            wear: None,
         };
         let sample = |at_s: f64, mib: u64, total: u64| ProgressSample {
             at_s,

@@ -164,6 +164,7 @@ mod tests {
                 latency: None,
                 baseline: None,
                 browser: None,
+                wear: None,
             }],
             journal: (outcome == Outcome::Failed).then(|| format!("journal of seed {seed}")),
             console: None,

@@ -600,6 +600,7 @@ mod tests {
             latency: None,
             baseline: None,
             browser: None,
+            wear: None,
         }
     }
 

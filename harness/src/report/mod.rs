@@ -58,6 +58,27 @@ pub struct StepReport {
     /// What a browser step saw: its browser's start, its screenshots, and on failure the page.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub browser: Option<BrowserEvidence>,
+    /// What the card received while a `backup.wait` step's backup ran.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub wear: Option<Wear>,
+}
+
+/// The bytes a backup cost the device's card: what the block device under `/broot` was sent
+/// (its `/sys/class/block/DEV/stat` sectors written, from the wait's start to the backup's end
+/// and a `sync` of `/broot`, btrfs's metadata included) against the backup file's size.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Wear {
+    /// The block device, as the kernel names it (`mmcblk0p2`, `vda`, `loop3`).
+    pub device: String,
+    pub bytes_written: u64,
+    pub backup_bytes: u64,
+}
+
+impl Wear {
+    /// Bytes the card received per byte of the backup file.
+    pub fn ratio(&self) -> f64 {
+        self.bytes_written as f64 / self.backup_bytes.max(1) as f64
+    }
 }
 
 /// The largest failure screenshot kept inline in the report (base64 of the PNG); a larger one

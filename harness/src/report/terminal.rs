@@ -308,6 +308,7 @@ mod tests {
                 latency,
                 baseline: None,
                 browser: None,
+                wear: None,
             }],
             journal: None,
             console: None,

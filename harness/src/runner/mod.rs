@@ -246,6 +246,7 @@ async fn run_steps(
             latency: log.latency,
             baseline: log.baseline,
             browser: log.browser,
+            wear: log.wear,
         });
         if outcome != Outcome::Passed {
             let why = format!("step {} {kind} (line {line}): {}", i + 1, message.unwrap_or_default());

@@ -4,11 +4,12 @@
 use std::time::{Duration, Instant};
 
 use nexus_contract::names::{BACKUP1, SNAPSHOT1};
+use nexus_contract::paths::{backup_file_name, BACKUPS_DIR, BROOT};
 use serde_json::Value;
 
 use super::StepLog;
 use crate::bench::record::Made;
-use crate::report::ProgressSample;
+use crate::report::{ProgressSample, Wear};
 use crate::scenario::{family, BackupWait, DbusCall};
 use crate::session::{render, Session};
 
@@ -133,6 +134,8 @@ pub async fn wait(s: &mut Session<'_>, w: &BackupWait, timeout: Duration, log: &
     let user = s.subst(&w.user);
     let id = s.subst(&w.id);
     let start = Instant::now();
+    // What the card has been sent so far, to weigh the backup's writes against its file.
+    let card_before = card_writes(s, timeout).await;
     log.lines
         .push(format!("polling {BACKUP1}.Status as {user} while id == {id}"));
     let status = loop {
@@ -173,7 +176,96 @@ pub async fn wait(s: &mut Session<'_>, w: &BackupWait, timeout: Duration, log: &
     if want != "any" && result != want {
         return Err(format!("the backup ended with {result:?}, expected {want:?}"));
     }
+    if result == "ok" {
+        wear(s, w, &id, card_before, timeout, log).await?;
+    }
     Ok(())
+}
+
+/// The card's block device (the one under `/broot`) and the bytes it has been sent since boot:
+/// `/sys/class/block/DEV/stat`'s sectors written (512 bytes each, whatever the card's sectors).
+const CARD_WRITES: &str = "src=$(findmnt -no SOURCE /broot | sed 's/\\[.*//') && \
+     dev=$(basename \"$(readlink -f \"$src\")\") && echo \"$dev $(awk '{print $7}' /sys/class/block/$dev/stat)\"";
+
+/// Reads [`CARD_WRITES`]: the device's name and bytes written, or why not.
+async fn card_writes(s: &Session<'_>, timeout: Duration) -> Result<(String, u64), String> {
+    let out = s.ssh("root", CARD_WRITES, None, timeout).await?;
+    parse_card_writes(&out.stdout).ok_or_else(|| {
+        format!(
+            "the card's writes could not be read (exit {:?}: {} {})",
+            out.code,
+            out.stdout.trim(),
+            out.stderr.trim()
+        )
+    })
+}
+
+fn parse_card_writes(out: &str) -> Option<(String, u64)> {
+    let mut w = out.split_whitespace();
+    let (dev, sectors) = (w.next()?, w.next()?.parse::<u64>().ok()?);
+    Some((dev.to_string(), sectors * 512))
+}
+
+/// After an `ok` backup: syncs `/broot` (so that btrfs's metadata for it is counted), reads the
+/// card's writes again and the backup file's size, says the ratio in the transcript and keeps it
+/// for the report and the history; fails above `max_write_ratio`.
+async fn wear(
+    s: &Session<'_>,
+    w: &BackupWait,
+    id: &str,
+    before: Result<(String, u64), String>,
+    timeout: Duration,
+    log: &mut StepLog,
+) -> Result<(), String> {
+    let measured = async {
+        let (dev, before) = before?;
+        let snapshot: u64 = id
+            .parse()
+            .map_err(|_| format!("the backup's id {id:?} is not a number"))?;
+        let file = format!("{BACKUPS_DIR}/{}", backup_file_name(snapshot));
+        let out = s
+            .ssh("root", &format!("sync -f {BROOT} && stat -c %s {file}"), None, timeout)
+            .await?;
+        let backup_bytes: u64 = out
+            .stdout
+            .trim()
+            .parse()
+            .map_err(|_| format!("the size of {file}: {} {}", out.stdout.trim(), out.stderr.trim()))?;
+        let (dev_after, after) = card_writes(s, timeout).await?;
+        if dev_after != dev {
+            return Err(format!("/broot moved from {dev} to {dev_after} during the backup"));
+        }
+        Ok::<_, String>(Wear {
+            device: dev,
+            bytes_written: after.saturating_sub(before),
+            backup_bytes,
+        })
+    }
+    .await;
+    match measured {
+        Ok(wear) => {
+            log.lines.push(format!(
+                "the card ({}) received {} bytes during the backup: {:.3} per byte of the {}-byte backup file",
+                wear.device,
+                wear.bytes_written,
+                wear.ratio(),
+                wear.backup_bytes
+            ));
+            let ratio = wear.ratio();
+            log.wear = Some(wear);
+            match w.max_write_ratio {
+                Some(max) if ratio > max => Err(format!(
+                    "the card received {ratio:.3} bytes per byte of the backup file, more than max_write_ratio {max}"
+                )),
+                _ => Ok(()),
+            }
+        }
+        Err(why) if w.max_write_ratio.is_some() => Err(format!("max_write_ratio: {why}")),
+        Err(why) => {
+            log.lines.push(format!("the card's writes were not measured: {why}"));
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -181,6 +273,14 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn the_cards_writes_are_read_in_bytes() {
+        assert_eq!(parse_card_writes("loop3 68720\n"), Some(("loop3".into(), 68720 * 512)));
+        assert_eq!(parse_card_writes("mmcblk0p2 0"), Some(("mmcblk0p2".into(), 0)));
+        assert_eq!(parse_card_writes("vda"), None);
+        assert_eq!(parse_card_writes(""), None);
+    }
 
     #[test]
     fn a_create_that_succeeded_is_the_runs_own_and_nothing_else_is() {

@@ -18,7 +18,7 @@ pub mod verify;
 use std::time::{Duration, Instant};
 
 use crate::device::FaultError;
-use crate::report::{BrowserEvidence, Latency, ProgressSample};
+use crate::report::{BrowserEvidence, Latency, ProgressSample, Wear};
 use crate::scenario::{self, family, Family, Step};
 use crate::session::Session;
 
@@ -58,6 +58,7 @@ pub struct StepLog {
     pub latency: Option<Latency>,
     pub baseline: Option<Latency>,
     pub browser: Option<BrowserEvidence>,
+    pub wear: Option<Wear>,
 }
 
 const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(60);

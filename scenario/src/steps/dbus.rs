@@ -84,6 +84,9 @@ pub struct BackupWait {
     pub id: String,
     /// `last_result` must then be this (default `ok`); `any` accepts every result.
     pub expect_result: Option<String>,
+    /// The most bytes the card may receive per byte of the backup file (e.g. 1.10); the step
+    /// fails above it. Measured always; this makes it a verdict.
+    pub max_write_ratio: Option<f64>,
     #[serde(default, deserialize_with = "duration::optional")]
     pub timeout: Option<Duration>,
 }
@@ -91,5 +94,14 @@ pub struct BackupWait {
 impl StepSpec for BackupWait {
     fn texts(&self) -> Vec<&str> {
         vec![&self.user, &self.id]
+    }
+
+    fn check(&self) -> Result<(), String> {
+        match self.max_write_ratio {
+            Some(r) if !(r.is_finite() && r > 0.0) => {
+                Err(format!("max_write_ratio {r} must be a number above 0, e.g. 1.10"))
+            }
+            _ => Ok(()),
+        }
     }
 }
