@@ -525,6 +525,11 @@ impl WriteFailed {
                 "the SD card reported an I/O error: {self} (writing {name}); nothing was published; the card may be \
                  failing: check the kernel log (dmesg), copy the backups off the device and start the backup again"
             ),
+            Some(libc::EROFS) => format!(
+                "the SD card's file system went read-only (btrfs does so after an I/O error of the card): {self} \
+                 (writing {name}); nothing was published; restart the device, check the card (dmesg) and start the \
+                 backup again"
+            ),
             _ => format!("{self} (writing {name}); see the nexus-backupd journal"),
         }
     }
@@ -626,6 +631,11 @@ mod tests {
         assert!(eio.contains("nexus_backup_3.tar.gpg"), "{eio}");
         let full = WriteFailed::at(Stage::Write)(io::Error::from_raw_os_error(libc::ENOSPC)).reason(3);
         assert!(full.starts_with("no space left on /broot"), "{full}");
+        let ro = WriteFailed::at(Stage::Write)(io::Error::from_raw_os_error(libc::EROFS)).reason(3);
+        assert!(
+            ro.contains("after an I/O error of the card") && ro.contains("restart the device"),
+            "{ro}"
+        );
         let other = WriteFailed::at(Stage::Open)(io::Error::from_raw_os_error(libc::EACCES)).reason(3);
         assert!(other.starts_with("cannot create the partial file"), "{other}");
     }

@@ -60,10 +60,15 @@ impl NexusError {
             Self::NoSpace(format!(
                 "{what}: no space left on /broot; delete old backups or snapshots and try again"
             ))
-        } else if err.raw_os_error() == Some(libc::EIO) || err.raw_os_error() == Some(libc::EROFS) {
+        } else if err.raw_os_error() == Some(libc::EIO) {
             Self::Failed(format!(
                 "{what}: the SD card reported an I/O error ({err}); the card may be failing: check the kernel log \
                  (dmesg) and copy the backups off the device"
+            ))
+        } else if err.raw_os_error() == Some(libc::EROFS) {
+            Self::Failed(format!(
+                "{what}: the SD card's file system is read-only ({err}; btrfs makes it so after an I/O error of the \
+                 card): restart the device and check the card (dmesg)"
             ))
         } else {
             Self::Failed(format!("{what}: {err}; see the nexus-backupd journal"))

@@ -219,6 +219,10 @@ impl Lifecycle for Bench {
                     "a real device's disk and network are not the harness's to fill, throttle or cut; use the emulator"
                         .into(),
                 )),
+                Fault::IoError { .. } => Err(FaultError::Unsupported(
+                    "a real device's SD card is not the harness's to make fail; fault.io_error needs --target standin"
+                        .into(),
+                )),
             }
         })
     }

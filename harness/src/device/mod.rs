@@ -103,7 +103,31 @@ pub enum Fault {
     },
     /// Limit reads and writes of /broot's device to these bytes per second (0: no limit).
     SlowIo { read: u64, write: u64 },
+    /// The SD card fails requests with EIO: the next `count` writes (with `write`) and the next
+    /// `count` flushes (with `flush`) the guest sends it; then, or when `heal` is notified, it
+    /// works again. Done when healed; what failed is written to `log`. Only a device whose card
+    /// the harness serves (the stand-in's qemu).
+    IoError {
+        write: bool,
+        flush: bool,
+        count: u32,
+        heal: Arc<tokio::sync::Notify>,
+        log: IoLog,
+    },
 }
+
+/// What a [`Fault::IoError`] did: the card's failed requests while it was failing, counted by
+/// the host side (qemu's block statistics of the guest's disk), and when it failed and healed.
+#[derive(Debug, Default, Clone)]
+pub struct IoState {
+    pub failed_writes: u64,
+    pub failed_flushes: u64,
+    pub armed_at: Option<Instant>,
+    pub healed_at: Option<Instant>,
+}
+
+/// An I/O error fault's state, written by the device, read by the step.
+pub type IoLog = Arc<Mutex<IoState>>;
 
 /// Ports of a device after a fault changed them.
 pub type Ports = Option<(u16, u16)>;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use nexus_contract::names::BACKUP1;
 
 use super::{StepEnd, StepLog};
-use crate::device::{Applied, CutLog, Fault, Lifecycle};
-use crate::scenario::{family, FaultStep, PowerCut, Step};
+use crate::device::{Applied, CutLog, Fault, IoLog, Lifecycle};
+use crate::scenario::{family, FaultStep, IoError, IoKind, PowerCut, Step};
 use crate::session::{render, Cut, Session};
 
 /// The daemon's process id as systemd knows it (0 when it is not running).
@@ -87,6 +87,7 @@ pub async fn run(
             log.lines.extend(applied.note);
             Ok(())
         }
+        F::FaultIoError(e) => io_error(s, lifecycle, e, timeout, log).await,
     }
 }
 
@@ -382,6 +383,160 @@ async fn cut_during(
         .into());
     }
     log.lines.push(format!("{what} {outcome}, as the power went"));
+    Ok(applied)
+}
+
+/// How long the card fails at most when no `during` step sets the window.
+const IO_ERROR_WINDOW: Duration = Duration::from_secs(30);
+
+/// `fault.io_error`: when the card starts failing (at once, at a backup's percent, after a
+/// delay, into a `during` step), how long (until its errors are spent, the `during` step ends
+/// or `for` passes), and the proof: the requests the card failed, as the host counted them,
+/// with the guest kernel's own lines about them in the transcript.
+async fn io_error(
+    s: &mut Session<'_>,
+    lifecycle: &dyn Lifecycle,
+    e: &IoError,
+    timeout: Duration,
+    log: &mut StepLog,
+) -> Result<(), StepEnd> {
+    let heal = std::sync::Arc::new(tokio::sync::Notify::new());
+    let io = IoLog::default();
+    let fault = Fault::IoError {
+        write: e.what.contains(&IoKind::Write),
+        flush: e.what.contains(&IoKind::Flush),
+        count: e.count,
+        heal: heal.clone(),
+        log: io.clone(),
+    };
+    let what: Vec<&str> = e
+        .what
+        .iter()
+        .map(|k| match k {
+            IoKind::Write => "writes",
+            IoKind::Flush => "flushes",
+        })
+        .collect();
+    log.lines.push(format!(
+        "the SD card is to fail the next {} {} with EIO",
+        e.count,
+        what.join(" and ")
+    ));
+    let applied = match e.during.as_deref() {
+        Some(inner) => {
+            let line = inner.span().start().map(|m| m.line()).unwrap_or(0);
+            fail_during(
+                s,
+                lifecycle,
+                fault,
+                &heal,
+                e.after.unwrap_or_default(),
+                (inner, line),
+                log,
+            )
+            .await?
+        }
+        None => {
+            if let (Some(p), Some(id)) = (e.at_percent, e.id.as_deref()) {
+                let id = s.subst(id);
+                wait_for_progress(s, &id, p, timeout, log).await?;
+            } else if let Some(after) = e.after {
+                tokio::time::sleep(after).await;
+            }
+            let window = e.window.unwrap_or(IO_ERROR_WINDOW);
+            let failing = lifecycle.fault(fault);
+            tokio::pin!(failing);
+            tokio::select! {
+                r = &mut failing => r?,
+                () = tokio::time::sleep(window) => {
+                    heal.notify_one();
+                    failing.await?
+                }
+            }
+        }
+    };
+    log.lines.extend(applied.note);
+    let done = io.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    // The guest's kernel saw them too (not the proof: its log may be rate-limited).
+    let kernel = "dmesg | grep -E 'I/O error|BTRFS (error|warning|critical)|forced readonly' | tail -n 8";
+    if let Ok(out) = s.ssh("root", kernel, None, timeout).await {
+        log.lines
+            .extend(out.stdout.lines().map(|l| format!("  kernel: {}", l.trim())));
+    }
+    if done.failed_writes + done.failed_flushes == 0 {
+        return Err(format!(
+            "the card failed no request while it was failing: no {} reached it; make the errors come while the \
+             device writes (`during` a step that writes, or `at_percent` of a running backup)",
+            what.join(" or ")
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Starts `inner`, makes the card fail `delay` later while it runs, and heals it when `inner`
+/// ends. `inner` must pass by its own expectations (what the user sees of the errors); the
+/// step fails if it ended before the card failed.
+async fn fail_during(
+    s: &mut Session<'_>,
+    lifecycle: &dyn Lifecycle,
+    fault: Fault,
+    heal: &tokio::sync::Notify,
+    delay: Duration,
+    (inner, line): (&Step, usize),
+    log: &mut StepLog,
+) -> Result<Applied, StepEnd> {
+    let what = format!("{} (line {line})", inner.kind());
+    let t = super::step_timeout(inner);
+    let mut inner_log = StepLog::default();
+    let started = Instant::now();
+    let mut call = Box::pin(tokio::time::timeout(t, super::run(s, inner, t, &mut inner_log)));
+    let early = tokio::select! {
+        biased;
+        r = &mut call => Some(r),
+        () = tokio::time::sleep(delay) => None,
+    };
+    let (ended, applied) = match early {
+        Some(r) => {
+            drop(call);
+            (r, None)
+        }
+        None => {
+            log.lines.push(format!(
+                "the card fails from {:.3} s into {what}",
+                started.elapsed().as_secs_f64()
+            ));
+            let ran = async {
+                let r = call.await;
+                heal.notify_one();
+                r
+            };
+            let (r, applied) = tokio::join!(ran, lifecycle.fault(fault));
+            (r, Some(applied))
+        }
+    };
+    log.lines
+        .extend(inner_log.lines.into_iter().map(|l| format!("  during: {l}")));
+    let outcome = match ended {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(StepEnd::Failed(m) | StepEnd::Unsupported(m))) => Err(m),
+        Err(_) => Err(format!("did not end within its timeout of {t:?}")),
+    };
+    let Some(applied) = applied else {
+        return Err(format!(
+            "{what} ended ({}) {:.3} s after it started, before the card was to fail at {delay:?}: the errors must \
+             come while it runs; give a shorter `after`",
+            outcome.err().unwrap_or_else(|| "passed".into()),
+            started.elapsed().as_secs_f64()
+        )
+        .into());
+    };
+    let applied = applied?;
+    if let Err(m) = outcome {
+        log.lines.extend(applied.note);
+        return Err(format!("{what}, during which the card failed: {m}").into());
+    }
+    log.lines.push(format!("{what} passed while the card failed"));
     Ok(applied)
 }
 

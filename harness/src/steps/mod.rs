@@ -71,7 +71,7 @@ pub fn default_timeout(kind: &str) -> Option<Duration> {
     Some(match kind {
         "backup.wait" => DEFAULT_WAIT_TIMEOUT,
         // A guest's boot under software emulation can take minutes on a busy machine.
-        "fault.power_cut" | "fault.reboot" | "fault.replace_card" => DEFAULT_WAIT_TIMEOUT,
+        "fault.power_cut" | "fault.reboot" | "fault.replace_card" | "fault.io_error" => DEFAULT_WAIT_TIMEOUT,
         "repeat" => Duration::from_secs(30 * 60),
         "probe.latency" => return None,
         _ => DEFAULT_STEP_TIMEOUT,

@@ -1,6 +1,7 @@
 //! Fault steps, for devices the harness controls: killing, restarting or rebooting the daemon's
 //! device, filling its disk, cutting its network, slowing its SD card, cutting its power (at a
-//! backup's percent or a seeded delay, during another step) and replacing its card.
+//! backup's percent or a seeded delay, during another step), replacing its card and making the
+//! card fail requests (I/O errors).
 
 use std::time::Duration;
 
@@ -205,3 +206,98 @@ pub struct SlowIo {
 }
 
 impl StepSpec for SlowIo {}
+
+/// The kinds of request `fault.io_error` can fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoKind {
+    Write,
+    Flush,
+}
+
+/// Most requests one `fault.io_error` may fail.
+pub const MAX_IO_ERRORS: u32 = 10_000;
+
+/// The device's SD card fails requests with EIO, as a worn card or a loose contact does: the
+/// next `count` requests of each kind in `what` fail, then the card works again (or when the
+/// window ends before). The errors come at once, when the running backup of `id` reaches
+/// `at_percent`, or `after` a delay; with `during`, the delay runs from the start of that step,
+/// the card fails while it runs and heals when it ends; without, the card fails for at most
+/// `for` (default 30 s). Needs a target whose card the harness serves (`--target standin`);
+/// elsewhere the scenario is skipped with the reason.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IoError {
+    pub what: Vec<IoKind>,
+    #[serde(default = "one")]
+    pub count: u32,
+    pub at_percent: Option<u8>,
+    pub id: Option<String>,
+    #[serde(default, deserialize_with = "duration::optional")]
+    pub after: Option<Duration>,
+    /// A step started when the delay starts, during which the card fails; it must pass by its
+    /// own expectations (an `expect_error`, a `backup.wait`'s `expect_result`).
+    pub during: Option<Box<Spanned<Step>>>,
+    #[serde(rename = "for", default, deserialize_with = "duration::optional")]
+    pub window: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::optional")]
+    pub timeout: Option<Duration>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The steps the card can fail `during`: those that make the device write and end by
+/// themselves, and capture nothing.
+pub const IO_ERROR_DURING: &[&str] = &["dbus.call", "backup.wait", "ssh.run"];
+
+impl StepSpec for IoError {
+    fn texts(&self) -> Vec<&str> {
+        let mut t: Vec<&str> = opt(&self.id).into_iter().collect();
+        if let Some(d) = &self.during {
+            t.extend(d.texts());
+        }
+        t
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.what.is_empty() {
+            return Err("`what`: name the requests to fail: [write], [flush] or [write, flush]".into());
+        }
+        if self.what.len() == 2 && self.what[0] == self.what[1] {
+            return Err("`what`: each kind once: [write], [flush] or [write, flush]".into());
+        }
+        if self.count == 0 || self.count > MAX_IO_ERRORS {
+            return Err(format!(
+                "`count: {}`: give how many requests fail, 1 to {MAX_IO_ERRORS}",
+                self.count
+            ));
+        }
+        if self.at_percent.is_some() && self.after.is_some() {
+            return Err("give a backup's percent (`at_percent`) or a delay (`after`), not both".into());
+        }
+        if let Some(d) = &self.during {
+            if self.at_percent.is_some() {
+                return Err("`during` goes with `after` (from its start), not `at_percent`".into());
+            }
+            if self.window.is_some() {
+                return Err("`for`: with `during` the card heals when that step ends; remove `for`".into());
+            }
+            let kind = d.kind();
+            if !IO_ERROR_DURING.contains(&kind) {
+                return Err(format!(
+                    "`during`: the card can fail during {}, not {kind}",
+                    IO_ERROR_DURING.join(", ")
+                ));
+            }
+            if d.captures().is_some() {
+                return Err(format!(
+                    "`during`: {kind}: remove its `capture`; capture in a step of its own"
+                ));
+            }
+            d.check().map_err(|e| format!("`during`: {kind}: {e}"))?;
+        }
+        at_percent_with_id(self.at_percent, &self.id)
+    }
+}

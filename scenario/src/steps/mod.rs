@@ -165,6 +165,7 @@ steps! {
         FaultSlowIo(SlowIo) = "fault.slow_io",
         FaultPowerCut(PowerCut) = "fault.power_cut",
         FaultReplaceCard(ReplaceCard) = "fault.replace_card",
+        FaultIoError(IoError) = "fault.io_error",
     }
     Probe {
         ProbeLatency(ProbeLatency) = "probe.latency",

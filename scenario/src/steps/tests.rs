@@ -26,6 +26,7 @@ const MINIMAL: &[(&str, &str)] = &[
     ("fault.slow_io", "read_bytes_per_sec: 0"),
     ("fault.power_cut", ""),
     ("fault.replace_card", ""),
+    ("fault.io_error", "what: [write]"),
     ("probe.latency", "name: a, for: 5s"),
     ("browser.open", "path: /"),
     ("browser.click", "selector: '@login'"),
@@ -123,6 +124,55 @@ fn a_power_cut_draws_its_percent_from_a_range_with_an_id() {
         let e = step("fault.power_cut", body).check().unwrap_err();
         assert!(e.contains(says), "{body}: {e}");
     }
+}
+
+#[test]
+fn a_failing_card_names_what_fails_and_when() {
+    let Step::FaultIoError(e) = step(
+        "fault.io_error",
+        "what: [write, flush], count: 3, during: {backup.wait: {as: root, id: '${snap}', expect_result: any}}",
+    ) else {
+        unreachable!()
+    };
+    assert_eq!((e.what.len(), e.count), (2, 3));
+    let io = Step::FaultIoError(e);
+    assert_eq!(io.check(), Ok(()));
+    assert!(
+        io.texts().contains(&"${snap}"),
+        "the inner step's variables are checked too"
+    );
+    assert_eq!(
+        step("fault.io_error", "what: [flush], at_percent: 5, id: x").check(),
+        Ok(())
+    );
+    assert_eq!(
+        step("fault.io_error", "what: [write], after: 1s, for: 10s").check(),
+        Ok(())
+    );
+    for (body, says) in [
+        ("what: []", "name the requests to fail"),
+        ("what: [write, write]", "each kind once"),
+        ("what: [write], count: 0", "1 to 10000"),
+        ("what: [write], count: 10001", "1 to 10000"),
+        ("what: [write], at_percent: 5", "go together"),
+        ("what: [write], at_percent: 5, id: x, after: 1s", "not both"),
+        (
+            "what: [write], for: 5s, during: {ssh.run: {as: root, command: id}}",
+            "remove `for`",
+        ),
+        ("what: [write], during: {fault.reboot: {}}", "not fault.reboot"),
+        (
+            "what: [write], during: {ssh.run: {as: root, command: id, capture: x}}",
+            "remove its `capture`",
+        ),
+    ] {
+        let e = step("fault.io_error", body).check().unwrap_err();
+        assert!(e.contains(says), "{body}: {e}");
+    }
+    let e = marked_yaml::from_yaml::<Step>(0, "fault.io_error: {what: [read]}")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("read"), "{e}");
 }
 
 #[test]

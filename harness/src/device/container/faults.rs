@@ -28,6 +28,11 @@ impl Lifecycle for Emulator {
                      emulator's SD card lives in the host's kernel, which keeps every write a power cut would lose"
                         .into(),
                 )),
+                Fault::IoError { .. } => Err(FaultError::Unsupported(
+                    "fault.io_error needs a target whose SD card the harness serves (--target standin): the container \
+                     emulator's card is a loop device of the host's kernel, which has no way to make it fail a request"
+                        .into(),
+                )),
             }
         })
     }

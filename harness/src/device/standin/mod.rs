@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::ready::{both_names_owned, wait_for_names, LIST_NAMES};
 
+mod io_error;
 pub mod power;
 mod qmp;
 pub mod saved;
@@ -240,8 +241,8 @@ impl Standin {
     }
 
     /// The qemu command line: the SD card behind `blklogwrites` when its writes are logged (its
-    /// flushes then are the guest's only durability points), the console on a TCP port and
-    /// appended to a file.
+    /// flushes then are the guest's only durability points) under a raw node whose child can be
+    /// switched to a failing one, the console on a TCP port and appended to a file.
     fn command(&self) -> Command {
         let dir = &self.boot_dir;
         let (ssh_port, https_port) = (self.ssh_port, self.https_port);
@@ -270,12 +271,29 @@ impl Standin {
             ));
         cmd.args(["-device", "virtio-blk-pci,drive=root"]);
         if self.log_writes {
-            cmd.arg("-blockdev").arg(format!(
-                "driver=blklogwrites,node-name=sdcard,file.driver=file,file.filename={},\
-                 log.driver=file,log.filename={},log-super-update-interval=1",
-                self.sdcard().display(),
-                dir.join("sdcard.log").display()
-            ));
+            // One node each, so that `blockdev-reopen` of the top one (raw, the guest's disk)
+            // can put a failing node between it and the log (io_error.rs) and take it out again.
+            cmd.arg("-blockdev")
+                .arg(format!(
+                    "driver=file,node-name=card-file,filename={}",
+                    self.sdcard().display()
+                ))
+                .arg("-blockdev")
+                .arg(format!(
+                    "driver=file,node-name=card-log-file,filename={}",
+                    dir.join("sdcard.log").display()
+                ))
+                .arg("-blockdev")
+                .arg(format!(
+                    "driver=blklogwrites,node-name={},file=card-file,log=card-log-file,log-super-update-interval=1",
+                    io_error::LOGGED
+                ))
+                .arg("-blockdev")
+                .arg(format!(
+                    "driver=raw,node-name={},file={}",
+                    io_error::TOP,
+                    io_error::LOGGED
+                ));
         } else {
             cmd.arg("-drive")
                 .arg(format!("file={},if=none,id=sdcard,format=raw", self.sdcard().display()));

@@ -24,6 +24,16 @@ impl Lifecycle for Standin {
                 Fault::ReplaceCard => self.replace_card().await,
                 Fault::Reboot => self.reboot().await,
                 Fault::CutNetwork { after, duration, log } => self.freeze(after, duration, log),
+                Fault::IoError {
+                    write,
+                    flush,
+                    count,
+                    heal,
+                    log,
+                } => {
+                    self.io_error(super::io_error::Failing { write, flush, count }, heal, log)
+                        .await
+                }
                 Fault::FillDisk(_) | Fault::SlowIo { .. } => Err(FaultError::Unsupported(
                     "the arm64 stand-in cannot fill or throttle its card yet; use the container emulator".into(),
                 )),
