@@ -71,13 +71,19 @@ pub struct Wear {
     /// The block device, as the kernel names it (`mmcblk0p2`, `vda`, `loop3`).
     pub device: String,
     pub bytes_written: u64,
+    /// Of those, what the card's other writers would have sent meanwhile (its rate without a
+    /// backup, sampled right after it, times the backup's time), when sampled.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub background_bytes: Option<u64>,
     pub backup_bytes: u64,
 }
 
 impl Wear {
-    /// Bytes the card received per byte of the backup file.
+    /// Bytes the card received for the backup (the background taken off when sampled) per byte
+    /// of the backup file.
     pub fn ratio(&self) -> f64 {
-        self.bytes_written as f64 / self.backup_bytes.max(1) as f64
+        let own = self.bytes_written.saturating_sub(self.background_bytes.unwrap_or(0));
+        own as f64 / self.backup_bytes.max(1) as f64
     }
 }
 

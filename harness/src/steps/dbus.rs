@@ -135,7 +135,9 @@ pub async fn wait(s: &mut Session<'_>, w: &BackupWait, timeout: Duration, log: &
     let id = s.subst(&w.id);
     let start = Instant::now();
     // What the card has been sent so far, to weigh the backup's writes against its file.
-    let card_before = card_writes(s, timeout).await;
+    let card_before = card_writes(s, timeout)
+        .await
+        .map(|(dev, bytes)| (dev, bytes, Instant::now()));
     log.lines
         .push(format!("polling {BACKUP1}.Status as {user} while id == {id}"));
     let status = loop {
@@ -206,19 +208,26 @@ fn parse_card_writes(out: &str) -> Option<(String, u64)> {
     Some((dev.to_string(), sectors * 512))
 }
 
+/// How long the card's own writes (the automation's records, the system's) are sampled after a
+/// backup whose cost is judged, so that they are not counted as the backup's.
+const BACKGROUND_SAMPLE: Duration = Duration::from_secs(3);
+
 /// After an `ok` backup: syncs `/broot` (so that btrfs's metadata for it is counted), reads the
 /// card's writes again and the backup file's size, says the ratio in the transcript and keeps it
-/// for the report and the history; fails above `max_write_ratio`.
+/// for the report and the history. With `max_write_ratio` the card's writes without a backup are
+/// then sampled for [`BACKGROUND_SAMPLE`] and taken off at that rate for the backup's time (the
+/// card's other users write meanwhile: the automation's `fdatasync` every 100 ms costs btrfs a
+/// log commit each), and the step fails above the limit.
 async fn wear(
     s: &Session<'_>,
     w: &BackupWait,
     id: &str,
-    before: Result<(String, u64), String>,
+    before: Result<(String, u64, Instant), String>,
     timeout: Duration,
     log: &mut StepLog,
 ) -> Result<(), String> {
     let measured = async {
-        let (dev, before) = before?;
+        let (dev, before, started) = before?;
         let snapshot: u64 = id
             .parse()
             .map_err(|_| format!("the backup's id {id:?} is not a number"))?;
@@ -232,20 +241,34 @@ async fn wear(
             .parse()
             .map_err(|_| format!("the size of {file}: {} {}", out.stdout.trim(), out.stderr.trim()))?;
         let (dev_after, after) = card_writes(s, timeout).await?;
+        let backup_s = started.elapsed().as_secs_f64();
         if dev_after != dev {
             return Err(format!("/broot moved from {dev} to {dev_after} during the backup"));
+        }
+        let mut background_bytes = None;
+        if w.max_write_ratio.is_some() {
+            let t = Instant::now();
+            tokio::time::sleep(BACKGROUND_SAMPLE).await;
+            let (_, idle) = card_writes(s, timeout).await?;
+            let rate = idle.saturating_sub(after) as f64 / t.elapsed().as_secs_f64();
+            background_bytes = Some((rate * backup_s) as u64);
         }
         Ok::<_, String>(Wear {
             device: dev,
             bytes_written: after.saturating_sub(before),
+            background_bytes,
             backup_bytes,
         })
     }
     .await;
     match measured {
         Ok(wear) => {
+            let background = match wear.background_bytes {
+                Some(b) => format!(", {b} of them at the rate the card is written without a backup"),
+                None => String::new(),
+            };
             log.lines.push(format!(
-                "the card ({}) received {} bytes during the backup: {:.3} per byte of the {}-byte backup file",
+                "the card ({}) received {} bytes during the backup{background}: {:.3} per byte of the {}-byte backup file",
                 wear.device,
                 wear.bytes_written,
                 wear.ratio(),
