@@ -8,9 +8,10 @@
 //! FLAKY in the terminal, JSON, HTML and JUnit (read back as a JUnit consumer reads it), each
 //! try's evidence in its own folder; `flaky/always-fails.yaml` stays a plain failure.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use nexus_harness::report::flaky::wilson;
 use nexus_harness::runner::tries::Plan;
@@ -24,58 +25,14 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/flaky").join(name)
 }
 
-/// An emulator kept up by `nexus-hil emulator up`, reached as a device on the network.
-struct Device {
-    child: Child,
-    ssh_port: u16,
-    https_port: u16,
-    admin_key: PathBuf,
+// An emulator kept up by `nexus-hil emulator up`, reached as a device on the network.
+use common::{text, UpEmulator as Device};
+
+trait RunOn {
+    fn run(&self, dir: &Path, name: &str, args: &[&str], files: &[PathBuf]) -> Output;
 }
 
-impl Device {
-    fn up() -> Self {
-        assert!(
-            unsafe { libc::geteuid() } == 0,
-            "this test starts an emulator container and must run as root: use ci/test"
-        );
-        let backupd = Path::new(env!("CARGO_BIN_EXE_nexus-hil")).with_file_name("nexus-backupd");
-        let mut child = bin()
-            .args(["emulator", "up", "--backupd"])
-            .arg(backupd)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (mut ssh_port, mut https_port, mut admin_key) = (0, 0, PathBuf::new());
-        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-            let line = line.unwrap();
-            let words: Vec<&str> = line.split_whitespace().collect();
-            if words.first() == Some(&"ssh") {
-                admin_key = PathBuf::from(words[2]);
-                ssh_port = words[4].parse().unwrap();
-            }
-            if let Some(rest) = line.trim().strip_prefix("https://127.0.0.1:") {
-                https_port = rest.split('/').next().unwrap().parse().unwrap();
-            }
-            if line.starts_with("Ctrl-C") {
-                break;
-            }
-        }
-        assert!(
-            ssh_port > 0 && https_port > 0,
-            "emulator up did not say how to reach it"
-        );
-        Self {
-            child,
-            ssh_port,
-            https_port,
-            admin_key,
-        }
-    }
-
-    fn target(&self) -> String {
-        format!("ssh://nexus@127.0.0.1:{}", self.ssh_port)
-    }
-
+impl RunOn for Device {
     /// `nexus-hil run` on this device with the admin's key, reports in `dir/name`, JUnit at
     /// `dir/name.xml`, the history `dir/history.sqlite`.
     fn run(&self, dir: &Path, name: &str, args: &[&str], files: &[PathBuf]) -> Output {
@@ -103,23 +60,6 @@ impl Device {
             .output()
             .unwrap()
     }
-}
-
-impl Drop for Device {
-    fn drop(&mut self) {
-        // `emulator up` removes its container on Ctrl-C.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let _ = self.child.wait();
-    }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn json(dir: &Path, name: &str) -> serde_json::Value {

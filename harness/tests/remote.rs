@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_nexus-hil"))
@@ -25,61 +25,18 @@ fn require_root() {
     );
 }
 
-/// An emulator kept up by `nexus-hil emulator up`, used as if it were a device on the network.
-struct Device {
-    child: Child,
-    ssh_port: u16,
-    https_port: u16,
-    /// The admin's key (what a QA engineer's own ssh key is to a real device).
-    admin_key: PathBuf,
+// An emulator kept up by `nexus-hil emulator up`, used as if it were a device on the network,
+// and what these tests read on it.
+use common::{text, UpEmulator as Device};
+
+trait OnTheDevice {
+    fn etc_and_home(&self) -> String;
+    fn snapshot_ids(&self) -> String;
+    fn owners_backup(&self, server_key: &Path) -> u64;
+    fn owners_backup_is_whole(&self, id: u64, when: &str);
 }
 
-impl Device {
-    fn up() -> Self {
-        require_root();
-        let mut child = bin()
-            .args(["emulator", "up", "--backupd"])
-            .arg(backupd())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut ssh_port, mut https_port, mut admin_key) = (0, 0, PathBuf::new());
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            let words: Vec<&str> = line.split_whitespace().collect();
-            if words.first() == Some(&"ssh") {
-                admin_key = PathBuf::from(words[2]);
-                ssh_port = words[4].parse().unwrap();
-            }
-            if let Some(rest) = line.trim().strip_prefix("https://127.0.0.1:") {
-                https_port = rest.split('/').next().unwrap().parse().unwrap();
-            }
-            if line.starts_with("Ctrl-C") {
-                break;
-            }
-        }
-        assert!(
-            ssh_port > 0 && https_port > 0,
-            "emulator up did not say how to reach it"
-        );
-        Self {
-            child,
-            ssh_port,
-            https_port,
-            admin_key,
-        }
-    }
-
-    fn target(&self) -> String {
-        format!("ssh://nexus@127.0.0.1:{}", self.ssh_port)
-    }
-
-    /// Runs a command as root on the device with the admin's key.
-    fn root(&self, cmd: &str) -> String {
-        common::ssh_root(self.ssh_port, &self.admin_key, cmd)
-    }
-
+impl OnTheDevice for Device {
     /// Every file, folder and link under /etc and /home with its mode, owner and content hash.
     fn etc_and_home(&self) -> String {
         self.root(common::ETC_AND_HOME)
@@ -119,23 +76,6 @@ impl Device {
             "{when}: the owner's snapshot {id} or its backup is gone or broken"
         );
     }
-}
-
-impl Drop for Device {
-    fn drop(&mut self) {
-        // `emulator up` removes its container on Ctrl-C.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let _ = self.child.wait();
-    }
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn provision(dev: &Device, extra: &[&str]) -> Output {

@@ -1,7 +1,89 @@
-//! Helpers shared by the tests that reach a device over SSH (`remote.rs`, `standin.rs`).
+//! Helpers shared by the tests that reach a device over SSH (`remote.rs`, `flaky.rs`,
+//! `standin.rs`); each test binary uses a part of them.
+#![allow(dead_code)]
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+/// An emulator kept up by `nexus-hil emulator up` (the debug daemon next to the tests), reached
+/// as a device on the network: only its published SSH and HTTPS ports and the admin's key (what
+/// a QA engineer's own ssh key is to a real device). Dropped: Ctrl-C, which removes it.
+pub struct UpEmulator {
+    pub child: Child,
+    pub ssh_port: u16,
+    pub https_port: u16,
+    pub admin_key: PathBuf,
+}
+
+impl UpEmulator {
+    pub fn up() -> Self {
+        assert!(
+            unsafe { libc::geteuid() } == 0,
+            "this test starts an emulator container and must run as root: use ci/test"
+        );
+        let backupd = Path::new(env!("CARGO_BIN_EXE_nexus-hil")).with_file_name("nexus-backupd");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nexus-hil"))
+            .args(["emulator", "up", "--backupd"])
+            .arg(backupd)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (mut ssh_port, mut https_port, mut admin_key) = (0, 0, PathBuf::new());
+        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if words.first() == Some(&"ssh") {
+                admin_key = PathBuf::from(words[2]);
+                ssh_port = words[4].parse().unwrap();
+            }
+            if let Some(rest) = line.trim().strip_prefix("https://127.0.0.1:") {
+                https_port = rest.split('/').next().unwrap().parse().unwrap();
+            }
+            if line.starts_with("Ctrl-C") {
+                break;
+            }
+        }
+        assert!(
+            ssh_port > 0 && https_port > 0,
+            "emulator up did not say how to reach it"
+        );
+        Self {
+            child,
+            ssh_port,
+            https_port,
+            admin_key,
+        }
+    }
+
+    /// The device as `--target` names it.
+    pub fn target(&self) -> String {
+        format!("ssh://nexus@127.0.0.1:{}", self.ssh_port)
+    }
+
+    /// Runs a command as root on the device with the admin's key.
+    pub fn root(&self, cmd: &str) -> String {
+        ssh_root(self.ssh_port, &self.admin_key, cmd)
+    }
+}
+
+impl Drop for UpEmulator {
+    fn drop(&mut self) {
+        // `emulator up` removes its container on Ctrl-C.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let _ = self.child.wait();
+    }
+}
+
+/// A command's exit status and both outputs, for an assertion's message.
+pub fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
 
 /// Runs `args` over ssh on the device at 127.0.0.1:`port` as `user` with `key`, prompts off and
 /// host keys not kept; its output whatever the exit status.
