@@ -3,8 +3,8 @@
 //! filter can take one suite: `.ci/run` leaves `default/` to `ci/suite`), run on a fresh
 //! emulator exactly as `nexus-hil run` runs it (like datatest-stable), on the card `nexus-hil
 //! run` would give it (32 MiB of content unless the file asks for more). The failing-card
-//! scenarios (`scenarios/io/`, `io/<file stem>`) run on stand-ins in `ci/standin`; here each
-//! must be skipped, naming the target it needs. Needs root, a container engine and the debug
+//! scenarios (`scenarios/io/`, `io/<file stem>`) run on stand-ins in `ci/standin`; here the
+//! first must be skipped, naming the target it needs. Needs root, a container engine and the debug
 //! `nexus-backupd` built next to the tests (`ci/test` does all).
 
 use std::path::Path;
@@ -75,7 +75,12 @@ fn main() {
         ("faults", dir.join("faults"), Expect::Pass),
         ("io", dir.join("io"), standin_only),
     ] {
-        let files = scenario::discover(&[folder]).expect("scenarios/ is readable");
+        let mut files = scenario::discover(&[folder]).expect("scenarios/ is readable");
+        if suite == "io" {
+            // The emulator refuses every one of them for the same reason, before its card is
+            // touched: one shows it (each costs an emulator's start).
+            files.truncate(1);
+        }
         trials.extend(files.into_iter().map(|f| {
             let stem = f
                 .file_stem()
