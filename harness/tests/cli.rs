@@ -83,7 +83,10 @@ fn the_steps_command_lists_each_step_with_its_keys_and_time_limit() {
             .map(|w| w.trim_end_matches(',').to_string())
             .collect()
     };
-    assert_eq!(row("backup.wait"), ["backup.wait", "5m", "as", "id", "expect_result"]);
+    assert_eq!(
+        row("backup.wait"),
+        ["backup.wait", "5m", "as", "id", "expect_result", "max_write_ratio"]
+    );
     assert_eq!(row("scp.get"), ["scp.get", "60s", "as", "remote", "local"]);
     let cut = row("fault.power_cut");
     assert!(
