@@ -193,6 +193,31 @@ pub fn url_of(spec: &str) -> String {
     }
 }
 
+/// Inserts the run's row; `or_keep`: a row already there for this id is kept (no error).
+async fn insert_run(tx: &mut sqlx::Transaction<'_, sqlx::Any>, run: &RunKey, or_keep: bool) -> Result<(), sqlx::Error> {
+    let sql = if or_keep {
+        "INSERT INTO runs (id, commit_id, branch, device, device_kind, device_model, software, host, started_at, source)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING"
+    } else {
+        "INSERT INTO runs (id, commit_id, branch, device, device_kind, device_model, software, host, started_at, source)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    };
+    sqlx::query(sql)
+        .bind(&run.id)
+        .bind(&run.commit)
+        .bind(&run.branch)
+        .bind(&run.device)
+        .bind(&run.device_kind)
+        .bind(run.device_model.clone())
+        .bind(run.software.clone())
+        .bind(&run.host)
+        .bind(run.started_at)
+        .bind(&run.source)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 impl Store {
     /// Opens (and migrates) the store `spec` names.
     pub async fn open(spec: &str) -> Result<Self, String> {
@@ -263,23 +288,7 @@ impl Store {
     pub async fn append(&self, run: &RunKey, measurements: &[Measurement]) -> Result<(), String> {
         let err = |e: sqlx::Error| format!("cannot append to the history: {e}");
         let mut tx = self.pool.begin().await.map_err(err)?;
-        sqlx::query(
-            "INSERT INTO runs (id, commit_id, branch, device, device_kind, device_model, software, host, started_at, source)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&run.id)
-        .bind(&run.commit)
-        .bind(&run.branch)
-        .bind(&run.device)
-        .bind(&run.device_kind)
-        .bind(run.device_model.clone())
-        .bind(run.software.clone())
-        .bind(&run.host)
-        .bind(run.started_at)
-        .bind(&run.source)
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
+        insert_run(&mut tx, run, false).await.map_err(err)?;
         for m in measurements {
             let s = &m.series;
             // A new series as recorded; a known one keeps its unit and kind and takes the newest
@@ -385,23 +394,7 @@ impl Store {
     pub async fn append_outcomes(&self, run: &RunKey, rows: &[super::outcomes::Row]) -> Result<(), String> {
         let err = |e: sqlx::Error| format!("cannot append the outcomes to the history: {e}");
         let mut tx = self.pool.begin().await.map_err(err)?;
-        sqlx::query(
-            "INSERT INTO runs (id, commit_id, branch, device, device_kind, device_model, software, host, started_at, source)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&run.id)
-        .bind(&run.commit)
-        .bind(&run.branch)
-        .bind(&run.device)
-        .bind(&run.device_kind)
-        .bind(run.device_model.clone())
-        .bind(run.software.clone())
-        .bind(&run.host)
-        .bind(run.started_at)
-        .bind(&run.source)
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
+        insert_run(&mut tx, run, true).await.map_err(err)?;
         for r in rows {
             sqlx::query(
                 "INSERT INTO outcomes (run_id, scenario, repetition, try_no, outcome, seed) VALUES ($1, $2, $3, $4, $5, $6)",
