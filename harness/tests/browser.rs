@@ -110,6 +110,7 @@ fn device(base: String, work: &Path) -> Device {
             port: 1,
             key: work.join("no-key"),
             known_hosts: work.join("known_hosts"),
+            multiplex: None,
         },
         https: HttpsTarget {
             host: "127.0.0.1".into(),

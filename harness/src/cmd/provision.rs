@@ -59,6 +59,7 @@ pub async fn command(args: ProvisionArgs) -> Result<ExitCode, InfraError> {
         port,
         key: login.clone(),
         known_hosts: dir.join("known_hosts"),
+        multiplex: None,
     };
     let mut argv = ssh.ssh_argv(&user);
     if args.target.key.is_none() {

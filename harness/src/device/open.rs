@@ -76,6 +76,7 @@ pub fn remote_device(spec: RemoteSpec<'_>) -> Device {
             port: spec.ssh_port,
             key: spec.key,
             known_hosts: spec.work.join("known_hosts"),
+            multiplex: None,
         },
         https: HttpsTarget {
             host: spec.host.to_string(),
@@ -98,6 +99,7 @@ pub fn emulator_device(emu: &Emulator, key: &Path, pubkey: &str, work: &Path) ->
             port: emu.ssh_port,
             key: key.to_owned(),
             known_hosts: work.join("known_hosts"),
+            multiplex: None,
         },
         https: HttpsTarget {
             host: "127.0.0.1".into(),

@@ -16,6 +16,12 @@ pub struct SshTarget {
     pub port: u16,
     pub key: PathBuf,
     pub known_hosts: PathBuf,
+    /// A private folder (mode 0700) where the first login as each user stays open and later
+    /// commands as that user ride on it (OpenSSH's `ControlMaster`), for a device whose logins
+    /// cost seconds: the stand-in, whose every login (key exchange, PAM, logind starting the
+    /// user's systemd) runs on an emulated CPU. `None`: every command is a login of its own,
+    /// as on the container and a real device.
+    pub multiplex: Option<PathBuf>,
 }
 
 /// What a command printed and how it ended.
@@ -50,7 +56,7 @@ pub async fn make_key(dir: &Path) -> Result<PathBuf, InfraError> {
 impl SshTarget {
     /// Options every OpenSSH tool gets: the run's key only, no prompts, the run's known hosts.
     pub fn options(&self) -> Vec<String> {
-        vec![
+        let mut v: Vec<String> = vec![
             "-i".into(),
             self.key.display().to_string(),
             "-o".into(),
@@ -69,7 +75,24 @@ impl SshTarget {
             "ServerAliveCountMax=3".into(),
             "-o".into(),
             "LogLevel=ERROR".into(),
-        ]
+        ];
+        if let Some(dir) = &self.multiplex {
+            // One master per key and user, kept 60 s after its last command; it ends with the
+            // connection (the guest powered off, cut or rebooted), and the next login opens a
+            // new one. The path stays short: a socket's path ends at 108 bytes.
+            use sha2::{Digest, Sha256};
+            let digest = Sha256::digest(self.key.as_os_str().as_encoded_bytes());
+            let key: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+            v.extend([
+                "-o".into(),
+                "ControlMaster=auto".into(),
+                "-o".into(),
+                format!("ControlPath={}/{key}-%r", dir.display()),
+                "-o".into(),
+                "ControlPersist=60".into(),
+            ]);
+        }
+        v
     }
 
     /// The `ssh` command line (without the remote command) for `user`.
@@ -206,5 +229,36 @@ mod tests {
         cmd.arg("-c");
         let out = run_local(cmd, Some(&data), Duration::from_secs(30)).await.unwrap();
         assert_eq!((out.code, out.stdout.trim()), (Some(0), "10485760"));
+    }
+
+    fn control_path(t: &SshTarget) -> Option<String> {
+        t.options()
+            .into_iter()
+            .find_map(|o| o.strip_prefix("ControlPath=").map(str::to_string))
+    }
+
+    #[test]
+    fn logins_ride_on_one_connection_per_key_and_user_only_when_asked() {
+        let mut t = SshTarget {
+            host: "127.0.0.1".into(),
+            port: 2222,
+            key: "/a/long/cache/folder/of/the/harness/keys/id_ed25519".into(),
+            known_hosts: "/tmp/known_hosts".into(),
+            multiplex: None,
+        };
+        assert_eq!(control_path(&t), None, "no master unless asked");
+        t.multiplex = Some(std::env::temp_dir().join(format!("nexus-hil-ssh-{}-{}", u32::MAX, u32::MAX)));
+        let one = control_path(&t).unwrap();
+        assert!(t.options().contains(&"ControlMaster=auto".to_string()));
+        // ssh binds the socket at the path plus a 17-byte suffix, then renames it; a user name
+        // on Debian is at most 32 bytes; a socket's path ends at 108 bytes with its NUL.
+        let longest = one.replace("%r", &"u".repeat(32)).len() + 17;
+        assert!(longest < 108, "{one}: {longest} bytes");
+        t.key = "/another/key".into();
+        assert_ne!(
+            control_path(&t).unwrap(),
+            one,
+            "another key never rides on this key's login"
+        );
     }
 }

@@ -76,6 +76,9 @@ pub struct Standin {
     power_ons: AtomicU32,
     /// qemu's QMP socket (a short path: unix socket paths end at 108 bytes).
     qmp: PathBuf,
+    /// Where its SSH logins stay open for the next command (made at the first power-on, mode
+    /// 0700, removed at the stop): see [`SshTarget::multiplex`].
+    ssh_mux: PathBuf,
     /// The saved state this stand-in's disks are built on (held in use while it lives).
     saved: Option<saved::SavedState>,
     /// Whether the next power-on restores the saved state (only the first does).
@@ -113,6 +116,7 @@ impl Standin {
             port: self.ssh_port,
             key: self.key.clone(),
             known_hosts: self.known_hosts.clone(),
+            multiplex: Some(self.ssh_mux.clone()),
         }
     }
 
@@ -164,11 +168,9 @@ impl Standin {
     /// The stand-in `spec` describes, not yet powered on.
     fn new(spec: &StandinSpec<'_>, boot_dir: PathBuf, ports: (u16, u16, u16)) -> Self {
         static QMP: AtomicU32 = AtomicU32::new(0);
-        let qmp = std::env::temp_dir().join(format!(
-            "nexus-hil-qmp-{}-{}.sock",
-            std::process::id(),
-            QMP.fetch_add(1, Ordering::SeqCst)
-        ));
+        let n = QMP.fetch_add(1, Ordering::SeqCst);
+        let qmp = std::env::temp_dir().join(format!("nexus-hil-qmp-{}-{n}.sock", std::process::id()));
+        let ssh_mux = std::env::temp_dir().join(format!("nexus-hil-ssh-{}-{n}", std::process::id()));
         Self {
             qemu: Mutex::new(None),
             ssh_port: ports.0,
@@ -185,6 +187,7 @@ impl Standin {
             log_writes: spec.log_writes,
             power_ons: AtomicU32::new(0),
             qmp,
+            ssh_mux,
             saved: None,
             restore: std::sync::atomic::AtomicBool::new(false),
         }
@@ -322,6 +325,12 @@ impl Standin {
     /// sets its clock and reseeds its random state); every other one boots.
     pub(super) async fn power_on(&self, say: &(dyn Fn(&str) + Sync)) -> Result<Duration, InfraError> {
         let n = self.power_ons.fetch_add(1, Ordering::SeqCst) + 1;
+        use std::os::unix::fs::DirBuilderExt;
+        if let Err(e) = std::fs::DirBuilder::new().mode(0o700).create(&self.ssh_mux) {
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                return Err(InfraError::io(self.ssh_mux.display(), e));
+            }
+        }
         if self.log_writes {
             let base = self.boot_dir.join("sdcard.base");
             let _ = std::fs::remove_file(&base);
@@ -574,6 +583,8 @@ impl Standin {
             }
         }
         let _ = std::fs::remove_file(&self.qmp);
+        // Its SSH masters ended with qemu (their connections closed); their sockets go too.
+        let _ = std::fs::remove_dir_all(&self.ssh_mux);
         // Never powered on (the shape of a command line only): nothing of its own to remove.
         if self.power_ons.load(Ordering::SeqCst) == 0 {
             return;
@@ -633,6 +644,7 @@ pub fn device(vm: &Standin, key: &Path, work: &Path) -> Device {
             port: vm.ssh_port,
             key: key.to_owned(),
             known_hosts: vm.known_hosts.clone(),
+            multiplex: Some(vm.ssh_mux.clone()),
         },
         https: HttpsTarget {
             host: "127.0.0.1".into(),
