@@ -302,6 +302,125 @@ fn faults_run_on_the_standin_through_its_power_switch() {
     );
 }
 
+/// The stand-in on a bench with an SD mux, as a USB-SD-Mux has it, made of exec command lines:
+/// `host` attaches the card file of the powered-off stand-in (qemu is gone, so nothing else
+/// writes it) to a loop device of this test's and links it at a stable path in the test's
+/// folder; `dut` removes the link and detaches that loop device (only it), and the next
+/// power-on boots what the file then holds. The power is `nexus-hil emulator power off|on`.
+struct MuxBench {
+    inventory: std::path::PathBuf,
+    /// The card's stable path while it is on this machine.
+    link: std::path::PathBuf,
+    /// The loop device `host` attached, while it is attached.
+    attached: std::path::PathBuf,
+}
+
+impl MuxBench {
+    fn new(dir: &Path) -> Self {
+        let hil = env!("CARGO_BIN_EXE_nexus-hil");
+        let card = env("NEXUS_HIL_STANDIN_SDCARD");
+        let size = std::fs::metadata(&card).unwrap().len();
+        std::fs::create_dir_all(dir.join("by-id")).unwrap();
+        let link = dir.join("by-id").join("virtio-standin-sdcard");
+        let attached = dir.join("mux-loop-device");
+        let inventory = bench_inventory(
+            dir,
+            &format!("driver = \"exec\"\noff = \"{hil} emulator power off\"\non = \"{hil} emulator power on\"\n"),
+        );
+        let (l, a) = (link.display(), attached.display());
+        let mux = format!(
+            "[device.sdmux]\ndriver = \"exec\"\n\
+             host = 'L=$(losetup --find --show {card}) && echo \"$L\" > {a} && ln -sfn \"$L\" {l}'\n\
+             dut = 'rm -f {l}; if [ -s {a} ]; then losetup -d \"$(cat {a})\" && rm {a}; fi'\n\
+             card = \"{l}\"\ncard_size = \"{size}\"\nswitch_timeout = \"30s\"\n"
+        );
+        let text = std::fs::read_to_string(&inventory).unwrap() + &mux;
+        std::fs::write(&inventory, text).unwrap();
+        MuxBench {
+            inventory,
+            link,
+            attached,
+        }
+    }
+
+    /// Waits (up to 10 min: a boot under TCG beside other builds) until `nexus-hil health`
+    /// passes on the stand-in: SSH answers and the daemon owns both names.
+    fn wait_until_healthy(&self, dir: &Path) {
+        let start = std::time::Instant::now();
+        loop {
+            let out = Command::new(env!("CARGO_BIN_EXE_nexus-hil"))
+                .args(["health", "--target", &env("NEXUS_HIL_STANDIN_TARGET")])
+                .args(["--https-port", &env("NEXUS_HIL_STANDIN_HTTPS_PORT")])
+                .args(["--key", &env("NEXUS_HIL_STANDIN_KEY")])
+                .arg("--pins")
+                .arg(dir.join("pins"))
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(600),
+                "the stand-in was not healthy 10 min after its power came on: {}",
+                common::text(&out)
+            );
+            std::thread::sleep(std::time::Duration::from_secs(5));
+        }
+    }
+}
+
+impl Drop for MuxBench {
+    /// A test that failed half-way leaves no loop device of its own behind.
+    fn drop(&mut self) {
+        if let Ok(dev) = std::fs::read_to_string(&self.attached) {
+            let _ = Command::new("losetup").args(["-d", dev.trim()]).status();
+        }
+    }
+}
+
+/// The SD mux end to end on the stand-in: a fresh card image flashed onto its card through the
+/// mux (its power off, the card on this machine, written, read back, given back, power on), and
+/// the stand-in boots it and is a working device: the mark left on the old card is gone, and a
+/// backup made on the new card downloads and decrypts to its snapshot.
+#[test]
+#[ignore = "needs the arm64 stand-in booted: ci/standin runs it"]
+fn a_card_flashed_through_the_sd_mux_boots_a_working_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = MuxBench::new(dir.path());
+    let marker = "/broot/.nexus-hil-before-the-flash";
+    root(&format!("echo old card > {marker} && sync"));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_nexus-hil"))
+        .args(["flash", "--targets"])
+        .arg(&bench.inventory)
+        .args(["--target", "bench", "--erase"])
+        .arg(env("NEXUS_HIL_STANDIN_SDCARD_TEMPLATE"))
+        .output()
+        .unwrap();
+    let said = common::text(&out);
+    eprintln!("{said}");
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("written and read back equal") && said.contains("MB/s"),
+        "{said}"
+    );
+    assert!(
+        !bench.link.exists() && !bench.attached.exists(),
+        "the card went back to the stand-in and the loop device is detached"
+    );
+
+    bench.wait_until_healthy(dir.path());
+    let there = root(&format!("test -e {marker} && echo old card || echo new card"));
+    assert_eq!(there.trim(), "new card", "the stand-in booted the flashed card");
+    run_on_bench(
+        dir.path(),
+        &bench.inventory,
+        "flashed",
+        &["scenarios/00-dbus-backup-flow.yaml"],
+    );
+
+}
+
 /// The arm64 daemon ci/standin cross-builds, beside this test's nexus-hil's target folder.
 fn arm64_backupd() -> std::path::PathBuf {
     let hil = Path::new(env!("CARGO_BIN_EXE_nexus-hil"));

@@ -768,7 +768,7 @@ pub async fn up(
         key.display(),
     );
     let env = format!(
-        "UP_PID={}\nQEMU_PID={}\nTARGET={target}\nSSH_PORT={}\nHTTPS_PORT={}\nKEY={}\nKNOWN_HOSTS={}\nCONSOLE={}\nCONSOLE_PORT={}\n",
+        "UP_PID={}\nQEMU_PID={}\nTARGET={target}\nSSH_PORT={}\nHTTPS_PORT={}\nKEY={}\nKNOWN_HOSTS={}\nCONSOLE={}\nCONSOLE_PORT={}\nSDCARD={}\nSDCARD_TEMPLATE={}\n",
         std::process::id(),
         vm.qemu_pid(),
         vm.ssh_port,
@@ -776,7 +776,9 @@ pub async fn up(
         key.display(),
         vm.known_hosts.display(),
         vm.console.display(),
-        vm.console_port
+        vm.console_port,
+        vm.sdcard().display(),
+        template.display()
     );
     std::fs::write(up_env(), env).map_err(|e| InfraError::io(up_env().display(), e))?;
     use tokio::signal::unix::{signal, SignalKind};
