@@ -12,8 +12,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use nexus_harness::device::inventory::WebUi;
-use nexus_harness::device::{Applied, Device, Fault, FaultError, Lifecycle};
+use nexus_harness::device::{Applied, Device, Fault, FaultError, Lifecycle, WebUi};
 use nexus_harness::report::{Outcome, RunReport};
 use nexus_harness::runner::run_scenario;
 use nexus_harness::transport::https::HttpsTarget;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use nexus_harness::report::flaky::wilson;
-use nexus_harness::runner::tries::Plan;
+use nexus_harness::runner::Plan;
 use quick_junit::{NonSuccessKind, Report, TestCaseStatus};
 
 fn bin() -> Command {

@@ -8,8 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nexus_harness::bench::lock::{DeviceLock, LockError, Timing, LOCK_DIR, LOCK_FILE};
-use nexus_harness::device::open::{open_device, OpenSpec};
-use nexus_harness::device::{CutLog, Device, Fault, Lifecycle, Target};
+use nexus_harness::device::{open_device, CutLog, Device, Fault, OpenSpec, Target};
 
 async fn root(dev: &Device, cmd: &str) -> String {
     let out = dev
@@ -37,7 +36,7 @@ fn a_device_is_held_by_one_run_at_a_time() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let opened = open_device(OpenSpec {
-            target: &Target::Emulator,
+            target: &Target::parse("emulator").unwrap(),
             https_port: 443,
             key: None,
             backupd: None,
@@ -124,7 +123,7 @@ fn a_device_is_held_by_one_run_at_a_time() {
         };
         let a = DeviceLock::acquire(&dev, "pipeline A", None, short, &say).await.expect("a free device");
         let cut = CutLog::default();
-        let emu = opened.emu.as_ref().expect("the emulator");
+        let emu = opened.lifecycle().expect("the emulator");
         emu.fault(Fault::CutNetwork {
             after: Duration::ZERO,
             duration: Duration::from_secs(5),

@@ -517,29 +517,29 @@ fn a_changed_input_saves_the_state_again() {
 #[test]
 #[ignore = "needs ci/standin's arm64 build and image: ci/standin runs it"]
 fn restored_guests_have_the_hosts_clock_and_their_own_random_numbers() {
-    use nexus_harness::device::standin::{self, prepare_standin, Standin, StandinSpec, DEFAULT_CONTENT};
+    use nexus_harness::device::{kind_named, Prepare};
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let say = |m: &str| eprintln!("{m}");
-        let parts = prepare_standin(Some(arm64_backupd()), DEFAULT_CONTENT, false, &say)
+        // Started as a run starts them: each its own guest from the saved state, its card's
+        // writes logged.
+        let standin = kind_named("standin").unwrap();
+        let parts = standin
+            .prepare(Prepare {
+                backupd: Some(arm64_backupd()),
+                content: standin.run_content(),
+                force: false,
+                key: None,
+                work: dir.path(),
+                say: &say,
+            })
             .await
             .unwrap();
         let mut seen = Vec::new();
         for n in 0..2 {
-            let vm = Standin::start(
-                StandinSpec {
-                    image: &parts.image,
-                    sdcard_template: &parts.template,
-                    key: &parts.key,
-                    boot_dir: Some(dir.path().join(format!("vm{n}"))),
-                    log_writes: true,
-                },
-                &say,
-            )
-            .await
-            .unwrap();
-            let ssh = standin::device(&vm, &parts.key, dir.path()).ssh;
+            let (dev, _vm) = parts.start(&dir.path().join(format!("vm{n}")), &say).await.unwrap();
+            let ssh = dev.ssh;
             let now = || {
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)

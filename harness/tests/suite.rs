@@ -10,9 +10,10 @@
 use std::path::Path;
 
 use libtest_mimic::{Arguments, Failed, Trial};
+use nexus_harness::device::{kind_named, Prepare};
 use nexus_harness::image::sdcard;
 use nexus_harness::report::Outcome;
-use nexus_harness::runner::schedule::{run_on_emulator, EmulatorSlot};
+use nexus_harness::runner::run_fresh;
 use nexus_harness::scenario::{self, Scenario};
 
 /// What a scenario must come to on the emulator.
@@ -33,23 +34,23 @@ fn run_one(file: &Path, expect: Expect) -> Result<(), Failed> {
     rt.block_on(async {
         let say = |m: &str| eprintln!("{m}");
         say(&card);
-        // The debug build next to the tests (target/<profile>/nexus-backupd).
-        let (image, template) = nexus_harness::device::open::prepare_emulator(None, false, content, &say)
+        let work = tempfile::Builder::new().prefix("nexus-suite-").tempdir()?;
+        // The debug build next to the tests (target/<profile>/nexus-backupd), and a key made
+        // in `work`.
+        let emulator = kind_named("emulator").ok_or("no emulator kind")?;
+        let parts = emulator
+            .prepare(Prepare {
+                backupd: None,
+                content,
+                force: false,
+                key: None,
+                work: work.path(),
+                say: &say,
+            })
             .await
             .map_err(|e| format!("infrastructure: {e}"))?;
-        let work = tempfile::Builder::new().prefix("nexus-suite-").tempdir()?;
-        let key = nexus_harness::transport::ssh::make_key(work.path())
-            .await
-            .map_err(|e| e.to_string())?;
-        let pubkey = std::fs::read_to_string(key.with_extension("pub"))?;
         let bar = indicatif::ProgressBar::hidden();
-        let slot = EmulatorSlot {
-            image,
-            template,
-            key,
-            pubkey,
-        };
-        let r = run_on_emulator(&s, &slot, &work.path().join("work"), 0, &bar).await;
+        let r = run_fresh(&s, parts.as_ref(), &work.path().join("work"), 0, &bar).await;
         match (r.outcome, expect) {
             (Outcome::Passed, Expect::Pass) => Ok(()),
             (Outcome::Skipped, Expect::Skip(why)) if r.reason.as_deref().is_some_and(|m| m.contains(why)) => Ok(()),

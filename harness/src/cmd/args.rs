@@ -2,15 +2,14 @@
 
 use std::path::PathBuf;
 
-use crate::device::{parse_target, Target};
-use crate::exit::Exit;
+use crate::device::Target;
 
 /// Which device a command talks to, and how.
 #[derive(Debug, Clone, clap::Args)]
 pub struct TargetArgs {
-    /// `emulator` (a fresh container), `standin` (`run` only: a fresh arm64 guest in qemu per
-    /// scenario, whose power the harness owns) or `ssh://USER@HOST[:PORT]`, the admin user of a
-    /// real device.
+    /// `emulator` (a fresh container), `standin` (a fresh arm64 guest in qemu, whose power the
+    /// harness owns; not for `provision`) or `ssh://USER@HOST[:PORT]`, the admin user of a real
+    /// device.
     #[arg(long, default_value = "emulator")]
     pub target: String,
     /// HTTPS port of a real device.
@@ -28,9 +27,9 @@ pub struct TargetArgs {
 impl TargetArgs {
     /// The parsed `--target`; a mistake is printed and becomes exit status 2.
     pub fn parsed(&self) -> Result<Target, std::process::ExitCode> {
-        parse_target(&self.target).map_err(|e| {
-            super::say(&e);
-            std::process::ExitCode::from(Exit::Usage)
+        Target::parse(&self.target).map_err(|e| {
+            super::say(&e.to_string());
+            std::process::ExitCode::from(e.exit())
         })
     }
 }

@@ -1,5 +1,5 @@
-//! `nexus-hil conform`: opens the target (a fresh emulator by default), runs the contract
-//! checks of `crate::conform`, prints them (and writes JSON). Exit status: 0 every documented
+//! `nexus-hil conform`: opens the target (a fresh device of a kind, the emulator by default, or
+//! a real one), runs the contract checks of `crate::conform`, prints them (and writes JSON). Exit status: 0 every documented
 //! item holds, 1 one does not, 2 bad arguments, 3 the device could not be reached.
 
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use super::args::TargetArgs;
 use crate::conform::{check, conforms, render};
-use crate::device::open::{open_device, OpenSpec};
+use crate::device::{open_device, OpenSpec};
 use crate::error::InfraError;
 use crate::exit::Exit;
 
@@ -45,7 +45,7 @@ pub async fn command(args: ConformArgs) -> Result<ExitCode, InfraError> {
         Ok(o) => o,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&work);
-            return Err(e);
+            return Err(e.into());
         }
     };
     super::say(&format!(

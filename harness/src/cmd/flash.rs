@@ -44,7 +44,7 @@ pub async fn command(args: FlashArgs) -> Result<ExitCode, InfraError> {
     };
     let inv = match Inventory::load(&args.targets) {
         Ok(inv) => inv,
-        Err(e) => return usage(e),
+        Err(e) => return usage(e.to_string()),
     };
     let Some(entry) = inv.devices.iter().find(|d| d.name == args.target) else {
         let names: Vec<&str> = inv.devices.iter().map(|d| d.name.as_str()).collect();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::args::TargetArgs;
 use crate::bench::health::{self, Limits};
-use crate::device::open::{remote_device, RemoteSpec};
+use crate::device::remote::{device as remote_device, RemoteSpec};
 use crate::device::Target;
 use crate::error::InfraError;
 use crate::exit::Exit;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::args::TargetArgs;
 use crate::bench::lock::{DeviceLock, LockError, Timing};
 use crate::device::keys::harness_key;
+use crate::device::remote::{self, RemoteSpec};
 use crate::device::Target;
 use crate::error::InfraError;
 use crate::exit::Exit;
@@ -36,7 +37,7 @@ pub struct ProvisionArgs {
 pub async fn command(args: ProvisionArgs) -> Result<ExitCode, InfraError> {
     let (user, host, port) = match args.target.parsed() {
         Ok(Target::Remote { user, host, port }) => (user, host, port),
-        Ok(Target::Emulator | Target::Standin | Target::Fleet(_)) => {
+        Ok(Target::Fresh(_) | Target::Fleet(_)) => {
             super::say("provision prepares a real device: --target ssh://nexus@HOST[:PORT]");
             return Ok(ExitCode::from(Exit::Usage));
         }
@@ -71,7 +72,7 @@ pub async fn command(args: ProvisionArgs) -> Result<ExitCode, InfraError> {
     // The undo takes the device's lease first: it never undoes what a run that holds the
     // device is still doing, and no run starts on it while it works.
     let lease = if args.undo && !args.dry_run {
-        let dev = crate::device::open::remote_device(crate::device::open::RemoteSpec {
+        let dev = remote::device(RemoteSpec {
             user: &user,
             host: &host,
             ssh_port: port,

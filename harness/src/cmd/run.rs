@@ -11,14 +11,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::args::TargetArgs;
 use super::say;
-use crate::device::open::{check_reachable, prepare_emulator, remote_device, RemoteSpec};
-use crate::device::standin::prepare_standin;
-use crate::device::{inventory, keys, Target};
+use crate::device::Target;
 use crate::error::InfraError;
 use crate::exit::Exit;
 use crate::report::{slug, RunReport};
 use crate::runner::hold::HoldOptions;
-use crate::runner::schedule::{self, EmulatorSlot, FleetMember, Slots};
+use crate::runner::schedule;
+use crate::runner::slots::{self, SlotOptions, Slots};
 use crate::runner::tries::Plan;
 use crate::scenario::{self, Scenario};
 
@@ -142,17 +141,15 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
     let started = Instant::now();
     let run_started = crate::history::record::now();
     let target = match &args.targets {
-        Some(path) => match inventory::Inventory::load(path) {
-            Ok(inv) => Target::Fleet(inv.devices),
-            Err(e) => {
-                say(&e);
-                return Ok(ExitCode::from(Exit::Usage));
-            }
-        },
-        None => match args.target.parsed() {
-            Ok(t) => t,
-            Err(code) => return Ok(code),
-        },
+        Some(path) => Target::fleet(path),
+        None => Target::parse(&args.target.target),
+    };
+    let target = match target {
+        Ok(t) => t,
+        Err(e) => {
+            say(&e.to_string());
+            return Ok(ExitCode::from(e.exit()));
+        }
     };
     let durations = if args.balance {
         let spec = crate::history::store_spec(args.history.as_deref(), &default_report_parent(&args));
@@ -195,7 +192,7 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
         health: Default::default(),
         changes: Vec::new(),
     };
-    let slots = match slots(&args, &target, card, &report_dir).await {
+    let slots = match slots::prepare(&target, slot_options(&args, card, &report_dir), &say).await {
         Ok(s) => Some(s),
         Err(e) => {
             report.infra_error = Some(e.to_string());
@@ -393,8 +390,7 @@ fn report_dir(args: &RunArgs) -> Result<PathBuf, InfraError> {
 /// How the report names the target.
 fn target_name(args: &RunArgs, target: &Target) -> String {
     match target {
-        Target::Emulator => "emulator".to_string(),
-        Target::Standin => "standin (arm64, qemu)".to_string(),
+        Target::Fresh(kind) => kind.label().to_string(),
         Target::Remote { user, host, port } => format!("ssh://{user}@{host}:{port}"),
         Target::Fleet(devices) => {
             let names: Vec<&str> = devices.iter().map(|d| d.name.as_str()).collect();
@@ -407,13 +403,12 @@ fn target_name(args: &RunArgs, target: &Target) -> String {
     }
 }
 
-/// The content of the run's SD cards, for the targets whose card the harness makes (the
-/// emulator, the stand-in): the largest asked for (`sdcard::content_for`), said on the
-/// terminal. A size that cannot be made is a mistake in the arguments or a file.
+/// The content of the run's SD cards, for the targets whose card the harness makes (the kinds
+/// it starts): the largest asked for (`sdcard::content_for`), said on the terminal. A size that
+/// cannot be made is a mistake in the arguments or a file.
 fn card(args: &RunArgs, target: &Target, scenarios: &[Scenario]) -> Result<u64, String> {
     let default = match target {
-        Target::Emulator => crate::image::sdcard::FUNCTIONAL_CONTENT,
-        Target::Standin => crate::device::standin::DEFAULT_CONTENT,
+        Target::Fresh(kind) => kind.run_content(),
         Target::Remote { .. } | Target::Fleet(_) => {
             if args.card_content.is_some() {
                 say("--card-content is for the emulator and the stand-in: a real device has its own card");
@@ -426,92 +421,19 @@ fn card(args: &RunArgs, target: &Target, scenarios: &[Scenario]) -> Result<u64, 
     Ok(bytes)
 }
 
-/// Where the scenarios will run: the emulator's image made (its card with `card` bytes of
-/// content, as the stand-in's) and a key for it, or the real devices described and checked. An
-/// unreachable device, or one whose CA is not the inventory's, is an infrastructure error
-/// before anything runs, not a failing scenario.
-async fn slots(args: &RunArgs, target: &Target, card: u64, report_dir: &Path) -> Result<Slots, InfraError> {
+/// What making the run's slots takes from its arguments.
+fn slot_options<'a>(args: &'a RunArgs, card: u64, report_dir: &'a Path) -> SlotOptions<'a> {
     let t = &args.target;
-    let members = match target {
-        Target::Emulator => {
-            let key = match &t.key {
-                Some(k) => k.clone(),
-                None => crate::transport::ssh::make_key(report_dir).await?,
-            };
-            let pubkey = std::fs::read_to_string(key.with_extension("pub")).unwrap_or_default();
-            let (image, template) = prepare_emulator(args.backupd.clone(), false, card, &say).await?;
-            let slot = EmulatorSlot {
-                image,
-                template,
-                key,
-                pubkey,
-            };
-            return Ok(Slots::Emulators {
-                slot,
-                jobs: args.jobs.unwrap_or(1),
-            });
-        }
-        Target::Standin => {
-            let parts = prepare_standin(args.backupd.clone(), card, false, &say).await?;
-            return Ok(Slots::Standins {
-                parts,
-                jobs: args.jobs.unwrap_or(1),
-            });
-        }
-        Target::Remote { user, host, port } => vec![FleetMember {
-            name: None,
-            dev: remote_device(RemoteSpec {
-                user,
-                host,
-                ssh_port: *port,
-                https_port: t.https_port,
-                key: keys::remote_key(t.key.clone(), &t.target)?,
-                pins: t.pins.as_deref(),
-                ca_sha256: None,
-                work: report_dir,
-                ui: Default::default(),
-            }),
-            power: None,
-            console: None,
-        }],
-        Target::Fleet(devices) => {
-            let mut v = Vec::new();
-            for d in devices {
-                let key = keys::remote_key(d.key.clone(), &d.target())
-                    .map_err(|e| InfraError::Unreachable(format!("{}: {e}", d.name)))?;
-                v.push(FleetMember {
-                    name: Some(d.name.clone()),
-                    dev: remote_device(RemoteSpec {
-                        user: &d.admin,
-                        host: &d.host,
-                        ssh_port: d.ssh_port,
-                        https_port: d.https_port,
-                        key,
-                        pins: t.pins.as_deref(),
-                        ca_sha256: d.ca_sha256.clone(),
-                        work: report_dir,
-                        ui: d.ui.clone(),
-                    }),
-                    power: d.power.clone(),
-                    console: d.console.clone(),
-                });
-            }
-            v
-        }
-    };
-    for m in &members {
-        let who = m.name.as_ref().map(|n| format!("{n}: ")).unwrap_or_default();
-        check_reachable(&m.dev, &who).await?;
-        if m.dev.https.ca_sha256.is_some() {
-            m.dev
-                .https
-                .pin_ca(Duration::from_secs(20))
-                .await
-                .map_err(|e| InfraError::Unreachable(format!("{who}{e}")))?;
-        }
+    SlotOptions {
+        target: &t.target,
+        key: t.key.clone(),
+        https_port: t.https_port,
+        pins: t.pins.as_deref(),
+        backupd: args.backupd.clone(),
+        card,
+        jobs: args.jobs,
+        report_dir,
     }
-    let jobs = args.jobs.unwrap_or(members.len()).clamp(1, members.len().max(1));
-    Ok(Slots::Devices(members.into_iter().take(jobs).collect()))
 }
 
 /// JSON (in the report folder and at --json), JUnit, HTML; the summary on the terminal.

@@ -14,8 +14,8 @@ use nexus_contract::paths;
 
 use super::ops::{self, Facts, Op, MARKER};
 use super::pick::State;
+use crate::device::container::device as emulator_device;
 use crate::device::container::{Emulator, EmulatorSpec};
-use crate::device::open::emulator_device;
 use crate::image::sdcard::{Loop, Mounted};
 use crate::steps::tree::{self, Tree};
 use crate::transport::dbus::DeviceBus;

@@ -20,9 +20,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::crash::card::LoggedCard;
 use crate::crash::log::{sparse_copy, Replayer, WriteLog};
+use crate::device::container::{device as emulator_device, prepare as prepare_emulator};
 use crate::device::container::{Emulator, EmulatorSpec};
-use crate::device::open::{emulator_device, prepare_emulator};
-use crate::device::standin::{self, prepare_standin, Standin, StandinParts, StandinSpec};
+use crate::device::standin::{self, prepare as prepare_standin, Standin, StandinParts, StandinSpec};
 use crate::device::FaultError;
 use crate::error::InfraError;
 use crate::report::crash::{BrokenDaemonReport, CrashReport, OperationReport, Violation};

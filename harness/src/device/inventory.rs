@@ -50,6 +50,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::Error;
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -250,32 +252,39 @@ impl DeviceEntry {
 
 impl Inventory {
     /// Reads and checks an inventory; errors name the file and what to fix.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Inventory {
+            path: path.to_owned(),
+            why: e.to_string(),
+        })?;
         Self::parse(&text, path)
     }
 
-    pub fn parse(text: &str, path: &Path) -> Result<Self, String> {
-        let inv: Inventory = toml::from_str(text).map_err(|e| format!("{}: {e}", path.display()))?;
+    /// Checks an inventory's text; errors name `path` and what to fix.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, Error> {
+        Self::check(text).map_err(|why| Error::Inventory {
+            path: path.to_owned(),
+            why,
+        })
+    }
+
+    fn check(text: &str) -> Result<Self, String> {
+        let inv: Inventory = toml::from_str(text).map_err(|e| e.to_string())?;
         if inv.devices.is_empty() {
-            return Err(format!(
-                "{}: no devices; add a [[device]] table with name and host",
-                path.display()
-            ));
+            return Err("no devices; add a [[device]] table with name and host".into());
         }
         for (i, d) in inv.devices.iter().enumerate() {
             if d.name.trim().is_empty() || d.host.trim().is_empty() {
-                return Err(format!("{}: device {} needs a name and a host", path.display(), i + 1));
+                return Err(format!("device {} needs a name and a host", i + 1));
             }
             if d.name.contains('/') || d.name.starts_with('.') {
                 return Err(format!(
-                    "{}: device name {:?} is used as a folder name: no '/', no leading '.'",
-                    path.display(),
+                    "device name {:?} is used as a folder name: no '/', no leading '.'",
                     d.name
                 ));
             }
             if inv.devices[..i].iter().any(|o| o.name == d.name) {
-                return Err(format!("{}: the name {:?} is used twice", path.display(), d.name));
+                return Err(format!("the name {:?} is used twice", d.name));
             }
             if let Some(p) = &d.power {
                 let (what, ok) = match p.driver {
@@ -285,16 +294,11 @@ impl Inventory {
                     PowerDriverName::Exec => ("`on` and `off` (command lines)", p.on.is_some() && p.off.is_some()),
                 };
                 if !ok {
-                    return Err(format!(
-                        "{}: {}: [device.power] driver {:?} needs {what}",
-                        path.display(),
-                        d.name,
-                        p.driver
-                    ));
+                    return Err(format!("{}: [device.power] driver {:?} needs {what}", d.name, p.driver));
                 }
             }
             if let Some(m) = &d.sdmux {
-                let bad = |what: String| format!("{}: {}: [device.sdmux] {what}", path.display(), d.name);
+                let bad = |what: String| format!("{}: [device.sdmux] {what}", d.name);
                 let (what, ok) = match m.driver {
                     SdMuxDriverName::Usbsdmux => ("`control` (its /dev/sg* device)", !m.control.is_empty()),
                     SdMuxDriverName::Sdwire => ("`control` (its serial, from sd-mux-ctrl -l)", !m.control.is_empty()),
@@ -324,25 +328,21 @@ impl Inventory {
             if let Some(c) = &d.console {
                 if c.tcp.is_some() == c.serial.is_some() {
                     return Err(format!(
-                        "{}: {}: [device.console] needs exactly one of `tcp` (HOST:PORT of a raw TCP console) or `serial` (a device path)",
-                        path.display(),
-                        d.name
+                        "{}: [device.console] needs exactly one of `tcp` (HOST:PORT of a raw TCP console) or `serial` (a device path)", d.name
                     ));
                 }
             }
             if let Some(b) = &d.ui.base {
                 if !(b.starts_with("https://") || b.starts_with("http://")) {
                     return Err(format!(
-                        "{}: {}: [device.ui] base {b:?}: give the page's address as https://HOST[:PORT]",
-                        path.display(),
+                        "{}: [device.ui] base {b:?}: give the page's address as https://HOST[:PORT]",
                         d.name
                     ));
                 }
             }
             if let Some((k, _)) = d.ui.selectors.iter().find(|(_, v)| v.trim().is_empty()) {
                 return Err(format!(
-                    "{}: {}: [device.ui.selectors] {k} is empty: give a CSS selector",
-                    path.display(),
+                    "{}: [device.ui.selectors] {k} is empty: give a CSS selector",
                     d.name
                 ));
             }
@@ -350,9 +350,7 @@ impl Inventory {
                 let hex = f.chars().filter(char::is_ascii_hexdigit).count();
                 if hex != 64 || f.chars().any(|c| !c.is_ascii_hexdigit() && c != ':') {
                     return Err(format!(
-                        "{}: {}: ca_sha256 {f:?} is not a SHA-256 fingerprint (64 hex digits, ':' allowed; `openssl x509 -noout -fingerprint -sha256 -in ca.pem`)",
-                        path.display(),
-                        d.name
+                        "{}: ca_sha256 {f:?} is not a SHA-256 fingerprint (64 hex digits, ':' allowed; `openssl x509 -noout -fingerprint -sha256 -in ca.pem`)", d.name
                     ));
                 }
             }
@@ -366,7 +364,7 @@ mod tests {
     use super::*;
 
     fn parse(t: &str) -> Result<Inventory, String> {
-        Inventory::parse(t, Path::new("targets.toml"))
+        Inventory::parse(t, Path::new("targets.toml")).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -1,19 +1,33 @@
 //! The devices a run can target and how each is opened: [`Target`] parses `--target`,
 //! [`Device`] is what every scenario reaches (SSH and HTTPS only), [`keys`] holds the harness's
-//! key and the pinned CAs, [`open`] brings a device up or reaches it. One module per kind of
-//! device: [`container`] (the emulator in a privileged container), [`standin`]
-//! (the arm64 stand-in in qemu), and real devices, listed in an [`inventory`]. A kind that can
-//! do more than a real device (kill the daemon, reboot, cut the network) offers it through the
-//! one [`Lifecycle`] trait; a real device on a bench (`crate::bench::power`) offers what its
-//! power switch and SSH allow. The bench's services (lease, record and undo, power, console,
-//! health) live in `crate::bench`, above this room.
+//! key and the pinned CAs, [`open_device`] brings one device up or reaches it for a command.
+//! Each kind of device the harness starts is one module behind the one seam of [`kind`]
+//! ([`Kind`]: prepare, start, up, power), registered once in [`KINDS`]: [`container`] (the
+//! emulator in a privileged container) and [`standin`] (the arm64 stand-in in qemu). Real
+//! devices are reached ([`remote`]), listed in an [`inventory`]. A kind that can do more than a
+//! real device (kill the daemon, reboot, cut the network) offers it through the one
+//! [`Lifecycle`] trait; a real device on a bench (`crate::bench::power`) offers what its power
+//! switch and SSH allow. The bench's services (lease, record and undo, power, console, health)
+//! live in `crate::bench`, above this room.
 
-pub mod container;
-pub mod inventory;
-pub mod keys;
-pub mod open;
-pub mod ready;
-pub mod standin;
+pub(crate) mod container;
+mod error;
+pub(crate) mod inventory;
+pub(crate) mod keys;
+mod kind;
+mod open;
+pub(crate) mod ready;
+pub(crate) mod remote;
+pub(crate) mod standin;
+
+pub use error::Error;
+pub use inventory::WebUi;
+pub use kind::{kind_for_arch, kind_named, Fresh, Kind, Parts, Pending, Prepare, Started};
+pub use open::{open_device, OpenSpec, Opened};
+
+/// Every kind of device the harness starts, by `--target` name: a new kind is its module and
+/// one line here.
+pub static KINDS: &[&dyn Kind] = &[&container::ContainerKind, &standin::StandinKind];
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,12 +48,11 @@ pub struct Device {
     pub ui: inventory::WebUi,
 }
 
-/// A parsed `--target`.
+/// A parsed `--target` (or `--targets`).
 #[derive(Debug, PartialEq)]
 pub enum Target {
-    Emulator,
-    /// A fresh arm64 stand-in per scenario, whose power the harness owns.
-    Standin,
+    /// A fresh device of a kind the harness starts (one of [`KINDS`]) per scenario.
+    Fresh(&'static dyn Kind),
     Remote {
         user: String,
         host: String,
@@ -49,31 +62,53 @@ pub enum Target {
     Fleet(Vec<inventory::DeviceEntry>),
 }
 
-/// Parses `--target`: `emulator` or `ssh://USER@HOST[:PORT]`.
-pub fn parse_target(t: &str) -> Result<Target, String> {
-    match t {
-        "emulator" => return Ok(Target::Emulator),
-        "standin" => return Ok(Target::Standin),
-        _ => {}
+impl Target {
+    /// Parses `--target`: a kind's name (`emulator`, `standin`) or `ssh://USER@HOST[:PORT]`.
+    pub fn parse(t: &str) -> Result<Target, Error> {
+        if let Some(k) = kind_named(t) {
+            return Ok(Target::Fresh(k));
+        }
+        let bad = |why: String| Error::BadTarget {
+            target: t.to_string(),
+            why,
+        };
+        let rest = t.strip_prefix("ssh://").ok_or_else(|| {
+            let kinds: Vec<String> = KINDS.iter().map(|k| format!("`{}`", k.name())).collect();
+            bad(format!("use {} or `ssh://USER@HOST[:PORT]`", kinds.join(", ")))
+        })?;
+        let (user, hostport) = rest
+            .split_once('@')
+            .ok_or_else(|| bad("name the admin user, e.g. ssh://nexus@noreya-nexus.local".into()))?;
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().map_err(|_| bad(format!("bad port {p:?}")))?),
+            None => (hostport, 22),
+        };
+        if user.is_empty() || host.is_empty() {
+            return Err(bad("user and host must not be empty".into()));
+        }
+        Ok(Target::Remote {
+            user: user.into(),
+            host: host.into(),
+            port,
+        })
     }
-    let rest = t
-        .strip_prefix("ssh://")
-        .ok_or_else(|| format!("--target {t:?}: use `emulator`, `standin` or `ssh://USER@HOST[:PORT]`"))?;
-    let (user, hostport) = rest
-        .split_once('@')
-        .ok_or_else(|| format!("--target {t:?}: name the admin user, e.g. ssh://nexus@noreya-nexus.local"))?;
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse().map_err(|_| format!("--target {t:?}: bad port {p:?}"))?),
-        None => (hostport, 22),
-    };
-    if user.is_empty() || host.is_empty() {
-        return Err(format!("--target {t:?}: user and host must not be empty"));
+
+    /// The devices an inventory (targets.toml) lists.
+    pub fn fleet(path: &std::path::Path) -> Result<Target, Error> {
+        Ok(Target::Fleet(inventory::Inventory::load(path)?.devices))
     }
-    Ok(Target::Remote {
-        user: user.into(),
-        host: host.into(),
-        port,
-    })
+}
+
+impl PartialEq for dyn Kind {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl std::fmt::Debug for dyn Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// The faults the runner can ask a device's lifecycle for.
@@ -171,10 +206,12 @@ pub async fn daemon_over_ssh(ssh: &SshTarget, admin: &str, kill: bool) -> Result
 }
 
 /// Why a fault was not applied.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum FaultError {
+    #[error("{0}")]
     Failed(String),
     /// This device cannot have the fault (the scenario is skipped with the reason).
+    #[error("{0}")]
     Unsupported(String),
 }
 
@@ -216,10 +253,11 @@ mod tests {
 
     #[test]
     fn targets_parse_or_say_what_is_wrong() {
-        assert_eq!(parse_target("emulator"), Ok(Target::Emulator));
-        assert_eq!(parse_target("standin"), Ok(Target::Standin));
+        let parse = |t: &str| Target::parse(t).map_err(|e| e.to_string());
+        assert_eq!(parse("emulator"), Ok(Target::Fresh(&container::ContainerKind)));
+        assert_eq!(parse("standin"), Ok(Target::Fresh(&standin::StandinKind)));
         assert_eq!(
-            parse_target("ssh://nexus@noreya-nexus.local"),
+            parse("ssh://nexus@noreya-nexus.local"),
             Ok(Target::Remote {
                 user: "nexus".into(),
                 host: "noreya-nexus.local".into(),
@@ -227,13 +265,14 @@ mod tests {
             })
         );
         assert_eq!(
-            parse_target("ssh://nexus@127.0.0.1:2222").map(|t| match t {
+            parse("ssh://nexus@127.0.0.1:2222").map(|t| match t {
                 Target::Remote { port, .. } => port,
                 _ => 0,
             }),
             Ok(2222)
         );
-        assert!(parse_target("nexus@host").unwrap_err().contains("ssh://USER@HOST"));
-        assert!(parse_target("ssh://host").unwrap_err().contains("admin user"));
+        assert!(parse("nexus@host").unwrap_err().contains("ssh://USER@HOST"));
+        assert!(parse("ssh://host").unwrap_err().contains("admin user"));
+        assert!(matches!(Target::parse("nexus@host"), Err(e) if e.exit() == crate::exit::Exit::Usage));
     }
 }

@@ -1,15 +1,15 @@
 //! Before a run touches real devices: each one's lease taken ([`crate::bench::lock`]), what an
 //! earlier run left recorded there undone ([`super::tidy::undo_on`]), and its health read
 //! ([`crate::bench::health`]). Any of them failing stops the run before its first scenario,
-//! with a [`Stop`] that names why and which exit status it means.
+//! with an [`Error`] that names why and which exit status it means.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::slots::FleetMember;
+use super::Error;
 use crate::bench::health::{self, Health, Limits};
-use crate::bench::lock::{DeviceLock, LockError, Timing};
-use crate::exit::Exit;
-use crate::runner::schedule::FleetMember;
+use crate::bench::lock::{DeviceLock, Timing};
 
 /// How a run holds its devices.
 pub struct HoldOptions {
@@ -21,35 +21,6 @@ pub struct HoldOptions {
     pub ttl: Duration,
     /// Read each device's health first (`--no-health` turns it off).
     pub health: bool,
-}
-
-/// Why a run stopped before its first scenario.
-#[derive(Debug, thiserror::Error)]
-pub enum Stop {
-    /// Another run holds a device, or its lock could not be read or written.
-    #[error(transparent)]
-    Lock(#[from] LockError),
-    /// What an earlier run left recorded on a device could not be undone.
-    #[error("{device}: what an earlier run left could not be undone, so nothing ran: {why}")]
-    Leftovers {
-        device: String,
-        why: String,
-        unreachable: bool,
-    },
-    /// A device failed a health check.
-    #[error("{0}")]
-    Unhealthy(String),
-}
-
-impl Stop {
-    /// The exit status it means: the device not as its owner had it is a failure (1); an
-    /// unreachable device, another run holding it, or an unhealthy bench, the bench's (3).
-    pub fn exit(&self) -> Exit {
-        match self {
-            Stop::Leftovers { unreachable: false, .. } => Exit::Failed,
-            _ => Exit::Infra,
-        }
-    }
 }
 
 /// The devices a run holds: their leases, released by [`Held::release`].
@@ -70,16 +41,16 @@ impl Held {
 }
 
 /// Takes `members` for a run: each device's lease, then its leftovers undone (said), then its
-/// health (into `healths`, by the device's name, whatever it says). On a [`Stop`] every lease
+/// health (into `healths`, by the device's name, whatever it says). On an error every lease
 /// taken so far is given back.
 pub async fn hold(
     members: &[FleetMember],
     opts: &HoldOptions,
     healths: &mut BTreeMap<String, Health>,
     say: &(dyn Fn(&str) + Sync),
-) -> Result<Held, Stop> {
+) -> Result<Held, Error> {
     let mut held = Held::default();
-    let stopped = async |held: Held, stop: Stop| {
+    let stopped = async |held: Held, stop: Error| {
         held.release(say).await;
         Err(stop)
     };
@@ -106,7 +77,7 @@ pub async fn hold(
             ));
         }
         if let Some(why) = undone.error {
-            let stop = Stop::Leftovers {
+            let stop = Error::Leftovers {
                 device,
                 why,
                 unreachable: undone.unreachable,
@@ -130,7 +101,7 @@ pub async fn hold(
             healths.insert(device, h);
         }
         if !sick.is_empty() {
-            return stopped(held, Stop::Unhealthy(sick.join("\n"))).await;
+            return stopped(held, Error::Unhealthy(sick.join("\n"))).await;
         }
     }
     Ok(held)
@@ -144,17 +115,18 @@ fn name(m: &FleetMember) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exit::Exit;
 
     #[test]
     fn leftovers_the_device_refused_fail_the_run_and_the_bench_s_troubles_are_infrastructure() {
-        let left = |unreachable| Stop::Leftovers {
+        let left = |unreachable| Error::Leftovers {
             device: "lab-1".into(),
             why: "kept in /var/lib/nexus-hil/undo/000002".into(),
             unreachable,
         };
         assert_eq!(left(false).exit(), Exit::Failed);
         assert_eq!(left(true).exit(), Exit::Infra);
-        assert_eq!(Stop::Unhealthy("lab-1 is not healthy".into()).exit(), Exit::Infra);
+        assert_eq!(Error::Unhealthy("lab-1 is not healthy".into()).exit(), Exit::Infra);
         assert!(left(false)
             .to_string()
             .starts_with("lab-1: what an earlier run left could not be undone"));

@@ -1,15 +1,24 @@
 //! Runs scenarios against devices. [`run_scenario`] runs one scenario's steps in order against
 //! one device: each step under its timeout (sent to its family in `steps`), the transcript and
 //! the step reports, the scenario's time limit, and on failure the device's journal and state;
-//! on a real device [`tidy`] then undoes what the scenario changed, from the record on the device. [`schedule`] shares a suite
-//! out among fresh emulators or real devices, each scenario run as often as [`tries`] plans.
+//! on a real device [`tidy`] then undoes what the scenario changed, from the record on the
+//! device. [`slots`] makes where a run's scenarios run (fresh devices of a kind, through the
+//! device room's one seam, or real devices), [`hold`] takes the real ones, and [`schedule`]
+//! shares a suite out among them ([`run_fresh`]: one scenario on a fresh device), each
+//! scenario run as often as [`tries`] plans. What goes wrong is an [`Error`].
 
-pub mod hold;
-pub mod inspect;
-pub mod interrupt;
-pub mod schedule;
-pub mod tidy;
-pub mod tries;
+mod error;
+pub(crate) mod hold;
+pub(crate) mod inspect;
+pub(crate) mod interrupt;
+pub(crate) mod schedule;
+pub(crate) mod slots;
+pub(crate) mod tidy;
+pub(crate) mod tries;
+
+pub use error::Error;
+pub use schedule::run_fresh;
+pub use tries::Plan;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -70,7 +79,7 @@ pub async fn run_scenario(
     let (steps, mut outcome, mut reason) = match (refused, recorded) {
         (Some(why), _) => (Vec::new(), Outcome::Skipped, Some(why)),
         (None, Ok(())) => run_steps(&mut session, s, started, on_step).await,
-        (None, Err(why)) => (Vec::new(), Outcome::InfraError, Some(why)),
+        (None, Err(why)) => (Vec::new(), Outcome::InfraError, Some(why.to_string())),
     };
     // `run --hold-on-failure`: the device kept as the failed step left it, for a person.
     if let Some(h) = inspect::active().filter(|_| outcome == Outcome::Failed && !steps.is_empty()) {
@@ -89,7 +98,7 @@ pub async fn run_scenario(
     if outcome == Outcome::Passed {
         if let Err(why) = cuts_took(&session).await {
             outcome = Outcome::Failed;
-            reason = Some(why);
+            reason = Some(why.to_string());
         }
     }
     let (journal, device_state) = if outcome == Outcome::Failed && !steps.is_empty() {
@@ -258,7 +267,7 @@ async fn run_steps(
 
 /// Every network cut froze the device and let it go again: waits (bounded) for cuts still
 /// under way, so that nothing is torn down frozen, and names the first that did not take.
-async fn cuts_took(session: &Session<'_>) -> Result<(), String> {
+async fn cuts_took(session: &Session<'_>) -> Result<(), Error> {
     for (i, cut) in session.cuts.iter().enumerate() {
         let deadline = cut.started + cut.ends_after + Duration::from_secs(15);
         let state = loop {
@@ -268,11 +277,14 @@ async fn cuts_took(session: &Session<'_>) -> Result<(), String> {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
-        let n = i + 1;
+        let cut = |why: &str| Error::Cut {
+            n: i + 1,
+            why: why.to_string(),
+        };
         match (state.error, state.frozen_at, state.thawed_at) {
-            (Some(e), _, _) => return Err(format!("network cut {n}: {e}")),
-            (None, None, _) => return Err(format!("network cut {n}: the device never froze")),
-            (None, Some(_), None) => return Err(format!("network cut {n}: the device was not thawed in time")),
+            (Some(e), _, _) => return Err(cut(&e)),
+            (None, None, _) => return Err(cut("the device never froze")),
+            (None, Some(_), None) => return Err(cut("the device was not thawed in time")),
             (None, Some(_), Some(_)) => {}
         }
     }

@@ -1,6 +1,7 @@
 //! A suite shared out among devices: slots take the next scenario when free, either `-j`
-//! fresh emulators (a new container per scenario) or the real devices of a run. Results keep
-//! the files' order; an emulator that died during a scenario makes it an infrastructure error.
+//! fresh devices of a kind (a new one per scenario) or the real devices of a run. Results keep
+//! the files' order; a fresh device that died during a scenario makes it an infrastructure
+//! error.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -9,46 +10,15 @@ use std::time::Instant;
 use indicatif::ProgressBar;
 
 use super::run_scenario;
+use super::slots::{FleetMember, Slots};
 use super::tries::{self, Plan};
+use super::Error;
 use crate::bench::console::{self, Console};
 use crate::bench::power::Bench;
-use crate::device::container::{Emulator, EmulatorSpec};
-use crate::device::inventory::{ConsoleEntry, PowerEntry};
-use crate::device::open::emulator_device;
-use crate::device::standin::{self, Standin, StandinParts, StandinSpec};
-use crate::device::Device;
+use crate::device::{Lifecycle, Parts};
 use crate::report::terminal::result_line;
 use crate::report::{slug, Outcome, ScenarioReport, CONSOLE_LINES};
 use crate::scenario::{self, Scenario};
-
-/// What a fresh emulator is started from.
-pub struct EmulatorSlot {
-    pub image: String,
-    pub template: PathBuf,
-    pub key: PathBuf,
-    pub pubkey: String,
-}
-
-/// A real device of the run: its name in an inventory (none for `--target`) and how to reach it.
-#[derive(Clone)]
-pub struct FleetMember {
-    pub name: Option<String>,
-    pub dev: Device,
-    /// Its power switch (`[device.power]`): power cuts and reboots run instead of being skipped.
-    pub power: Option<PowerEntry>,
-    /// Its serial console (`[device.console]`), read for the whole run.
-    pub console: Option<ConsoleEntry>,
-}
-
-/// Where scenarios run.
-pub enum Slots {
-    /// `jobs` fresh emulators at a time.
-    Emulators { slot: EmulatorSlot, jobs: usize },
-    /// `jobs` fresh arm64 stand-ins at a time, their SD cards' writes logged.
-    Standins { parts: StandinParts, jobs: usize },
-    /// Each of these real devices takes one scenario at a time.
-    Devices(Vec<FleetMember>),
-}
 
 /// A line for the person watching: above the progress bar on a terminal, and on stderr as it
 /// happens where there is no terminal (a CI log), where the bar draws nothing and its
@@ -89,7 +59,7 @@ pub async fn run_all(
         _ => Vec::new(),
     };
     let workers: Vec<(Option<&FleetMember>, Option<&Console>)> = match slots {
-        Slots::Emulators { jobs, .. } | Slots::Standins { jobs, .. } => vec![(None, None); (*jobs).max(1)],
+        Slots::Fresh { jobs, .. } => vec![(None, None); (*jobs).max(1)],
         Slots::Devices(members) => members
             .iter()
             .zip(&consoles)
@@ -118,13 +88,9 @@ pub async fn run_all(
                 let try_seed = Plan::seed(seed, k);
                 let work = plan.work(&slug(&s.name), rep, t);
                 let mut r = match (member, slots) {
-                    (None, Slots::Emulators { slot, .. }) => {
-                        bar.set_message(format!("{}: starting", s.name));
-                        run_on_emulator(s, slot, &report_dir.join(&work), try_seed, bar).await
-                    }
-                    (None, Slots::Standins { parts, .. }) => {
-                        bar.set_message(format!("{}: booting the stand-in", s.name));
-                        run_on_standin(s, parts, &report_dir.join(&work), try_seed, bar).await
+                    (None, Slots::Fresh { kind, parts, .. }) => {
+                        bar.set_message(format!("{}: {}", s.name, kind.starting()));
+                        run_fresh(s, parts.as_ref(), &report_dir.join(&work), try_seed, bar).await
                     }
                     (Some(m), _) => run_on_device(s, m, console, report_dir, &work, try_seed, bar).await,
                     (None, Slots::Devices(_)) => return,
@@ -241,7 +207,7 @@ pub fn skipped(s: &Scenario, why: &str) -> ScenarioReport {
 }
 
 /// A scenario whose device could not be started: an infrastructure error, not a failure.
-fn not_started(s: &Scenario, e: &crate::error::InfraError, started: Instant) -> ScenarioReport {
+fn not_started(s: &Scenario, e: &crate::device::Error, started: Instant) -> ScenarioReport {
     let mut r = skipped(s, "");
     r.outcome = Outcome::InfraError;
     r.reason = Some(e.to_string());
@@ -249,40 +215,27 @@ fn not_started(s: &Scenario, e: &crate::error::InfraError, started: Instant) -> 
     r
 }
 
-/// Runs one scenario on a fresh emulator, removed afterwards.
-pub async fn run_on_emulator(
-    s: &Scenario,
-    slot: &EmulatorSlot,
-    work: &Path,
-    seed: u64,
-    bar: &ProgressBar,
-) -> ScenarioReport {
+/// Runs one scenario on a fresh device started from `parts`, its files in `work`, removed
+/// afterwards (what it keeps for people, a stand-in's console, stays there).
+pub async fn run_fresh(s: &Scenario, parts: &dyn Parts, work: &Path, seed: u64, bar: &ProgressBar) -> ScenarioReport {
     let started = Instant::now();
-    let emu = Emulator::start(EmulatorSpec {
-        image: &slot.image,
-        sdcard_template: &slot.template,
-        admin_pubkey: &slot.key.with_extension("pub"),
-        work_dir: work,
-        in_place: false,
-    })
-    .await;
-    let emu = match emu {
-        Ok(e) => e,
+    let (dev, device) = match parts.start(work, &|m| line(bar, format!("nexus-hil: {m}"))).await {
+        Ok(d) => d,
         Err(e) => return not_started(s, &e, started),
     };
-    let dev = emulator_device(&emu, &slot.key, &slot.pubkey, work);
+    let lifecycle: &dyn Lifecycle = device.as_ref();
     let name = s.name.clone();
     let b = bar.clone();
-    let mut r = run_scenario(s, &dev, Some(&emu), work, seed, &move |m| {
+    let mut r = run_scenario(s, &dev, Some(lifecycle), work, seed, &move |m| {
         b.set_message(format!("{name}: {m}"))
     })
     .await;
-    r.ready_s = Some(emu.ready_after.as_secs_f64());
+    r.ready_s = Some(device.ready_after().as_secs_f64());
     r.duration_s = started.elapsed().as_secs_f64();
-    // A step that failed because the emulator died is the infrastructure's failure, not the
+    // A step that failed because the device died is the infrastructure's failure, not the
     // scenario's: say so, with the step it happened in.
     if r.outcome == Outcome::Failed {
-        if let Some(why) = emu.gone().await {
+        if let Some(why) = device.gone().await {
             r.outcome = Outcome::InfraError;
             r.reason = Some(format!(
                 "{why}; {}",
@@ -290,56 +243,27 @@ pub async fn run_on_emulator(
             ));
         }
     }
-    if let Err(e) = emu.remove().await {
+    if let Err(e) = device.close().await {
         eprintln!("nexus-hil: {e}");
     }
     r
 }
 
-/// Runs one scenario on a fresh stand-in, its boot folder (disks, write logs, console) in
-/// `work`; qemu is stopped and the disk copies removed afterwards, the console kept.
-pub async fn run_on_standin(
-    s: &Scenario,
-    parts: &StandinParts,
-    work: &Path,
-    seed: u64,
-    bar: &ProgressBar,
-) -> ScenarioReport {
-    let started = Instant::now();
-    let spec = StandinSpec {
-        image: &parts.image,
-        sdcard_template: &parts.template,
-        key: &parts.key,
-        boot_dir: Some(work.join("standin")),
-        log_writes: true,
-    };
-    let vm = match Standin::start(spec, &|m| line(bar, format!("nexus-hil: {m}"))).await {
-        Ok(vm) => vm,
-        Err(e) => return not_started(s, &e, started),
-    };
-    let dev = standin::device(&vm, &parts.key, work);
-    let name = s.name.clone();
-    let b = bar.clone();
-    let mut r = run_scenario(s, &dev, Some(&vm), work, seed, &move |m| {
-        b.set_message(format!("{name}: {m}"))
-    })
-    .await;
-    r.ready_s = Some(vm.ready_after.as_secs_f64());
-    r.duration_s = started.elapsed().as_secs_f64();
-    r
-}
-
 /// Parses `K/N` with 1 <= K <= N.
-pub fn parse_partition(s: &str) -> Result<(usize, usize), String> {
+pub fn parse_partition(s: &str) -> Result<(usize, usize), Error> {
+    let bad = |why: String| Error::Partition {
+        given: s.to_string(),
+        why,
+    };
     let (k, n) = s
         .split_once('/')
-        .ok_or_else(|| format!("{s:?}: write K/N, e.g. 2/3 for the second of three parts"))?;
+        .ok_or_else(|| bad("write K/N, e.g. 2/3 for the second of three parts".into()))?;
     let (k, n): (usize, usize) = match (k.trim().parse(), n.trim().parse()) {
         (Ok(k), Ok(n)) => (k, n),
-        _ => return Err(format!("{s:?}: K and N are whole numbers, e.g. 2/3")),
+        _ => return Err(bad("K and N are whole numbers, e.g. 2/3".into())),
     };
     if n == 0 || k == 0 || k > n {
-        return Err(format!("{s:?}: need 1 <= K <= N, e.g. 1/{}", n.max(1)));
+        return Err(bad(format!("need 1 <= K <= N, e.g. 1/{}", n.max(1))));
     }
     Ok((k, n))
 }
@@ -417,9 +341,9 @@ mod tests {
 
     #[test]
     fn partitions_parse_and_cover_the_suite_once() {
-        assert_eq!(parse_partition("2/3"), Ok((2, 3)));
+        assert_eq!(parse_partition("2/3").ok(), Some((2, 3)));
         for bad in ["3", "0/2", "3/2", "a/b", "1/0"] {
-            let e = parse_partition(bad).unwrap_err();
+            let e = parse_partition(bad).unwrap_err().to_string();
             assert!(
                 e.contains("K/N") || e.contains("K <= N") || e.contains("whole numbers"),
                 "{bad}: {e}"

@@ -7,6 +7,7 @@ use std::time::Duration;
 use nexus_contract::names::{object_path, BACKUP1, SNAPSHOT1};
 use nexus_contract::paths::{BACKUPS_DIR, BROOT};
 
+use super::Error;
 use crate::bench::record;
 use crate::report::DeviceInfo;
 use crate::session::Session;
@@ -87,16 +88,18 @@ fn parse_identity(stdout: &str) -> Option<DeviceInfo> {
 /// device (the record's folder can be made and written as root): a scenario that could not
 /// record what it makes does not touch the device. Nothing is listed or kept of what the
 /// device holds: the run owns only what it records making.
-pub async fn can_record(s: &Session<'_>) -> Result<(), String> {
+pub async fn can_record(s: &Session<'_>) -> Result<(), Error> {
     let dir = sh_quote(record::DIR);
     let cmd = format!("mkdir -p -m 700 {dir} && t=$(mktemp -p {dir} .probe.XXXXXX) && rm -f \"$t\"");
-    let out = s.ssh("root", &cmd, None, Duration::from_secs(30)).await?;
+    let out = s
+        .ssh("root", &cmd, None, Duration::from_secs(30))
+        .await
+        .map_err(|e| Error::Unreachable(e.to_string()))?;
     if out.code != Some(0) {
-        return Err(format!(
-            "cannot write the record of the scenario's changes in {} on the device, so it did not run: {}",
-            record::DIR,
-            out.stderr.trim()
-        ));
+        return Err(Error::CannotRecord {
+            dir: record::DIR,
+            why: out.stderr.trim().to_string(),
+        });
     }
     Ok(())
 }

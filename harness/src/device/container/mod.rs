@@ -1,7 +1,8 @@
 //! The emulator's lifecycle: a privileged container of the emulator image with systemd as PID 1,
 //! its own copy of the SD-card image, the run's SSH key for the admin user, and sshd and HTTPS
 //! published on 127.0.0.1 ephemeral ports only. Ready means `systemctl is-system-running --wait`
-//! says running and both D-Bus names are owned. Removed when dropped or on `remove`.
+//! says running and both D-Bus names are owned. Removed when dropped or on `remove`. As a kind
+//! of device behind the one seam: [`kind`].
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -14,6 +15,9 @@ use super::ready::{wait_for_names, LIST_NAMES};
 use crate::error::InfraError;
 
 mod faults;
+mod kind;
+
+pub use kind::{device, prepare, ssh_to_up, ContainerKind};
 
 /// Label on every emulator container, so `nexus-hil emulator down` finds strays; its value is
 /// the harness's process id.
