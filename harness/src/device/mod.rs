@@ -275,4 +275,29 @@ mod tests {
         assert!(parse("ssh://host").unwrap_err().contains("admin user"));
         assert!(matches!(Target::parse("nexus@host"), Err(e) if e.exit() == crate::exit::Exit::Usage));
     }
+
+    #[test]
+    fn every_kind_is_registered_once_and_found_by_its_names() {
+        let unique = |mut v: Vec<&str>| {
+            v.sort_unstable();
+            v.dedup();
+            v.len()
+        };
+        assert_eq!(
+            unique(KINDS.iter().map(|k| k.name()).collect()),
+            KINDS.len(),
+            "two kinds answer to one --target name"
+        );
+        assert_eq!(
+            unique(KINDS.iter().map(|k| k.arch().0).collect()),
+            KINDS.len(),
+            "two kinds answer to one --arch name"
+        );
+        let refusal = Target::parse("nexus@host").unwrap_err().to_string();
+        for k in KINDS {
+            assert_eq!(Target::parse(k.name()).ok(), Some(Target::Fresh(*k)));
+            assert_eq!(kind_for_arch(k.arch().0).map(|f| f.name()), Some(k.name()));
+            assert!(refusal.contains(&format!("`{}`", k.name())), "{refusal}");
+        }
+    }
 }
