@@ -418,7 +418,6 @@ fn a_card_flashed_through_the_sd_mux_boots_a_working_device() {
         "flashed",
         &["scenarios/00-dbus-backup-flow.yaml"],
     );
-
 }
 
 /// The arm64 daemon ci/standin cross-builds, beside this test's nexus-hil's target folder.
