@@ -21,21 +21,21 @@
 
 pub mod bench;
 pub mod browser;
-pub mod cache;
+pub(crate) mod cache;
 pub mod cmd;
-pub mod conform;
-pub mod crash;
+pub(crate) mod conform;
+pub(crate) mod crash;
 pub mod crash_states;
 pub mod device;
-pub mod engine;
+pub(crate) mod engine;
 pub mod error;
 pub mod exit;
 pub mod history;
 pub mod image;
-pub mod provision;
+pub(crate) mod provision;
 pub mod report;
 pub mod runner;
-pub mod session;
-pub mod steps;
+pub(crate) mod session;
+pub(crate) mod steps;
 pub mod transport;
 pub use nexus_scenario as scenario;

@@ -7,7 +7,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use nexus_harness::bench::lock::{DeviceLock, LockError, Timing, LOCK_DIR, LOCK_FILE};
+use nexus_harness::bench::{DeviceLock, LockError, Timing, LOCK_DIR, LOCK_FILE};
 use nexus_harness::device::open::{open_device, OpenSpec};
 use nexus_harness::device::{CutLog, Device, Fault, Lifecycle, Target};
 

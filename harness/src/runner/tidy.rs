@@ -90,7 +90,10 @@ fn parse_identity(stdout: &str) -> Option<DeviceInfo> {
 pub async fn can_record(s: &Session<'_>) -> Result<(), String> {
     let dir = sh_quote(record::DIR);
     let cmd = format!("mkdir -p -m 700 {dir} && t=$(mktemp -p {dir} .probe.XXXXXX) && rm -f \"$t\"");
-    let out = s.ssh("root", &cmd, None, Duration::from_secs(30)).await?;
+    let out = s
+        .ssh("root", &cmd, None, Duration::from_secs(30))
+        .await
+        .map_err(|e| e.to_string())?;
     if out.code != Some(0) {
         return Err(format!(
             "cannot write the record of the scenario's changes in {} on the device, so it did not run: {}",
