@@ -17,7 +17,13 @@
 //!
 //! The device's names (bus names, actions, errors, paths, the probe's output) come from
 //! `nexus_contract`; scenario files from `nexus_scenario`. Infrastructure failures are
-//! [`error::InfraError`]s, kept apart from test failures.
+//! [`error::InfraError`]s, kept apart from test failures; [`exit::Exit`] names every exit status.
+//!
+//! Modules are `pub(crate)`; what `main.rs` and the integration tests use is public, as a module
+//! they name or re-exported at the room's top (ARCHITECTURE.md lists what each room offers).
+//! Each room fails with one `thiserror` enum whose variants are the kinds of failure a caller
+//! branches on (`transport::Error`, `browser::Error`, `steps::StepEnd`, `history::Error`, ...);
+//! its message names what failed and what to do next.
 
 pub mod bench;
 pub mod browser;
