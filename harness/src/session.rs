@@ -2,6 +2,7 @@
 //! variables (and the secret ones hidden in reports), a D-Bus connection per user, the browser
 //! of the browser steps, commands over SSH as a user, (what the scenario
 //! changes on a device is recorded there: `crate::bench::record`). Steps act through it; the runner owns it.
+//! Reaching the device fails with `transport::Error`; a record that cannot be written with [`Error`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

@@ -4,6 +4,8 @@
 //! their undo ([`record`]), the device's power switch ([`power`], and the [`power::Bench`]
 //! lifecycle of a real device), its serial console ([`console`]), its health before a run
 //! ([`health`]), and its SD-card mux ([`sdmux`]: the card switched here, checked, flashed).
+//! Each service fails with its own enum (`LockError`, `PowerError`, `MuxError`); the lock's
+//! names are re-exported here.
 
 pub(crate) mod console;
 pub(crate) mod health;

@@ -2,7 +2,7 @@
 //! port, headless Chromium with a fresh profile under it, driven over WebDriver (fantoccini).
 //! [`Browser`] is one scenario's browser; [`driver`] owns the chromedriver process (and so
 //! Chromium, in its process group), killed when the browser is closed or dropped, and by
-//! [`kill_all`] on Ctrl-C.
+//! [`kill_all`] on Ctrl-C. Both fail with [`Error`].
 
 pub mod driver;
 

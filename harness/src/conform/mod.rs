@@ -5,7 +5,8 @@
 //! as a deviation, never as a failure. Types are read from the device (introspection and the
 //! replies' own signatures), so a device whose ids are `t` or `i` is called correctly and
 //! reported with the type it has. This module is the result model; [`interfaces`] checks what
-//! introspection shows, [`device`] what the device does.
+//! introspection shows, [`device`] what the device does. [`Error`]: the device could not be
+//! checked at all.
 
 pub(crate) mod device;
 pub(crate) mod interfaces;

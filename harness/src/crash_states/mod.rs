@@ -7,6 +7,7 @@
 //! dropped, one torn at a sector) (`pick`), and each state is checked on this machine (`check`): the file system, the
 //! daemon's recovery on it, and what the daemon then lists. [`ops`] holds the operations;
 //! [`broken`] the daemons broken on purpose that show each check catching its failure.
+//! [`Error`]: why an operation was not recorded or its states not checked.
 
 pub(crate) mod broken;
 pub(crate) mod check;

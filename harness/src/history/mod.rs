@@ -4,7 +4,8 @@
 //! judges which changes stop a merge, and [`page`] draws the trends as one self-contained HTML
 //! page; [`outcomes`] keeps every try's outcome and finds the flaky scenarios; [`criterion`]
 //! reads `ci/bench`'s saved baselines; [`software`] keeps what each run found
-//! on its device and says what changed since the last run that passed there.
+//! on its device and says what changed since the last run that passed there. The store's
+//! types are re-exported here; every failure is an [`Error`].
 
 pub(crate) mod changepoint;
 pub(crate) mod criterion;

@@ -1,7 +1,8 @@
 //! What a run found, and how it is told. This module is the result model (and its JSON, for
 //! tools); [`latency`] pools a probe's windows, [`junit`] writes JUnit XML for CI, [`terminal`]
 //! the lines people read, [`html`] the self-contained page with its charts.
-//! Infrastructure errors are reported as such, apart from failures.
+//! Infrastructure errors are reported as such, apart from failures. [`Error`]: a report that
+//! cannot be read, shards that do not merge, windows that do not pool.
 
 pub mod crash;
 pub(crate) mod flaky;

@@ -3,7 +3,8 @@
 //! rsync; scp back), [`verify`] (GnuPG and comparing an archive with its snapshot, through [`tree`]),
 //! [`setup`] (users and polkit grants: the vendor's recipe, shared with `provision`), [`fault`],
 //! [`probe`] (the automation loop's latency) and [`browser`] (the device's web page). [`run`] sends a step to its family; the
-//! runner around it keeps the order, the timeouts and the report.
+//! runner around it keeps the order, the timeouts and the report; a step that does not pass
+//! ends with a [`StepEnd`], the room's error.
 
 pub(crate) mod browser;
 pub(crate) mod dbus;
