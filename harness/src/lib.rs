@@ -17,25 +17,31 @@
 //!
 //! The device's names (bus names, actions, errors, paths, the probe's output) come from
 //! `nexus_contract`; scenario files from `nexus_scenario`. Infrastructure failures are
-//! [`error::InfraError`]s, kept apart from test failures.
+//! [`error::InfraError`]s, kept apart from test failures; [`exit::Exit`] names every exit status.
+//!
+//! Modules are `pub(crate)`; what `main.rs` and the integration tests use is public, as a module
+//! they name or re-exported at the room's top (ARCHITECTURE.md lists what each room offers).
+//! Each room fails with one `thiserror` enum whose variants are the kinds of failure a caller
+//! branches on (`transport::Error`, `browser::Error`, `steps::StepEnd`, `history::Error`, ...);
+//! its message names what failed and what to do next.
 
 pub mod bench;
 pub mod browser;
-pub mod cache;
+pub(crate) mod cache;
 pub mod cmd;
-pub mod conform;
-pub mod crash;
+pub(crate) mod conform;
+pub(crate) mod crash;
 pub mod crash_states;
 pub mod device;
-pub mod engine;
+pub(crate) mod engine;
 pub mod error;
 pub mod exit;
 pub mod history;
 pub mod image;
-pub mod provision;
+pub(crate) mod provision;
 pub mod report;
 pub mod runner;
-pub mod session;
-pub mod steps;
+pub(crate) mod session;
+pub(crate) mod steps;
 pub mod transport;
 pub use nexus_scenario as scenario;

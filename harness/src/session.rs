@@ -2,6 +2,7 @@
 //! variables (and the secret ones hidden in reports), a D-Bus connection per user, the browser
 //! of the browser steps, commands over SSH as a user, (what the scenario
 //! changes on a device is recorded there: `crate::bench::record`). Steps act through it; the runner owns it.
+//! Reaching the device fails with `transport::Error`; a record that cannot be written with [`Error`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -14,6 +15,16 @@ use crate::report::Latency;
 use crate::scenario;
 use crate::transport::dbus::DeviceBus;
 use crate::transport::ssh::{sh_quote, Output};
+use crate::transport::Error as TransportError;
+
+/// What the session itself could not do; reaching the device fails with the transport's error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// What the run made could not be recorded on the device, so the undo would not delete it:
+    /// the step that made it fails.
+    #[error("{0}")]
+    Record(String),
+}
 
 /// The state of one scenario's run on its device.
 pub struct Session<'a> {
@@ -26,7 +37,7 @@ pub struct Session<'a> {
     /// The scenario file's folder, where `source` files are found.
     pub scenario_dir: PathBuf,
     /// Connections `http.hold` keeps open until the scenario ends.
-    pub holds: Vec<tokio::task::JoinHandle<Result<Duration, String>>>,
+    pub holds: Vec<tokio::task::JoinHandle<Result<Duration, TransportError>>>,
     /// The `probe.latency` results so far, for `compare_to`.
     pub probes: Vec<Latency>,
     /// The network cuts of `fault.cut_network`, in order: checked by transfers that expect to
@@ -123,7 +134,7 @@ impl Session<'_> {
     }
 
     /// The device's system bus as `user`, connected on first use.
-    pub async fn bus(&mut self, user: &str, timeout: Duration) -> Result<&DeviceBus, String> {
+    pub async fn bus(&mut self, user: &str, timeout: Duration) -> Result<&DeviceBus, TransportError> {
         if !self.buses.contains_key(user) {
             let bus = DeviceBus::connect(&self.dev.ssh, &self.dev.admin, user, timeout).await?;
             self.buses.insert(user.to_string(), bus);
@@ -140,21 +151,21 @@ impl Session<'_> {
     /// Records on a real device that the run made this snapshot or backup (its id read from the
     /// reply that made it), so that the undo deletes it; nothing else is ever deleted. A record
     /// that cannot be written fails the step: the run cannot own what it made.
-    pub async fn record_made(&self, what: Made, id: u64, log: &mut Vec<String>) -> Result<(), String> {
+    pub async fn record_made(&self, what: Made, id: u64, log: &mut Vec<String>) -> Result<(), Error> {
         if !self.real() {
             return Ok(());
         }
         let out = self
             .ssh("root", &record::made_command(what, id), None, Duration::from_secs(30))
             .await
-            .map_err(|e| format!("cannot record the {} {id} the run made: {e}", what.name()))?;
+            .map_err(|e| Error::Record(format!("cannot record the {} {id} the run made: {e}", what.name())))?;
         if out.code != Some(0) {
-            return Err(format!(
+            return Err(Error::Record(format!(
                 "cannot record the {} {id} the run made in {} (it stays on the device; delete it by hand): {}",
                 what.name(),
                 record::DIR,
                 out.stderr.trim()
-            ));
+            )));
         }
         log.push(format!(
             "recorded: the run made {} {id} (undone at the end)",
@@ -170,7 +181,7 @@ impl Session<'_> {
         command: &str,
         stdin: Option<&[u8]>,
         timeout: Duration,
-    ) -> Result<Output, String> {
+    ) -> Result<Output, TransportError> {
         if user == "root" {
             let cmd = format!("sudo -n sh -c {}", sh_quote(command));
             self.dev.ssh.run(&self.dev.admin, &cmd, stdin, timeout).await
@@ -187,15 +198,6 @@ pub fn render(v: &serde_json::Value) -> String {
         serde_json::Value::Null => String::new(),
         other => other.to_string(),
     }
-}
-
-/// The ids in a `GetList` reply.
-pub fn listed_ids(reply: &[serde_json::Value]) -> Vec<u64> {
-    reply
-        .first()
-        .and_then(|l| l.as_array())
-        .map(|a| a.iter().filter_map(|e| e.get("id").and_then(|v| v.as_u64())).collect())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -587,7 +587,9 @@ async fn over_https_the_page_is_opened_only_with_the_devices_pinned_ca() {
         .unwrap();
     let refused = b.open("/").await;
     b.close().await;
-    let why = refused.expect_err("Chromium opened a page whose key is not the pinned one");
+    let why = refused
+        .expect_err("Chromium opened a page whose key is not the pinned one")
+        .to_string();
     assert!(
         why.contains(&format!(
             "cannot open https://127.0.0.1:{port}/: Chromium refused the server's certificate (NET::ERR_CERT_"

@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use nexus_harness::crash_states::{self, broken::BrokenDaemon, ops::Op, Options, RecordOn};
+use nexus_harness::crash_states::{self, BrokenDaemon, Op, Options, RecordOn};
 use nexus_harness::report::crash::{self, CrashReport};
 
 fn check(dir: &Path, broken_daemon: Option<BrokenDaemon>, ops: Vec<Op>) -> CrashReport {

@@ -13,7 +13,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use nexus_harness::report::flaky::wilson;
+use nexus_harness::report::wilson;
 use nexus_harness::runner::Plan;
 use quick_junit::{NonSuccessKind, Report, TestCaseStatus};
 

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use nexus_harness::history::outcomes::{self, Row};
 use nexus_harness::history::software;
-use nexus_harness::history::store::{Better, Measurement, Role, RunKey, Series, Stat, Store};
+use nexus_harness::history::{Better, Measurement, Role, RunKey, Series, Stat, Store};
 use nexus_harness::report::Outcome;
 
 #[path = "common/chromium.rs"]
@@ -98,7 +98,8 @@ async fn exercise(spec: &str) {
     let e = store
         .append(&run("r2", "bbb", 300), &[duration(&[99.0])])
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("cannot append to the history"), "{e}");
     drop(store);
     // Opened again: the schema is not applied twice, and everything is there.
@@ -274,7 +275,7 @@ async fn a_store_from_a_newer_nexus_hil_is_refused() {
         .status()
         .unwrap();
     assert!(st.success());
-    let e = Store::open(spec).await.err().unwrap();
+    let e = Store::open(spec).await.err().unwrap().to_string();
     assert!(
         e.contains("version 99, newer than this nexus-hil knows (4): update nexus-hil"),
         "{e}"

@@ -7,7 +7,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use nexus_harness::bench::lock::{DeviceLock, LockError, Timing, LOCK_DIR, LOCK_FILE};
+use nexus_harness::bench::{DeviceLock, LockError, Timing, LOCK_DIR, LOCK_FILE};
 use nexus_harness::device::{open_device, CutLog, Device, Fault, OpenSpec, Target};
 
 async fn root(dev: &Device, cmd: &str) -> String {

@@ -95,6 +95,10 @@ pub enum LockError {
     },
     #[error("{device}: cannot read or write its lock {LOCK_FILE}: {0}", device = .1)]
     Device(String, String),
+    /// The lock could not be given back (the device did not answer, or its lock file could
+    /// not be removed): it expires after its TTL.
+    #[error("{0}")]
+    Release(String),
 }
 
 /// A device this run holds; released by [`DeviceLock::release`] (or, when the process is
@@ -266,7 +270,7 @@ impl DeviceLock {
     }
 
     /// Gives the device back: the lock file goes (if it is still this run's).
-    pub async fn release(self) -> Result<(), String> {
+    pub async fn release(self) -> Result<(), LockError> {
         self.refresher.abort();
         HELD.lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -296,7 +300,8 @@ async fn locked(dev: &Device, script: &str) -> Result<String, String> {
             None,
             Duration::from_secs(30),
         )
-        .await?;
+        .await
+        .map_err(|e| e.to_string())?;
     if out.code != Some(0) {
         return Err(format!("exit {:?}: {}", out.code, out.stderr.trim()));
     }
@@ -384,12 +389,12 @@ sed "s/^expires=.*/expires=$(( now + {ttl} ))/" "$f" > "$f.new" && mv "$f.new" "
 }
 
 /// Removes the lock file if it is still `token`'s, and the folder if nothing else is in it.
-async fn release(dev: &Device, token: &str) -> Result<(), String> {
+async fn release(dev: &Device, token: &str) -> Result<(), LockError> {
     let script = format!(
         r#"f={LOCK_FILE}; if [ "$(sed -n 's/^token=//p' "$f" 2>/dev/null)" = {token} ]; then rm -f "$f"; fi"#,
         token = sh_quote(token)
     );
-    locked(dev, &script).await?;
+    locked(dev, &script).await.map_err(LockError::Release)?;
     // The folder goes with its mutex when no run holds the device.
     let out = dev
         .ssh
@@ -404,9 +409,10 @@ async fn release(dev: &Device, token: &str) -> Result<(), String> {
             None,
             Duration::from_secs(30),
         )
-        .await?;
+        .await
+        .map_err(|e| LockError::Release(e.to_string()))?;
     if out.code != Some(0) {
-        return Err(out.stderr);
+        return Err(LockError::Release(out.stderr));
     }
     Ok(())
 }

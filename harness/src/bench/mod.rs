@@ -4,10 +4,14 @@
 //! their undo ([`record`]), the device's power switch ([`power`], and the [`power::Bench`]
 //! lifecycle of a real device), its serial console ([`console`]), its health before a run
 //! ([`health`]), and its SD-card mux ([`sdmux`]: the card switched here, checked, flashed).
+//! Each service fails with its own enum (`LockError`, `PowerError`, `MuxError`); the lock's
+//! names are re-exported here.
 
-pub mod console;
-pub mod health;
-pub mod lock;
-pub mod power;
-pub mod record;
-pub mod sdmux;
+pub(crate) mod console;
+pub(crate) mod health;
+pub(crate) mod lock;
+pub(crate) mod power;
+pub(crate) mod record;
+pub(crate) mod sdmux;
+
+pub use lock::{DeviceLock, LockError, Timing, LOCK_DIR, LOCK_FILE};

@@ -14,6 +14,30 @@ use crate::device::inventory::{PowerDriverName, PowerEntry};
 use crate::device::ready::{both_names_owned, LIST_NAMES};
 use crate::device::{daemon_over_ssh, Applied, Device, Fault, FaultError, Lifecycle};
 
+/// Why the power could not be switched, or the device did not come back; the message names
+/// the plug or the command line and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum PowerError {
+    /// "On" failed every try: the device is left off (the loudest failure a bench has).
+    #[error("{0}")]
+    StaysOff(String),
+    /// A plug could not be reached, or did not switch as asked.
+    #[error("{0}")]
+    Plug(String),
+    /// The bench's command line failed or did not finish.
+    #[error("{0}")]
+    Command(String),
+    /// The device did not answer (SSH and both D-Bus names) within its boot time.
+    #[error("{0}")]
+    NotReady(String),
+}
+
+impl From<PowerError> for FaultError {
+    fn from(e: PowerError) -> Self {
+        FaultError::Failed(e.to_string())
+    }
+}
+
 /// The kernel's id of the running boot.
 const BOOT_ID: &str = "cat /proc/sys/kernel/random/boot_id";
 
@@ -27,7 +51,7 @@ const ON_PAUSE: Duration = Duration::from_secs(2);
 /// Switches a device's power on, trying again (bounded) when the plug or the command fails:
 /// a device left off after a cut is the worst outcome a bench can have, so a last failure says
 /// so loudly, naming the plug.
-pub async fn switch_on(p: &PowerEntry) -> Result<String, String> {
+pub async fn switch_on(p: &PowerEntry) -> Result<String, PowerError> {
     let mut errors = Vec::new();
     for attempt in 1..=ON_TRIES {
         match switch(p, true).await {
@@ -38,18 +62,18 @@ pub async fn switch_on(p: &PowerEntry) -> Result<String, String> {
                     errors.join("; ")
                 ))
             }
-            Err(e) => errors.push(e),
+            Err(e) => errors.push(e.to_string()),
         }
         if attempt < ON_TRIES {
             tokio::time::sleep(ON_PAUSE).await;
         }
     }
-    Err(format!(
+    Err(PowerError::StaysOff(format!(
         "THE DEVICE STAYS OFF: its power could not be switched on again in {ON_TRIES} tries ({}); \
          switch it on by hand, and check {}",
         errors.join("; "),
         plug_name(p)
-    ))
+    )))
 }
 
 /// The switch as a person finds it on the bench.
@@ -66,28 +90,30 @@ fn plug_name(p: &PowerEntry) -> String {
 }
 
 /// Switches a device's power on or off with the driver of `p`.
-pub async fn switch(p: &PowerEntry, on: bool) -> Result<String, String> {
+pub async fn switch(p: &PowerEntry, on: bool) -> Result<String, PowerError> {
     switch_within(p, on, SWITCH_TIMEOUT).await
 }
 
-async fn switch_within(p: &PowerEntry, on: bool, timeout: Duration) -> Result<String, String> {
+async fn switch_within(p: &PowerEntry, on: bool, timeout: Duration) -> Result<String, PowerError> {
     match p.driver {
         PowerDriverName::Shelly => {
             let plug = p.plug.as_deref().unwrap_or_default();
             let set = format!("/rpc/Switch.Set?id={}&on={on}", p.switch);
             let (status, body) = http_get(plug, &set).await?;
             if status != 200 || !body.contains("was_on") {
-                return Err(format!("the Shelly plug at {plug} answered {status} to {set}: {body}"));
+                return Err(PowerError::Plug(format!(
+                    "the Shelly plug at {plug} answered {status} to {set}: {body}"
+                )));
             }
             // Read back: the switch's output is what was asked.
             let get = format!("/rpc/Switch.GetStatus?id={}", p.switch);
             let (status, body) = http_get(plug, &get).await?;
             let state: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             if status != 200 || state["output"].as_bool() != Some(on) {
-                return Err(format!(
+                return Err(PowerError::Plug(format!(
                     "the Shelly plug at {plug} did not switch {}: {get} answered {status}: {body}",
                     if on { "on" } else { "off" }
-                ));
+                )));
             }
             Ok(format!(
                 "Shelly {plug} switch {} {}",
@@ -102,9 +128,9 @@ async fn switch_within(p: &PowerEntry, on: bool, timeout: Duration) -> Result<St
             let (status, body) = http_get(plug, &path).await?;
             let state: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             if status != 200 || state["POWER"].as_str() != Some(want) {
-                return Err(format!(
+                return Err(PowerError::Plug(format!(
                     "the Tasmota plug at {plug} answered {status} to {path}: {body}"
-                ));
+                )));
             }
             Ok(format!("Tasmota {plug} power {want}"))
         }
@@ -112,12 +138,12 @@ async fn switch_within(p: &PowerEntry, on: bool, timeout: Duration) -> Result<St
             let line = if on { &p.on } else { &p.off }.as_deref().unwrap_or_default();
             let out = exec_in_group(line, timeout).await?;
             if out.code != Some(0) {
-                return Err(format!(
+                return Err(PowerError::Command(format!(
                     "the power {} command `{line}` exited {:?}: {}",
                     if on { "on" } else { "off" },
                     out.code,
                     out.stderr.trim()
-                ));
+                )));
             }
             Ok(format!("ran `{line}`"))
         }
@@ -126,7 +152,7 @@ async fn switch_within(p: &PowerEntry, on: bool, timeout: Duration) -> Result<St
 
 /// Runs a bench command line in a process group of its own; past `timeout` the whole group is
 /// killed (a relay tool's helpers with it), not only the shell.
-pub(crate) async fn exec_in_group(line: &str, timeout: Duration) -> Result<crate::transport::ssh::Output, String> {
+pub(crate) async fn exec_in_group(line: &str, timeout: Duration) -> Result<crate::transport::ssh::Output, PowerError> {
     let mut cmd = tokio::process::Command::new("sh");
     cmd.arg("-c")
         .arg(line)
@@ -135,11 +161,13 @@ pub(crate) async fn exec_in_group(line: &str, timeout: Duration) -> Result<crate
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-    let child = cmd.spawn().map_err(|e| format!("`{line}`: cannot run sh: {e}"))?;
+    let child = cmd
+        .spawn()
+        .map_err(|e| PowerError::Command(format!("`{line}`: cannot run sh: {e}")))?;
     let group = child.id();
     match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(out) => {
-            let out = out.map_err(|e| format!("`{line}`: {e}"))?;
+            let out = out.map_err(|e| PowerError::Command(format!("`{line}`: {e}")))?;
             Ok(crate::transport::ssh::Output {
                 code: out.status.code(),
                 stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -151,15 +179,15 @@ pub(crate) async fn exec_in_group(line: &str, timeout: Duration) -> Result<crate
                 // SAFETY: a signal to the process group this function started.
                 unsafe { libc::kill(-pgid, libc::SIGKILL) };
             }
-            Err(format!(
+            Err(PowerError::Command(format!(
                 "`{line}` did not finish within {timeout:?}: its process group was killed"
-            ))
+            )))
         }
     }
 }
 
 /// A plain HTTP GET (plugs speak HTTP on the bench's network): status and body.
-async fn http_get(plug: &str, path: &str) -> Result<(u16, String), String> {
+async fn http_get(plug: &str, path: &str) -> Result<(u16, String), PowerError> {
     let addr = if plug.contains(':') {
         plug.to_string()
     } else {
@@ -168,31 +196,33 @@ async fn http_get(plug: &str, path: &str) -> Result<(u16, String), String> {
     let fetch = async {
         let stream = tokio::net::TcpStream::connect(&addr)
             .await
-            .map_err(|e| format!("cannot reach the plug at {addr}: {e}"))?;
+            .map_err(|e| PowerError::Plug(format!("cannot reach the plug at {addr}: {e}")))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
-            .map_err(|e| format!("plug {addr}: {e}"))?;
+            .map_err(|e| PowerError::Plug(format!("plug {addr}: {e}")))?;
         tokio::spawn(conn);
         let req = hyper::Request::get(path)
             .header(hyper::header::HOST, &addr)
             .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| PowerError::Plug(e.to_string()))?;
         let res = sender
             .send_request(req)
             .await
-            .map_err(|e| format!("plug {addr}: {e}"))?;
+            .map_err(|e| PowerError::Plug(format!("plug {addr}: {e}")))?;
         let status = res.status().as_u16();
         let body = res
             .into_body()
             .collect()
             .await
-            .map_err(|e| format!("plug {addr}: {e}"))?
+            .map_err(|e| PowerError::Plug(format!("plug {addr}: {e}")))?
             .to_bytes();
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     };
-    tokio::time::timeout(SWITCH_TIMEOUT, fetch)
-        .await
-        .map_err(|_| format!("the plug at {addr} did not answer {path} within {SWITCH_TIMEOUT:?}"))?
+    tokio::time::timeout(SWITCH_TIMEOUT, fetch).await.map_err(|_| {
+        PowerError::Plug(format!(
+            "the plug at {addr} did not answer {path} within {SWITCH_TIMEOUT:?}"
+        ))
+    })?
 }
 
 /// A real device's lifecycle: the daemon's faults over SSH, power through its switch.
@@ -322,7 +352,7 @@ impl Bench {
 
     /// Waits, bounded, until SSH answers from a boot other than `old_boot` and both of the
     /// daemon's D-Bus names are owned.
-    async fn wait_ready(&self, limit: Duration, old_boot: Option<&str>) -> Result<Duration, String> {
+    async fn wait_ready(&self, limit: Duration, old_boot: Option<&str>) -> Result<Duration, PowerError> {
         let start = Instant::now();
         let cmd = format!("{BOOT_ID}; {LIST_NAMES}");
         let mut seen = "no answer on SSH";
@@ -344,10 +374,10 @@ impl Bench {
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
-        Err(format!(
+        Err(PowerError::NotReady(format!(
             "the device was not ready within {limit:?} (boot_timeout in [device.power]): last seen {seen}; \
              its console, if [device.console] is set, is in the work files"
-        ))
+        )))
     }
 }
 
@@ -459,11 +489,13 @@ mod tests {
         });
         let e = switch(&entry(PowerDriverName::Shelly, Some(addr.clone())), false)
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("did not switch off") && e.contains(&addr), "{e}");
         let e = switch(&entry(PowerDriverName::Tasmota, Some("127.0.0.1:1".into())), true)
             .await
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("cannot reach the plug at 127.0.0.1:1"), "{e}");
     }
 
@@ -476,7 +508,7 @@ mod tests {
         p.on = Some("echo no relay >&2; exit 3".into());
         switch(&p, false).await.unwrap();
         assert_eq!(std::fs::read_to_string(&f).unwrap(), "off\n");
-        let e = switch(&p, true).await.unwrap_err();
+        let e = switch(&p, true).await.unwrap_err().to_string();
         assert!(e.contains("exited Some(3)") && e.contains("no relay"), "{e}");
     }
 
@@ -493,7 +525,7 @@ mod tests {
         let done = switch_on(&p).await.unwrap();
         assert!(done.contains("on try 3 of 3") && done.contains("relay busy"), "{done}");
         p.on = Some("echo relay dead >&2; exit 1".into());
-        let e = switch_on(&p).await.unwrap_err();
+        let e = switch_on(&p).await.unwrap_err().to_string();
         assert!(
             e.starts_with("THE DEVICE STAYS OFF") && e.contains("relay dead") && e.contains("echo relay dead"),
             "{e}"
@@ -506,7 +538,10 @@ mod tests {
         let pid_file = dir.path().join("pid");
         let mut p = entry(PowerDriverName::Exec, None);
         p.off = Some(format!("sleep 300 & echo $! > {}; wait", pid_file.display()));
-        let e = switch_within(&p, false, Duration::from_secs(1)).await.unwrap_err();
+        let e = switch_within(&p, false, Duration::from_secs(1))
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("its process group was killed"), "{e}");
         let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
         // The sleep this test started went with its group (reaped by init, so give it a moment).

@@ -94,7 +94,10 @@ pub async fn switch(m: &SdMuxEntry, side: Side) -> Result<String, MuxError> {
     let line = command_line(m, side);
     let out = super::power::exec_in_group(&line, COMMAND_TIMEOUT)
         .await
-        .map_err(|why| MuxError::Switch { side: side.name(), why })?;
+        .map_err(|why| MuxError::Switch {
+            side: side.name(),
+            why: why.to_string(),
+        })?;
     if out.code != Some(0) {
         return Err(MuxError::Switch {
             side: side.name(),

@@ -51,10 +51,10 @@ fn kill_group(pgid: i32) {
 
 impl Driver {
     /// Starts chromedriver on a free port of 127.0.0.1 and waits until it answers.
-    pub async fn spawn(timeout: Duration) -> Result<Driver, String> {
+    pub async fn spawn(timeout: Duration) -> Result<Driver, super::Error> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
-            .map_err(|e| format!("no free loopback port for chromedriver: {e}"))?
+            .map_err(|e| super::Error::Start(format!("no free loopback port for chromedriver: {e}")))?
             .port();
         let bin = chromedriver_binary();
         let child = tokio::process::Command::new(&bin)
@@ -67,7 +67,7 @@ impl Driver {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| {
-                format!("cannot start {bin}: {e}; install Debian's chromium-driver (ci/setup-host) or set NEXUS_HIL_CHROMEDRIVER")
+                super::Error::Start(format!("cannot start {bin}: {e}; install Debian's chromium-driver (ci/setup-host) or set NEXUS_HIL_CHROMEDRIVER"))
             })?;
         let pgid = child.id().map(|p| p as i32).unwrap_or(0);
         LIVE.lock().unwrap_or_else(|p| p.into_inner()).push(pgid);
@@ -79,11 +79,13 @@ impl Driver {
             }
             if let Ok(Some(status)) = d.child.try_wait() {
                 d.stop().await;
-                return Err(format!("{bin} exited at start ({status})"));
+                return Err(super::Error::Start(format!("{bin} exited at start ({status})")));
             }
             if started.elapsed() > timeout {
                 d.stop().await;
-                return Err(format!("{bin} did not listen on 127.0.0.1:{port} within {timeout:?}"));
+                return Err(super::Error::Start(format!(
+                    "{bin} did not listen on 127.0.0.1:{port} within {timeout:?}"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

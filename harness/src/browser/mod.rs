@@ -2,7 +2,7 @@
 //! port, headless Chromium with a fresh profile under it, driven over WebDriver (fantoccini).
 //! [`Browser`] is one scenario's browser; [`driver`] owns the chromedriver process (and so
 //! Chromium, in its process group), killed when the browser is closed or dropped, and by
-//! [`kill_all`] on Ctrl-C.
+//! [`kill_all`] on Ctrl-C. Both fail with [`Error`].
 
 pub mod driver;
 
@@ -16,6 +16,32 @@ use serde_json::{json, Value};
 
 pub use driver::kill_all;
 use driver::Driver;
+
+/// What went wrong with the browser or the page; the variants say which kind, the messages
+/// name the page, the element or the program, and what to install or look at.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// chromedriver or Chromium did not start (not installed, no free port, too slow).
+    #[error("{0}")]
+    Start(String),
+    /// The scenario's base URL is not one the browser can be confined to.
+    #[error("{0}")]
+    Url(String),
+    /// The browser refused or failed an action on the page (open, click, type, read, a script).
+    #[error("{0}")]
+    Page(String),
+    /// Chromium refused the server's certificate: its key is not the one checked against the
+    /// device's pinned CA.
+    #[error("{0}")]
+    Certificate(String),
+    /// What the step waits for on the page (an element, its disappearance, a download) did
+    /// not come within the step's time.
+    #[error("{0}")]
+    NotShown(String),
+    /// A local folder (downloads, the profile) could not be made, listed or written.
+    #[error("{0}")]
+    Files(String),
+}
 
 /// How one scenario's browser is set up.
 #[derive(Debug, Clone)]
@@ -77,14 +103,14 @@ fn chromium_binary() -> String {
 }
 
 /// `HOST:PORT` of a base URL, the one place the browser may reach.
-pub fn authority(base: &str) -> Result<String, String> {
-    let url = url::Url::parse(base).map_err(|e| format!("the browser's base URL {base:?}: {e}"))?;
+pub fn authority(base: &str) -> Result<String, Error> {
+    let url = url::Url::parse(base).map_err(|e| Error::Url(format!("the browser's base URL {base:?}: {e}")))?;
     let host = url
         .host_str()
-        .ok_or_else(|| format!("the browser's base URL {base:?} has no host"))?;
+        .ok_or_else(|| Error::Url(format!("the browser's base URL {base:?} has no host")))?;
     let port = url
         .port_or_known_default()
-        .ok_or_else(|| format!("the browser's base URL {base:?} has no port"))?;
+        .ok_or_else(|| Error::Url(format!("the browser's base URL {base:?} has no port")))?;
     Ok(format!("{host}:{port}"))
 }
 
@@ -151,22 +177,35 @@ fn why(e: fantoccini::error::CmdError) -> String {
     s.lines().next().unwrap_or_default().to_string()
 }
 
+/// WebDriver's failure of a command on the page, its first line.
+fn page(e: fantoccini::error::CmdError) -> Error {
+    Error::Page(why(e))
+}
+
 impl Browser {
     /// Starts chromedriver on a free loopback port and a headless Chromium under it, with a
     /// fresh profile, downloads into `cfg.downloads`.
-    pub async fn start(cfg: &Config, timeout: Duration) -> Result<Browser, String> {
+    pub async fn start(cfg: &Config, timeout: Duration) -> Result<Browser, Error> {
         let started = Instant::now();
         let target = authority(&cfg.base)?;
-        std::fs::create_dir_all(&cfg.downloads)
-            .map_err(|e| format!("cannot make the download folder {}: {e}", cfg.downloads.display()))?;
+        std::fs::create_dir_all(&cfg.downloads).map_err(|e| {
+            Error::Files(format!(
+                "cannot make the download folder {}: {e}",
+                cfg.downloads.display()
+            ))
+        })?;
         let profile = std::env::temp_dir().join(format!(
             "nexus-hil-chromium-{}-{}",
             std::process::id(),
             driver::next_id()
         ));
         let _ = std::fs::remove_dir_all(&profile);
-        std::fs::create_dir_all(&profile)
-            .map_err(|e| format!("cannot make Chromium's profile folder {}: {e}", profile.display()))?;
+        std::fs::create_dir_all(&profile).map_err(|e| {
+            Error::Files(format!(
+                "cannot make Chromium's profile folder {}: {e}",
+                profile.display()
+            ))
+        })?;
         let driver = match Driver::spawn(timeout).await {
             Ok(d) => d,
             Err(e) => {
@@ -188,14 +227,14 @@ impl Browser {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 let _ = std::fs::remove_dir_all(&profile);
-                return Err(format!(
+                return Err(Error::Start(format!(
                     "chromedriver could not start Chromium ({}): {e}; is Debian's chromium installed? (ci/setup-host)",
                     chromium_binary()
-                ));
+                )));
             }
             Err(_) => {
                 let _ = std::fs::remove_dir_all(&profile);
-                return Err(format!("Chromium did not start within {timeout:?}"));
+                return Err(Error::Start(format!("Chromium did not start within {timeout:?}")));
             }
         };
         let b = Browser {
@@ -216,7 +255,7 @@ impl Browser {
     }
 
     /// A Chrome DevTools Protocol command through chromedriver.
-    async fn cdp(&self, cmd: &str, params: Value) -> Result<Value, String> {
+    async fn cdp(&self, cmd: &str, params: Value) -> Result<Value, Error> {
         let c = SessionCommand {
             path: "goog/cdp/execute",
             body: json!({"cmd": cmd, "params": params}),
@@ -224,7 +263,7 @@ impl Browser {
         self.client
             .issue_cmd(c)
             .await
-            .map_err(|e| format!("Chromium refused {cmd}: {}", why(e)))
+            .map_err(|e| Error::Page(format!("Chromium refused {cmd}: {}", why(e))))
     }
 
     /// The address of the page the browser is on, when it answers.
@@ -236,17 +275,17 @@ impl Browser {
     /// HttpOnly ones too), localStorage or sessionStorage, or a file of its profile on disk
     /// (its cookie and storage databases, its cache). An empty list: nowhere. Also what was
     /// searched, in words.
-    pub async fn hunt(&self, needle: &str) -> Result<(Vec<String>, String), String> {
+    pub async fn hunt(&self, needle: &str) -> Result<(Vec<String>, String), Error> {
         let mut found = Vec::new();
-        let source = self.client.source().await.map_err(why)?;
+        let source = self.client.source().await.map_err(page)?;
         if source.contains(needle) {
             found.push("the page's source".to_string());
         }
-        let url = self.client.current_url().await.map_err(why)?;
+        let url = self.client.current_url().await.map_err(page)?;
         if url.as_str().contains(needle) {
             found.push("the page's address".to_string());
         }
-        let cookies = self.client.get_all_cookies().await.map_err(why)?;
+        let cookies = self.client.get_all_cookies().await.map_err(page)?;
         for c in &cookies {
             if c.name().contains(needle) || c.value().contains(needle) {
                 found.push(format!("the cookie {}", c.name()));
@@ -262,7 +301,7 @@ impl Browser {
                 Vec::new(),
             )
             .await
-            .map_err(why)?;
+            .map_err(page)?;
         let mut keys = Vec::new();
         for kind in ["localStorage", "sessionStorage"] {
             let all: Vec<&str> = storage[kind]
@@ -306,15 +345,17 @@ impl Browser {
     }
 
     /// Opens `path` on the target; the page's address afterwards.
-    pub async fn open(&self, path: &str) -> Result<String, String> {
+    pub async fn open(&self, path: &str) -> Result<String, Error> {
         let url = self.url(path);
         self.client
             .goto(&url)
             .await
-            .map_err(|e| format!("cannot open {url}: {}", why(e)))?;
-        let now = self.client.current_url().await.map_err(why)?;
+            .map_err(|e| Error::Page(format!("cannot open {url}: {}", why(e))))?;
+        let now = self.client.current_url().await.map_err(page)?;
         if now.as_str().starts_with("chrome-error:") {
-            return Err(format!("cannot open {url}: the browser shows an error page"));
+            return Err(Error::Page(format!(
+                "cannot open {url}: the browser shows an error page"
+            )));
         }
         // A certificate Chromium refuses gets its warning page at the same address.
         if let Ok(warning) = self.client.find(Locator::Css(".interstitial-wrapper")).await {
@@ -323,15 +364,15 @@ impl Browser {
                 .lines()
                 .find(|l| l.starts_with("NET::"))
                 .unwrap_or("a certificate warning");
-            return Err(format!(
+            return Err(Error::Certificate(format!(
                 "cannot open {url}: Chromium refused the server's certificate ({code}): its key is not the one the harness checked against the device's pinned CA"
-            ));
+            )));
         }
         Ok(now.to_string())
     }
 
     /// The first element `css` matches, waiting up to `timeout` for one.
-    pub async fn find(&self, css: &str, timeout: Duration) -> Result<Element, String> {
+    pub async fn find(&self, css: &str, timeout: Duration) -> Result<Element, Error> {
         self.client
             .wait()
             .at_most(timeout)
@@ -340,49 +381,54 @@ impl Browser {
             .await
             .map_err(|e| match e {
                 fantoccini::error::CmdError::WaitTimeout => {
-                    format!("no element matches {css:?} (waited {timeout:?})")
+                    Error::NotShown(format!("no element matches {css:?} (waited {timeout:?})"))
                 }
-                other => format!("cannot look for {css:?}: {}", why(other)),
+                other => Error::Page(format!("cannot look for {css:?}: {}", why(other))),
             })
     }
 
     /// Clicks the first element `css` matches.
-    pub async fn click(&self, css: &str, timeout: Duration) -> Result<(), String> {
+    pub async fn click(&self, css: &str, timeout: Duration) -> Result<(), Error> {
         let e = self.find(css, timeout).await?;
-        e.click().await.map_err(|e| format!("cannot click {css:?}: {}", why(e)))
+        e.click()
+            .await
+            .map_err(|e| Error::Page(format!("cannot click {css:?}: {}", why(e))))
     }
 
     /// Clears the field `css` matches and types `value` into it.
-    pub async fn fill(&self, css: &str, value: &str, timeout: Duration) -> Result<(), String> {
+    pub async fn fill(&self, css: &str, value: &str, timeout: Duration) -> Result<(), Error> {
         let e = self.find(css, timeout).await?;
         e.clear()
             .await
-            .map_err(|e| format!("cannot clear {css:?}: {}", why(e)))?;
+            .map_err(|e| Error::Page(format!("cannot clear {css:?}: {}", why(e))))?;
         e.send_keys(value)
             .await
-            .map_err(|e| format!("cannot type into {css:?}: {}", why(e)))
+            .map_err(|e| Error::Page(format!("cannot type into {css:?}: {}", why(e))))
     }
 
     /// The text the element shows, or one of its attributes.
-    pub async fn read(&self, css: &str, attribute: Option<&str>, timeout: Duration) -> Result<String, String> {
+    pub async fn read(&self, css: &str, attribute: Option<&str>, timeout: Duration) -> Result<String, Error> {
         let e = self.find(css, timeout).await?;
         match attribute {
             Some(a) => e
                 .attr(a)
                 .await
-                .map_err(|e| format!("cannot read {css:?}: {}", why(e)))?
-                .ok_or_else(|| format!("{css:?} has no attribute {a:?}")),
-            None => e.text().await.map_err(|e| format!("cannot read {css:?}: {}", why(e))),
+                .map_err(|e| Error::Page(format!("cannot read {css:?}: {}", why(e))))?
+                .ok_or_else(|| Error::Page(format!("{css:?} has no attribute {a:?}"))),
+            None => e
+                .text()
+                .await
+                .map_err(|e| Error::Page(format!("cannot read {css:?}: {}", why(e)))),
         }
     }
 
     /// Whether an element `css` matches is shown.
-    async fn shown(&self, css: &str) -> Result<bool, String> {
+    async fn shown(&self, css: &str) -> Result<bool, Error> {
         let all = self
             .client
             .find_all(Locator::Css(css))
             .await
-            .map_err(|e| format!("cannot look for {css:?}: {}", why(e)))?;
+            .map_err(|e| Error::Page(format!("cannot look for {css:?}: {}", why(e))))?;
         for e in all {
             // An element replaced meanwhile is not shown any more.
             if e.is_displayed().await.unwrap_or(false) {
@@ -393,18 +439,18 @@ impl Browser {
     }
 
     /// Waits until an element `css` matches is shown, or (`gone`) until none is.
-    pub async fn wait_for(&self, css: &str, gone: bool, timeout: Duration) -> Result<(), String> {
+    pub async fn wait_for(&self, css: &str, gone: bool, timeout: Duration) -> Result<(), Error> {
         let deadline = Instant::now() + timeout;
         loop {
             if self.shown(css).await? != gone {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(if gone {
+                return Err(Error::NotShown(if gone {
                     format!("{css:?} was still shown after {timeout:?}")
                 } else {
                     format!("nothing matching {css:?} was shown within {timeout:?}")
-                });
+                }));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -413,7 +459,7 @@ impl Browser {
     /// Clicks `css` and waits for the download it starts to finish; moves the file to `save`.
     /// Chromium saves it under its temporary `.crdownload` name until it is complete, so a
     /// finished download is the one file of the download folder without that name.
-    pub async fn download(&self, css: &str, save: &Path, timeout: Duration) -> Result<(String, u64), String> {
+    pub async fn download(&self, css: &str, save: &Path, timeout: Duration) -> Result<(String, u64), Error> {
         let deadline = Instant::now() + timeout;
         empty_folder(&self.downloads)?;
         self.click(css, timeout).await?;
@@ -425,36 +471,37 @@ impl Browser {
             if let [(name, size)] = files.as_slice() {
                 if !partial {
                     if let Some(dir) = save.parent() {
-                        std::fs::create_dir_all(dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
+                        std::fs::create_dir_all(dir)
+                            .map_err(|e| Error::Files(format!("cannot make {}: {e}", dir.display())))?;
                     }
                     std::fs::rename(self.downloads.join(name), save)
-                        .map_err(|e| format!("cannot move the download to {}: {e}", save.display()))?;
+                        .map_err(|e| Error::Files(format!("cannot move the download to {}: {e}", save.display())))?;
                     return Ok((name.clone(), *size));
                 }
             }
             if Instant::now() > deadline {
                 let seen: Vec<String> = files.iter().map(|(n, s)| format!("{n} ({s} bytes)")).collect();
-                return Err(format!(
+                return Err(Error::NotShown(format!(
                     "no download finished within {timeout:?} after clicking {css:?} (download folder: {})",
                     if seen.is_empty() {
                         "empty".to_string()
                     } else {
                         seen.join(", ")
                     }
-                ));
+                )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     /// A PNG of the page as shown.
-    pub async fn screenshot(&self, secrets: &[String]) -> Result<(Vec<u8>, u64), String> {
+    pub async fn screenshot(&self, secrets: &[String]) -> Result<(Vec<u8>, u64), Error> {
         let secrets: Vec<&String> = secrets.iter().filter(|s| !s.is_empty()).collect();
         if secrets.is_empty() {
             let png = self.client.screenshot().await;
             return png
                 .map(|p| (p, 0))
-                .map_err(|e| format!("cannot take a screenshot: {}", why(e)));
+                .map_err(|e| Error::Page(format!("cannot take a screenshot: {}", why(e))));
         }
         // A secret on the page (a password in its message box) is covered in the picture: each
         // text and field holding one shows a mark instead while the picture is taken, then
@@ -463,19 +510,19 @@ impl Browser {
             .client
             .execute(HIDE_SECRETS, vec![json!(secrets)])
             .await
-            .map_err(|e| format!("cannot cover the secrets before a screenshot: {}", why(e)))?
+            .map_err(|e| Error::Page(format!("cannot cover the secrets before a screenshot: {}", why(e))))?
             .as_u64()
             .unwrap_or(0);
         let png = self.client.screenshot().await;
         let restored = self.client.execute(SHOW_SECRETS, Vec::new()).await;
-        let png = png.map_err(|e| format!("cannot take a screenshot: {}", why(e)))?;
-        restored.map_err(|e| format!("cannot put the page back after a screenshot: {}", why(e)))?;
+        let png = png.map_err(|e| Error::Page(format!("cannot take a screenshot: {}", why(e))))?;
+        restored.map_err(|e| Error::Page(format!("cannot put the page back after a screenshot: {}", why(e))))?;
         Ok((png, covered))
     }
 
     /// The page's console since the last call (chromedriver hands each line out once), as
     /// `LEVEL message` lines.
-    pub async fn console(&self) -> Result<Vec<String>, String> {
+    pub async fn console(&self) -> Result<Vec<String>, Error> {
         let c = SessionCommand {
             path: "se/log",
             body: json!({"type": "browser"}),
@@ -484,7 +531,7 @@ impl Browser {
             .client
             .issue_cmd(c)
             .await
-            .map_err(|e| format!("cannot read the page's console: {}", why(e)))?;
+            .map_err(|e| Error::Page(format!("cannot read the page's console: {}", why(e))))?;
         Ok(console_lines(&v))
     }
 
@@ -514,9 +561,9 @@ pub fn console_lines(v: &Value) -> Vec<String> {
 }
 
 /// The files of a folder with their sizes, in name order.
-fn folder_files(dir: &Path) -> Result<Vec<(String, u64)>, String> {
+fn folder_files(dir: &Path) -> Result<Vec<(String, u64)>, Error> {
     let mut out: Vec<(String, u64)> = std::fs::read_dir(dir)
-        .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
+        .map_err(|e| Error::Files(format!("cannot list {}: {e}", dir.display())))?
         .filter_map(|e| e.ok())
         .filter_map(|e| Some((e.file_name().to_string_lossy().into_owned(), e.metadata().ok()?.len())))
         .collect();
@@ -525,7 +572,7 @@ fn folder_files(dir: &Path) -> Result<Vec<(String, u64)>, String> {
 }
 
 /// Removes what an earlier download left in the download folder.
-fn empty_folder(dir: &Path) -> Result<(), String> {
+fn empty_folder(dir: &Path) -> Result<(), Error> {
     for (name, _) in folder_files(dir)? {
         let p = dir.join(&name);
         let _ = std::fs::remove_file(&p).or_else(|_| std::fs::remove_dir_all(&p));

@@ -55,7 +55,7 @@ pub async fn command(args: ConformArgs) -> Result<ExitCode, InfraError> {
     let result = check(&opened.dev).await;
     opened.close().await;
     let _ = std::fs::remove_dir_all(&work);
-    let checks = result.map_err(InfraError::Unreachable)?;
+    let checks = result.map_err(|e| InfraError::Unreachable(e.to_string()))?;
     print!("{}", render(&checks));
     if let Some(path) = &args.json {
         let doc = serde_json::json!({

@@ -104,7 +104,7 @@ pub async fn command(args: FlashArgs) -> Result<ExitCode, InfraError> {
                 "power on: {done}; `nexus-hil health --target {}` tells when it is up",
                 entry.target()
             )),
-            Err(e) => say(&e),
+            Err(e) => say(&e.to_string()),
         }
     }
     Ok(match (written, back) {

@@ -153,12 +153,12 @@ pub enum HistoryCmd {
 }
 
 /// Opens the history `given` names (or the default); the error says where and what to do.
-async fn open(given: Option<&str>) -> Result<(String, Store), String> {
+async fn open(given: Option<&str>) -> Result<(String, Store), history::Error> {
     let spec = history::store_spec(given, Path::new("target/nexus-hil/run"));
     if !spec.contains("://") && !Path::new(&spec).exists() {
-        return Err(format!(
+        return Err(history::Error::Open(format!(
             "no history at {spec}: `nexus-hil run` appends to it (or name one with --history / NEXUS_HIL_HISTORY)"
-        ));
+        )));
     }
     let store = Store::open(&spec).await?;
     Ok((spec, store))
@@ -181,10 +181,14 @@ async fn load(
     controls: &[String],
     upto: Option<&str>,
     o: changepoint::Options,
-) -> Result<Loaded, String> {
+) -> Result<Loaded, history::Error> {
     let (spec, store) = open(given).await?;
     let mut all = Vec::new();
-    for mut s in store.series().await.map_err(|e| format!("{spec}: {e}"))? {
+    for mut s in store
+        .series()
+        .await
+        .map_err(|e| history::Error::Read(format!("{spec}: {e}")))?
+    {
         if filter.is_some_and(|f| !s.name.contains(f)) || exclude.iter().any(|x| s.name.contains(x.as_str())) {
             continue;
         }
@@ -194,7 +198,7 @@ async fn load(
         let points = store
             .points(&s.name)
             .await
-            .map_err(|e| format!("{spec}: {}: {e}", s.name))?;
+            .map_err(|e| history::Error::Read(format!("{spec}: {}: {e}", s.name)))?;
         all.push((s, points));
     }
     if let Some(c) = upto {
@@ -206,10 +210,10 @@ async fn load(
             .map(|p| p.started_at)
             .max()
         else {
-            return Err(format!(
+            return Err(history::Error::Read(format!(
                 "{spec} has no run of commit {c}{}: name one of its commits as the runs recorded them (the checkout's commit id, or NEXUS_HIL_COMMIT)",
                 filter.map(|f| format!(" in a series named like {f}")).unwrap_or_default()
-            ));
+            )));
         };
         for (_, ps) in &mut all {
             ps.retain(|p| p.started_at <= cutoff);
@@ -295,7 +299,7 @@ pub async fn command(args: HistoryArgs) -> Result<ExitCode, InfraError> {
             let Loaded { spec, now, before } = match loaded {
                 Ok(t) => t,
                 Err(e) => {
-                    say(&e);
+                    say(&e.to_string());
                     return Ok(ExitCode::from(Exit::Usage));
                 }
             };
@@ -455,7 +459,7 @@ async fn report(history: Option<&str>, controls: &[String], output: &Path) -> Re
     let (spec, trends) = match load(history, None, &[], controls, None, changepoint::Options::default()).await {
         Ok(l) => (l.spec, l.now),
         Err(e) => {
-            say(&e);
+            say(&e.to_string());
             return Ok(ExitCode::from(Exit::Usage));
         }
     };
@@ -476,14 +480,17 @@ async fn flaky(
 ) -> Result<ExitCode, InfraError> {
     let read = async {
         let (spec, store) = open(history).await?;
-        let mut seen = store.outcomes().await.map_err(|e| format!("{spec}: {e}"))?;
+        let mut seen = store
+            .outcomes()
+            .await
+            .map_err(|e| history::Error::Read(format!("{spec}: {e}")))?;
         seen.retain(|s| device.is_none_or(|d| d == s.device) && commit.is_none_or(|c| s.commit.starts_with(c)));
-        Ok::<_, String>((spec, seen))
+        Ok::<_, history::Error>((spec, seen))
     };
     let (spec, seen) = match read.await {
         Ok(r) => r,
         Err(e) => {
-            say(&e);
+            say(&e.to_string());
             return Ok(ExitCode::from(Exit::Usage));
         }
     };
@@ -522,7 +529,7 @@ async fn append_criterion(
         let store = Store::open(&spec).await?;
         let key = history::record::key(&history::record::host(), "host", history::record::now(), "bench");
         store.append(&key, &ms).await?;
-        Ok::<_, String>(ms.len())
+        Ok::<_, history::Error>(ms.len())
     };
     match appended.await {
         Ok(n) => {
@@ -530,7 +537,7 @@ async fn append_criterion(
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            say(&e);
+            say(&e.to_string());
             Ok(ExitCode::from(Exit::Usage))
         }
     }

@@ -1,7 +1,7 @@
 //! The `nexus-hil` commands: each module holds one command's arguments and dispatches to the
 //! library; [`args`] holds the target flags that `run`, `conform` and `provision` share.
 
-pub mod args;
+pub(crate) mod args;
 pub mod conform;
 pub mod crash_states;
 pub mod emulator;

@@ -8,7 +8,7 @@ use super::say;
 use crate::error::InfraError;
 use crate::exit::Exit;
 use crate::report::merge::{link_work_files, Shard};
-use crate::report::RunReport;
+use crate::report::{Error as ReportError, RunReport};
 
 /// Arguments of `nexus-hil report`.
 #[derive(Debug, clap::Args)]
@@ -49,19 +49,20 @@ pub enum ReportCmd {
 }
 
 /// Reads a run's report.json from its folder (or the file itself); the error says what to give.
-fn read(path: &Path) -> Result<RunReport, String> {
+fn read(path: &Path) -> Result<RunReport, ReportError> {
     let json = if path.is_dir() {
         path.join("report.json")
     } else {
         path.to_path_buf()
     };
     let text = std::fs::read_to_string(&json).map_err(|e| {
-        format!(
+        ReportError::Read(format!(
             "{}: {e}; give a run's report folder (--report-dir of `nexus-hil run`) or its report.json",
             json.display()
-        )
+        ))
     })?;
-    serde_json::from_str(&text).map_err(|e| format!("{} is not a nexus-hil report: {e}", json.display()))
+    serde_json::from_str(&text)
+        .map_err(|e| ReportError::Read(format!("{} is not a nexus-hil report: {e}", json.display())))
 }
 
 /// Runs `nexus-hil report`. Exit status: 0 written, 2 no such report.
@@ -77,7 +78,7 @@ pub async fn command(args: ReportArgs) -> Result<ExitCode, InfraError> {
     let parsed = match read(&args.report) {
         Ok(r) => r,
         Err(e) => {
-            say(&e);
+            say(&e.to_string());
             return Ok(ExitCode::from(Exit::Usage));
         }
     };
@@ -94,7 +95,7 @@ async fn merge(dirs: &[PathBuf], output: &Path, history: Option<&str>) -> Result
         match read(d) {
             Ok(report) => shards.push(Shard { dir: d.clone(), report }),
             Err(e) => {
-                say(&e);
+                say(&e.to_string());
                 return Ok(ExitCode::from(Exit::Usage));
             }
         }
@@ -102,7 +103,7 @@ async fn merge(dirs: &[PathBuf], output: &Path, history: Option<&str>) -> Result
     let (mut merged, notes) = match crate::report::merge::merge(&shards) {
         Ok(m) => m,
         Err(e) => {
-            say(&e);
+            say(&e.to_string());
             return Ok(ExitCode::from(Exit::Usage));
         }
     };
@@ -134,7 +135,7 @@ async fn merge(dirs: &[PathBuf], output: &Path, history: Option<&str>) -> Result
         match crate::history::append_run(spec, &merged, crate::history::record::now(), "run").await {
             Ok(n) => println!("history: {n} series appended to {spec}"),
             Err(e) => {
-                say(&e);
+                say(&e.to_string());
                 return Ok(ExitCode::from(Exit::Usage));
             }
         }

@@ -18,7 +18,11 @@ use crate::transport::ssh::sh_quote;
 /// Runs a command as root through the admin's sudo; its stdout, or why it failed.
 async fn root(dev: &Device, cmd: &str) -> Result<String, String> {
     let full = format!("sudo -n sh -c {}", sh_quote(cmd));
-    let o = dev.ssh.run(&dev.admin, &full, None, Duration::from_secs(30)).await?;
+    let o = dev
+        .ssh
+        .run(&dev.admin, &full, None, Duration::from_secs(30))
+        .await
+        .map_err(|e| e.to_string())?;
     if o.code == Some(0) {
         Ok(o.stdout)
     } else {
@@ -28,7 +32,7 @@ async fn root(dev: &Device, cmd: &str) -> Result<String, String> {
 
 /// Checks the device. Makes one snapshot (described "nexus-hil conform") and deletes it again.
 /// `Err` only when the device cannot be reached at all.
-pub async fn check(dev: &Device) -> Result<Vec<Check>, String> {
+pub async fn check(dev: &Device) -> Result<Vec<Check>, super::Error> {
     let timeout = Duration::from_secs(30);
     let mut out = Vec::new();
     match root(dev, "true").await {
@@ -37,11 +41,16 @@ pub async fn check(dev: &Device) -> Result<Vec<Check>, String> {
             true,
             format!("{} runs commands as root with sudo", dev.admin),
         )),
-        Err(e) => return Err(format!("{} cannot use sudo without a password prompt: {e}", dev.admin)),
+        Err(e) => {
+            return Err(super::Error::Sudo(format!(
+                "{} cannot use sudo without a password prompt: {e}",
+                dev.admin
+            )))
+        }
     }
     let bus = DeviceBus::connect(&dev.ssh, &dev.admin, "root", timeout).await?;
-    let snap_xml = bus.introspect(SNAPSHOT1).await;
-    let backup_xml = bus.introspect(BACKUP1).await;
+    let snap_xml = bus.introspect(SNAPSHOT1).await.map_err(|e| e.to_string());
+    let backup_xml = bus.introspect(BACKUP1).await.map_err(|e| e.to_string());
     out.extend(check_interfaces(
         snap_xml.as_deref().map_err(String::as_str),
         backup_xml.as_deref().map_err(String::as_str),
@@ -280,8 +289,9 @@ async fn https(dev: &Device) -> Check {
             .https
             .get(CA_PATH, None, None, Duration::from_secs(10))
             .await
-            .map(|r| r.status),
-        Err(e) => Err(e.clone()),
+            .map(|r| r.status)
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
     };
     Check::doc(
         "HTTPS CA",

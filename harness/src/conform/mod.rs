@@ -5,14 +5,26 @@
 //! as a deviation, never as a failure. Types are read from the device (introspection and the
 //! replies' own signatures), so a device whose ids are `t` or `i` is called correctly and
 //! reported with the type it has. This module is the result model; [`interfaces`] checks what
-//! introspection shows, [`device`] what the device does.
+//! introspection shows, [`device`] what the device does. [`Error`]: the device could not be
+//! checked at all.
 
-pub mod device;
-pub mod interfaces;
+pub(crate) mod device;
+pub(crate) mod interfaces;
 
 use serde::Serialize;
 
 pub use device::check;
+
+/// Why the device could not be checked at all (each item that fails is a [`Check`], not this).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The admin user cannot run commands as root without a password prompt.
+    #[error("{0}")]
+    Sudo(String),
+    /// No D-Bus connection to the device as root.
+    #[error(transparent)]
+    Bus(#[from] crate::transport::Error),
+}
 
 /// Where a contract item comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

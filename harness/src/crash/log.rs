@@ -269,11 +269,6 @@ impl<'a> Replayer<'a> {
         })
     }
 
-    /// Entries applied so far.
-    pub fn applied(&self) -> usize {
-        self.applied
-    }
-
     /// Applies entries until `upto` have been; discards become holes (reads as zeros).
     pub fn advance_to(&mut self, upto: usize) -> Result<(), LogError> {
         while self.applied < upto.min(self.log.entries.len()) {

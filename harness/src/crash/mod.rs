@@ -2,5 +2,5 @@
 //! (`blklogwrites`) and rebuilds the disk as it was at any point of it, e.g. at the last flush;
 //! [`card`] logs the writes of a card the host's kernel mounts (the container emulator's).
 
-pub mod card;
-pub mod log;
+pub(crate) mod card;
+pub(crate) mod log;

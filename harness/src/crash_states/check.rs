@@ -14,6 +14,7 @@ use nexus_contract::paths;
 
 use super::ops::{self, Facts, Op, MARKER};
 use super::pick::State;
+use super::Error;
 use crate::device::container::device as emulator_device;
 use crate::device::container::{Emulator, EmulatorSpec};
 use crate::image::sdcard::{Loop, Mounted};
@@ -127,7 +128,7 @@ impl<'a> Checker<'a> {
 
     /// Checks the state held by `card` (a copy this check may change): what it breaks, or
     /// why it could not be checked (the machine's trouble, not the state's).
-    pub async fn check(&mut self, card: &Path, state: &State) -> Result<Vec<Broken>, String> {
+    pub async fn check(&mut self, card: &Path, state: &State) -> Result<Vec<Broken>, Error> {
         let mut found = Vec::new();
         if let Some(b) = btrfs_check(card) {
             found.push(b);
@@ -189,7 +190,7 @@ impl<'a> Checker<'a> {
     /// recovered; the container is removed after.
     /// The outer error is the machine's (no container, no connection): the state is then not
     /// checked, rather than blamed.
-    async fn recover(&self, card: &Path, state: &State) -> Result<Result<Recovered, Broken>, String> {
+    async fn recover(&self, card: &Path, state: &State) -> Result<Result<Recovered, Broken>, Error> {
         let started = Emulator::start(EmulatorSpec {
             image: self.image,
             sdcard_template: card,
@@ -209,7 +210,11 @@ impl<'a> Checker<'a> {
                     format!("nexus-backupd does not start on this state: {e}"),
                 )))
             }
-            Err(e) => return Err(format!("cannot start a container emulator on the state: {e}")),
+            Err(e) => {
+                return Err(Error::Machine(format!(
+                    "cannot start a container emulator on the state: {e}"
+                )))
+            }
         };
         let dev = emulator_device(&emu, self.key, self.pubkey, self.work);
         let r = self.ask(&dev, state).await;
@@ -217,21 +222,26 @@ impl<'a> Checker<'a> {
         r
     }
 
-    async fn ask(&self, dev: &crate::device::Device, state: &State) -> Result<Result<Recovered, Broken>, String> {
+    async fn ask(&self, dev: &crate::device::Device, state: &State) -> Result<Result<Recovered, Broken>, Error> {
         let mut tries = 0;
         let bus = loop {
             tries += 1;
             match DeviceBus::connect(&dev.ssh, &dev.admin, "root", Duration::from_secs(60)).await {
                 Ok(b) => break b,
-                Err(e) if tries >= 3 => return Err(format!("the recovered emulator's bus, 3 tries: {e}")),
+                Err(e) if tries >= 3 => {
+                    return Err(Error::Machine(format!("the recovered emulator's bus, 3 tries: {e}")))
+                }
                 Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
             }
         };
         // A call the daemon fails is the state's; the connection was shown to work.
-        Ok(self.questions(&bus, state).await.map_err(|e| broken("recovery", e)))
+        Ok(self
+            .questions(&bus, state)
+            .await
+            .map_err(|e| broken("recovery", e.to_string())))
     }
 
-    async fn questions(&self, bus: &DeviceBus, state: &State) -> Result<Recovered, String> {
+    async fn questions(&self, bus: &DeviceBus, state: &State) -> Result<Recovered, Error> {
         let mut r = Recovered::default();
         let status = ops::status(bus).await?;
         let running = status.get("id").and_then(|v| v.as_u64()).unwrap_or(0);

@@ -7,11 +7,12 @@
 //! dropped, one torn at a sector) (`pick`), and each state is checked on this machine (`check`): the file system, the
 //! daemon's recovery on it, and what the daemon then lists. [`ops`] holds the operations;
 //! [`broken`] the daemons broken on purpose that show each check catching its failure.
+//! [`Error`]: why an operation was not recorded or its states not checked.
 
-pub mod broken;
-pub mod check;
-pub mod ops;
-pub mod pick;
+pub(crate) mod broken;
+pub(crate) mod check;
+pub(crate) mod ops;
+pub(crate) mod pick;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -27,9 +28,57 @@ use crate::device::FaultError;
 use crate::error::InfraError;
 use crate::report::crash::{BrokenDaemonReport, CrashReport, OperationReport, Violation};
 use crate::session::SeededRandom;
-use broken::BrokenDaemon;
-use ops::{Op, Recorder};
+use ops::Recorder;
 use pick::{Beyond, Kind, State};
+
+pub use broken::BrokenDaemon;
+pub use ops::Op;
+
+/// Why an operation could not be recorded, or its states not checked (a state that breaks a
+/// check is a violation in the report, not this). The report shows the message as the
+/// operation's NOT CHECKED reason.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the daemon failed, or its reply is not what the contract says.
+    #[error("{0}")]
+    Daemon(String),
+    /// A command on the device, or reaching it, failed.
+    #[error("{0}")]
+    Device(String),
+    /// This machine's side failed: the write log, a card image, a mount, a container.
+    #[error("{0}")]
+    Machine(String),
+    /// The write log does not cover the operation as recorded.
+    #[error("{0}")]
+    Span(String),
+    /// Some states could not be checked (the machine's trouble, not the states').
+    #[error("{0}")]
+    Unchecked(String),
+}
+
+impl Error {
+    /// The same kind of failure with more said (the daemon's journal, a context).
+    fn and(self, more: impl FnOnce(String) -> String) -> Self {
+        match self {
+            Self::Daemon(m) => Self::Daemon(more(m)),
+            Self::Device(m) => Self::Device(more(m)),
+            Self::Machine(m) => Self::Machine(more(m)),
+            Self::Span(m) => Self::Span(more(m)),
+            Self::Unchecked(m) => Self::Unchecked(more(m)),
+        }
+    }
+}
+
+impl From<crate::transport::Error> for Error {
+    fn from(e: crate::transport::Error) -> Self {
+        Self::Device(e.to_string())
+    }
+}
+
+/// A failure of this machine's side, its message as it is.
+fn machine(e: impl std::fmt::Display) -> Error {
+    Error::Machine(e.to_string())
+}
 
 /// Where operations are recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -131,7 +180,7 @@ pub async fn run(opts: &Options, say: &(dyn Fn(&str) + Sync)) -> Result<CrashRep
             let failed = |op: &Op| OperationReport {
                 operation: op.name().into(),
                 what: op.what().into(),
-                error: Some(e.clone()),
+                error: Some(e.to_string()),
                 ..Default::default()
             };
             report.operations = opts.ops.iter().map(failed).collect();
@@ -150,10 +199,10 @@ pub async fn run(opts: &Options, say: &(dyn Fn(&str) + Sync)) -> Result<CrashRep
         };
         let t = Instant::now();
         match facts {
-            Err(e) => r.error = Some(e),
+            Err(e) => r.error = Some(e.to_string()),
             Ok(facts) => {
                 if let Err(e) = check_states(opts, &env, op, &dir, &facts, &log, &base, &mut r, say).await {
-                    r.error = Some(e);
+                    r.error = Some(e.to_string());
                 }
             }
         }
@@ -211,14 +260,14 @@ fn run_password() -> Result<String, InfraError> {
 
 /// Each operation's facts (or why it could not be recorded) and seconds; the write log and
 /// the card it started from.
-type Recording = (Vec<(Op, Result<ops::Facts, String>, f64)>, PathBuf, PathBuf);
+type Recording = (Vec<(Op, Result<ops::Facts, Error>, f64)>, PathBuf, PathBuf);
 
 /// Runs every operation in turn on one device.
 async fn record_ops(
     opts: &Options,
     recorder: &Recorder<'_>,
     say: &(dyn Fn(&str) + Sync),
-) -> Vec<(Op, Result<ops::Facts, String>, f64)> {
+) -> Vec<(Op, Result<ops::Facts, Error>, f64)> {
     let mut out = Vec::new();
     for &op in &opts.ops {
         say(&format!("{}: recording ({})", op.name(), op.what()));
@@ -230,10 +279,10 @@ async fn record_ops(
 }
 
 /// Runs the operations on an emulator whose card's writes are logged.
-async fn record(opts: &Options, env: &Env<'_>, dir: &Path, say: &(dyn Fn(&str) + Sync)) -> Result<Recording, String> {
+async fn record(opts: &Options, env: &Env<'_>, dir: &Path, say: &(dyn Fn(&str) + Sync)) -> Result<Recording, Error> {
     let card = dir.join("sdcard.img");
-    crate::image::sdcard::copy_for(env.template, &card).map_err(|e| e.to_string())?;
-    let logged = tokio::task::block_in_place(|| LoggedCard::start(&card, dir)).map_err(|e| e.to_string())?;
+    crate::image::sdcard::copy_for(env.template, &card).map_err(machine)?;
+    let logged = tokio::task::block_in_place(|| LoggedCard::start(&card, dir)).map_err(machine)?;
     let emu = Emulator::start(EmulatorSpec {
         image: env.image,
         sdcard_template: &logged.exported,
@@ -242,9 +291,9 @@ async fn record(opts: &Options, env: &Env<'_>, dir: &Path, say: &(dyn Fn(&str) +
         in_place: true,
     })
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(machine)?;
     let dev = emulator_device(&emu, env.key, env.pubkey, dir);
-    let mark = || logged.entries().map_err(|e| e.to_string());
+    let mark = || logged.entries().map_err(machine);
     let recorder = Recorder {
         dev: &dev,
         password: env.password,
@@ -256,7 +305,8 @@ async fn record(opts: &Options, env: &Env<'_>, dir: &Path, say: &(dyn Fn(&str) +
         let journal = emu.journal("nexus-backupd", 30).await;
         for (_, f, _) in recorded.iter_mut() {
             if let Err(e) = f {
-                *e = format!("{e}; the daemon's journal:\n{journal}");
+                let failed = std::mem::replace(e, Error::Machine(String::new()));
+                *e = failed.and(|m| format!("{m}; the daemon's journal:\n{journal}"));
             }
         }
     }
@@ -274,7 +324,7 @@ async fn record_on_standin(
     parts: &StandinParts,
     dir: &Path,
     say: &(dyn Fn(&str) + Sync),
-) -> Result<Recording, String> {
+) -> Result<Recording, Error> {
     let boot_dir = dir.join("standin");
     let vm = Standin::start(
         StandinSpec {
@@ -287,18 +337,14 @@ async fn record_on_standin(
         say,
     )
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(machine)?;
     say(&format!(
         "the stand-in was ready in {:.1} s",
         vm.ready_after.as_secs_f64()
     ));
     let dev = standin::device(&vm, &parts.key, dir);
     let log_now = boot_dir.join("sdcard.log");
-    let mark = || {
-        WriteLog::open(&log_now)
-            .map(|l| l.entries.len())
-            .map_err(|e| e.to_string())
-    };
+    let mark = || WriteLog::open(&log_now).map(|l| l.entries.len()).map_err(machine);
     let recorder = Recorder {
         dev: &dev,
         password: env.password,
@@ -308,12 +354,14 @@ async fn record_on_standin(
     let recorded = record_ops(opts, &recorder, say).await;
     // The power goes (SIGKILL of qemu): the log holds what the card was sent, flushes included.
     let cut = vm.power_cut(true).await.map_err(|e| match e {
-        FaultError::Failed(m) | FaultError::Unsupported(m) => format!("the power cut that ends the recording: {m}"),
+        FaultError::Failed(m) | FaultError::Unsupported(m) => {
+            Error::Machine(format!("the power cut that ends the recording: {m}"))
+        }
     });
     let (log, base) = (dir.join("sdcard.log"), dir.join("sdcard.base"));
     let moved = std::fs::rename(boot_dir.join("sdcard-1.log"), &log)
         .and_then(|()| std::fs::rename(boot_dir.join("sdcard.base"), &base))
-        .map_err(|e| format!("the stand-in's write log: {e}"));
+        .map_err(|e| Error::Machine(format!("the stand-in's write log: {e}")));
     drop(vm);
     cut?;
     moved?;
@@ -331,8 +379,8 @@ async fn check_states(
     base: &Path,
     r: &mut OperationReport,
     say: &(dyn Fn(&str) + Sync),
-) -> Result<(), String> {
-    let log = WriteLog::open(log_path).map_err(|e| e.to_string())?;
+) -> Result<(), Error> {
+    let log = WriteLog::open(log_path).map_err(machine)?;
     let mut random = SeededRandom::for_scenario(opts.seed, op.name());
     let picked = pick::pick(
         &log.entries,
@@ -352,24 +400,25 @@ async fn check_states(
     r.reordered_candidates = picked.reordered_candidates;
     r.torn_candidates = picked.torn_candidates;
     if let Some(e) = picked.span_error(facts.start, facts.end) {
-        return Err(e);
+        return Err(Error::Span(e));
     }
     let cursor = dir.join("cursor.img");
-    sparse_copy(base, &cursor).map_err(|e| format!("{}: {e}", cursor.display()))?;
-    let mut replayer = Replayer::new(&log, &cursor).map_err(|e| e.to_string())?;
+    sparse_copy(base, &cursor).map_err(|e| Error::Machine(format!("{}: {e}", cursor.display())))?;
+    let mut replayer = Replayer::new(&log, &cursor).map_err(machine)?;
     let work = dir.join("check");
-    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&work).map_err(machine)?;
     let mut checker = check::Checker::new(op, facts, env.image, env.key, env.pubkey, &work, env.password);
     if op == Op::Activate {
         // The live trees at the operation's start: what a state that did not switch must hold.
-        replayer.advance_to(facts.start).map_err(|e| e.to_string())?;
+        replayer.advance_to(facts.start).map_err(machine)?;
         let card = check::state_card(&work);
         let _ = std::fs::remove_file(&card);
-        sparse_copy(&cursor, &card).map_err(|e| format!("{}: {e}", card.display()))?;
+        sparse_copy(&cursor, &card).map_err(|e| Error::Machine(format!("{}: {e}", card.display())))?;
         let trees = check::live_trees(&card, &work.join("mnt"));
         let _ = std::fs::remove_file(&card);
-        checker.before_activate =
-            Some(trees.map_err(|e| format!("the live trees at the Activate's start cannot be read: {e}"))?);
+        checker.before_activate = Some(
+            trees.map_err(|e| Error::Machine(format!("the live trees at the Activate's start cannot be read: {e}")))?,
+        );
     }
     let bar = ProgressBar::new(picked.states.len() as u64);
     bar.set_style(
@@ -383,14 +432,14 @@ async fn check_states(
         bar.set_message(format!("({})", state.name()));
         // The in-order replay goes to the state's epoch (its end for a flush point or prefix);
         // the copy gets the rest of the epoch as the state has it.
-        replayer.advance_to(state.epoch).map_err(|e| e.to_string())?;
+        replayer.advance_to(state.epoch).map_err(machine)?;
         let card = check::state_card(&work);
-        let make = |card: &Path| -> Result<(), String> {
+        let make = |card: &Path| -> Result<(), Error> {
             let _ = std::fs::remove_file(card);
-            sparse_copy(&cursor, card).map_err(|e| format!("{}: {e}", card.display()))?;
+            sparse_copy(&cursor, card).map_err(|e| Error::Machine(format!("{}: {e}", card.display())))?;
             if state.epoch < state.entries {
                 log.apply(card, state.epoch, state.entries, &state.variant)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(machine)?;
             }
             Ok(())
         };
@@ -445,25 +494,25 @@ async fn check_states(
     bar.finish_and_clear();
     let _ = std::fs::remove_dir_all(&work);
     if !unchecked.is_empty() {
-        return Err(format!(
+        return Err(Error::Unchecked(format!(
             "{} state(s) could not be checked: {}",
             unchecked.len(),
             unchecked.join("; ")
-        ));
+        )));
     }
     Ok(())
 }
 
 /// The state as the power cut left it (before any mount or recovery), kept as an image.
-fn keep_state(log: &WriteLog, base: &Path, dir: &Path, state: &State) -> Result<PathBuf, String> {
+fn keep_state(log: &WriteLog, base: &Path, dir: &Path, state: &State) -> Result<PathBuf, Error> {
     let image = dir.join(format!("{}.img", state.file_stem()));
-    sparse_copy(base, &image).map_err(|e| e.to_string())?;
+    sparse_copy(base, &image).map_err(machine)?;
     Replayer::new(log, &image)
         .and_then(|mut r| r.advance_to(state.epoch))
-        .map_err(|e| e.to_string())?;
+        .map_err(machine)?;
     if state.epoch < state.entries {
         log.apply(&image, state.epoch, state.entries, &state.variant)
-            .map_err(|e| e.to_string())?;
+            .map_err(machine)?;
     }
     Ok(image)
 }

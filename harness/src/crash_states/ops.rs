@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use nexus_contract::names::{BACKUP1, SNAPSHOT1};
 
 use super::broken::BrokenDaemon;
+use super::Error;
 use crate::device::Device;
 use crate::transport::dbus::DeviceBus;
 use crate::transport::ssh::sh_quote;
@@ -88,14 +89,14 @@ pub struct Facts {
 pub struct Recorder<'a> {
     pub dev: &'a Device,
     pub password: &'a str,
-    pub mark: &'a (dyn Fn() -> Result<usize, String> + Sync),
+    pub mark: &'a (dyn Fn() -> Result<usize, Error> + Sync),
     pub broken: Option<BrokenDaemon>,
 }
 
 const CALL: Duration = Duration::from_secs(60);
 
 impl Recorder<'_> {
-    async fn root(&self, cmd: &str) -> Result<String, String> {
+    async fn root(&self, cmd: &str) -> Result<String, Error> {
         let out = self
             .dev
             .ssh
@@ -107,17 +108,20 @@ impl Recorder<'_> {
             )
             .await?;
         if out.code != Some(0) {
-            return Err(format!("`{cmd}` failed on the device: {}", out.stderr.trim()));
+            return Err(Error::Device(format!(
+                "`{cmd}` failed on the device: {}",
+                out.stderr.trim()
+            )));
         }
         Ok(out.stdout)
     }
 
-    async fn bus(&self) -> Result<DeviceBus, String> {
-        DeviceBus::connect(&self.dev.ssh, &self.dev.admin, "root", CALL).await
+    async fn bus(&self) -> Result<DeviceBus, Error> {
+        Ok(DeviceBus::connect(&self.dev.ssh, &self.dev.admin, "root", CALL).await?)
     }
 
     /// Records `op`: sets the device up for it, syncs, runs it, syncs again.
-    pub async fn record(&self, op: Op) -> Result<Facts, String> {
+    pub async fn record(&self, op: Op) -> Result<Facts, Error> {
         let mut facts = Facts::default();
         if let Some(b) = self.broken {
             self.root(&b.install_command()).await?;
@@ -179,9 +183,9 @@ impl Recorder<'_> {
                     .handed
                     .extend(ids.into_iter().filter(|&i| i != first).map(|i| (i, at)));
                 if active != Some(first) {
-                    return Err(format!(
+                    return Err(Error::Daemon(format!(
                         "after Activate({first}) and the restart the active snapshot is {active:?}: the switch did not happen"
-                    ));
+                    )));
                 }
             }
             _ => unreachable!("the second snapshot is made for these operations"),
@@ -191,16 +195,16 @@ impl Recorder<'_> {
         Ok(facts)
     }
 
-    async fn backup(&self, bus: &DeviceBus, id: u64) -> Result<(), String> {
+    async fn backup(&self, bus: &DeviceBus, id: u64) -> Result<(), Error> {
         call(bus, BACKUP1, "Create", &[id.to_string(), self.password.to_string()]).await?;
         let result = wait_idle(bus, id, |_| false).await?;
         if result != "ok" {
-            return Err(format!("the backup of snapshot {id} ended {result:?}"));
+            return Err(Error::Daemon(format!("the backup of snapshot {id} ended {result:?}")));
         }
         Ok(())
     }
 
-    async fn cancel(&self, bus: &DeviceBus, id: u64) -> Result<(), String> {
+    async fn cancel(&self, bus: &DeviceBus, id: u64) -> Result<(), Error> {
         call(bus, BACKUP1, "Create", &[id.to_string(), self.password.to_string()]).await?;
         // Cancelled once it has written something.
         let mut cancelled = false;
@@ -213,9 +217,9 @@ impl Recorder<'_> {
         })
         .await?;
         if result != "cancelled" {
-            return Err(format!(
+            return Err(Error::Daemon(format!(
                 "the backup of snapshot {id} ended {result:?} before it could be cancelled; use a larger --content-bytes"
-            ));
+            )));
         }
         Ok(())
     }
@@ -227,14 +231,14 @@ pub async fn call(
     service: &str,
     method: &str,
     args: &[String],
-) -> Result<Vec<serde_json::Value>, String> {
+) -> Result<Vec<serde_json::Value>, Error> {
     bus.call(service, method, args)
         .await
-        .map_err(|e| format!("{service}.{method}: {e}"))
+        .map_err(|e| Error::Daemon(format!("{service}.{method}: {e}")))
 }
 
 /// `Snapshot1.Create(true, true, description)`: the new id.
-pub async fn create(bus: &DeviceBus, description: &str) -> Result<u64, String> {
+pub async fn create(bus: &DeviceBus, description: &str) -> Result<u64, Error> {
     let reply = call(
         bus,
         SNAPSHOT1,
@@ -245,21 +249,21 @@ pub async fn create(bus: &DeviceBus, description: &str) -> Result<u64, String> {
     reply
         .first()
         .and_then(|v| v.as_u64())
-        .ok_or_else(|| format!("Snapshot1.Create replied {reply:?}, not an id"))
+        .ok_or_else(|| Error::Daemon(format!("Snapshot1.Create replied {reply:?}, not an id")))
 }
 
 /// `Backup1.Status` as a map.
-pub async fn status(bus: &DeviceBus) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+pub async fn status(bus: &DeviceBus) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
     let reply = call(bus, BACKUP1, "Status", &[]).await?;
     reply
         .first()
         .and_then(|v| v.as_object())
         .cloned()
-        .ok_or_else(|| format!("Backup1.Status replied {reply:?}, not a dictionary"))
+        .ok_or_else(|| Error::Daemon(format!("Backup1.Status replied {reply:?}, not a dictionary")))
 }
 
 /// The finished backups `Backup1.GetList` lists: id and SHA-256.
-pub async fn finished_backups(bus: &DeviceBus) -> Result<BTreeMap<u64, String>, String> {
+pub async fn finished_backups(bus: &DeviceBus) -> Result<BTreeMap<u64, String>, Error> {
     let reply = call(bus, BACKUP1, "GetList", &[]).await?;
     Ok(list_of(&reply)
         .iter()
@@ -272,7 +276,7 @@ pub async fn finished_backups(bus: &DeviceBus) -> Result<BTreeMap<u64, String>, 
 }
 
 /// The snapshots `Snapshot1.GetList` lists, and the active one.
-pub async fn snapshots(bus: &DeviceBus) -> Result<(Vec<u64>, Option<u64>), String> {
+pub async fn snapshots(bus: &DeviceBus) -> Result<(Vec<u64>, Option<u64>), Error> {
     let reply = call(bus, SNAPSHOT1, "GetList", &[]).await?;
     let list = list_of(&reply);
     let ids = list.iter().filter_map(|e| e.get("id")?.as_u64()).collect();
@@ -293,7 +297,7 @@ fn field_u64(m: &serde_json::Map<String, serde_json::Value>, k: &str) -> u64 {
 
 /// Polls `Status` until the backup of `id` no longer runs; `at` hears its progress and says
 /// when to call `Cancel`. The last result.
-async fn wait_idle(bus: &DeviceBus, id: u64, mut at: impl FnMut(u64) -> bool) -> Result<String, String> {
+async fn wait_idle(bus: &DeviceBus, id: u64, mut at: impl FnMut(u64) -> bool) -> Result<String, Error> {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
         let s = status(bus).await?;
@@ -308,20 +312,22 @@ async fn wait_idle(bus: &DeviceBus, id: u64, mut at: impl FnMut(u64) -> bool) ->
             call(bus, BACKUP1, "Cancel", &[]).await?;
         }
         if Instant::now() > deadline {
-            return Err(format!("the backup of snapshot {id} still ran after 10 min"));
+            return Err(Error::Daemon(format!(
+                "the backup of snapshot {id} still ran after 10 min"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 /// Waits until the daemon answers on the bus again (after a restart), up to a minute.
-pub async fn wait_answering(bus: &DeviceBus) -> Result<(), String> {
+pub async fn wait_answering(bus: &DeviceBus) -> Result<(), Error> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match status(bus).await {
             Ok(_) => return Ok(()),
             Err(e) if Instant::now() > deadline => {
-                return Err(format!("nexus-backupd did not answer within 60 s: {e}"))
+                return Err(Error::Daemon(format!("nexus-backupd did not answer within 60 s: {e}")))
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }

@@ -144,6 +144,7 @@ impl Picked {
         })
     }
 
+    #[cfg(test)]
     pub fn count(&self, kind: Kind) -> usize {
         self.states.iter().filter(|s| s.kind == kind).count()
     }

@@ -198,7 +198,8 @@ pub async fn daemon_over_ssh(ssh: &SshTarget, admin: &str, kill: bool) -> Result
     };
     let out = ssh
         .run(admin, &format!("sudo -n {cmd}"), None, Duration::from_secs(60))
-        .await?;
+        .await
+        .map_err(|e| e.to_string())?;
     if out.code != Some(0) {
         return Err(format!("`{cmd}` failed: {}", out.stderr.trim()).into());
     }

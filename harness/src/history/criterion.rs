@@ -18,7 +18,7 @@ struct Sample {
 /// (`bench/GROUP/ID/time_ns`, lower is better), sorted by name. A benchmark whose name
 /// contains one of `controls` is a control series (it times the machine or other tools, not
 /// our code: `ci/bench` names the hand-made `tar | gpg` and the idle tick).
-pub fn baseline(dir: &Path, baseline: &str, controls: &[String]) -> Result<Vec<Measurement>, String> {
+pub fn baseline(dir: &Path, baseline: &str, controls: &[String]) -> Result<Vec<Measurement>, super::Error> {
     let mut out = Vec::new();
     walk(dir, dir, baseline, &mut out)?;
     out.sort_by(|a, b| a.series.name.cmp(&b.series.name));
@@ -28,16 +28,16 @@ pub fn baseline(dir: &Path, baseline: &str, controls: &[String]) -> Result<Vec<M
         }
     }
     if out.is_empty() {
-        return Err(format!(
+        return Err(super::Error::Baseline(format!(
             "no benchmark saved as baseline {baseline:?} under {} (cargo bench -- --save-baseline {baseline})",
             dir.display()
-        ));
+        )));
     }
     Ok(out)
 }
 
-fn walk(root: &Path, dir: &Path, baseline: &str, out: &mut Vec<Measurement>) -> Result<(), String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+fn walk(root: &Path, dir: &Path, baseline: &str, out: &mut Vec<Measurement>) -> Result<(), super::Error> {
+    let entries = std::fs::read_dir(dir).map_err(|e| super::Error::Baseline(format!("{}: {e}", dir.display())))?;
     for e in entries.flatten() {
         let path = e.path();
         if !path.is_dir() {
@@ -45,12 +45,14 @@ fn walk(root: &Path, dir: &Path, baseline: &str, out: &mut Vec<Measurement>) -> 
         }
         let sample = path.join("sample.json");
         if e.file_name() == baseline && sample.exists() {
-            let text = std::fs::read_to_string(&sample).map_err(|e| format!("{}: {e}", sample.display()))?;
-            let s: Sample = serde_json::from_str(&text)
-                .map_err(|e| format!("{} is not criterion's sample.json: {e}", sample.display()))?;
+            let text = std::fs::read_to_string(&sample)
+                .map_err(|e| super::Error::Baseline(format!("{}: {e}", sample.display())))?;
+            let s: Sample = serde_json::from_str(&text).map_err(|e| {
+                super::Error::Baseline(format!("{} is not criterion's sample.json: {e}", sample.display()))
+            })?;
             let bench = dir
                 .strip_prefix(root)
-                .map_err(|e| e.to_string())?
+                .map_err(|e| super::Error::Baseline(e.to_string()))?
                 .to_string_lossy()
                 .into_owned();
             out.push(Measurement {
@@ -118,7 +120,7 @@ mod tests {
         );
         let roles: Vec<Role> = ms.iter().map(|m| m.series.role).collect();
         assert_eq!(roles, [Role::Measure, Role::Control]);
-        let e = baseline(dir.path(), "nope", &[]).unwrap_err();
+        let e = baseline(dir.path(), "nope", &[]).unwrap_err().to_string();
         assert!(e.contains("no benchmark saved as baseline \"nope\""), "{e}");
     }
 }

@@ -4,16 +4,38 @@
 //! judges which changes stop a merge, and [`page`] draws the trends as one self-contained HTML
 //! page; [`outcomes`] keeps every try's outcome and finds the flaky scenarios; [`criterion`]
 //! reads `ci/bench`'s saved baselines; [`software`] keeps what each run found
-//! on its device and says what changed since the last run that passed there.
+//! on its device and says what changed since the last run that passed there. The store's
+//! types are re-exported here; every failure is an [`Error`].
 
-pub mod changepoint;
-pub mod criterion;
-pub mod gate;
+pub(crate) mod changepoint;
+pub(crate) mod criterion;
+pub(crate) mod gate;
 pub mod outcomes;
-pub mod page;
-pub mod record;
+pub(crate) mod page;
+pub(crate) mod record;
 pub mod software;
-pub mod store;
+pub(crate) mod store;
+
+pub use store::{Better, Measurement, Role, RunKey, Series, Stat, Store};
+
+/// Why the history could not be used. Each message names the store (or the file) and what
+/// failed; a run's reports are written whatever the history says.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store could not be opened, or its schema brought up to date (a schema newer than
+    /// this nexus-hil: update nexus-hil).
+    #[error("{0}")]
+    Open(String),
+    /// A run, its outcomes or its software could not be written; nothing of it is kept.
+    #[error("{0}")]
+    Write(String),
+    /// The store could not be read, or holds what this nexus-hil cannot read.
+    #[error("{0}")]
+    Read(String),
+    /// Criterion's saved baselines could not be read.
+    #[error("{0}")]
+    Baseline(String),
+}
 
 /// The store to use: `given`, else $NEXUS_HIL_HISTORY, else history.sqlite beside the run's
 /// report folder (so the default runs and ci/suite share target/nexus-hil/history.sqlite).
@@ -37,7 +59,7 @@ pub async fn append_run(
     report: &crate::report::RunReport,
     started_at: i64,
     source: &str,
-) -> Result<usize, String> {
+) -> Result<usize, Error> {
     let store = store::Store::open(spec).await?;
     let mut n = 0;
     let mut measured = record::measurements(report);
@@ -72,7 +94,7 @@ pub async fn append_run(
 pub async fn what_changed(
     spec: &str,
     report: &crate::report::RunReport,
-) -> Result<Vec<crate::report::WhatChanged>, String> {
+) -> Result<Vec<crate::report::WhatChanged>, Error> {
     let found = software::found_per_device(report);
     if found.is_empty() {
         return Ok(Vec::new());
@@ -154,7 +176,7 @@ pub fn trends(series: &store::Series, points: &[store::Point], o: changepoint::O
 
 /// Each scenario's recorded duration (by its slug): the median of its last 5 passed runs. A
 /// history that does not exist yet has none.
-pub async fn recorded_durations(spec: &str) -> Result<std::collections::HashMap<String, f64>, String> {
+pub async fn recorded_durations(spec: &str) -> Result<std::collections::HashMap<String, f64>, Error> {
     let mut out = std::collections::HashMap::new();
     if !spec.contains("://") && !std::path::Path::new(spec).exists() {
         return Ok(out);

@@ -37,23 +37,23 @@ pub fn hash(canonical: &str) -> String {
 
 /// A list as the store keeps it: gzip, then base64 (a text column works on SQLite and
 /// PostgreSQL alike).
-pub fn pack(canonical: &str) -> Result<String, String> {
+pub fn pack(canonical: &str) -> Result<String, super::Error> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     gz.write_all(canonical.as_bytes())
         .and_then(|()| gz.finish())
         .map(|bytes| base64::engine::general_purpose::STANDARD.encode(bytes))
-        .map_err(|e| format!("cannot compress a package list: {e}"))
+        .map_err(|e| super::Error::Write(format!("cannot compress a package list: {e}")))
 }
 
 /// A list as [`pack`] stored it.
-pub fn unpack(packed: &str) -> Result<String, String> {
+pub fn unpack(packed: &str) -> Result<String, super::Error> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(packed.trim())
-        .map_err(|e| format!("a package list in the history is not base64: {e}"))?;
+        .map_err(|e| super::Error::Read(format!("a package list in the history is not base64: {e}")))?;
     let mut text = String::new();
     flate2::read::GzDecoder::new(&bytes[..])
         .read_to_string(&mut text)
-        .map_err(|e| format!("a package list in the history does not decompress: {e}"))?;
+        .map_err(|e| super::Error::Read(format!("a package list in the history does not decompress: {e}")))?;
     Ok(text)
 }
 
@@ -208,7 +208,7 @@ mod tests {
         let packed = pack(&big).unwrap();
         assert!(packed.len() < big.len() / 3, "{} of {}", packed.len(), big.len());
         assert_eq!(unpack(&packed).unwrap(), big);
-        assert!(unpack("not base64!").unwrap_err().contains("base64"));
+        assert!(unpack("not base64!").unwrap_err().to_string().contains("base64"));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use sqlx::AnyPool;
 use sqlx::Row;
 
 use super::software::{self, Found};
+use super::Error;
 use crate::report::PassedRun;
 
 /// The schema, one migration per version (version = index + 1). Portable SQL only: it runs on
@@ -218,32 +219,40 @@ async fn insert_run(tx: &mut sqlx::Transaction<'_, sqlx::Any>, run: &RunKey, or_
     Ok(())
 }
 
+/// A failed read of the store, its message as sqlx says it.
+fn read(e: sqlx::Error) -> Error {
+    Error::Read(e.to_string())
+}
+
 impl Store {
     /// Opens (and migrates) the store `spec` names.
-    pub async fn open(spec: &str) -> Result<Self, String> {
+    pub async fn open(spec: &str) -> Result<Self, Error> {
         sqlx::any::install_default_drivers();
         if !spec.contains("://") {
             if let Some(dir) = Path::new(spec).parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                std::fs::create_dir_all(dir).map_err(|e| Error::Open(format!("{}: {e}", dir.display())))?;
             }
         }
         let pool = AnyPoolOptions::new()
             .max_connections(2)
             .connect(&url_of(spec))
             .await
-            .map_err(|e| format!("cannot open the history {spec}: {e}"))?;
+            .map_err(|e| Error::Open(format!("cannot open the history {spec}: {e}")))?;
         let store = Store { pool };
-        store.migrate().await.map_err(|e| format!("the history {spec}: {e}"))?;
+        store
+            .migrate()
+            .await
+            .map_err(|e| Error::Open(format!("the history {spec}: {e}")))?;
         Ok(store)
     }
 
     /// The schema's version in the store.
-    pub async fn version(&self) -> Result<usize, String> {
+    pub async fn version(&self) -> Result<usize, Error> {
         let exists = sqlx::query("SELECT version FROM nh_schema")
             .fetch_optional(&self.pool)
             .await;
         match exists {
-            Ok(Some(row)) => Ok(row.try_get::<i64, _>(0).map_err(|e| e.to_string())? as usize),
+            Ok(Some(row)) => Ok(row.try_get::<i64, _>(0).map_err(|e| Error::Read(e.to_string()))? as usize),
             Ok(None) => Ok(0),
             // No table yet: a new store.
             Err(_) => Ok(0),
@@ -252,7 +261,7 @@ impl Store {
 
     async fn migrate(&self) -> Result<(), String> {
         let err = |e: sqlx::Error| e.to_string();
-        let have = self.version().await?;
+        let have = self.version().await.map_err(|e| e.to_string())?;
         if have > MIGRATIONS.len() {
             return Err(format!(
                 "its schema is version {have}, newer than this nexus-hil knows ({}): update nexus-hil",
@@ -285,8 +294,8 @@ impl Store {
     }
 
     /// Appends one run's measurements, all or nothing.
-    pub async fn append(&self, run: &RunKey, measurements: &[Measurement]) -> Result<(), String> {
-        let err = |e: sqlx::Error| format!("cannot append to the history: {e}");
+    pub async fn append(&self, run: &RunKey, measurements: &[Measurement]) -> Result<(), Error> {
+        let err = |e: sqlx::Error| Error::Write(format!("cannot append to the history: {e}"));
         let mut tx = self.pool.begin().await.map_err(err)?;
         insert_run(&mut tx, run, false).await.map_err(err)?;
         for m in measurements {
@@ -322,8 +331,8 @@ impl Store {
 
     /// Records the software a run (already appended) found on its device, its package list
     /// stored once by its hash.
-    pub async fn record_software(&self, run_id: &str, found: &Found, passed: bool) -> Result<(), String> {
-        let err = |e: sqlx::Error| format!("cannot record the device's software in the history: {e}");
+    pub async fn record_software(&self, run_id: &str, found: &Found, passed: bool) -> Result<(), Error> {
+        let err = |e: sqlx::Error| Error::Write(format!("cannot record the device's software in the history: {e}"));
         let mut tx = self.pool.begin().await.map_err(err)?;
         let sha = match &found.packages {
             Some(list) => {
@@ -360,8 +369,8 @@ impl Store {
     }
 
     /// The last run on `device` that passed and recorded its software, with what it found.
-    pub async fn last_passed(&self, device: &str) -> Result<Option<(PassedRun, Found)>, String> {
-        let err = |e: sqlx::Error| format!("cannot read the history's last passing run on {device}: {e}");
+    pub async fn last_passed(&self, device: &str) -> Result<Option<(PassedRun, Found)>, Error> {
+        let err = |e: sqlx::Error| Error::Read(format!("cannot read the history's last passing run on {device}: {e}"));
         let row = sqlx::query(
             "SELECT r.id, r.commit_id, r.started_at, s.daemon, s.kernel, p.gz_base64
              FROM runs r JOIN run_software s ON s.run_id = r.id
@@ -391,8 +400,8 @@ impl Store {
 
     /// Keeps every try's outcome of one run on one device (`outcomes::rows`), the run's own
     /// row made first when its device measured nothing; all or nothing.
-    pub async fn append_outcomes(&self, run: &RunKey, rows: &[super::outcomes::Row]) -> Result<(), String> {
-        let err = |e: sqlx::Error| format!("cannot append the outcomes to the history: {e}");
+    pub async fn append_outcomes(&self, run: &RunKey, rows: &[super::outcomes::Row]) -> Result<(), Error> {
+        let err = |e: sqlx::Error| Error::Write(format!("cannot append the outcomes to the history: {e}"));
         let mut tx = self.pool.begin().await.map_err(err)?;
         insert_run(&mut tx, run, true).await.map_err(err)?;
         for r in rows {
@@ -413,7 +422,7 @@ impl Store {
     }
 
     /// Every kept outcome with its commit and device, oldest run first.
-    pub async fn outcomes(&self) -> Result<Vec<super::outcomes::Seen>, String> {
+    pub async fn outcomes(&self) -> Result<Vec<super::outcomes::Seen>, Error> {
         let rows = sqlx::query(
             "SELECT r.commit_id, r.device, o.scenario, o.outcome
              FROM outcomes o JOIN runs r ON r.id = o.run_id
@@ -421,10 +430,10 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(read)?;
         rows.iter()
             .map(|r| {
-                let get = |i: usize| r.try_get::<String, _>(i).map_err(|e| e.to_string());
+                let get = |i: usize| r.try_get::<String, _>(i).map_err(read);
                 Ok(super::outcomes::Seen {
                     commit: get(0)?,
                     device: get(1)?,
@@ -436,14 +445,14 @@ impl Store {
     }
 
     /// Every series the store knows.
-    pub async fn series(&self) -> Result<Vec<Series>, String> {
+    pub async fn series(&self) -> Result<Vec<Series>, Error> {
         let rows = sqlx::query("SELECT name, unit, better, stat, role FROM series ORDER BY name")
             .fetch_all(&self.pool)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(read)?;
         rows.iter()
             .map(|r| {
-                let get = |i: usize| r.try_get::<String, _>(i).map_err(|e| e.to_string());
+                let get = |i: usize| r.try_get::<String, _>(i).map_err(read);
                 Ok(Series {
                     name: get(0)?,
                     unit: get(1)?,
@@ -464,7 +473,7 @@ impl Store {
     }
 
     /// One series' runs, oldest first, each with its samples (ascending).
-    pub async fn points(&self, series: &str) -> Result<Vec<Point>, String> {
+    pub async fn points(&self, series: &str) -> Result<Vec<Point>, Error> {
         let rows = sqlx::query(
             "SELECT r.id, r.commit_id, r.device, r.started_at, s.value, s.weight
              FROM samples s JOIN runs r ON r.id = s.run_id
@@ -474,18 +483,18 @@ impl Store {
         .bind(series)
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(read)?;
         let mut points: Vec<Point> = Vec::new();
         for r in rows {
-            let id: String = r.try_get(0).map_err(|e| e.to_string())?;
-            let value: f64 = r.try_get(4).map_err(|e| e.to_string())?;
-            let weight: i64 = r.try_get(5).map_err(|e| e.to_string())?;
+            let id: String = r.try_get(0).map_err(read)?;
+            let value: f64 = r.try_get(4).map_err(read)?;
+            let weight: i64 = r.try_get(5).map_err(read)?;
             match points.last_mut() {
                 Some(p) if p.run_id == id => p.samples.push((value, weight as u64)),
                 _ => points.push(Point {
-                    commit: r.try_get(1).map_err(|e| e.to_string())?,
-                    device: r.try_get(2).map_err(|e| e.to_string())?,
-                    started_at: r.try_get(3).map_err(|e| e.to_string())?,
+                    commit: r.try_get(1).map_err(read)?,
+                    device: r.try_get(2).map_err(read)?,
+                    started_at: r.try_get(3).map_err(read)?,
                     run_id: id,
                     samples: vec![(value, weight as u64)],
                 }),

@@ -11,9 +11,9 @@ use sha2::{Digest, Sha256};
 use crate::error::InfraError;
 use mmdebstrap::{package_list, write_file, Bootstrap};
 
-pub mod mmdebstrap;
+pub(crate) mod mmdebstrap;
 pub mod sdcard;
-pub mod standin;
+pub(crate) mod standin;
 
 /// Repository name of the emulator image in the engine.
 pub const REPO: &str = "localhost/nexus-emulator";

@@ -5,14 +5,14 @@ use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 
-use super::{Measured, Percentiles};
+use super::{Error, Measured, Percentiles};
 
 /// One measurement out of several windows of the same condition: their ticks pooled into
 /// one histogram, so the percentiles are those of all the ticks together (not an average of
 /// percentiles). Needs each window's full-precision counts.
-pub fn pool(windows: &[Measured]) -> Result<Measured, String> {
+pub fn pool(windows: &[Measured]) -> Result<Measured, Error> {
     let Some(first) = windows.first() else {
-        return Err("no window was measured".into());
+        return Err(Error::Pool("no window was measured".into()));
     };
     if windows.len() == 1 {
         return Ok(first.clone());
@@ -25,11 +25,11 @@ pub fn pool(windows: &[Measured]) -> Result<Measured, String> {
             continue;
         }
         late.add(window_histogram(i, "lateness_counts", &w.lateness_counts)?)
-            .map_err(|e| format!("cannot add window {}'s lateness: {e}", i + 1))?;
+            .map_err(|e| Error::Pool(format!("cannot add window {}'s lateness: {e}", i + 1)))?;
         if io {
             io_time
                 .add(window_histogram(i, "io_counts", &w.io_counts)?)
-                .map_err(|e| format!("cannot add window {}'s I/O times: {e}", i + 1))?;
+                .map_err(|e| Error::Pool(format!("cannot add window {}'s I/O times: {e}", i + 1)))?;
         }
     }
     let samples = windows.iter().map(|w| w.samples).sum();
@@ -64,22 +64,22 @@ fn histogram() -> Histogram<u64> {
 }
 
 /// Window `i`'s (highest equivalent value, count) pairs of `field` read back into a histogram.
-fn window_histogram(i: usize, field: &str, counts: &[(u64, u64)]) -> Result<Histogram<u64>, String> {
+fn window_histogram(i: usize, field: &str, counts: &[(u64, u64)]) -> Result<Histogram<u64>, Error> {
     if counts.is_empty() {
-        return Err(format!(
+        return Err(Error::Pool(format!(
             "window {} has samples but no `{field}`: the probe on the device does not print its full \
              histogram (an older nexus-automation); update nexus-automation (rebuild the emulator \
              image) to pool windows",
             i + 1
-        ));
+        )));
     }
     let mut h = histogram();
     for &(v, n) in counts {
         h.record_n(v, n).map_err(|e| {
-            format!(
+            Error::Pool(format!(
                 "window {}'s `{field}` holds {v} µs, beyond the probe's range: {e:?}",
                 i + 1
-            )
+            ))
         })?;
     }
     Ok(h)
@@ -170,7 +170,7 @@ mod tests {
     fn windows_without_their_full_histogram_are_not_pooled() {
         let mut old = window(vec![(100, 1000)], 0);
         old.lateness_counts.clear();
-        let e = pool(&[old.clone(), old.clone()]).unwrap_err();
+        let e = pool(&[old.clone(), old.clone()]).unwrap_err().to_string();
         assert!(e.contains("older") && e.contains("rebuild"), "{e}");
         // One window alone needs no pooling.
         assert_eq!(pool(std::slice::from_ref(&old)).unwrap(), old);
@@ -183,7 +183,7 @@ mod tests {
         let new = window(vec![(100, 1000)], 0);
         let mut old = new.clone();
         old.io_counts.clear();
-        let e = pool(&[new.clone(), old]).unwrap_err();
+        let e = pool(&[new.clone(), old]).unwrap_err().to_string();
         assert!(
             e.contains("window 2")
                 && e.contains("`io_counts`")

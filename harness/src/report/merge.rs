@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::RunReport;
+use super::{Error, RunReport};
 
 /// One shard's report and the folder it came from.
 pub struct Shard {
@@ -16,9 +16,9 @@ pub struct Shard {
 /// Merges `shards` into one run. Errors name the shards that do not belong together. The notes
 /// say what the merged report cannot tell by itself (shards without partition numbers, seeds
 /// that differ).
-pub fn merge(shards: &[Shard]) -> Result<(RunReport, Vec<String>), String> {
+pub fn merge(shards: &[Shard]) -> Result<(RunReport, Vec<String>), Error> {
     if shards.is_empty() {
-        return Err("no reports to merge".into());
+        return Err(Error::Merge("no reports to merge".into()));
     }
     let mut notes = Vec::new();
     check_partitions(shards, &mut notes)?;
@@ -29,13 +29,13 @@ pub fn merge(shards: &[Shard]) -> Result<(RunReport, Vec<String>), String> {
             let key = s.file.as_str();
             if let Some(other) = seen.get(key) {
                 if *other != sh.dir.as_path() {
-                    return Err(format!(
+                    return Err(Error::Merge(format!(
                         "{} ran in two shards ({} and {}): these are not the parts of one partitioned run \
                          (give each --partition K/N job's report folder once)",
                         s.file,
                         other.display(),
                         sh.dir.display()
-                    ));
+                    )));
                 }
             }
             seen.insert(key, &sh.dir);
@@ -91,7 +91,7 @@ pub fn merge(shards: &[Shard]) -> Result<(RunReport, Vec<String>), String> {
 }
 
 /// Each K of one N exactly once, when the shards say which they are.
-fn check_partitions(shards: &[Shard], notes: &mut Vec<String>) -> Result<(), String> {
+fn check_partitions(shards: &[Shard], notes: &mut Vec<String>) -> Result<(), Error> {
     let parts: Vec<Option<(usize, usize)>> = shards.iter().map(|s| s.report.partition).collect();
     if parts.iter().all(Option::is_none) {
         notes
@@ -100,12 +100,15 @@ fn check_partitions(shards: &[Shard], notes: &mut Vec<String>) -> Result<(), Str
     }
     let name = |i: usize| shards[i].dir.display().to_string();
     if let Some(i) = parts.iter().position(Option::is_none) {
-        return Err(format!("{} was not run with --partition, the others were", name(i)));
+        return Err(Error::Merge(format!(
+            "{} was not run with --partition, the others were",
+            name(i)
+        )));
     }
     let parts: Vec<(usize, usize)> = parts.into_iter().flatten().collect();
     let n = parts[0].1;
     if let Some(i) = parts.iter().position(|p| p.1 != n) {
-        return Err(format!(
+        return Err(Error::Merge(format!(
             "{} is part {}/{} but {} is part {}/{}: shards of different splits",
             name(i),
             parts[i].0,
@@ -113,18 +116,24 @@ fn check_partitions(shards: &[Shard], notes: &mut Vec<String>) -> Result<(), Str
             name(0),
             parts[0].0,
             n
-        ));
+        )));
     }
     for k in 1..=n {
         let with: Vec<usize> = (0..parts.len()).filter(|&i| parts[i].0 == k).collect();
         match with.as_slice() {
             [] => {
-                return Err(format!(
+                return Err(Error::Merge(format!(
                     "part {k}/{n} is missing: its job's report folder was not given (or the job did not finish)"
-                ))
+                )))
             }
             [_] => {}
-            [a, b, ..] => return Err(format!("part {k}/{n} is given twice: {} and {}", name(*a), name(*b))),
+            [a, b, ..] => {
+                return Err(Error::Merge(format!(
+                    "part {k}/{n} is given twice: {} and {}",
+                    name(*a),
+                    name(*b)
+                )))
+            }
         }
     }
     Ok(())
@@ -281,17 +290,24 @@ mod tests {
     #[test]
     fn shards_that_are_not_one_runs_parts_are_named() {
         let a = || shard("p1", Some((1, 3)), &[("a.yaml", Outcome::Passed)], 1.0);
-        let e = merge(&[a(), shard("p3", Some((3, 3)), &[("c.yaml", Outcome::Passed)], 1.0)]).unwrap_err();
+        let e = merge(&[a(), shard("p3", Some((3, 3)), &[("c.yaml", Outcome::Passed)], 1.0)])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("part 2/3 is missing"), "{e}");
-        let e = merge(&[a(), shard("again", Some((1, 3)), &[("b.yaml", Outcome::Passed)], 1.0)]).unwrap_err();
+        let e = merge(&[a(), shard("again", Some((1, 3)), &[("b.yaml", Outcome::Passed)], 1.0)])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("part 1/3 is given twice: p1 and again"), "{e}");
-        let e = merge(&[a(), shard("q", Some((2, 2)), &[("b.yaml", Outcome::Passed)], 1.0)]).unwrap_err();
+        let e = merge(&[a(), shard("q", Some((2, 2)), &[("b.yaml", Outcome::Passed)], 1.0)])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("different splits"), "{e}");
         let e = merge(&[
             shard("x", None, &[("a.yaml", Outcome::Passed)], 1.0),
             shard("y", None, &[("a.yaml", Outcome::Failed)], 1.0),
         ])
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("a.yaml ran in two shards (x and y)"), "{e}");
         let (_, notes) = merge(&[shard("x", None, &[("a.yaml", Outcome::Passed)], 1.0)]).unwrap();
         assert!(notes[0].contains("not run with --partition"), "{notes:?}");

@@ -1,17 +1,35 @@
 //! What a run found, and how it is told. This module is the result model (and its JSON, for
 //! tools); [`latency`] pools a probe's windows, [`junit`] writes JUnit XML for CI, [`terminal`]
 //! the lines people read, [`html`] the self-contained page with its charts.
-//! Infrastructure errors are reported as such, apart from failures.
+//! Infrastructure errors are reported as such, apart from failures. [`Error`]: a report that
+//! cannot be read, shards that do not merge, windows that do not pool.
 
 pub mod crash;
-pub mod flaky;
+pub(crate) mod flaky;
 pub mod html;
-pub mod junit;
-pub mod latency;
-pub mod merge;
+pub(crate) mod junit;
+pub(crate) mod latency;
+pub(crate) mod merge;
 pub mod terminal;
 
 use serde::{Deserialize, Serialize};
+
+pub use flaky::wilson;
+
+/// Why a report could not be read, merged or pooled; each message names the file, the shard
+/// or the window, and what to give or rebuild instead.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A report file is missing, unreadable, or not a nexus-hil report.
+    #[error("{0}")]
+    Read(String),
+    /// The shards given are not the parts of one partitioned run.
+    #[error("{0}")]
+    Merge(String),
+    /// A probe's windows cannot be pooled (an older probe without its full histogram).
+    #[error("{0}")]
+    Pool(String),
+}
 
 /// How a scenario (or step) ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

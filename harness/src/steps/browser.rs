@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 
-use super::StepLog;
+use super::{StepEnd, StepLog};
 use crate::browser::{Browser, Config};
 use crate::report::{BrowserEvidence, INLINE_SCREENSHOT_BYTES};
 use crate::scenario::{self, family};
@@ -21,7 +21,7 @@ pub async fn run(
     step: family::Browser<'_>,
     timeout: Duration,
     log: &mut StepLog,
-) -> Result<(), String> {
+) -> Result<(), StepEnd> {
     let began = Instant::now();
     let mut evidence = BrowserEvidence::default();
     if s.browser.is_none() {
@@ -32,7 +32,7 @@ pub async fn run(
     let left = timeout.saturating_sub(began.elapsed());
     let r = act(s, step, left, log, &mut evidence).await;
     if let Err(why) = &r {
-        log.lines.push(format!("failed: {}", s.mask(why)));
+        log.lines.push(format!("failed: {}", s.mask(&why.to_string())));
         failure_evidence(s, log, &mut evidence).await;
     }
     if evidence != BrowserEvidence::default() {
@@ -50,7 +50,7 @@ pub async fn run(
 /// inventory's `ca_sha256`), as `http.get` does, and then lets Chromium accept that server's
 /// key and no other (Chromium could not check a chain against a CA of the harness's own). A
 /// plain `http://` base (a page of the harness's tests) has nothing to check.
-async fn start(s: &Session<'_>, timeout: Duration, log: &mut StepLog) -> Result<Browser, String> {
+async fn start(s: &Session<'_>, timeout: Duration, log: &mut StepLog) -> Result<Browser, StepEnd> {
     let base = s
         .dev
         .ui
@@ -88,7 +88,7 @@ async fn start(s: &Session<'_>, timeout: Duration, log: &mut StepLog) -> Result<
 }
 
 /// A step's selector as CSS: `@key` looked up in the device's set, then `${variables}`.
-pub fn selector(s: &Session<'_>, given: &str) -> Result<String, String> {
+pub fn selector(s: &Session<'_>, given: &str) -> Result<String, StepEnd> {
     let raw = match given.strip_prefix('@') {
         Some(key) => s.dev.ui.selectors.get(key).cloned().ok_or_else(|| {
             let known: Vec<&str> = s.dev.ui.selectors.keys().map(String::as_str).collect();
@@ -101,9 +101,9 @@ pub fn selector(s: &Session<'_>, given: &str) -> Result<String, String> {
     };
     let css = s.subst(&raw);
     if let Some(name) = scenario::references(&css).first() {
-        return Err(format!(
+        return Err(StepEnd::Failed(format!(
             "selector {given} ({raw}) uses ${{{name}}}, which no earlier step defined"
-        ));
+        )));
     }
     Ok(css)
 }
@@ -115,7 +115,7 @@ async fn act(
     timeout: Duration,
     log: &mut StepLog,
     evidence: &mut BrowserEvidence,
-) -> Result<(), String> {
+) -> Result<(), StepEnd> {
     let Some(b) = s.browser.as_ref() else {
         return Err("the browser is not running".into());
     };
@@ -204,9 +204,11 @@ async fn act(
                     break;
                 }
                 if Instant::now() > deadline {
-                    return Err(s.mask(&format!(
-                        "{css} shows {text:?}, which does not contain {want:?} (waited {timeout:?})"
-                    )));
+                    return Err(s
+                        .mask(&format!(
+                            "{css} shows {text:?}, which does not contain {want:?} (waited {timeout:?})"
+                        ))
+                        .into());
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -218,7 +220,9 @@ async fn act(
             }
             let (found, searched) = b.hunt(&value).await?;
             if !found.is_empty() {
-                return Err(s.mask(&format!("{value:?} is kept by the browser: in {}", found.join(", "))));
+                return Err(s
+                    .mask(&format!("{value:?} is kept by the browser: in {}", found.join(", ")))
+                    .into());
             }
             log.lines.push(s.mask(&format!("{value:?} is in none of {searched}")));
         }
@@ -243,7 +247,7 @@ async fn act(
 }
 
 /// The target's admin account for its page: the user, the password, and where it came from.
-async fn credentials(s: &Session<'_>) -> Result<(String, String, String), String> {
+async fn credentials(s: &Session<'_>) -> Result<(String, String, String), StepEnd> {
     let ui = &s.dev.ui;
     let user = ui.user.clone().ok_or_else(|| {
         "this target names no admin account for its web page: give [device.ui] user and password_file in targets.toml".to_string()
@@ -262,13 +266,15 @@ async fn credentials(s: &Session<'_>) -> Result<(String, String, String), String
             format!("the device's {f}"),
         )
     } else {
-        return Err(format!(
+        return Err(StepEnd::Failed(format!(
             "this target names no password for its web page's user {user}: give [device.ui] password_file in targets.toml"
-        ));
+        )));
     };
     let password = password.trim().to_string();
     if password.is_empty() {
-        return Err(format!("the web page's password for {user} (from {from}) is empty"));
+        return Err(StepEnd::Failed(format!(
+            "the web page's password for {user} (from {from}) is empty"
+        )));
     }
     Ok((user, password, from))
 }
@@ -301,10 +307,10 @@ async fn failure_evidence(s: &Session<'_>, log: &mut StepLog, evidence: &mut Bro
             }
             log.lines.push(format!("the page at the failure: {name}"));
         }
-        Err(e) => log.lines.push(e),
+        Err(e) => log.lines.push(e.to_string()),
     }
     match console {
         Ok(lines) => evidence.console = lines.iter().map(|l| s.mask(l)).collect(),
-        Err(e) => log.lines.push(e),
+        Err(e) => log.lines.push(e.to_string()),
     }
 }

@@ -7,7 +7,7 @@ use nexus_contract::names::{BACKUP1, SNAPSHOT1};
 use nexus_contract::paths::{backup_file_name, BACKUPS_DIR, BROOT};
 use serde_json::Value;
 
-use super::StepLog;
+use super::{StepEnd, StepLog};
 use crate::bench::record::Made;
 use crate::report::{ProgressSample, Wear};
 use crate::scenario::{family, BackupWait, DbusCall};
@@ -20,14 +20,14 @@ pub async fn step(
     step: family::Dbus<'_>,
     timeout: Duration,
     log: &mut StepLog,
-) -> Result<(), String> {
+) -> Result<(), StepEnd> {
     match step {
         family::Dbus::DbusCall(c) => call(s, c, timeout, log).await,
         family::Dbus::BackupWait(w) => wait(s, w, timeout, log).await,
     }
 }
 
-pub async fn call(s: &mut Session<'_>, c: &DbusCall, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
+pub async fn call(s: &mut Session<'_>, c: &DbusCall, timeout: Duration, log: &mut StepLog) -> Result<(), StepEnd> {
     let user = s.subst(&c.user);
     let args: Vec<String> = c.args.iter().map(|a| s.subst(a)).collect();
     let shown = s.mask(&format!("{}.{}({})", c.service, c.method, args.join(", ")));
@@ -64,20 +64,26 @@ pub async fn call(s: &mut Session<'_>, c: &DbusCall, timeout: Duration, log: &mu
             if let Some((what, id)) = made_by(&service, &method, &args, &values) {
                 s.record_made(what, id, &mut log.lines).await?;
             }
-            Err(format!(
+            Err(StepEnd::Failed(format!(
                 "the call succeeded ({}) but {name} was expected",
                 Value::Array(values)
-            ))
+            )))
         }
-        (Err(e), None) => Err(format!("the call failed: {e}")),
+        (Err(e), None) => Err(StepEnd::Failed(format!("the call failed: {e}"))),
         (Err(e), Some(name)) => {
             log.lines.push(format!("-> error {e}"));
             if &e.name != name {
-                return Err(format!("failed with {}, expected {name}: {}", e.name, e.message));
+                return Err(StepEnd::Failed(format!(
+                    "failed with {}, expected {name}: {}",
+                    e.name, e.message
+                )));
             }
             if let Some(c) = &c.expect_error_contains {
                 if !e.message.contains(c.as_str()) {
-                    return Err(format!("the error message {:?} does not mention {c:?}", e.message));
+                    return Err(StepEnd::Failed(format!(
+                        "the error message {:?} does not mention {c:?}",
+                        e.message
+                    )));
                 }
             }
             Ok(())
@@ -96,33 +102,37 @@ fn made_by(service: &str, method: &str, args: &[String], reply: &[Value]) -> Opt
 }
 
 /// The `expect*` keys of a call that succeeded.
-fn check_reply(s: &Session<'_>, c: &DbusCall, values: &[Value]) -> Result<(), String> {
+fn check_reply(s: &Session<'_>, c: &DbusCall, values: &[Value]) -> Result<(), StepEnd> {
     let first = values.first().map(render).unwrap_or_default();
     if let Some(e) = &c.expect {
         let e = s.subst(e);
         if first != e {
-            return Err(format!("reply {first:?}, expected {e:?}"));
+            return Err(StepEnd::Failed(format!("reply {first:?}, expected {e:?}")));
         }
     }
     for (k, want) in &c.expect_fields {
         let want = s.subst(want);
         let got = values.first().and_then(|v| v.get(k)).map(render);
         if got.as_deref() != Some(want.as_str()) {
-            return Err(format!("{k} is {got:?}, expected {want:?}"));
+            return Err(StepEnd::Failed(format!("{k} is {got:?}, expected {want:?}")));
         }
     }
     for (k, want) in &c.expect_fields_contain {
         let want = s.subst(want);
         let got = values.first().and_then(|v| v.get(k)).map(render).unwrap_or_default();
         if !got.contains(&want) {
-            return Err(format!("{k} is {got:?}, which does not contain {want:?}"));
+            return Err(StepEnd::Failed(format!(
+                "{k} is {got:?}, which does not contain {want:?}"
+            )));
         }
     }
     let whole = Value::Array(values.to_vec()).to_string();
     for text in &c.expect_not_contains {
         let text = s.subst(text);
         if whole.contains(&text) {
-            return Err(format!("the reply contains {text:?}, which it must not"));
+            return Err(StepEnd::Failed(format!(
+                "the reply contains {text:?}, which it must not"
+            )));
         }
     }
     Ok(())
@@ -130,7 +140,7 @@ fn check_reply(s: &Session<'_>, c: &DbusCall, values: &[Value]) -> Result<(), St
 
 /// `backup.wait`: polls `Status` every half second while the backup of `id` runs, keeping the
 /// progress for the report; then checks `last_result`.
-pub async fn wait(s: &mut Session<'_>, w: &BackupWait, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
+pub async fn wait(s: &mut Session<'_>, w: &BackupWait, timeout: Duration, log: &mut StepLog) -> Result<(), StepEnd> {
     let user = s.subst(&w.user);
     let id = s.subst(&w.id);
     let start = Instant::now();
@@ -158,10 +168,10 @@ pub async fn wait(s: &mut Session<'_>, w: &BackupWait, timeout: Duration, log: &
             break st;
         }
         if start.elapsed() > timeout {
-            return Err(format!(
+            return Err(StepEnd::Failed(format!(
                 "the backup of snapshot {id} was still running after {timeout:?} ({}%)",
                 num("progress")
-            ));
+            )));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
@@ -176,7 +186,9 @@ pub async fn wait(s: &mut Session<'_>, w: &BackupWait, timeout: Duration, log: &
     ));
     let want = w.expect_result.clone().unwrap_or_else(|| "ok".into());
     if want != "any" && result != want {
-        return Err(format!("the backup ended with {result:?}, expected {want:?}"));
+        return Err(StepEnd::Failed(format!(
+            "the backup ended with {result:?}, expected {want:?}"
+        )));
     }
     if result == "ok" {
         wear(s, w, &id, card_before, timeout, log).await?;
@@ -190,15 +202,15 @@ const CARD_WRITES: &str = "src=$(findmnt -no SOURCE /broot | sed 's/\\[.*//') &&
      dev=$(basename \"$(readlink -f \"$src\")\") && echo \"$dev $(awk '{print $7}' /sys/class/block/$dev/stat)\"";
 
 /// Reads [`CARD_WRITES`]: the device's name and bytes written, or why not.
-async fn card_writes(s: &Session<'_>, timeout: Duration) -> Result<(String, u64), String> {
+async fn card_writes(s: &Session<'_>, timeout: Duration) -> Result<(String, u64), StepEnd> {
     let out = s.ssh("root", CARD_WRITES, None, timeout).await?;
     parse_card_writes(&out.stdout).ok_or_else(|| {
-        format!(
+        StepEnd::Failed(format!(
             "the card's writes could not be read (exit {:?}: {} {})",
             out.code,
             out.stdout.trim(),
             out.stderr.trim()
-        )
+        ))
     })
 }
 
@@ -222,10 +234,10 @@ async fn wear(
     s: &Session<'_>,
     w: &BackupWait,
     id: &str,
-    before: Result<(String, u64, Instant), String>,
+    before: Result<(String, u64, Instant), StepEnd>,
     timeout: Duration,
     log: &mut StepLog,
-) -> Result<(), String> {
+) -> Result<(), StepEnd> {
     let measured = async {
         let (dev, before, started) = before?;
         let snapshot: u64 = id
@@ -243,7 +255,9 @@ async fn wear(
         let (dev_after, after) = card_writes(s, timeout).await?;
         let backup_s = started.elapsed().as_secs_f64();
         if dev_after != dev {
-            return Err(format!("/broot moved from {dev} to {dev_after} during the backup"));
+            return Err(StepEnd::Failed(format!(
+                "/broot moved from {dev} to {dev_after} during the backup"
+            )));
         }
         let mut background_bytes = None;
         if w.max_write_ratio.is_some() {
@@ -253,7 +267,7 @@ async fn wear(
             let rate = idle.saturating_sub(after) as f64 / t.elapsed().as_secs_f64();
             background_bytes = Some((rate * backup_s) as u64);
         }
-        Ok::<_, String>(Wear {
+        Ok::<_, StepEnd>(Wear {
             device: dev,
             bytes_written: after.saturating_sub(before),
             background_bytes,
@@ -277,13 +291,13 @@ async fn wear(
             let ratio = wear.ratio();
             log.wear = Some(wear);
             match w.max_write_ratio {
-                Some(max) if ratio > max => Err(format!(
+                Some(max) if ratio > max => Err(StepEnd::Failed(format!(
                     "the card received {ratio:.3} bytes per byte of the backup file, more than max_write_ratio {max}"
-                )),
+                ))),
                 _ => Ok(()),
             }
         }
-        Err(why) if w.max_write_ratio.is_some() => Err(format!("max_write_ratio: {why}")),
+        Err(why) if w.max_write_ratio.is_some() => Err(StepEnd::Failed(format!("max_write_ratio: {why}"))),
         Err(why) => {
             log.lines.push(format!("the card's writes were not measured: {why}"));
             Ok(())

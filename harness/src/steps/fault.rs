@@ -248,7 +248,7 @@ async fn restart(
     let start = Instant::now();
     loop {
         let r = async {
-            let bus = s.bus("root", timeout).await?;
+            let bus = s.bus("root", timeout).await.map_err(|e| e.to_string())?;
             bus.call(BACKUP1, "Status", &[]).await.map_err(|e| e.to_string())
         }
         .await;

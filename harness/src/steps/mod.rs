@@ -3,17 +3,18 @@
 //! rsync; scp back), [`verify`] (GnuPG and comparing an archive with its snapshot, through [`tree`]),
 //! [`setup`] (users and polkit grants: the vendor's recipe, shared with `provision`), [`fault`],
 //! [`probe`] (the automation loop's latency) and [`browser`] (the device's web page). [`run`] sends a step to its family; the
-//! runner around it keeps the order, the timeouts and the report.
+//! runner around it keeps the order, the timeouts and the report; a step that does not pass
+//! ends with a [`StepEnd`], the room's error.
 
-pub mod browser;
-pub mod dbus;
-pub mod fault;
-pub mod probe;
-pub mod setup;
-pub mod shell;
-pub mod transfer;
-pub mod tree;
-pub mod verify;
+pub(crate) mod browser;
+pub(crate) mod dbus;
+pub(crate) mod fault;
+pub(crate) mod probe;
+pub(crate) mod setup;
+pub(crate) mod shell;
+pub(crate) mod transfer;
+pub(crate) mod tree;
+pub(crate) mod verify;
 
 use std::time::{Duration, Instant};
 
@@ -22,10 +23,15 @@ use crate::report::{BrowserEvidence, Latency, ProgressSample, Wear};
 use crate::scenario::{self, family, Family, Step};
 use crate::session::Session;
 
-/// How a step can end other than passing.
+/// How a step can end other than passing: the room's error. The runner branches on the kind
+/// (a failure fails the scenario, an unsupported step skips it); the report shows the message.
+#[derive(Debug, thiserror::Error)]
 pub enum StepEnd {
+    /// The step ran and the device (or the network, or a file) did not do what it asks.
+    #[error("{0}")]
     Failed(String),
     /// The target cannot do this (a fault on a real device): the scenario is skipped.
+    #[error("{0}")]
     Unsupported(String),
 }
 
@@ -38,6 +44,30 @@ impl From<String> for StepEnd {
 impl From<&str> for StepEnd {
     fn from(s: &str) -> Self {
         StepEnd::Failed(s.to_string())
+    }
+}
+
+impl From<crate::transport::Error> for StepEnd {
+    fn from(e: crate::transport::Error) -> Self {
+        StepEnd::Failed(e.to_string())
+    }
+}
+
+impl From<crate::browser::Error> for StepEnd {
+    fn from(e: crate::browser::Error) -> Self {
+        StepEnd::Failed(e.to_string())
+    }
+}
+
+impl From<crate::report::Error> for StepEnd {
+    fn from(e: crate::report::Error) -> Self {
+        StepEnd::Failed(e.to_string())
+    }
+}
+
+impl From<crate::session::Error> for StepEnd {
+    fn from(e: crate::session::Error) -> Self {
+        StepEnd::Failed(e.to_string())
     }
 }
 
@@ -88,17 +118,16 @@ pub fn step_timeout(step: &Step) -> Duration {
 
 /// Runs one step against the session's device.
 pub async fn run(s: &mut Session<'_>, step: &Step, timeout: Duration, log: &mut StepLog) -> Result<(), StepEnd> {
-    let failed = |r: Result<(), String>| r.map_err(StepEnd::Failed);
     // One line a family; each family's module matches its own steps (`scenario::family`).
     match step.family() {
-        Family::Dbus(d) => failed(dbus::step(s, d, timeout, log).await),
-        Family::Shell(d) => failed(shell::step(s, d, timeout, log).await),
-        Family::Transfer(d) => failed(transfer::step(s, d, timeout, log).await),
-        Family::Verify(d) => failed(verify::step(s, d, timeout, log).await),
-        Family::Setup(d) => failed(setup::step(s, d, timeout, log).await),
+        Family::Dbus(d) => dbus::step(s, d, timeout, log).await,
+        Family::Shell(d) => shell::step(s, d, timeout, log).await,
+        Family::Transfer(d) => transfer::step(s, d, timeout, log).await,
+        Family::Verify(d) => verify::step(s, d, timeout, log).await,
+        Family::Setup(d) => setup::step(s, d, timeout, log).await,
         Family::Fault(d) => fault::run(s, d, timeout, log).await,
         Family::Probe(d) => probe::step(s, d, timeout, log).await,
-        Family::Browser(d) => failed(browser::run(s, d, timeout, log).await),
+        Family::Browser(d) => browser::run(s, d, timeout, log).await,
         Family::Control(family::Control::Repeat(r)) => repeat(s, r, log).await,
     }
 }

@@ -238,7 +238,7 @@ fn record(
 
 /// The windows pooled. The report keeps the lateness's full-precision counts (the results
 /// history stores them as the probe's samples), not the I/O's.
-fn pooled(windows: &[Measured]) -> Result<Measured, String> {
+fn pooled(windows: &[Measured]) -> Result<Measured, StepEnd> {
     let mut m = pool(windows)?;
     m.io_counts.clear();
     Ok(m)
@@ -250,7 +250,7 @@ fn verdict(
     p: &ProbeLatency,
     baseline: Option<&Latency>,
     measured: &Measured,
-) -> Result<Option<Verdict>, String> {
+) -> Result<Option<Verdict>, StepEnd> {
     let base = match (baseline, &p.compare_to) {
         (Some(b), _) => Some((b.name.clone(), b.measured.lateness_us.p99)),
         (None, None) => None,
@@ -258,14 +258,14 @@ fn verdict(
             let other = s.subst(other);
             let Some(base) = s.probes.iter().find(|l| l.name == other) else {
                 let known: Vec<&str> = s.probes.iter().map(|l| l.name.as_str()).collect();
-                return Err(format!(
+                return Err(StepEnd::Failed(format!(
                     "compare_to: no earlier probe is named {other:?} (the probes so far: {})",
                     if known.is_empty() {
                         "none".into()
                     } else {
                         known.join(", ")
                     }
-                ));
+                )));
             };
             Some((other, base.measured.lateness_us.p99))
         }

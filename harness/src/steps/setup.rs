@@ -7,7 +7,7 @@ use std::time::Duration;
 use nexus_contract::names::ACTIONS;
 use nexus_contract::paths::{BACKUP_USER, PKLA_DIR, VENDOR_PKLA};
 
-use super::StepLog;
+use super::{StepEnd, StepLog};
 use crate::bench::record;
 use crate::scenario::{family, SetupUser};
 use crate::session::Session;
@@ -39,13 +39,13 @@ pub async fn step(
     step: family::Setup<'_>,
     timeout: Duration,
     log: &mut StepLog,
-) -> Result<(), String> {
+) -> Result<(), StepEnd> {
     match step {
         family::Setup::SetupUser(u) => user(s, u, timeout, log).await,
     }
 }
 
-pub async fn user(s: &mut Session<'_>, u: &SetupUser, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
+pub async fn user(s: &mut Session<'_>, u: &SetupUser, timeout: Duration, log: &mut StepLog) -> Result<(), StepEnd> {
     let name = s.subst(&u.name);
     let actions: Vec<&str> = if u.grant.iter().any(|g| g == "all") {
         ACTIONS.to_vec()
@@ -95,7 +95,10 @@ pub async fn user(s: &mut Session<'_>, u: &SetupUser, timeout: Duration, log: &m
     ));
     let out = s.ssh("root", &script, Some(s.dev.pubkey.as_bytes()), timeout).await?;
     if out.code != Some(0) {
-        return Err(format!("setting up {name} failed: {}", out.stderr.trim()));
+        return Err(StepEnd::Failed(format!(
+            "setting up {name} failed: {}",
+            out.stderr.trim()
+        )));
     }
     let made: Vec<&str> = out.stdout.lines().filter_map(|l| l.strip_prefix("made ")).collect();
     log.lines.push(format!(

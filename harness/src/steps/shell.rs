@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::StepLog;
+use super::{StepEnd, StepLog};
 use crate::bench::record;
 use crate::scenario::{family, SshEdit, SshPut, SshRestore, SshRun};
 use crate::session::Session;
@@ -16,7 +16,7 @@ pub async fn step(
     step: family::Shell<'_>,
     timeout: Duration,
     log: &mut StepLog,
-) -> Result<(), String> {
+) -> Result<(), StepEnd> {
     match step {
         family::Shell::SshRun(r) => run(s, r, timeout, log).await,
         family::Shell::SshPut(p) => put(s, p, timeout, log).await,
@@ -25,7 +25,7 @@ pub async fn step(
     }
 }
 
-pub async fn run(s: &mut Session<'_>, r: &SshRun, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
+pub async fn run(s: &mut Session<'_>, r: &SshRun, timeout: Duration, log: &mut StepLog) -> Result<(), StepEnd> {
     let user = s.subst(&r.user);
     let command = s.subst(&r.command);
     log.lines.push(s.mask(&format!("ssh {user}: {command}")));
@@ -45,10 +45,10 @@ pub async fn run(s: &mut Session<'_>, r: &SshRun, timeout: Duration, log: &mut S
     if !r.made.is_empty() {
         let id = captured(r, &out.stdout).ok().and_then(|v| v.parse::<u64>().ok());
         let Some(id) = id else {
-            return Err(format!(
+            return Err(StepEnd::Failed(format!(
                 "the step says the command made a {}, but its output has no id where `capture` reads it",
                 r.made.join(" and a ")
-            ));
+            )));
         };
         made.extend(r.made.iter().filter_map(|m| record::Made::parse(m)).map(|m| (m, id)));
     }
@@ -57,16 +57,16 @@ pub async fn run(s: &mut Session<'_>, r: &SshRun, timeout: Duration, log: &mut S
     }
     let want = r.expect_exit.unwrap_or(0);
     if out.code != Some(want) {
-        return Err(format!(
+        return Err(StepEnd::Failed(format!(
             "exit status {:?}, expected {want}: {}",
             out.code,
             out.stderr.trim()
-        ));
+        )));
     }
     for e in &r.expect_stdout {
         let e = s.subst(e);
         if !out.stdout.contains(&e) {
-            return Err(format!("standard output does not contain {e:?}"));
+            return Err(StepEnd::Failed(format!("standard output does not contain {e:?}")));
         }
     }
     if let Some(v) = &r.capture {
@@ -77,7 +77,7 @@ pub async fn run(s: &mut Session<'_>, r: &SshRun, timeout: Duration, log: &mut S
 }
 
 /// The value `capture` takes: standard output trimmed, or its `capture_word`-th word.
-fn captured(r: &SshRun, stdout: &str) -> Result<String, String> {
+fn captured(r: &SshRun, stdout: &str) -> Result<String, StepEnd> {
     Ok(match r.capture_word {
         Some(n) => stdout
             .split_whitespace()
@@ -90,7 +90,7 @@ fn captured(r: &SshRun, stdout: &str) -> Result<String, String> {
 
 /// `ssh.put`: the text (or the `source` file's) through `cat`, then `chmod`, then its size on
 /// the device checked against what was sent.
-pub async fn put(s: &mut Session<'_>, p: &SshPut, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
+pub async fn put(s: &mut Session<'_>, p: &SshPut, timeout: Duration, log: &mut StepLog) -> Result<(), StepEnd> {
     let user = s.subst(&p.user);
     let path = s.subst(&p.path);
     let content = match (&p.content, &p.source) {
@@ -122,14 +122,14 @@ pub async fn put(s: &mut Session<'_>, p: &SshPut, timeout: Duration, log: &mut S
         s.ssh(&user, &write, Some(content.as_bytes()), timeout).await?
     };
     if out.code != Some(0) {
-        return Err(format!("cannot write {path}: {}", out.stderr.trim()));
+        return Err(StepEnd::Failed(format!("cannot write {path}: {}", out.stderr.trim())));
     }
-    check_written_size(&path, content.len(), &out.stdout)
+    Ok(check_written_size(&path, content.len(), &out.stdout)?)
 }
 
 /// Records `path` as it is now on the device (as root), before a step changes it; `restart`:
 /// a unit restarted after the file is put back.
-pub async fn record_file(s: &Session<'_>, path: &str, restart: Option<&str>, timeout: Duration) -> Result<(), String> {
+pub async fn record_file(s: &Session<'_>, path: &str, restart: Option<&str>, timeout: Duration) -> Result<(), StepEnd> {
     let script = format!(
         "{}nh_file {} {}",
         record::functions(),
@@ -138,18 +138,18 @@ pub async fn record_file(s: &Session<'_>, path: &str, restart: Option<&str>, tim
     );
     let out = s.ssh("root", &script, None, timeout).await?;
     if out.code != Some(0) {
-        return Err(format!(
+        return Err(StepEnd::Failed(format!(
             "cannot record {path} on the device before changing it ({}), so it was not changed: \
              is {} writable and the disk not full?",
             out.stderr.trim(),
             record::DIR
-        ));
+        )));
     }
     Ok(())
 }
 
 /// `ssh.edit`: the file recorded, then `sed -i` as root, then the unit restarted.
-pub async fn edit(s: &mut Session<'_>, e: &SshEdit, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
+pub async fn edit(s: &mut Session<'_>, e: &SshEdit, timeout: Duration, log: &mut StepLog) -> Result<(), StepEnd> {
     let path = s.subst(&e.path);
     let sed = s.subst(&e.sed);
     let restart = e.restart.as_ref().map(|u| s.subst(u));
@@ -161,9 +161,9 @@ pub async fn edit(s: &mut Session<'_>, e: &SshEdit, timeout: Duration, log: &mut
                 .push(format!("no {path} on this device: nothing edited (if_exists)"));
             return Ok(());
         }
-        return Err(format!(
+        return Err(StepEnd::Failed(format!(
             "{path} does not exist on the device (if_exists: true lets a device without it go on)"
-        ));
+        )));
     }
     record_file(s, &path, restart.as_deref(), timeout).await?;
     let mut cmd = format!("sed -i -e {} {q}", sh_quote(&sed));
@@ -173,13 +173,13 @@ pub async fn edit(s: &mut Session<'_>, e: &SshEdit, timeout: Duration, log: &mut
     log.lines.push(format!("recorded {path}, then as root: {cmd}"));
     let out = s.ssh("root", &cmd, None, timeout).await?;
     if out.code != Some(0) {
-        return Err(format!("editing {path} failed: {}", out.stderr.trim()));
+        return Err(StepEnd::Failed(format!("editing {path} failed: {}", out.stderr.trim())));
     }
     Ok(())
 }
 
 /// `ssh.restore`: the file put back as the record holds it, before the scenario ends.
-pub async fn restore(s: &mut Session<'_>, r: &SshRestore, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
+pub async fn restore(s: &mut Session<'_>, r: &SshRestore, timeout: Duration, log: &mut StepLog) -> Result<(), StepEnd> {
     let path = s.subst(&r.path);
     let out = s.ssh("root", &record::undo_script(Some(&path)), None, timeout).await?;
     log.lines.extend(out.stdout.lines().map(str::to_string));
@@ -190,14 +190,14 @@ pub async fn restore(s: &mut Session<'_>, r: &SshRestore, timeout: Duration, log
                 .push(format!("nothing recorded for {path}: nothing to put back (if_exists)"));
             Ok(())
         }
-        Some(2) => Err(format!(
+        Some(2) => Err(StepEnd::Failed(format!(
             "nothing recorded for {path}: only a file that ssh.put or ssh.edit changed in this scenario can be restored"
-        )),
-        _ => Err(format!(
+        ))),
+        _ => Err(StepEnd::Failed(format!(
             "{path} could not be put back: {}{}",
             out.stdout.trim(),
             out.stderr.trim()
-        )),
+        ))),
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::StepLog;
+use super::{StepEnd, StepLog};
 use crate::scenario::{family, HttpGet, HttpHold, RsyncPull, ScpGet, ScpPut};
 use crate::session::Session;
 use crate::transport::https;
@@ -17,7 +17,7 @@ pub async fn step(
     step: family::Transfer<'_>,
     timeout: Duration,
     log: &mut StepLog,
-) -> Result<(), String> {
+) -> Result<(), StepEnd> {
     match step {
         family::Transfer::HttpGet(g) => http_get(s, g, timeout, log).await,
         family::Transfer::HttpHold(h) => http_hold(s, h, timeout, log).await,
@@ -27,7 +27,7 @@ pub async fn step(
     }
 }
 
-pub async fn http_get(s: &mut Session<'_>, g: &HttpGet, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
+pub async fn http_get(s: &mut Session<'_>, g: &HttpGet, timeout: Duration, log: &mut StepLog) -> Result<(), StepEnd> {
     let path = s.subst(&g.path);
     let save = g.save.as_ref().map(|f| s.local(f));
     let method = g.method.clone().unwrap_or_else(|| "GET".into());
@@ -74,7 +74,7 @@ pub async fn http_get(s: &mut Session<'_>, g: &HttpGet, timeout: Duration, log: 
                     .push(format!("interrupted ({e}) after {now} bytes; asking for the rest"));
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     };
     let sha = match (&save, attempt) {
@@ -94,28 +94,30 @@ pub async fn http_get(s: &mut Session<'_>, g: &HttpGet, timeout: Duration, log: 
     if g.expect_interrupted {
         let cut = met_cut(s, started)?;
         if attempt == 0 {
-            return Err(format!(
+            return Err(StepEnd::Failed(format!(
                 "{cut}, but the download was never resumed: it did not meet the cut"
-            ));
+            )));
         }
         log.lines.push(format!("{cut}; resumed {attempt} time(s)"));
     }
     let want = g.expect_status.unwrap_or(200);
     let resumed_ok = attempt > 0 && r.status == 206 && want == 200;
     if r.status != want && !resumed_ok {
-        return Err(format!("status {}, expected {want}", r.status));
+        return Err(StepEnd::Failed(format!("status {}, expected {want}", r.status)));
     }
     if let Some(expected) = &g.expect_sha256 {
         let expected = s.subst(expected);
         if sha != expected {
-            return Err(format!("the body's sha256 is {sha}, expected {expected}"));
+            return Err(StepEnd::Failed(format!(
+                "the body's sha256 is {sha}, expected {expected}"
+            )));
         }
     }
     Ok(())
 }
 
 /// `http.hold`: the connections run in the background until the scenario ends.
-pub async fn http_hold(s: &mut Session<'_>, h: &HttpHold, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
+pub async fn http_hold(s: &mut Session<'_>, h: &HttpHold, timeout: Duration, log: &mut StepLog) -> Result<(), StepEnd> {
     let slow = h.mode == "slow";
     log.lines.push(format!(
         "holding {} {} connection(s) to {}:{}",
@@ -131,7 +133,7 @@ pub async fn http_hold(s: &mut Session<'_>, h: &HttpHold, timeout: Duration, log
 }
 
 /// `scp.get`, as the vendor's download line.
-pub async fn scp_get(s: &mut Session<'_>, g: &ScpGet, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
+pub async fn scp_get(s: &mut Session<'_>, g: &ScpGet, timeout: Duration, log: &mut StepLog) -> Result<(), StepEnd> {
     let user = s.subst(&g.user);
     let remote = s.subst(&g.remote);
     let local = s.local(&g.local);
@@ -139,14 +141,14 @@ pub async fn scp_get(s: &mut Session<'_>, g: &ScpGet, timeout: Duration, log: &m
         .push(format!("scp {user}@{}:{remote} {}", s.dev.ssh.host, local.display()));
     let out = s.dev.ssh.scp_get(&user, &remote, &local, timeout).await?;
     if out.code != Some(0) {
-        return Err(format!("scp failed: {}", out.stderr.trim()));
+        return Err(StepEnd::Failed(format!("scp failed: {}", out.stderr.trim())));
     }
     Ok(())
 }
 
 /// `scp.put`: `scp local USER@host:remote`, then the size on the device checked against the
 /// local file's (a copy cut short must not pass).
-pub async fn scp_put(s: &mut Session<'_>, p: &ScpPut, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
+pub async fn scp_put(s: &mut Session<'_>, p: &ScpPut, timeout: Duration, log: &mut StepLog) -> Result<(), StepEnd> {
     let user = s.subst(&p.user);
     let remote = s.subst(&p.remote);
     let local = s.local(&p.local);
@@ -172,10 +174,10 @@ pub async fn scp_put(s: &mut Session<'_>, p: &ScpPut, timeout: Duration, log: &m
     );
     let out = s.ssh(&user, &whole, None, timeout).await?;
     if out.code != Some(0) || out.stdout.is_empty() {
-        return Err(format!(
+        return Err(StepEnd::Failed(format!(
             "cannot tell where scp would write {remote} as {user}: {}",
             out.stderr.trim()
-        ));
+        )));
     }
     super::shell::record_file(s, out.stdout.trim_end_matches('\n'), None, timeout).await?;
     let ssh = &s.dev.ssh;
@@ -184,7 +186,7 @@ pub async fn scp_put(s: &mut Session<'_>, p: &ScpPut, timeout: Duration, log: &m
     cmd.arg(&local).arg(format!("{user}@{}:{remote}", ssh.host));
     let out = run_local(cmd, None, timeout).await?;
     if out.code != Some(0) {
-        return Err(format!("scp failed: {}", out.stderr.trim()));
+        return Err(StepEnd::Failed(format!("scp failed: {}", out.stderr.trim())));
     }
     let check = format!(
         "f={q}; [ -d \"$f\" ] && f=\"$f\"/{n}; stat -c %s \"$f\"",
@@ -195,10 +197,10 @@ pub async fn scp_put(s: &mut Session<'_>, p: &ScpPut, timeout: Duration, log: &m
     let out = s.ssh(&user, &check, None, left).await?;
     let there = out.stdout.trim();
     if out.code != Some(0) || there != size.to_string() {
-        return Err(format!(
+        return Err(StepEnd::Failed(format!(
             "after scp the device holds {there:?} bytes at {remote}, not {size}: {}",
             out.stderr.trim()
-        ));
+        )));
     }
     log.lines.push(format!("-> {size} bytes on the device"));
     Ok(())
@@ -210,7 +212,7 @@ pub async fn rsync_pull(
     r: &RsyncPull,
     timeout: Duration,
     log: &mut StepLog,
-) -> Result<(), String> {
+) -> Result<(), StepEnd> {
     let user = s.subst(&r.user);
     let remote = s.subst(&r.remote);
     let local = s.local(&r.local);
@@ -232,10 +234,10 @@ pub async fn rsync_pull(
                 return Ok(());
             }
             Ok(o) => format!("rsync failed: {}", o.stderr.trim()),
-            Err(e) => e,
+            Err(e) => e.to_string(),
         };
         if !r.resume || started.elapsed() >= timeout {
-            return Err(err);
+            return Err(err.into());
         }
         log.lines.push(format!("interrupted ({err}); running rsync again"));
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -244,13 +246,13 @@ pub async fn rsync_pull(
 
 /// Proof that a transfer that began at `started` met a network cut: the device froze after
 /// it began (it cannot have finished before the thaw then). An error says what happened instead.
-fn met_cut(s: &Session<'_>, started: Instant) -> Result<String, String> {
+fn met_cut(s: &Session<'_>, started: Instant) -> Result<String, StepEnd> {
     let Some(cut) = s.cuts.last() else {
         return Err("`expect_interrupted`: no fault.cut_network came before this transfer".into());
     };
     let state = cut.log.lock().unwrap_or_else(|p| p.into_inner()).clone();
     if let Some(e) = state.error {
-        return Err(format!("the network cut failed: {e}"));
+        return Err(StepEnd::Failed(format!("the network cut failed: {e}")));
     }
     match state.frozen_at {
         Some(f) if f >= started => Ok(format!(

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use nexus_contract::paths;
 
 use super::tree;
-use super::StepLog;
+use super::{StepEnd, StepLog};
 use crate::scenario::{family, ArchiveMatchesSnapshot, GpgDecrypt};
 use crate::session::Session;
 
@@ -19,14 +19,14 @@ pub async fn step(
     step: family::Verify<'_>,
     timeout: Duration,
     log: &mut StepLog,
-) -> Result<(), String> {
+) -> Result<(), StepEnd> {
     match step {
         family::Verify::GpgDecrypt(d) => gpg(s, d, timeout, log).await,
         family::Verify::ArchiveMatchesSnapshot(a) => archive(s, a, timeout, log).await,
     }
 }
 
-pub async fn gpg(s: &mut Session<'_>, d: &GpgDecrypt, timeout: Duration, log: &mut StepLog) -> Result<(), String> {
+pub async fn gpg(s: &mut Session<'_>, d: &GpgDecrypt, timeout: Duration, log: &mut StepLog) -> Result<(), StepEnd> {
     let file = s.local(&d.file);
     let output = s.local(&d.output);
     let password = s.subst(&d.password);
@@ -39,13 +39,18 @@ pub async fn gpg(s: &mut Session<'_>, d: &GpgDecrypt, timeout: Duration, log: &m
     match (r, d.expect_failure) {
         (Ok(()), false) => Ok(()),
         (Err(e), true) => {
-            log.lines
-                .push(format!("-> refused as expected: {}", e.lines().last().unwrap_or("")));
+            log.lines.push(format!(
+                "-> refused as expected: {}",
+                e.to_string().lines().last().unwrap_or("")
+            ));
             let _ = std::fs::remove_file(&output);
             Ok(())
         }
         (Ok(()), true) => Err("gpg decrypted the file, but it was expected to fail".into()),
-        (Err(e), false) => Err(format!("gpg could not decrypt {}: {e}", file.display())),
+        (Err(e), false) => Err(StepEnd::Failed(format!(
+            "gpg could not decrypt {}: {e}",
+            file.display()
+        ))),
     }
 }
 
@@ -55,7 +60,7 @@ pub async fn archive(
     a: &ArchiveMatchesSnapshot,
     timeout: Duration,
     log: &mut StepLog,
-) -> Result<(), String> {
+) -> Result<(), StepEnd> {
     let (local, what) = match (&a.archive, &a.dir) {
         (Some(f), _) => (tree::from_tar(&s.local(f))?, s.local(f)),
         (_, Some(d)) => (tree::from_dir(&s.local(d))?, s.local(d)),
@@ -69,7 +74,10 @@ pub async fn archive(
             let cmd = tree::remote_listing_command(&remote_dir);
             let out = s.ssh("root", &cmd, None, timeout).await?;
             if out.code != Some(0) {
-                return Err(format!("cannot list {remote_dir}: {}", out.stderr.trim()));
+                return Err(StepEnd::Failed(format!(
+                    "cannot list {remote_dir}: {}",
+                    out.stderr.trim()
+                )));
             }
             (tree::parse_remote_listing(&out.stdout)?, "on the device")
         }
@@ -92,7 +100,11 @@ pub async fn archive(
     ));
     if !diffs.is_empty() {
         let shown: Vec<String> = diffs.iter().take(20).cloned().collect();
-        return Err(format!("{} difference(s): {}", diffs.len(), shown.join("; ")));
+        return Err(StepEnd::Failed(format!(
+            "{} difference(s): {}",
+            diffs.len(),
+            shown.join("; ")
+        )));
     }
     Ok(())
 }
@@ -107,7 +119,7 @@ fn saved_tree(path: &Path) -> Result<tree::Tree, String> {
 }
 
 /// `gpg --decrypt` with the password on its stdin and a GnuPG home of its own, removed after.
-async fn gpg_decrypt(file: &Path, password: &str, output: &Path, timeout: Duration) -> Result<(), String> {
+async fn gpg_decrypt(file: &Path, password: &str, output: &Path, timeout: Duration) -> Result<(), StepEnd> {
     let home = tempdir_in(file.parent().unwrap_or(Path::new(".")))?;
     let mut cmd = tokio::process::Command::new("gpg");
     cmd.args([
@@ -129,11 +141,11 @@ async fn gpg_decrypt(file: &Path, password: &str, output: &Path, timeout: Durati
     if out.code == Some(0) {
         Ok(())
     } else {
-        Err(out.stderr.trim().to_string())
+        Err(out.stderr.trim().to_string().into())
     }
 }
 
-fn tempdir_in(dir: &Path) -> Result<PathBuf, String> {
+fn tempdir_in(dir: &Path) -> Result<PathBuf, StepEnd> {
     use std::os::unix::fs::PermissionsExt;
     let d = dir.join(format!(
         ".gnupg-{}-{}",

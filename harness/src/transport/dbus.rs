@@ -13,6 +13,7 @@ use zbus::{Address, Connection, Variant};
 
 use nexus_contract::names::object_path;
 
+use super::Error;
 use crate::transport::ssh::SshTarget;
 
 /// A D-Bus error reply: its name and message.
@@ -37,7 +38,7 @@ pub struct DeviceBus {
 impl DeviceBus {
     /// Connects as `user`; `root` goes through the admin user and sudo, as the vendor's root
     /// flow does (`sudo dbus-send --system ...`).
-    pub async fn connect(ssh: &SshTarget, admin: &str, user: &str, timeout: Duration) -> Result<Self, String> {
+    pub async fn connect(ssh: &SshTarget, admin: &str, user: &str, timeout: Duration) -> Result<Self, Error> {
         let (login, remote) = if user == "root" {
             (admin, "sudo -n systemd-stdio-bridge")
         } else {
@@ -52,13 +53,15 @@ impl DeviceBus {
         let conn = tokio::time::timeout(timeout, zbus::connection::Builder::address(address).build())
             .await
             .map_err(|_| {
-                format!(
+                Error::TimedOut(format!(
                     "no D-Bus connection as {user} within {timeout:?} (ssh {login}@{}:{})",
                     ssh.host, ssh.port
-                )
+                ))
             })?
             .map_err(|e| {
-                format!("D-Bus over ssh as {user} failed: {e}; can {login} log in and run systemd-stdio-bridge?")
+                Error::Bus(format!(
+                    "D-Bus over ssh as {user} failed: {e}; can {login} log in and run systemd-stdio-bridge?"
+                ))
             })?;
         Ok(Self {
             conn,
@@ -67,23 +70,23 @@ impl DeviceBus {
     }
 
     /// The input argument types of `service.method`, as the device declares them.
-    pub async fn signature(&self, service: &str, method: &str) -> Result<Vec<String>, String> {
+    pub async fn signature(&self, service: &str, method: &str) -> Result<Vec<String>, Error> {
         let key = (service.to_string(), method.to_string());
         if let Some(s) = self.signatures.lock().await.get(&key) {
             return Ok(s.clone());
         }
         let xml = self.introspect(service).await?;
-        let node =
-            zbus_xml::Node::try_from(xml.as_str()).map_err(|e| format!("bad introspection of {service}: {e}"))?;
+        let node = zbus_xml::Node::try_from(xml.as_str())
+            .map_err(|e| Error::Introspection(format!("bad introspection of {service}: {e}")))?;
         let iface = node
             .interfaces()
             .iter()
             .find(|i| i.name().as_str() == service)
-            .ok_or_else(|| format!("{service} has no interface {service}"))?;
+            .ok_or_else(|| Error::Introspection(format!("{service} has no interface {service}")))?;
         let m = iface
             .methods()
             .find(|m| m.name().as_str() == method)
-            .ok_or_else(|| format!("{service} has no method {method}"))?;
+            .ok_or_else(|| Error::Introspection(format!("{service} has no method {method}")))?;
         let sig: Vec<String> = m
             .args()
             .iter()
@@ -95,7 +98,7 @@ impl DeviceBus {
     }
 
     /// The introspection XML of `service`'s object (object path = the name with dots as slashes).
-    pub async fn introspect(&self, service: &str) -> Result<String, String> {
+    pub async fn introspect(&self, service: &str) -> Result<String, Error> {
         let path = object_path(service);
         let reply = self
             .conn
@@ -107,8 +110,11 @@ impl DeviceBus {
                 &(),
             )
             .await
-            .map_err(|e| format!("cannot introspect {service}: {e}"))?;
-        reply.body().deserialize().map_err(|e| e.to_string())
+            .map_err(|e| Error::Introspection(format!("cannot introspect {service}: {e}")))?;
+        reply
+            .body()
+            .deserialize()
+            .map_err(|e| Error::Introspection(e.to_string()))
     }
 
     /// Calls `service.method` with `args` converted to the declared types; the reply's values as JSON.
@@ -137,7 +143,7 @@ impl DeviceBus {
             name: "nexus-hil.BadArguments".into(),
             message: m,
         };
-        let sig = self.signature(service, method).await.map_err(bad)?;
+        let sig = self.signature(service, method).await.map_err(|e| bad(e.to_string()))?;
         if sig.len() != args.len() {
             return Err(bad(format!(
                 "{service}.{method} takes {} argument(s) ({}), the step gives {}",
@@ -148,7 +154,7 @@ impl DeviceBus {
         }
         let mut body = zbus::wire::StructureBuilder::new();
         for (t, a) in sig.iter().zip(args) {
-            body = body.append_field(convert(t, a).map_err(bad)?);
+            body = body.append_field(convert(t, a).map_err(|e| bad(e.to_string()))?);
         }
         let path = object_path(service);
         let result = if args.is_empty() {
@@ -208,8 +214,8 @@ pub fn types_of(v: &Variant<'_>) -> serde_json::Value {
 }
 
 /// A step's text argument as a value of D-Bus type `t`.
-pub fn convert(t: &str, a: &str) -> Result<Variant<'static>, String> {
-    let num = |what: &str| format!("{a:?} is not a valid {what} (D-Bus type {t})");
+pub fn convert(t: &str, a: &str) -> Result<Variant<'static>, Error> {
+    let num = |what: &str| Error::Argument(format!("{a:?} is not a valid {what} (D-Bus type {t})"));
     Ok(match t {
         "b" => match a {
             "true" => Variant::Bool(true),
@@ -225,9 +231,9 @@ pub fn convert(t: &str, a: &str) -> Result<Variant<'static>, String> {
         "y" => Variant::U8(a.parse().map_err(|_| num("byte"))?),
         "s" => Variant::from(a.to_string()),
         other => {
-            return Err(format!(
+            return Err(Error::Argument(format!(
                 "arguments of D-Bus type {other} cannot be given in a scenario yet"
-            ))
+            )))
         }
     })
 }
@@ -266,7 +272,7 @@ mod tests {
         assert_eq!(convert("u", "12").unwrap(), Variant::U32(12));
         assert_eq!(convert("t", "12").unwrap(), Variant::U64(12));
         assert_eq!(convert("b", "true").unwrap(), Variant::Bool(true));
-        assert!(convert("u", "-1").unwrap_err().contains("unsigned"));
-        assert!(convert("b", "yes").unwrap_err().contains("true or false"));
+        assert!(convert("u", "-1").unwrap_err().to_string().contains("unsigned"));
+        assert!(convert("b", "yes").unwrap_err().to_string().contains("true or false"));
     }
 }

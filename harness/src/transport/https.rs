@@ -15,6 +15,8 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use super::Error;
+
 /// One response: status, headers (lower-case names), and where the body went.
 #[derive(Debug, Clone)]
 pub struct Response {
@@ -63,10 +65,10 @@ pub fn fingerprint(pem: &[u8]) -> Option<String> {
 }
 
 /// The SHA-256 of a DER certificate's SubjectPublicKeyInfo, base64.
-pub fn spki_sha256(der: &[u8]) -> Result<String, String> {
+pub fn spki_sha256(der: &[u8]) -> Result<String, Error> {
     use base64::Engine;
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(der).map_err(|e| format!("the server's certificate is unreadable: {e}"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| Error::Connect(format!("the server's certificate is unreadable: {e}")))?;
     let digest = Sha256::digest(cert.tbs_certificate.subject_pki.raw);
     Ok(base64::engine::general_purpose::STANDARD.encode(digest))
 }
@@ -123,17 +125,19 @@ impl ServerCertVerifier for TrustOnFirstUse {
 }
 
 impl HttpsTarget {
-    fn config(&self, pinned: Option<&[u8]>) -> Result<rustls::ClientConfig, String> {
+    fn config(&self, pinned: Option<&[u8]>) -> Result<rustls::ClientConfig, Error> {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Error::Connect(e.to_string()))?;
         Ok(match pinned {
             Some(pem) => {
                 let mut roots = rustls::RootCertStore::empty();
                 for cert in CertificateDer::pem_slice_iter(pem) {
                     roots
-                        .add(cert.map_err(|e| format!("the pinned CA {} is unreadable: {e}", self.pin.display()))?)
-                        .map_err(|e| e.to_string())?;
+                        .add(cert.map_err(|e| {
+                            Error::Pin(format!("the pinned CA {} is unreadable: {e}", self.pin.display()))
+                        })?)
+                        .map_err(|e| Error::Pin(e.to_string()))?;
                 }
                 builder.with_root_certificates(roots).with_no_client_auth()
             }
@@ -147,7 +151,7 @@ impl HttpsTarget {
     /// The server's own key, checked: a TLS handshake verified against the pinned CA, then the
     /// SHA-256 of the leaf certificate's SubjectPublicKeyInfo, base64 (the form Chromium's
     /// `--ignore-certificate-errors-spki-list` takes).
-    pub async fn server_spki_sha256(&self, timeout: Duration) -> Result<String, String> {
+    pub async fn server_spki_sha256(&self, timeout: Duration) -> Result<String, Error> {
         let pem = self.pin_ca(timeout).await?;
         let config = self.config(Some(&pem))?;
         let handshake = async {
@@ -157,30 +161,33 @@ impl HttpsTarget {
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .ok_or_else(|| format!("{}:{} sent no certificate", self.host, self.port))?;
+                .ok_or_else(|| Error::Connect(format!("{}:{} sent no certificate", self.host, self.port)))?;
             spki_sha256(leaf.as_ref())
         };
-        tokio::time::timeout(timeout, handshake)
-            .await
-            .map_err(|_| format!("TLS with {}:{}: no handshake within {timeout:?}", self.host, self.port))?
+        tokio::time::timeout(timeout, handshake).await.map_err(|_| {
+            Error::TimedOut(format!(
+                "TLS with {}:{}: no handshake within {timeout:?}",
+                self.host, self.port
+            ))
+        })?
     }
 
     /// Pins the device's CA if nothing is pinned yet; returns the pinned PEM.
-    pub async fn pin_ca(&self, timeout: Duration) -> Result<Vec<u8>, String> {
+    pub async fn pin_ca(&self, timeout: Duration) -> Result<Vec<u8>, Error> {
         let pem = self.fetch_or_read_pin(timeout).await?;
         if let Some(want) = &self.ca_sha256 {
             let seen = fingerprint(&pem).unwrap_or_else(|| "unreadable".into());
             if !same_fingerprint(&seen, want) {
-                return Err(format!(
+                return Err(Error::Pin(format!(
                     "the device's CA has SHA-256 fingerprint {seen}, but the inventory pins {want} (pinned copy: {}); if the device was reset on purpose, put the new fingerprint in the inventory and delete that file",
                     self.pin.display()
-                ));
+                )));
             }
         }
         Ok(pem)
     }
 
-    async fn fetch_or_read_pin(&self, timeout: Duration) -> Result<Vec<u8>, String> {
+    async fn fetch_or_read_pin(&self, timeout: Duration) -> Result<Vec<u8>, Error> {
         if let Ok(pem) = std::fs::read(&self.pin) {
             return Ok(pem);
         }
@@ -189,24 +196,25 @@ impl HttpsTarget {
             .request(config, "GET", CA_PATH, &[], None, Receive::default(), timeout)
             .await?;
         if r.status != 200 || !r.body.starts_with(b"-----BEGIN CERTIFICATE-----") {
-            return Err(format!(
+            return Err(Error::Pin(format!(
                 "the device did not serve its CA at {CA_PATH} (status {})",
                 r.status
-            ));
+            )));
         }
         if let Some(want) = &self.ca_sha256 {
             // Checked before anything is pinned, so a wrong CA never lands in the pin file.
             if !fingerprint(&r.body).is_some_and(|seen| same_fingerprint(&seen, want)) {
-                return Err(format!(
+                return Err(Error::Pin(format!(
                     "the device's CA has SHA-256 fingerprint {}, but the inventory pins {want}; nothing was pinned",
                     fingerprint(&r.body).unwrap_or_else(|| "unreadable".into())
-                ));
+                )));
             }
         }
         if let Some(dir) = self.pin.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(dir).map_err(|e| Error::File(e.to_string()))?;
         }
-        std::fs::write(&self.pin, &r.body).map_err(|e| format!("cannot pin the CA in {}: {e}", self.pin.display()))?;
+        std::fs::write(&self.pin, &r.body)
+            .map_err(|e| Error::File(format!("cannot pin the CA in {}: {e}", self.pin.display())))?;
         Ok(r.body)
     }
 
@@ -217,7 +225,7 @@ impl HttpsTarget {
         range: Option<&str>,
         save: Option<&Path>,
         timeout: Duration,
-    ) -> Result<Response, String> {
+    ) -> Result<Response, Error> {
         let headers: Vec<(String, String)> = range
             .map(|r| ("range".to_string(), r.to_string()))
             .into_iter()
@@ -235,7 +243,7 @@ impl HttpsTarget {
         save: Option<&Path>,
         receive: Receive,
         timeout: Duration,
-    ) -> Result<Response, String> {
+    ) -> Result<Response, Error> {
         let pem = self.pin_ca(timeout).await?;
         let config = self.config(Some(&pem))?;
         self.request(config, method, path, headers, save, receive, timeout)
@@ -247,24 +255,25 @@ impl HttpsTarget {
     async fn connect(
         &self,
         config: rustls::ClientConfig,
-    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, Error> {
         let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
-            .map_err(|e| format!("cannot connect to {}:{}: {e}", self.host, self.port))?;
-        let name = ServerName::try_from(self.host.clone()).map_err(|e| e.to_string())?;
+            .map_err(|e| Error::Connect(format!("cannot connect to {}:{}: {e}", self.host, self.port)))?;
+        let name = ServerName::try_from(self.host.clone()).map_err(|e| Error::Connect(e.to_string()))?;
         tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("TLS with {}:{} failed: {e}", self.host, self.port))
+            .map_err(|e| Error::Connect(format!("TLS with {}:{} failed: {e}", self.host, self.port)))
     }
 
     /// `e`, with what to do when it says the device's certificate is not the pinned CA's.
-    fn explain(&self, e: String) -> String {
-        if e.contains("UnknownIssuer") || e.contains("BadSignature") || e.contains("invalid peer certificate") {
-            format!(
-                "{e}: the device's certificate does not chain to the CA pinned in {}; if the device was reset on purpose, delete that file to pin its new CA",
+    fn explain(&self, e: Error) -> Error {
+        let m = e.to_string();
+        if m.contains("UnknownIssuer") || m.contains("BadSignature") || m.contains("invalid peer certificate") {
+            Error::Pin(format!(
+                "{m}: the device's certificate does not chain to the CA pinned in {}; if the device was reset on purpose, delete that file to pin its new CA",
                 self.pin.display()
-            )
+            ))
         } else {
             e
         }
@@ -280,12 +289,12 @@ impl HttpsTarget {
         save: Option<&Path>,
         receive: Receive,
         timeout: Duration,
-    ) -> Result<Response, String> {
+    ) -> Result<Response, Error> {
         let work = async {
             let tls = self.connect(config).await?;
             let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Error::Connect(e.to_string()))?;
             tokio::spawn(conn);
             let mut req = hyper::Request::builder()
                 .method(method)
@@ -301,11 +310,11 @@ impl HttpsTarget {
             }
             let req = req
                 .body(http_body_util::Empty::<bytes::Bytes>::new())
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Error::Request(e.to_string()))?;
             let resp = send
                 .send_request(req)
                 .await
-                .map_err(|e| format!("{method} {path}: {e}"))?;
+                .map_err(|e| Error::Request(format!("{method} {path}: {e}")))?;
             let status = resp.status().as_u16();
             let headers = resp
                 .headers()
@@ -326,7 +335,7 @@ impl HttpsTarget {
                         .truncate(!receive.append)
                         .open(p)
                         .await
-                        .map_err(|e| format!("{}: {e}", p.display()))?,
+                        .map_err(|e| Error::File(format!("{}: {e}", p.display())))?,
                 ),
                 None => None,
             };
@@ -336,24 +345,25 @@ impl HttpsTarget {
             let mut len = 0u64;
             loop {
                 let next = match receive.stall {
-                    Some(stall) => tokio::time::timeout(stall, body.frame())
-                        .await
-                        .map_err(|_| format!("{method} {path}: no data for {stall:?}, the transfer stalled"))?,
+                    Some(stall) => tokio::time::timeout(stall, body.frame()).await.map_err(|_| {
+                        Error::Request(format!("{method} {path}: no data for {stall:?}, the transfer stalled"))
+                    })?,
                     None => body.frame().await,
                 };
                 let Some(frame) = next else { break };
-                let frame = frame.map_err(|e| format!("{method} {path}: the transfer broke off: {e}"))?;
+                let frame =
+                    frame.map_err(|e| Error::Request(format!("{method} {path}: the transfer broke off: {e}")))?;
                 if let Some(data) = frame.data_ref() {
                     hasher.update(data);
                     len += data.len() as u64;
                     match file.as_mut() {
-                        Some(f) => f.write_all(data).await.map_err(|e| e.to_string())?,
+                        Some(f) => f.write_all(data).await.map_err(|e| Error::File(e.to_string()))?,
                         None => kept.extend_from_slice(data),
                     }
                 }
             }
             if let Some(mut f) = file {
-                f.flush().await.map_err(|e| e.to_string())?;
+                f.flush().await.map_err(|e| Error::File(e.to_string()))?;
             }
             Ok(Response {
                 status,
@@ -365,18 +375,18 @@ impl HttpsTarget {
         };
         tokio::time::timeout(timeout, work)
             .await
-            .map_err(|_| format!("{method} {path} did not finish within {timeout:?}"))?
+            .map_err(|_| Error::TimedOut(format!("{method} {path} did not finish within {timeout:?}")))?
     }
 }
 
 /// A connection held open to the server: `slow` ones complete TLS and then send a request
 /// header a byte a second. Returns when the server closes it (or never, until aborted).
-pub async fn hold(target: HttpsTarget, slow: bool) -> Result<Duration, String> {
+pub async fn hold(target: HttpsTarget, slow: bool) -> Result<Duration, Error> {
     use tokio::io::AsyncReadExt;
     let start = std::time::Instant::now();
     let mut tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Error::Connect(e.to_string()))?;
     if !slow {
         let mut buf = [0u8; 1];
         let _ = tcp.read(&mut buf).await;
@@ -384,11 +394,11 @@ pub async fn hold(target: HttpsTarget, slow: bool) -> Result<Duration, String> {
     }
     let pem = target.pin_ca(Duration::from_secs(10)).await?;
     let config = target.config(Some(&pem))?;
-    let name = ServerName::try_from(target.host.clone()).map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(target.host.clone()).map_err(|e| Error::Connect(e.to_string()))?;
     let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Error::Connect(e.to_string()))?;
     let request = b"GET /noreya-nexus/certificates/ca.pem HTTP/1.1\r\nHost: x\r\nX-Slow: ";
     for byte in request.iter().chain(std::iter::repeat(&b'a')) {
         if tls.write_all(std::slice::from_ref(byte)).await.is_err() || tls.flush().await.is_err() {

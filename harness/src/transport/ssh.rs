@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
+use super::Error;
 use crate::error::InfraError;
 
 /// Where and as whom to log in.
@@ -110,7 +111,7 @@ impl SshTarget {
         command: &str,
         stdin: Option<&[u8]>,
         timeout: Duration,
-    ) -> Result<Output, String> {
+    ) -> Result<Output, Error> {
         let argv = self.ssh_argv(user);
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..]).arg("--").arg(command);
@@ -118,7 +119,7 @@ impl SshTarget {
     }
 
     /// `scp user@host:remote local`, the vendor's download line (with its missing colon added).
-    pub async fn scp_get(&self, user: &str, remote: &str, local: &Path, timeout: Duration) -> Result<Output, String> {
+    pub async fn scp_get(&self, user: &str, remote: &str, local: &Path, timeout: Duration) -> Result<Output, Error> {
         let mut cmd = Command::new("scp");
         cmd.arg("-P").arg(self.port.to_string()).args(self.options());
         cmd.arg(format!("{user}@{}:{remote}", self.host)).arg(local);
@@ -133,7 +134,7 @@ impl SshTarget {
         local: &Path,
         sudo: bool,
         timeout: Duration,
-    ) -> Result<Output, String> {
+    ) -> Result<Output, Error> {
         let mut ssh = vec!["ssh".to_string(), "-p".into(), self.port.to_string()];
         ssh.extend(self.options());
         let mut cmd = Command::new("rsync");
@@ -151,13 +152,15 @@ impl SshTarget {
 /// Runs a local command with a timeout; the child is killed when the time is up. `stdin` is
 /// written whole or the run is an error naming how much got through: a child that stops
 /// reading early (ssh whose connection dropped, a remote `cat` that failed) may still exit 0.
-pub async fn run_local(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Result<Output, String> {
+pub async fn run_local(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Result<Output, Error> {
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let program = format!("{:?}", cmd.as_std().get_program());
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run {program}: {e}"))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::Program(format!("cannot run {program}: {e}")))?;
     // Written while the output is read, so neither side waits on a full pipe.
     let pipe = child.stdin.take();
     let writing = async {
@@ -168,9 +171,11 @@ pub async fn run_local(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration
     };
     let both = async { tokio::join!(child.wait_with_output(), writing) };
     let Ok((out, fed)) = tokio::time::timeout(timeout, both).await else {
-        return Err(format!("{program} did not finish within {timeout:?} and was stopped"));
+        return Err(Error::TimedOut(format!(
+            "{program} did not finish within {timeout:?} and was stopped"
+        )));
     };
-    let out = out.map_err(|e| format!("{program} failed: {e}"))?;
+    let out = out.map_err(|e| Error::Program(format!("{program} failed: {e}")))?;
     let out = Output {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -178,12 +183,12 @@ pub async fn run_local(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration
     };
     match fed {
         Ok(()) => Ok(out),
-        Err((written, e)) => Err(format!(
+        Err((written, e)) => Err(Error::ShortInput(format!(
             "{program} took only {written} of {} bytes of its standard input ({e}) and ended with {}: {}",
             stdin.map_or(0, <[u8]>::len),
             out.code.map_or("a signal".into(), |c| format!("exit status {c}")),
             out.stderr.trim()
-        )),
+        ))),
     }
 }
 
@@ -218,6 +223,8 @@ mod tests {
         cmd.args(["-c", "head -c 10 >/dev/null"]);
         let data = vec![b'x'; 10 << 20];
         let e = run_local(cmd, Some(&data), Duration::from_secs(30)).await.unwrap_err();
+        assert!(matches!(e, Error::ShortInput(_)), "{e}");
+        let e = e.to_string();
         assert!(e.contains("took only") && e.contains("of 10485760 bytes"), "{e}");
         assert!(e.contains("ended with exit status 0"), "{e}");
     }

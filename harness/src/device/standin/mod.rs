@@ -508,7 +508,7 @@ impl Standin {
                 )
                 .await
                 .map(|o| o.stdout)
-                .unwrap_or_else(|e| e);
+                .unwrap_or_else(|e| e.to_string());
             tracing::warn!("the stand-in's systemd says {state:?}; failed units:\n{failed}");
             eprintln!("nexus-hil: the stand-in's systemd says {state:?}; failed units:\n{failed}");
         }
@@ -532,7 +532,7 @@ impl Standin {
             )
             .await
             .map(|o| o.stdout)
-            .unwrap_or_else(|e| e);
+            .unwrap_or_else(|e| e.to_string());
         Err(InfraError::Emulator(format!(
             "nexus-backupd did not take its D-Bus names on the stand-in; its journal:\n{log}"
         )))
