@@ -17,6 +17,7 @@ fn sample_run() -> RunReport {
         baseline: None,
         browser: None,
         wear: None,
+        card: None,
     };
     let mut wait = step(2, "backup.wait", Outcome::Passed, None);
     wait.progress = vec![

@@ -28,6 +28,7 @@ fn step(index: usize, kind: &str, outcome: Outcome) -> StepReport {
         baseline: None,
         browser: None,
         wear: None,
+        card: None,
     }
 }
 

@@ -3,10 +3,12 @@
 //! device ([`lock`], a lease on the device itself), the record of a scenario's changes there and
 //! their undo ([`record`]), the device's power switch ([`power`], and the [`power::Bench`]
 //! lifecycle of a real device), its serial console ([`console`]), its health before a run
-//! ([`health`]), and its SD-card mux ([`sdmux`]: the card switched here, checked, flashed).
+//! ([`health`]), and its SD-card mux ([`sdmux`]: the card switched here, checked, flashed;
+//! [`card_read`]: read after a power cut, before the power comes back).
 //! Each service fails with its own enum (`LockError`, `PowerError`, `MuxError`); the lock's
 //! names are re-exported here.
 
+pub(crate) mod card_read;
 pub(crate) mod console;
 pub(crate) mod health;
 pub(crate) mod lock;

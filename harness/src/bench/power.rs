@@ -229,6 +229,8 @@ async fn http_get(plug: &str, path: &str) -> Result<(u16, String), PowerError> {
 pub struct Bench {
     pub dev: Device,
     pub power: Option<PowerEntry>,
+    /// Its SD mux: the card read on this machine after a power cut (`super::card_read`).
+    pub sdmux: Option<crate::device::inventory::SdMuxEntry>,
 }
 
 impl Lifecycle for Bench {
@@ -264,10 +266,18 @@ impl Lifecycle for Bench {
     fn power_switch(&self) -> bool {
         self.power.is_some()
     }
+
+    fn power_cut_read<'a>(
+        &'a self,
+        image: &'a std::path::Path,
+        read: &'a crate::device::ReadCard,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Applied, FaultError>> + 'a>> {
+        Box::pin(self.power_cut_and_read(image, read))
+    }
 }
 
 impl Bench {
-    fn power(&self) -> Result<&PowerEntry, FaultError> {
+    pub(super) fn power(&self) -> Result<&PowerEntry, FaultError> {
         self.power.as_ref().ok_or_else(|| {
             FaultError::Unsupported(
                 "this device has no power switch: add [device.power] to its entry in targets.toml".into(),
@@ -340,7 +350,7 @@ impl Bench {
     }
 
     /// The kernel's boot id, when the device answers.
-    async fn boot_id(&self) -> Option<String> {
+    pub(super) async fn boot_id(&self) -> Option<String> {
         let out = self
             .dev
             .ssh
@@ -352,7 +362,7 @@ impl Bench {
 
     /// Waits, bounded, until SSH answers from a boot other than `old_boot` and both of the
     /// daemon's D-Bus names are owned.
-    async fn wait_ready(&self, limit: Duration, old_boot: Option<&str>) -> Result<Duration, PowerError> {
+    pub(super) async fn wait_ready(&self, limit: Duration, old_boot: Option<&str>) -> Result<Duration, PowerError> {
         let start = Instant::now();
         let cmd = format!("{BOOT_ID}; {LIST_NAMES}");
         let mut seen = "no answer on SSH";

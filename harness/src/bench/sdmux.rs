@@ -409,7 +409,7 @@ pub fn flash(image: &Path, dev: &Path, card_size: u64, progress: &dyn Fn(String)
 }
 
 /// Drops the kernel's cached pages of a block device, so that reading it back reads the card.
-fn drop_cache(f: &File) {
+pub(super) fn drop_cache(f: &File) {
     use std::os::fd::AsRawFd;
     // BLKFLSBUF: _IO(0x12, 97).
     const BLKFLSBUF: libc::c_ulong = 0x1261;

@@ -224,6 +224,8 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
     // Ctrl-C: remove this run's containers, undo what its scenarios changed on the devices it
     // holds and give them back, then stop.
     crate::runner::interrupt::guard("removing this run's emulator, undoing its changes on its devices, releasing them");
+    // A card read after a power cut (`inspect`) is checked as crash-states checks a state.
+    crate::steps::card_read::provide(Box::new(crate::crash_states::card::OnCard::new()));
     let bar = ProgressBar::new(scenarios.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{pos}/{len}] {elapsed_precise} {wide_msg}")

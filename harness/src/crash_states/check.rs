@@ -92,6 +92,9 @@ pub struct Checker<'a> {
     pub pubkey: &'a str,
     pub work: &'a Path,
     pub password: &'a str,
+    /// More passwords a backup may have been made with, tried after `password` (a real card
+    /// holds backups of a scenario's several passwords).
+    pub other_passwords: Vec<String>,
     /// The automation's records at the last flush point checked, apart for the live data
     /// before an Activate's switch (the marker there) and after it (the snapshot's data, whose
     /// file is older).
@@ -120,6 +123,7 @@ impl<'a> Checker<'a> {
             pubkey,
             work,
             password,
+            other_passwords: Vec::new(),
             last_records: [None, None],
             decrypted: HashMap::new(),
             before_activate: None,
@@ -350,7 +354,8 @@ impl<'a> Checker<'a> {
         let sha = tree::sha256_file(&file)?;
         if !self.decrypted.contains_key(&sha) {
             let tar = self.work.join("backup.tar");
-            let r = decrypt(&file, self.password, &tar).and_then(|()| tree::from_tar(&tar));
+            let passwords = std::iter::once(self.password).chain(self.other_passwords.iter().map(String::as_str));
+            let r = decrypt_with_any(&file, passwords, &tar).and_then(|()| tree::from_tar(&tar));
             let _ = std::fs::remove_file(&tar);
             self.decrypted
                 .insert(sha.clone(), r.map_err(|e| format!("it does not decrypt: {e}"))?);
@@ -704,6 +709,18 @@ fn automation_kept(before: Option<&AutomationFile>, after: Result<Option<Vec<u8>
             ),
         )
     })
+}
+
+/// [`decrypt`] with each password in turn until one works; the first one's error otherwise.
+fn decrypt_with_any<'p>(file: &Path, passwords: impl Iterator<Item = &'p str>, out: &Path) -> Result<(), String> {
+    let mut first = None;
+    for p in passwords {
+        match decrypt(file, p, out) {
+            Ok(()) => return Ok(()),
+            Err(e) => first = first.or(Some(e)),
+        }
+    }
+    Err(first.unwrap_or_else(|| "no password".into()))
 }
 
 /// GnuPG with the password on its stdin (never in argv or a file), in a keyring of its own.

@@ -6,10 +6,12 @@
 //! and as a card without power-loss protection may have kept a flush epoch (some of its writes
 //! dropped, one torn at a sector) (`pick`), and each state is checked on this machine (`check`): the file system, the
 //! daemon's recovery on it, and what the daemon then lists. [`ops`] holds the operations;
-//! [`broken`] the daemons broken on purpose that show each check catching its failure.
+//! [`broken`] the daemons broken on purpose that show each check catching its failure; [`card`]
+//! the same checks on a real card read after a real power cut (`fault.power_cut` `inspect`).
 //! [`Error`]: why an operation was not recorded or its states not checked.
 
 pub(crate) mod broken;
+pub(crate) mod card;
 pub(crate) mod check;
 pub(crate) mod ops;
 pub(crate) mod pick;

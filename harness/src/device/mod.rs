@@ -140,12 +140,15 @@ pub enum Fault {
     SlowIo { read: u64, write: u64 },
     /// The SD card fails requests with EIO: the next `count` writes (with `write`) and the next
     /// `count` flushes (with `flush`) the guest sends it; then, or when `heal` is notified, it
-    /// works again. Done when healed; what failed is written to `log`. Only a device whose card
-    /// the harness serves (the stand-in's qemu).
+    /// works again. Done when healed; what failed is written to `log`. With `area`, only the
+    /// writes that touch those sectors of the card (512 bytes, from the start of the disk) fail,
+    /// every one of them until healed. Only a device whose card the harness serves (the
+    /// stand-in's qemu).
     IoError {
         write: bool,
         flush: bool,
         count: u32,
+        area: Vec<std::ops::Range<u64>>,
         heal: Arc<tokio::sync::Notify>,
         log: IoLog,
     },
@@ -222,6 +225,14 @@ impl From<String> for FaultError {
     }
 }
 
+/// What checks a card read after a power cut (the image of its btrfs partition, described by
+/// the read): its checks' table, filled in, or why it could not be checked (the machine's
+/// trouble, not the card's).
+pub type ReadCard = dyn Fn(
+        crate::report::card::CardRead,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<crate::report::card::CardRead, String>>>>
+    + Sync;
+
 /// What only a device the harness controls can do; a real device has none of it.
 pub trait Lifecycle {
     /// Applies `fault`; [`FaultError::Unsupported`] when this device cannot have it.
@@ -229,6 +240,14 @@ pub trait Lifecycle {
         &self,
         fault: Fault,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Applied, FaultError>> + '_>>;
+
+    /// The bytes of data the device's SD card has received since its last power-on as the card
+    /// itself saw them (the stand-in's write log; discards and flushes carry none), with that
+    /// power-on's number: what the guest's `/sys/block` counts are checked against. `None`
+    /// where the harness does not serve the card.
+    fn card_bytes_logged(&self) -> Option<(u32, u64)> {
+        None
+    }
 
     /// The device is the harness's own and thrown away after the scenario (a container, a
     /// stand-in it booted); false for someone's real device, which is left as found.
@@ -239,6 +258,26 @@ pub trait Lifecycle {
     /// The harness can cut the device's power (and switch it on again).
     fn power_switch(&self) -> bool {
         false
+    }
+
+    /// A power cut whose card is read before the power comes back: off, the card's btrfs
+    /// partition imaged to `image` on this machine, the card given back, then `read` (which
+    /// checks the image) while the power comes on, and the wait for the device. Only a bench
+    /// whose card an SD mux switches here (`crate::bench::card_read`);
+    /// [`FaultError::Unsupported`] elsewhere.
+    fn power_cut_read<'a>(
+        &'a self,
+        image: &'a std::path::Path,
+        read: &'a ReadCard,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Applied, FaultError>> + 'a>> {
+        let _ = (image, read);
+        Box::pin(async {
+            Err(FaultError::Unsupported(
+                "fault.power_cut with `inspect` reads the card through a bench's SD mux: a real device with \
+                 [device.power] and [device.sdmux] in its inventory entry"
+                    .into(),
+            ))
+        })
     }
 
     /// Ways into the device besides ssh, for a person (`run --hold-on-failure`): a

@@ -252,6 +252,7 @@ mod tests {
             baseline: None,
             browser: None,
             wear: None,
+            card: None,
         };
         let sample = |at_s: f64, mib: u64, total: u64| ProgressSample {
             at_s,

@@ -165,6 +165,7 @@ mod tests {
                 baseline: None,
                 browser: None,
                 wear: None,
+                card: None,
             }],
             journal: (outcome == Outcome::Failed).then(|| format!("journal of seed {seed}")),
             console: None,

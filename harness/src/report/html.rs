@@ -141,6 +141,9 @@ pub fn render(report: &RunReport) -> String {
             );
         }
         h.push_str("</table></details>\n");
+        for c in s.steps.iter().filter_map(|st| st.card.as_ref()) {
+            h.push_str(&c.html());
+        }
         browser_section(&mut h, s);
         if !s.cleanup.is_empty() {
             // A failed undo is open and red: the device is not as its owner had it.
@@ -601,6 +604,7 @@ mod tests {
             baseline: None,
             browser: None,
             wear: None,
+            card: None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! Infrastructure errors are reported as such, apart from failures. [`Error`]: a report that
 //! cannot be read, shards that do not merge, windows that do not pool.
 
+pub mod card;
 pub mod crash;
 pub(crate) mod flaky;
 pub mod html;
@@ -79,6 +80,9 @@ pub struct StepReport {
     /// What the card received while a `backup.wait` step's backup ran.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub wear: Option<Wear>,
+    /// A `fault.power_cut` with `inspect`: the card read after the cut and its checks.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub card: Option<card::CardRead>,
 }
 
 /// The bytes a backup cost the device's card: what the block device under `/broot` was sent
@@ -94,6 +98,10 @@ pub struct Wear {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub background_bytes: Option<u64>,
     pub backup_bytes: u64,
+    /// Where the harness serves the card (the stand-in's write log): the bytes the card itself
+    /// saw over the same span, which must agree with `bytes_written` (the guest's count).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub logged_bytes: Option<u64>,
 }
 
 impl Wear {
@@ -102,6 +110,13 @@ impl Wear {
     pub fn ratio(&self) -> f64 {
         let own = self.bytes_written.saturating_sub(self.background_bytes.unwrap_or(0));
         own as f64 / self.backup_bytes.max(1) as f64
+    }
+
+    /// How far the card's own count (its write log) is from the guest's, relative to the
+    /// guest's: 0.01 is 1 %.
+    pub fn log_disagreement(&self) -> Option<f64> {
+        let logged = self.logged_bytes? as f64;
+        Some((logged - self.bytes_written as f64).abs() / (self.bytes_written.max(1) as f64))
     }
 }
 
@@ -448,4 +463,30 @@ pub fn slug(name: &str) -> String {
         .filter(|s| !s.is_empty())
         .collect::<Vec<_>>()
         .join("-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Wear;
+
+    #[test]
+    fn the_cards_own_count_is_compared_with_the_guests_only_where_it_is_logged() {
+        let mut w = Wear {
+            device: "vda".into(),
+            bytes_written: 200 << 20,
+            background_bytes: Some(8 << 20),
+            backup_bytes: 64 << 20,
+            logged_bytes: None,
+        };
+        assert_eq!(w.log_disagreement(), None, "no write log: nothing to compare");
+        w.logged_bytes = Some(w.bytes_written);
+        assert_eq!(w.log_disagreement(), Some(0.0));
+        // 2 MiB more on the card than the guest counted: 1 % of 200 MiB.
+        w.logged_bytes = Some((200 << 20) + (2 << 20));
+        assert!((w.log_disagreement().unwrap() - 0.01).abs() < 1e-9);
+        w.logged_bytes = Some((200 << 20) - (4 << 20));
+        assert!((w.log_disagreement().unwrap() - 0.02).abs() < 1e-9);
+        // The ratio is the guest's count, background taken off, per byte of the backup.
+        assert!((w.ratio() - 3.0).abs() < 1e-9);
+    }
 }

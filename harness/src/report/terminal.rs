@@ -124,6 +124,9 @@ impl RunReport {
             for v in s.missed_verdicts() {
                 out.push_str(&format!("      verdict missed: {v}\n"));
             }
+            for l in s.steps.iter().filter_map(|st| st.card.as_ref()).flat_map(|c| c.lines()) {
+                out.push_str(&format!("      {l}\n"));
+            }
         }
         if let Some(e) = &self.infra_error {
             out.push_str(&format!("ERROR infrastructure: {e}\n"));
@@ -309,6 +312,7 @@ mod tests {
                 baseline: None,
                 browser: None,
                 wear: None,
+                card: None,
             }],
             journal: None,
             console: None,

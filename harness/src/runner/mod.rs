@@ -256,6 +256,7 @@ async fn run_steps(
             baseline: log.baseline,
             browser: log.browser,
             wear: log.wear,
+            card: log.card,
         });
         if outcome != Outcome::Passed {
             let why = format!("step {} {kind} (line {line}): {}", i + 1, message.unwrap_or_default());

@@ -168,6 +168,7 @@ async fn run_on_device(
     let bench = Bench {
         dev: m.dev.clone(),
         power: m.power.clone(),
+        sdmux: m.sdmux.clone(),
     };
     let mut r = run_scenario(s, &m.dev, Some(&bench), &dir.join(work), seed, &move |msg| {
         b.set_message(format!("{label}: {msg}"))

@@ -21,6 +21,8 @@ pub struct FleetMember {
     pub power: Option<PowerEntry>,
     /// Its serial console (`[device.console]`), read for the whole run.
     pub console: Option<ConsoleEntry>,
+    /// Its SD mux (`[device.sdmux]`): the card read after a power cut (`inspect`).
+    pub sdmux: Option<crate::device::inventory::SdMuxEntry>,
 }
 
 /// Where scenarios run.
@@ -87,6 +89,7 @@ pub async fn prepare(target: &Target, o: SlotOptions<'_>, say: &(dyn Fn(&str) + 
             }),
             power: None,
             console: None,
+            sdmux: None,
         }],
         Target::Fleet(devices) => {
             let mut v = Vec::new();
@@ -108,6 +111,7 @@ pub async fn prepare(target: &Target, o: SlotOptions<'_>, say: &(dyn Fn(&str) + 
                     }),
                     power: d.power.clone(),
                     console: d.console.clone(),
+                    sdmux: d.sdmux.clone(),
                 });
             }
             v

@@ -148,6 +148,8 @@ pub async fn wait(s: &mut Session<'_>, w: &BackupWait, timeout: Duration, log: &
     let card_before = card_writes(s, timeout)
         .await
         .map(|(dev, bytes)| (dev, bytes, Instant::now()));
+    // And what the card itself has seen, where the harness serves it (the stand-in's write log).
+    let logged_before = s.lifecycle.and_then(|l| l.card_bytes_logged());
     log.lines
         .push(format!("polling {BACKUP1}.Status as {user} while id == {id}"));
     let status = loop {
@@ -191,7 +193,7 @@ pub async fn wait(s: &mut Session<'_>, w: &BackupWait, timeout: Duration, log: &
         )));
     }
     if result == "ok" {
-        wear(s, w, &id, card_before, timeout, log).await?;
+        wear(s, w, &id, (card_before, logged_before), timeout, log).await?;
     }
     Ok(())
 }
@@ -224,17 +226,26 @@ fn parse_card_writes(out: &str) -> Option<(String, u64)> {
 /// backup whose cost is judged, so that they are not counted as the backup's.
 const BACKGROUND_SAMPLE: Duration = Duration::from_secs(3);
 
+/// How far the card's write log and the guest's count of what the card was sent may differ
+/// (relative) before a judged wear is not trusted.
+const LOG_AGREEMENT: f64 = 0.01;
+
+/// The guest's count of the card's written bytes as a backup starts: its disk, the bytes, when.
+type Counted = Result<(String, u64, Instant), StepEnd>;
+
 /// After an `ok` backup: syncs `/broot` (so that btrfs's metadata for it is counted), reads the
 /// card's writes again and the backup file's size, says the ratio in the transcript and keeps it
 /// for the report and the history. With `max_write_ratio` the card's writes without a backup are
 /// then sampled for [`BACKGROUND_SAMPLE`] and taken off at that rate for the backup's time (the
 /// card's other users write meanwhile: the automation's `fdatasync` every 100 ms costs btrfs a
-/// log commit each), and the step fails above the limit.
+/// log commit each), and the step fails above the limit. Where the card's write log is there
+/// (the stand-in), the bytes it saw are compared with the guest's count: with
+/// `max_write_ratio` they must agree within [`LOG_AGREEMENT`].
 async fn wear(
     s: &Session<'_>,
     w: &BackupWait,
     id: &str,
-    before: Result<(String, u64, Instant), StepEnd>,
+    (before, logged_before): (Counted, Option<(u32, u64)>),
     timeout: Duration,
     log: &mut StepLog,
 ) -> Result<(), StepEnd> {
@@ -253,6 +264,11 @@ async fn wear(
             .parse()
             .map_err(|_| format!("the size of {file}: {} {}", out.stdout.trim(), out.stderr.trim()))?;
         let (dev_after, after) = card_writes(s, timeout).await?;
+        // The same power-on's log (a cut or reboot between starts a new one).
+        let logged_bytes = match (logged_before, s.lifecycle.and_then(|l| l.card_bytes_logged())) {
+            (Some((boot, from)), Some((boot_after, to))) if boot == boot_after => Some(to.saturating_sub(from)),
+            _ => None,
+        };
         let backup_s = started.elapsed().as_secs_f64();
         if dev_after != dev {
             return Err(StepEnd::Failed(format!(
@@ -272,6 +288,7 @@ async fn wear(
             bytes_written: after.saturating_sub(before),
             background_bytes,
             backup_bytes,
+            logged_bytes,
         })
     }
     .await;
@@ -289,10 +306,23 @@ async fn wear(
                 wear.backup_bytes
             ));
             let ratio = wear.ratio();
+            let disagreement = wear.log_disagreement();
+            if let (Some(logged), Some(d)) = (wear.logged_bytes, disagreement) {
+                log.lines.push(format!(
+                    "the card's write log saw {logged} bytes over the same span: {:.2} % from the guest's count",
+                    d * 100.0
+                ));
+            }
             log.wear = Some(wear);
-            match w.max_write_ratio {
-                Some(max) if ratio > max => Err(StepEnd::Failed(format!(
+            match (w.max_write_ratio, disagreement) {
+                (Some(max), _) if ratio > max => Err(StepEnd::Failed(format!(
                     "the card received {ratio:.3} bytes per byte of the backup file, more than max_write_ratio {max}"
+                ))),
+                (Some(_), Some(d)) if d > LOG_AGREEMENT => Err(StepEnd::Failed(format!(
+                    "the card's write log and the guest's /sys/block count differ by {:.2} %, more than {:.0} %: \
+                     the wear is not measured right",
+                    d * 100.0,
+                    LOG_AGREEMENT * 100.0
                 ))),
                 _ => Ok(()),
             }

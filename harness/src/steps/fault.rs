@@ -10,7 +10,7 @@ use nexus_contract::names::BACKUP1;
 
 use super::{StepEnd, StepLog};
 use crate::device::{Applied, CutLog, Fault, IoLog, Lifecycle};
-use crate::scenario::{family, FaultStep, IoError, IoKind, PowerCut, Step};
+use crate::scenario::{family, FaultStep, IoError, IoKind, IoWhere, PowerCut, Step};
 use crate::session::{render, Cut, Session};
 
 /// The daemon's process id as systemd knows it (0 when it is not running).
@@ -39,6 +39,7 @@ pub async fn run(
         F::FaultKillDaemon(f) => restart(s, lifecycle, Fault::KillDaemon, when(f), timeout, log).await,
         F::FaultRestartDaemon(f) => restart(s, lifecycle, Fault::RestartDaemon, when(f), timeout, log).await,
         F::FaultReboot(f) => restart(s, lifecycle, Fault::Reboot, when(f), timeout, log).await,
+        F::FaultPowerCut(p) if p.inspect => super::card_read::power_cut(s, lifecycle, p, timeout, log).await,
         F::FaultPowerCut(p) => power_cut(s, lifecycle, p, timeout, log).await,
         F::FaultReplaceCard(_) => replace_card(s, lifecycle, timeout, log).await,
         F::FaultCutNetwork(f) => {
@@ -111,7 +112,7 @@ fn when(f: &FaultStep) -> When<'_> {
 
 /// `fault.power_cut`: when it comes (a drawn percent or delay is named with the seed), then
 /// the cut and the way back.
-async fn power_cut(
+pub(super) async fn power_cut(
     s: &mut Session<'_>,
     lifecycle: &dyn Lifecycle,
     p: &PowerCut,
@@ -402,10 +403,11 @@ async fn io_error(
 ) -> Result<(), StepEnd> {
     let heal = std::sync::Arc::new(tokio::sync::Notify::new());
     let io = IoLog::default();
-    let fault = Fault::IoError {
+    let fault = |area| Fault::IoError {
         write: e.what.contains(&IoKind::Write),
         flush: e.what.contains(&IoKind::Flush),
         count: e.count,
+        area,
         heal: heal.clone(),
         log: io.clone(),
     };
@@ -417,18 +419,24 @@ async fn io_error(
             IoKind::Flush => "flushes",
         })
         .collect();
-    log.lines.push(format!(
-        "the SD card is to fail the next {} {} with EIO",
-        e.count,
-        what.join(" and ")
-    ));
+    log.lines.push(match e.place {
+        IoWhere::Anywhere => format!(
+            "the SD card is to fail the next {} {} with EIO",
+            e.count,
+            what.join(" and ")
+        ),
+        IoWhere::BackupData => format!(
+            "the SD card is to fail with EIO every write to where the backup's data goes next, until {} failed",
+            e.count
+        ),
+    });
     let applied = match e.during.as_deref() {
         Some(inner) => {
             let line = inner.span().start().map(|m| m.line()).unwrap_or(0);
             fail_during(
                 s,
                 lifecycle,
-                fault,
+                fault(Vec::new()),
                 &heal,
                 e.after.unwrap_or_default(),
                 (inner, line),
@@ -437,14 +445,18 @@ async fn io_error(
             .await?
         }
         None => {
+            let mut area = Vec::new();
             if let (Some(p), Some(id)) = (e.at_percent, e.id.as_deref()) {
                 let id = s.subst(id);
                 wait_for_progress(s, &id, p, timeout, log).await?;
+                if e.place == IoWhere::BackupData {
+                    area = backup_area(s, &id, timeout, log).await?;
+                }
             } else if let Some(after) = e.after {
                 tokio::time::sleep(after).await;
             }
             let window = e.window.unwrap_or(IO_ERROR_WINDOW);
-            let failing = lifecycle.fault(fault);
+            let failing = lifecycle.fault(fault(area));
             tokio::pin!(failing);
             tokio::select! {
                 r = &mut failing => r?,
@@ -471,7 +483,46 @@ async fn io_error(
         )
         .into());
     }
+    if e.what.contains(&IoKind::Flush) && done.failed_flushes == 0 {
+        return Err(format!(
+            "the card failed {} write(s) but no flush: none reached it while it was failing (btrfs sends no more \
+             after a failed write of its metadata); to fail flushes, ask for `what: [flush]` alone",
+            done.failed_writes
+        )
+        .into());
+    }
+    if e.what.contains(&IoKind::Write) && done.failed_writes == 0 {
+        return Err(format!(
+            "the card failed {} flush(es) but no write: none reached it while it was failing; to fail writes, ask \
+             for `what: [write]` alone",
+            done.failed_flushes
+        )
+        .into());
+    }
     Ok(())
+}
+
+/// Where the running backup of `id` writes next on the card (`where: backup_data`), read in
+/// the device.
+async fn backup_area(
+    s: &mut Session<'_>,
+    id: &str,
+    timeout: Duration,
+    log: &mut StepLog,
+) -> Result<Vec<std::ops::Range<u64>>, StepEnd> {
+    let out = s.ssh("root", &super::backup_area::command(id), None, timeout).await?;
+    if out.code != Some(0) {
+        return Err(format!(
+            "cannot find where the backup of {id} writes on the card (exit {:?}): {}",
+            out.code,
+            out.stderr.trim()
+        )
+        .into());
+    }
+    let (area, line) = super::backup_area::area(&out.stdout)
+        .map_err(|m| format!("cannot find where the backup of {id} writes on the card: {m}"))?;
+    log.lines.push(line);
+    Ok(area)
 }
 
 /// Starts `inner`, makes the card fail `delay` later while it runs, and heals it when `inner`

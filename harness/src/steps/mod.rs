@@ -1,12 +1,15 @@
 //! What each step of a scenario does to the device, one module per family: [`dbus`] (calls and
 //! waiting for a backup), [`shell`] (commands and files over SSH), [`transfer`] (HTTPS, scp,
 //! rsync; scp back), [`verify`] (GnuPG and comparing an archive with its snapshot, through [`tree`]),
-//! [`setup`] (users and polkit grants: the vendor's recipe, shared with `provision`), [`fault`],
+//! [`setup`] (users and polkit grants: the vendor's recipe, shared with `provision`), [`fault`]
+//! (with [`card_read`]: a bench's card read after a power cut),
 //! [`probe`] (the automation loop's latency) and [`browser`] (the device's web page). [`run`] sends a step to its family; the
 //! runner around it keeps the order, the timeouts and the report; a step that does not pass
 //! ends with a [`StepEnd`], the room's error.
 
+mod backup_area;
 pub(crate) mod browser;
+pub(crate) mod card_read;
 pub(crate) mod dbus;
 pub(crate) mod fault;
 pub(crate) mod probe;
@@ -89,6 +92,8 @@ pub struct StepLog {
     pub baseline: Option<Latency>,
     pub browser: Option<BrowserEvidence>,
     pub wear: Option<Wear>,
+    /// A `fault.power_cut` with `inspect`: the card read after the cut.
+    pub card: Option<crate::report::card::CardRead>,
 }
 
 const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(60);

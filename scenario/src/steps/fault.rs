@@ -68,6 +68,13 @@ pub struct PowerCut {
     pub during: Option<Box<Spanned<Step>>>,
     #[serde(default)]
     pub stay_off: bool,
+    /// Read the card as the cut left it, before the power comes back: on a bench whose card an
+    /// SD mux switches to this machine, its btrfs partition imaged into the work folder and
+    /// checked as `crash-states` checks a state (the backups decrypted with the scenario's
+    /// password variables); then the card goes back and the power on. Elsewhere the scenario
+    /// is skipped with the reason.
+    #[serde(default)]
+    pub inspect: bool,
     #[serde(default, deserialize_with = "duration::optional")]
     pub timeout: Option<Duration>,
 }
@@ -90,6 +97,9 @@ impl StepSpec for PowerCut {
         let delay = self.after.is_some() || self.after_between.is_some();
         if percent && delay {
             return Err("give a backup's percent (`at_percent`, `at_percent_between`) or a delay (`after`, `after_between`), not both".into());
+        }
+        if self.inspect && self.stay_off {
+            return Err("`inspect` powers the device on again after the card is read; remove `stay_off`".into());
         }
         if self.after.is_some() && self.after_between.is_some() {
             return Err("give `after` or `after_between`, not both".into());
@@ -215,6 +225,20 @@ pub enum IoKind {
     Flush,
 }
 
+/// Where on the card `fault.io_error`'s writes fail.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IoWhere {
+    /// Every write, wherever it goes: btrfs's own metadata is among the first.
+    #[default]
+    Anywhere,
+    /// Only writes to where the running backup's data goes next: the card's sectors after the
+    /// last extent of its partial file in that data chunk, and the card's unallocated space
+    /// (where a new data chunk comes); never btrfs's metadata, so the file system stays
+    /// writable and the backup's own syncs are what meet the error.
+    BackupData,
+}
+
 /// Most requests one `fault.io_error` may fail.
 pub const MAX_IO_ERRORS: u32 = 10_000;
 
@@ -223,7 +247,8 @@ pub const MAX_IO_ERRORS: u32 = 10_000;
 /// window ends before). The errors come at once, when the running backup of `id` reaches
 /// `at_percent`, or `after` a delay; with `during`, the delay runs from the start of that step,
 /// the card fails while it runs and heals when it ends; without, the card fails for at most
-/// `for` (default 30 s). Needs a target whose card the harness serves (`--target standin`);
+/// `for` (default 30 s). With `where: backup_data` only the writes to where the running
+/// backup's data goes fail. Needs a target whose card the harness serves (`--target standin`);
 /// elsewhere the scenario is skipped with the reason.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -231,6 +256,9 @@ pub struct IoError {
     pub what: Vec<IoKind>,
     #[serde(default = "one")]
     pub count: u32,
+    /// Which writes fail (`where: backup_data` needs `at_percent` and `id`, and only writes).
+    #[serde(rename = "where", default)]
+    pub place: IoWhere,
     pub at_percent: Option<u8>,
     pub id: Option<String>,
     #[serde(default, deserialize_with = "duration::optional")]
@@ -297,6 +325,18 @@ impl StepSpec for IoError {
                 ));
             }
             d.check().map_err(|e| format!("`during`: {kind}: {e}"))?;
+        }
+        if self.place == IoWhere::BackupData {
+            if self.what != [IoKind::Write] {
+                return Err("`where: backup_data` fails writes only: `what: [write]`".into());
+            }
+            if self.at_percent.is_none() {
+                return Err(
+                    "`where: backup_data` needs the running backup: give `at_percent` and `id` (its data must be on \
+                     the card to be found)"
+                        .into(),
+                );
+            }
         }
         at_percent_with_id(self.at_percent, &self.id)
     }

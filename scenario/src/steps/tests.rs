@@ -194,12 +194,17 @@ fn a_power_cut_after_a_seeded_delay_comes_during_a_step_that_captures_nothing() 
         "the inner step's variables are checked too"
     );
     assert_eq!(step("fault.power_cut", "after: 1s").check(), Ok(()));
+    assert_eq!(
+        step("fault.power_cut", "at_percent: 30, id: x, inspect: true").check(),
+        Ok(())
+    );
     for (body, says) in [
         ("after: 1s, after_between: [1s, 2s]", "not both"),
         ("after_between: [2s, 1s]", "low <= high"),
         ("after: 1s, at_percent: 5, id: x", "not both"),
         ("after_between: [1s, 2s], at_percent_between: [1, 5], id: x", "not both"),
         ("after: 1s, id: x", "needs none"),
+        ("inspect: true, stay_off: true", "remove `stay_off`"),
         (
             "during: {ssh.run: {as: root, command: id}}",
             "needs `after` or `after_between`",
@@ -363,4 +368,41 @@ fn a_command_that_changes_a_device_beyond_any_record_is_named() {
     ] {
         assert_eq!(throwaway_change(cmd), None, "{cmd}");
     }
+}
+
+#[test]
+fn a_failing_card_can_fail_only_the_backups_data() {
+    let Step::FaultIoError(e) = step(
+        "fault.io_error",
+        "what: [write], where: backup_data, at_percent: 20, id: '${snap}', for: 60s",
+    ) else {
+        unreachable!()
+    };
+    assert_eq!(e.place, super::IoWhere::BackupData);
+    assert_eq!(Step::FaultIoError(e).check(), Ok(()));
+    let Step::FaultIoError(e) = step("fault.io_error", "what: [write]") else {
+        unreachable!()
+    };
+    assert_eq!(e.place, super::IoWhere::Anywhere);
+    for (body, says) in [
+        (
+            "what: [write, flush], where: backup_data, at_percent: 5, id: x",
+            "`what: [write]`",
+        ),
+        (
+            "what: [flush], where: backup_data, at_percent: 5, id: x",
+            "`what: [write]`",
+        ),
+        (
+            "what: [write], where: backup_data, after: 1s, during: {ssh.run: {as: root, command: id}}",
+            "give `at_percent` and `id`",
+        ),
+    ] {
+        let e = step("fault.io_error", body).check().unwrap_err();
+        assert!(e.contains(says), "{body}: {e}");
+    }
+    let e = marked_yaml::from_yaml::<Step>(0, "fault.io_error: {what: [write], where: metadata}")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("metadata"), "{e}");
 }

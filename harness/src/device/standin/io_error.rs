@@ -8,7 +8,14 @@
 //! makes it `sdcard`'s child; to heal, `card-logged` is the child again and the node goes.
 //! The failing node sits above the log, so the log holds what the card took: a failed write is
 //! not in it, and a failed flush is no flush point (a power cut afterwards keeps only what a
-//! flush that worked had made durable).
+//! flush that worked had made durable). A failing area of the card is a rule per sector that
+//! stays (not `once`): every write that touches one of them fails until the card heals.
+//!
+//! blkdebug activates a rule when its event is raised on the node, and each event that has
+//! error rules first clears the active ones: a flush rule is active from the flush's own
+//! `flush_to_os` (raised on `sdcard`'s child, the failing node, as the raw driver has no flush
+//! of its own) until the next write's `pwritev`. A flush therefore fails when it comes, unless
+//! a write comes in between; on btrfs, after a failed write of its metadata, none comes.
 
 use std::time::{Duration, Instant};
 
@@ -26,27 +33,44 @@ pub const LOGGED: &str = "card-logged";
 const FAILING: &str = "card-failing";
 /// Most requests one fault may fail (one blkdebug rule each).
 pub const MAX_COUNT: u32 = 10_000;
+/// Most rules of a failing area: qemu 7.2 takes minutes over `blockdev-add` of 6,500 (its
+/// option parsing is quadratic in them); 1,000 take a moment.
+const MAX_AREA_RULES: u64 = 1_000;
+/// A failing area's rules are at least this many sectors apart (128 KiB), further when the
+/// area is large: 1 MiB for 1 GiB, so each MiB the backup's flush-behind writes out contiguously
+/// holds one, and the request that holds it fails.
+const AREA_STEP: u64 = 256;
 
-/// What to fail, how often.
-#[derive(Debug, Clone, Copy)]
+/// What to fail, how often, where.
+#[derive(Debug, Clone)]
 pub struct Failing {
     pub write: bool,
     pub flush: bool,
     pub count: u32,
+    /// Card sectors (from the disk's start) whose writes fail; empty: every write, `count` times.
+    pub area: Vec<std::ops::Range<u64>>,
 }
 
 impl Failing {
-    /// `blockdev-add` of the failing node: `count` one-shot EIO rules per kind of request.
+    /// `blockdev-add` of the failing node: `count` one-shot EIO rules per kind of request, or
+    /// for an area a lasting rule on every `AREA_STEP`-th sector of it (a request fails when it
+    /// holds a rule's sector).
     fn node(&self) -> Value {
         let rule =
             |event: &str, iotype: &str| json!({"event": event, "iotype": iotype, "errno": libc::EIO, "once": true});
         let mut rules = Vec::new();
-        for _ in 0..self.count.min(MAX_COUNT) {
-            if self.write {
-                rules.push(rule("pwritev", "write"));
+        if self.area.is_empty() {
+            for _ in 0..self.count.min(MAX_COUNT) {
+                if self.write {
+                    rules.push(rule("pwritev", "write"));
+                }
+                if self.flush {
+                    rules.push(rule("flush_to_os", "flush"));
+                }
             }
-            if self.flush {
-                rules.push(rule("flush_to_os", "flush"));
+        } else {
+            for sector in area_sectors(&self.area) {
+                rules.push(json!({"event": "pwritev", "iotype": "write", "errno": libc::EIO, "sector": sector}));
             }
         }
         json!({"driver": "blkdebug", "node-name": FAILING, "image": LOGGED, "inject-error": rules})
@@ -57,6 +81,19 @@ impl Failing {
         let count = u64::from(self.count);
         (!self.write || writes >= count) && (!self.flush || flushes >= count)
     }
+}
+
+/// The sectors of `area` that get a rule: multiples of a step (`AREA_STEP`, doubled until
+/// there are at most `MAX_AREA_RULES`) inside its ranges.
+fn area_sectors(area: &[std::ops::Range<u64>]) -> Vec<u64> {
+    let total: u64 = area.iter().map(|r| r.end.saturating_sub(r.start)).sum();
+    let mut step = AREA_STEP;
+    while total / step > MAX_AREA_RULES {
+        step *= 2;
+    }
+    area.iter()
+        .flat_map(|r| (r.start.div_ceil(step) * step..r.end).step_by(step as usize))
+        .collect()
 }
 
 /// `(failed writes, failed flushes)` of the guest's disk so far, as qemu's block statistics
@@ -142,11 +179,21 @@ impl Standin {
             s.failed_flushes = f;
             s.healed_at = Some(healed);
         });
+        let area = if failing.area.is_empty() {
+            String::new()
+        } else {
+            let sectors: u64 = failing.area.iter().map(|r| r.end - r.start).sum();
+            format!(
+                " to its failing area ({} MiB; {} rule(s))",
+                sectors / 2048,
+                area_sectors(&failing.area).len()
+            )
+        };
         Ok(Applied {
             ports: None,
             note: Some(format!(
-                "the card failed {w} write(s) and {f} flush(es) with EIO over {:.2} s (qemu's block statistics of \
-                 the guest's disk), then healed: {ended}",
+                "the card failed {w} write(s){area} and {f} flush(es) with EIO over {:.2} s (qemu's block \
+                 statistics of the guest's disk), then healed: {ended}",
                 healed.duration_since(armed).as_secs_f64()
             )),
         })
@@ -195,6 +242,7 @@ mod tests {
             write: true,
             flush: true,
             count: 3,
+            area: Vec::new(),
         };
         let node = f.node();
         let rules = node["inject-error"].as_array().unwrap();
@@ -208,7 +256,30 @@ mod tests {
             write: true,
             flush: false,
             count: 2,
+            area: Vec::new(),
         };
         assert!(writes.spent(2, 0));
+    }
+
+    #[test]
+    fn an_area_fails_every_write_that_touches_it_until_healed() {
+        let f = Failing {
+            write: true,
+            flush: false,
+            count: 1,
+            area: vec![1000..1600, 4096..4097],
+        };
+        let node = f.node();
+        let rules = node["inject-error"].as_array().unwrap();
+        let sectors: Vec<u64> = rules.iter().map(|r| r["sector"].as_u64().unwrap()).collect();
+        assert_eq!(sectors, [1024, 1280, 1536, 4096]);
+        assert!(rules
+            .iter()
+            .all(|r| r["event"] == "pwritev" && r["iotype"] == "write" && r.get("once").is_none()));
+        // A large area: fewer rules, further apart, still inside it.
+        let whole = 0..(1 << 24);
+        let big = area_sectors(std::slice::from_ref(&whole));
+        assert!(big.len() as u64 <= MAX_AREA_RULES && big.len() > 500, "{}", big.len());
+        assert!(big.iter().all(|&s| s < 1 << 24));
     }
 }

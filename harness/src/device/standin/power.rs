@@ -28,11 +28,21 @@ impl Lifecycle for Standin {
                     write,
                     flush,
                     count,
+                    area,
                     heal,
                     log,
                 } => {
-                    self.io_error(super::io_error::Failing { write, flush, count }, heal, log)
-                        .await
+                    self.io_error(
+                        super::io_error::Failing {
+                            write,
+                            flush,
+                            count,
+                            area,
+                        },
+                        heal,
+                        log,
+                    )
+                    .await
                 }
                 Fault::FillDisk(_) | Fault::SlowIo { .. } => Err(FaultError::Unsupported(
                     "the arm64 stand-in cannot fill or throttle its card yet; use the container emulator".into(),
@@ -43,6 +53,22 @@ impl Lifecycle for Standin {
 
     fn power_switch(&self) -> bool {
         true
+    }
+
+    fn card_bytes_logged(&self) -> Option<(u32, u64)> {
+        if !self.log_writes {
+            return None;
+        }
+        let n = self.power_ons.load(std::sync::atomic::Ordering::SeqCst);
+        let log = WriteLog::open(&self.boot_dir.join("sdcard.log")).ok()?;
+        Some((
+            n,
+            log.entries
+                .iter()
+                .filter(|e| e.is_write() && !e.is_discard())
+                .map(|e| e.bytes())
+                .sum(),
+        ))
     }
 
     fn ways_in(&self) -> Vec<String> {
