@@ -144,9 +144,9 @@ impl Bench {
 
 /// Gives the card back and the power on if the read is dropped half-way (its step's timeout):
 /// what has not been done yet is done in the background.
-struct GiveBack {
-    mux: Option<SdMuxEntry>,
-    power: Option<PowerEntry>,
+pub(super) struct GiveBack {
+    pub(super) mux: Option<SdMuxEntry>,
+    pub(super) power: Option<PowerEntry>,
 }
 
 impl Drop for GiveBack {

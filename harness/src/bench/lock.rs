@@ -388,6 +388,33 @@ sed "s/^expires=.*/expires=$(( now + {ttl} ))/" "$f" > "$f.new" && mv "$f.new" "
     }
 }
 
+/// The lease as it stands on `dev` (the lock file's text and the seconds left until it
+/// expires), before something erases it with the card (`fault.replace_card` on a bench); `None`
+/// when no lease is there or the device does not answer.
+pub(crate) async fn lease_on(dev: &Device) -> Option<(String, i64)> {
+    let script = format!(
+        r#"f={LOCK_FILE}; [ -e "$f" ] || exit 0; e=$(sed -n 's/^expires=//p' "$f"); echo "left=$(( ${{e:-0}} - $(date +%s) ))"; cat "$f""#
+    );
+    let out = locked(dev, &script).await.ok()?;
+    let (first, text) = out.split_once('\n')?;
+    let left = first.strip_prefix("left=")?.trim().parse().ok()?;
+    Some((text.to_string(), left))
+}
+
+/// Writes a lease read by [`lease_on`] back onto `dev` when its lock file is gone (a new card),
+/// with as many seconds left as it had; the holder's refreshes then go on as before.
+pub(crate) async fn put_back(dev: &Device, (text, left): &(String, i64)) -> Result<(), LockError> {
+    let script = format!(
+        r#"f={LOCK_FILE}; [ -e "$f" ] && exit 0; printf '%s\n' {text} | sed "s/^expires=.*/expires=$(( $(date +%s) + {left} ))/" > "$f.new" && mv "$f.new" "$f""#,
+        text = sh_quote(text.trim_end()),
+        left = (*left).max(1),
+    );
+    locked(dev, &script)
+        .await
+        .map(drop)
+        .map_err(|e| LockError::Device(e, name_of(dev)))
+}
+
 /// Removes the lock file if it is still `token`'s, and the folder if nothing else is in it.
 async fn release(dev: &Device, token: &str) -> Result<(), LockError> {
     let script = format!(

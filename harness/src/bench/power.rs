@@ -231,6 +231,8 @@ pub struct Bench {
     pub power: Option<PowerEntry>,
     /// Its SD mux: the card read on this machine after a power cut (`super::card_read`).
     pub sdmux: Option<crate::device::inventory::SdMuxEntry>,
+    /// The inventory marks it `throwaway`: a bench's own device, holding nothing of anyone's.
+    pub throwaway: bool,
 }
 
 impl Lifecycle for Bench {
@@ -244,9 +246,7 @@ impl Lifecycle for Bench {
                 Fault::RestartDaemon => daemon_over_ssh(&self.dev.ssh, &self.dev.admin, false).await,
                 Fault::PowerCut { stay_off } => self.power_cut(stay_off).await,
                 Fault::Reboot => self.reboot().await,
-                Fault::ReplaceCard => Err(FaultError::Unsupported(
-                    "a real device's SD card cannot be swapped by the harness (no SD mux driver yet)".into(),
-                )),
+                Fault::ReplaceCard => self.replace_card().await,
                 Fault::FillDisk(_) | Fault::SlowIo { .. } | Fault::CutNetwork { .. } => Err(FaultError::Unsupported(
                     "a real device's disk and network are not the harness's to fill, throttle or cut; use the emulator"
                         .into(),
@@ -260,7 +260,7 @@ impl Lifecycle for Bench {
     }
 
     fn throwaway(&self) -> bool {
-        false
+        self.throwaway
     }
 
     fn power_switch(&self) -> bool {

@@ -311,6 +311,32 @@ impl Flashed {
     }
 }
 
+/// The card switched here, awaited, checked (the inventory's, not mounted, its size), `image`
+/// written and read back; the mux is left on this machine (the caller gives it back).
+pub async fn write_image(mux: &SdMuxEntry, image: &Path, say: &(dyn Fn(&str) + Sync)) -> Result<Flashed, MuxError> {
+    say(&format!("card to this machine: {}", switch(mux, Side::Host).await?));
+    let dev = wait_for_card(mux).await?;
+    let size = check_card(mux, &dev)?;
+    say(&format!(
+        "{} is {} ({size} bytes), not mounted: writing {}",
+        mux.card.display(),
+        dev.display(),
+        image.display()
+    ));
+    let (image, dev2) = (image.to_path_buf(), dev.clone());
+    let progress = {
+        let name = dev.display().to_string();
+        move |l: String| eprintln!("nexus-hil: {name}: {l}")
+    };
+    let r = tokio::task::spawn_blocking(move || flash(&image, &dev2, size, &progress))
+        .await
+        .map_err(|e| MuxError::Io {
+            what: "the writing thread".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    r
+}
+
 /// How much is written or read at a time.
 const CHUNK: usize = 4 << 20;
 
@@ -493,6 +519,7 @@ mod tests {
             host: Some("mux host".into()),
             dut: Some("mux dut".into()),
             switch_timeout: Duration::from_secs(1),
+            new_card: None,
         };
         assert_eq!(
             command_line(&entry(SdMuxDriverName::Usbsdmux), Side::Host),
@@ -521,6 +548,7 @@ mod tests {
             host: Some("true".into()),
             dut: Some("true".into()),
             switch_timeout: Duration::from_millis(600),
+            new_card: None,
         };
         let e = wait_for_card(&m).await.unwrap_err().to_string();
         assert!(e.contains("did not appear") && e.contains("No such file"), "{e}");

@@ -91,7 +91,7 @@ pub async fn command(args: FlashArgs) -> Result<ExitCode, InfraError> {
         }
     }
     tokio::time::sleep(plug.off_time).await;
-    let written = write(&mux, &args.image, &say).await;
+    let written = sdmux::write_image(&mux, &args.image, &say).await;
     // Back to the device in every outcome.
     let back = sdmux::switch(&mux, Side::Dut).await;
     match &back {
@@ -142,36 +142,4 @@ pub async fn command(args: FlashArgs) -> Result<ExitCode, InfraError> {
         }
         (Ok(_), Err(_)) => ExitCode::from(Exit::Infra),
     })
-}
-
-/// The card switched here, checked, written and read back.
-async fn write(
-    mux: &crate::device::inventory::SdMuxEntry,
-    image: &std::path::Path,
-    say: &(dyn Fn(&str) + Sync),
-) -> Result<sdmux::Flashed, MuxError> {
-    say(&format!(
-        "card to this machine: {}",
-        sdmux::switch(mux, Side::Host).await?
-    ));
-    let dev = sdmux::wait_for_card(mux).await?;
-    let size = sdmux::check_card(mux, &dev)?;
-    say(&format!(
-        "{} is {} ({size} bytes), not mounted: writing {}",
-        mux.card.display(),
-        dev.display(),
-        image.display()
-    ));
-    let (image, dev2) = (image.to_path_buf(), dev.clone());
-    let progress = {
-        let name = dev.display().to_string();
-        move |l: String| eprintln!("nexus-hil flash: {name}: {l}")
-    };
-    let r = tokio::task::spawn_blocking(move || sdmux::flash(&image, &dev2, size, &progress))
-        .await
-        .map_err(|e| MuxError::Io {
-            what: "the writing thread".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-    r
 }

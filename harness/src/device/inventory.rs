@@ -9,6 +9,9 @@
 //! key = "/home/qa/.cache/nexus-hil/harness-key/id_ed25519"   # default: the harness key
 //! https_port = 443                # default 443
 //! ca_sha256 = "AB:CD:..."         # optional: the CA's fingerprint, checked instead of trusting on first use
+//! throwaway = false               # true only for a bench's own device that holds nothing of anyone's:
+//!                                 # its changes are not recorded and undone, and the scenarios that
+//!                                 # need a throwaway device run on it (default false)
 //!
 //! [device.power]                  # optional: the device's power switch (fault.power_cut, fault.reboot)
 //! driver = "shelly"               # shelly (Gen2 RPC Switch.Set), tasmota (cm?cmnd=Power), or exec
@@ -28,6 +31,8 @@
 //! host = "..."                    # exec: the command lines switching the card here and back
 //! dut = "..."
 //! switch_timeout = "30s"          # how long the card may take to appear here; default 30s
+//! new_card = "/srv/nexus/card.img"  # optional, on a throwaway device only: what fault.replace_card
+//!                                 # writes onto the card (a new card after a total failure)
 //!
 //! [device.console]                # optional: the serial console, read for every scenario's run
 //! tcp = "ser2net-host:3001"       # a raw TCP port (ser2net), or
@@ -74,6 +79,11 @@ pub struct DeviceEntry {
     #[serde(default = "https_port")]
     pub https_port: u16,
     pub ca_sha256: Option<String>,
+    /// A bench's own device, holding nothing of anyone's: the run does not record and undo its
+    /// changes, and scenarios that need a throwaway device (`needs: [throwaway]`) run on it.
+    /// Never on a device that belongs to someone.
+    #[serde(default)]
+    pub throwaway: bool,
     pub power: Option<PowerEntry>,
     pub console: Option<ConsoleEntry>,
     pub sdmux: Option<SdMuxEntry>,
@@ -186,6 +196,9 @@ pub struct SdMuxEntry {
     pub dut: Option<String>,
     #[serde(default = "switch_timeout", deserialize_with = "duration")]
     pub switch_timeout: std::time::Duration,
+    /// A raw card image that `fault.replace_card` writes onto the card (as `flash` does): the
+    /// new card of the vendor's total-failure advice. Only on a `throwaway` device.
+    pub new_card: Option<PathBuf>,
 }
 
 /// The SD mux drivers.
@@ -324,6 +337,13 @@ impl Inventory {
                         "card_size must be the card's size in bytes (blockdev --getsize64 CARD)".into(),
                     ));
                 }
+                if m.new_card.is_some() && !d.throwaway {
+                    return Err(bad(
+                        "new_card erases the card on fault.replace_card: only on a device marked `throwaway = true` \
+                         (a bench's own, holding nothing of anyone's)"
+                            .into(),
+                    ));
+                }
             }
             if let Some(c) = &d.console {
                 if c.tcp.is_some() == c.serial.is_some() {
@@ -455,5 +475,28 @@ mod tests {
         let e = mux("driver = \"exec\"\nhost = \"x\"\ndut = \"y\"\ncard = \"/dev/mmcblk0\"\ncard_size = \"1GiB\"\n")
             .unwrap_err();
         assert!(e.contains("stable path"), "{e}");
+    }
+
+    #[test]
+    fn only_a_throwaway_device_has_its_card_replaced() {
+        let card = "[device.sdmux]\ndriver = \"usbsdmux\"\ncontrol = \"/dev/sg1\"\ncard = \"/dev/disk/by-id/x\"\n\
+                    card_size = \"1GiB\"\nnew_card = \"/srv/card.img\"\n";
+        let e = parse(&format!("[[device]]\nname = \"a\"\nhost = \"x\"\n{card}")).unwrap_err();
+        assert!(e.contains("new_card") && e.contains("throwaway = true"), "{e}");
+        let inv = parse(&format!(
+            "[[device]]\nname = \"a\"\nhost = \"x\"\nthrowaway = true\n{card}"
+        ))
+        .unwrap();
+        let d = &inv.devices[0];
+        assert!(d.throwaway);
+        assert_eq!(
+            d.sdmux.as_ref().unwrap().new_card.as_deref(),
+            Some(Path::new("/srv/card.img"))
+        );
+        let kept = parse("[[device]]\nname = \"a\"\nhost = \"x\"\n").unwrap();
+        assert!(
+            !kept.devices[0].throwaway,
+            "a device is the owner's unless its entry says otherwise"
+        );
     }
 }

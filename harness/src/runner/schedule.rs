@@ -169,6 +169,7 @@ async fn run_on_device(
         dev: m.dev.clone(),
         power: m.power.clone(),
         sdmux: m.sdmux.clone(),
+        throwaway: m.throwaway,
     };
     let mut r = run_scenario(s, &m.dev, Some(&bench), &dir.join(work), seed, &move |msg| {
         b.set_message(format!("{label}: {msg}"))

@@ -23,6 +23,8 @@ pub struct FleetMember {
     pub console: Option<ConsoleEntry>,
     /// Its SD mux (`[device.sdmux]`): the card read after a power cut (`inspect`).
     pub sdmux: Option<crate::device::inventory::SdMuxEntry>,
+    /// The inventory marks it `throwaway` (a bench's own device).
+    pub throwaway: bool,
 }
 
 /// Where scenarios run.
@@ -90,6 +92,7 @@ pub async fn prepare(target: &Target, o: SlotOptions<'_>, say: &(dyn Fn(&str) + 
             power: None,
             console: None,
             sdmux: None,
+            throwaway: false,
         }],
         Target::Fleet(devices) => {
             let mut v = Vec::new();
@@ -112,6 +115,7 @@ pub async fn prepare(target: &Target, o: SlotOptions<'_>, say: &(dyn Fn(&str) + 
                     power: d.power.clone(),
                     console: d.console.clone(),
                     sdmux: d.sdmux.clone(),
+                    throwaway: d.throwaway,
                 });
             }
             v

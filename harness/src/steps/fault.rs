@@ -30,7 +30,8 @@ pub async fn run(
     let Some(lifecycle) = s.lifecycle else {
         return Err(StepEnd::Unsupported(match step {
             F::FaultReplaceCard(_) => "the card swap is the operator's: fault.replace_card needs a target whose SD \
-                                          card the harness holds (--target standin or emulator)"
+                                          card the harness holds (--target standin or emulator, or a throwaway \
+                                          bench device with [device.sdmux] new_card)"
                 .to_string(),
             _ => format!("{} needs the emulator's lifecycle; this target has none", step.kind()),
         }));

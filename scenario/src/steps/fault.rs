@@ -162,8 +162,10 @@ fn duration_pair<'de, D: Deserializer<'de>>(d: D) -> Result<Option<(Duration, Du
 /// The device's SD card dies and a new one is set up: the device is powered off, its card
 /// replaced by a fresh copy of the card image it was first given (the system, users and keys
 /// stay: on the targets that can have this, they are not on the card), and powered on again.
-/// Needs a target whose card the harness holds (`--target standin`, the emulator); on a real
-/// device the card swap is the operator's and the scenario is skipped with that reason.
+/// Needs a target whose card the harness holds (`--target standin`, the emulator) or a bench
+/// device its inventory marks `throwaway` with an SD mux and a `new_card` image, which is
+/// written onto the card; on another real device the card swap is the operator's and the
+/// scenario is skipped with that reason.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplaceCard {
