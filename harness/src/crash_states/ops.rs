@@ -264,15 +264,9 @@ pub async fn status(bus: &DeviceBus) -> Result<serde_json::Map<String, serde_jso
 
 /// The finished backups `Backup1.GetList` lists: id and SHA-256.
 pub async fn finished_backups(bus: &DeviceBus) -> Result<BTreeMap<u64, String>, Error> {
-    let reply = call(bus, BACKUP1, "GetList", &[]).await?;
-    Ok(list_of(&reply)
-        .iter()
-        .filter_map(|e| {
-            let id = e.get("id")?.as_u64()?;
-            let sha = e.get("sha256").and_then(|v| v.as_str()).unwrap_or_default();
-            Some((id, sha.to_string()))
-        })
-        .collect())
+    bus.finished_backups()
+        .await
+        .map_err(|e| Error::Daemon(format!("{BACKUP1}.GetList: {e}")))
 }
 
 /// The snapshots `Snapshot1.GetList` lists, and the active one.

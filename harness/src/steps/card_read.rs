@@ -12,8 +12,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use nexus_contract::names::BACKUP1;
-
 use super::{StepEnd, StepLog};
 use crate::device::{Applied, Fault, FaultError, Lifecycle, ReadCard};
 use crate::report::card::{CardCheck, CardRead};
@@ -171,19 +169,8 @@ async fn check_copy(
 /// The finished backups `Backup1.GetList` lists: id and SHA-256.
 async fn listed(s: &mut Session<'_>, timeout: Duration) -> Result<BTreeMap<u64, String>, StepEnd> {
     let bus = s.bus("root", timeout).await?;
-    let reply = bus
-        .call(BACKUP1, "GetList", &[])
+    Ok(bus
+        .finished_backups()
         .await
-        .map_err(|e| format!("GetList before the cut failed: {e}"))?;
-    Ok(reply
-        .first()
-        .and_then(|l| l.as_array())
-        .into_iter()
-        .flatten()
-        .filter_map(|e| {
-            let id = e.get("id")?.as_u64()?;
-            let sha = e.get("sha256").and_then(|v| v.as_str()).unwrap_or_default();
-            Some((id, sha.to_string()))
-        })
-        .collect())
+        .map_err(|e| format!("GetList before the cut failed: {e}"))?)
 }

@@ -132,6 +132,23 @@ impl DeviceBus {
             .collect())
     }
 
+    /// The finished backups `Backup1.GetList` lists: id and SHA-256 (an entry without an id is
+    /// left out; one without a SHA-256 has an empty one).
+    pub async fn finished_backups(&self) -> Result<std::collections::BTreeMap<u64, String>, CallError> {
+        let reply = self.call(nexus_contract::names::BACKUP1, "GetList", &[]).await?;
+        Ok(reply
+            .first()
+            .and_then(|l| l.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                let id = e.get("id")?.as_u64()?;
+                let sha = e.get("sha256").and_then(|v| v.as_str()).unwrap_or_default();
+                Some((id, sha.to_string()))
+            })
+            .collect())
+    }
+
     /// Like [`DeviceBus::call`], with each reply value's types beside it ([`types_of`]).
     pub async fn call_typed(
         &self,
