@@ -40,9 +40,9 @@ pub enum EmulatorCmd {
         #[arg(long, default_value = "native", value_parser = arches())]
         arch: String,
         /// Home-automation content on its SD card, e.g. 32MiB, 256MiB or bytes (default: 256 MiB,
-        /// about a device's; 64 MiB for arm64, whose qemu user network serves HTTPS at about
-        /// 5 MB/s, so a 256 MiB backup's download would outlast the scenarios' 60 s step
-        /// timeouts).
+        /// about a device's; 32 MiB for arm64, whose qemu user network serves HTTPS at about
+        /// 5 MB/s under TCG, so a 256 MiB backup's download would outlast the scenarios' 60 s
+        /// step timeouts).
         #[arg(long, value_name = "SIZE", alias = "content-bytes", value_parser = crate::scenario::parse_size)]
         card_content: Option<u64>,
     },

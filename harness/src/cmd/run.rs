@@ -46,9 +46,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub backupd: Option<PathBuf>,
     /// Home-automation content on the SD card of the emulator or stand-in: 32MiB, 256MiB, 1GiB or
-    /// bytes. Default: 32 MiB on the emulator (the functional suites), 64 MiB on the stand-in
-    /// (its user network serves HTTPS at about 5 MB/s). A scenario's `card_content` asks for
-    /// more (the perf suite: 256MiB): the run's card is the largest asked for, and it says which.
+    /// bytes. Default: 32 MiB on the emulator and the stand-in (the functional suites). A
+    /// scenario's `card_content` asks for more (the perf suite: 256MiB): the run's card is the
+    /// largest asked for, and it says which.
     #[arg(long, value_name = "SIZE", alias = "content-bytes", value_parser = crate::scenario::parse_size)]
     pub card_content: Option<u64>,
     /// Run only part K of N of the (filtered) scenarios, e.g. 2/3: CI jobs that share a suite
