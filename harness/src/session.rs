@@ -49,7 +49,15 @@ pub struct Session<'a> {
     pub browser: Option<Browser>,
     /// Values no report may show (a `secret` typed or read by a browser step).
     pub secrets: Vec<String>,
+    /// What the card had been sent just before each `Backup1.Create` call, by the snapshot's id:
+    /// `backup.wait` weighs the backup's writes from there (the daemon starts writing before the
+    /// call returns).
+    pub card_before_backup: HashMap<String, CardCount>,
 }
+
+/// The card's written bytes as a backup starts: its disk, the bytes and when, read on the device
+/// (`/sys/class/block`); and the card's write log where the harness serves one (power-on, bytes).
+pub type CardCount = ((String, u64, Instant), Option<(u32, u64)>);
 
 /// A small deterministic generator (splitmix64): the same seed gives the same draws.
 #[derive(Debug, Clone)]

@@ -58,6 +58,7 @@ pub async fn run_scenario(
         random: SeededRandom::for_scenario(seed, &s.name),
         browser: None,
         secrets: Vec::new(),
+        card_before_backup: Default::default(),
     };
     // A real device is left as it was found: a scenario that cannot record its changes there,
     // or that would make one no record can take back, does not touch it.

@@ -33,6 +33,15 @@ pub async fn call(s: &mut Session<'_>, c: &DbusCall, timeout: Duration, log: &mu
     let shown = s.mask(&format!("{}.{}({})", c.service, c.method, args.join(", ")));
     log.lines.push(format!("dbus as {user}: {shown}"));
     let (service, method) = (s.subst(&c.service), s.subst(&c.method));
+    // A backup's cost to the card counts from before its Create: the daemon writes before it
+    // answers (its folder, the file's first chunks), and `backup.wait` comes after.
+    if (service.as_str(), method.as_str(), &c.expect_error) == (BACKUP1, "Create", &None) {
+        if let (Some(id), Ok((dev, bytes))) = (args.first(), card_writes(s, timeout).await) {
+            let logged = s.lifecycle.and_then(|l| l.card_bytes_logged());
+            s.card_before_backup
+                .insert(id.trim().to_string(), ((dev, bytes, Instant::now()), logged));
+        }
+    }
     let bus = s.bus(&user, timeout).await?;
     let result = tokio::time::timeout(timeout, bus.call(&service, &method, &args))
         .await
@@ -144,12 +153,18 @@ pub async fn wait(s: &mut Session<'_>, w: &BackupWait, timeout: Duration, log: &
     let user = s.subst(&w.user);
     let id = s.subst(&w.id);
     let start = Instant::now();
-    // What the card has been sent so far, to weigh the backup's writes against its file.
-    let card_before = card_writes(s, timeout)
-        .await
-        .map(|(dev, bytes)| (dev, bytes, Instant::now()));
-    // And what the card itself has seen, where the harness serves it (the stand-in's write log).
-    let logged_before = s.lifecycle.and_then(|l| l.card_bytes_logged());
+    // What the card had been sent when the backup was asked for (read just before its Create
+    // call), to weigh the backup's writes against its file; else so far. And what the card
+    // itself has seen, where the harness serves it (the stand-in's write log).
+    let (card_before, logged_before): (Counted, _) = match s.card_before_backup.remove(&id) {
+        Some((counted, logged)) => (Ok(counted), logged),
+        None => (
+            card_writes(s, timeout)
+                .await
+                .map(|(dev, bytes)| (dev, bytes, Instant::now())),
+            s.lifecycle.and_then(|l| l.card_bytes_logged()),
+        ),
+    };
     log.lines
         .push(format!("polling {BACKUP1}.Status as {user} while id == {id}"));
     let status = loop {

@@ -652,6 +652,7 @@ mod tests {
             random: SeededRandom::for_scenario(1, "test"),
             browser: None,
             secrets: Vec::new(),
+            card_before_backup: Default::default(),
         }
     }
 
