@@ -36,10 +36,8 @@ pub async fn call(s: &mut Session<'_>, c: &DbusCall, timeout: Duration, log: &mu
     // A backup's cost to the card counts from before its Create: the daemon writes before it
     // answers (its folder, the file's first chunks), and `backup.wait` comes after.
     if (service.as_str(), method.as_str(), &c.expect_error) == (BACKUP1, "Create", &None) {
-        if let (Some(id), Ok((dev, bytes))) = (args.first(), card_writes(s, timeout).await) {
-            let logged = s.lifecycle.and_then(|l| l.card_bytes_logged());
-            s.card_before_backup
-                .insert(id.trim().to_string(), ((dev, bytes, Instant::now()), logged));
+        if let (Some(id), (Ok(counted), logged)) = (args.first(), count_card(s, timeout).await) {
+            s.card_before_backup.insert(id.trim().to_string(), (counted, logged));
         }
     }
     let bus = s.bus(&user, timeout).await?;
@@ -156,14 +154,9 @@ pub async fn wait(s: &mut Session<'_>, w: &BackupWait, timeout: Duration, log: &
     // What the card had been sent when the backup was asked for (read just before its Create
     // call), to weigh the backup's writes against its file; else so far. And what the card
     // itself has seen, where the harness serves it (the stand-in's write log).
-    let (card_before, logged_before): (Counted, _) = match s.card_before_backup.remove(&id) {
+    let (card_before, logged_before) = match s.card_before_backup.remove(&id) {
         Some((counted, logged)) => (Ok(counted), logged),
-        None => (
-            card_writes(s, timeout)
-                .await
-                .map(|(dev, bytes)| (dev, bytes, Instant::now())),
-            s.lifecycle.and_then(|l| l.card_bytes_logged()),
-        ),
+        None => count_card(s, timeout).await,
     };
     log.lines
         .push(format!("polling {BACKUP1}.Status as {user} while id == {id}"));
@@ -247,6 +240,15 @@ const LOG_AGREEMENT: f64 = 0.01;
 
 /// The guest's count of the card's written bytes as a backup starts: its disk, the bytes, when.
 type Counted = Result<(String, u64, Instant), StepEnd>;
+
+/// The card's count now: the guest's ([`card_writes`], with the time it was read) and the card's
+/// write log's, where the harness serves one (the stand-in's).
+async fn count_card(s: &Session<'_>, timeout: Duration) -> (Counted, Option<(u32, u64)>) {
+    let counted = card_writes(s, timeout)
+        .await
+        .map(|(dev, bytes)| (dev, bytes, Instant::now()));
+    (counted, s.lifecycle.and_then(|l| l.card_bytes_logged()))
+}
 
 /// After an `ok` backup: syncs `/broot` (so that btrfs's metadata for it is counted), reads the
 /// card's writes again and the backup file's size, says the ratio in the transcript and keeps it
