@@ -36,6 +36,7 @@ fn page(other_port: u16) -> String {
 <button id="login" onclick="login()">Log in</button>
 <div id="password-box" style="display:none">Password: <span id="backup-password"></span></div>
 <div id="progress">working</div>
+<div role="alert">the page's own error: disk   full</div>
 <a id="download" href="/files/backup.tar.gpg">download</a>
 <script>
 console.error("the page says: boom 42");
@@ -237,6 +238,14 @@ async fn a_scenario_drives_a_page_and_a_failed_step_keeps_its_picture_and_consol
             .as_deref()
             .unwrap_or("")
             .contains("no element matches \"button#no-such-button\""),
+        "{:?}",
+        last.message
+    );
+    // ...and what the page showed instead: where it was and its alert, in the message itself.
+    assert!(
+        last.message.as_deref().unwrap_or("").ends_with(&format!(
+            "; the page: {base}/ (\"nexus\"), its alert(s): \"the page's own error: disk full\""
+        )),
         "{:?}",
         last.message
     );

@@ -535,6 +535,19 @@ impl Browser {
         Ok(console_lines(&v))
     }
 
+    /// What the page shows at a glance, in one line for a failure's message: its address, its
+    /// title, and the text of its alerts (`[role=alert]`, where pages put errors), else the
+    /// start of its visible text. A selector that never matched is then read against what was
+    /// there instead (an error box, a login form, a server's error page).
+    pub async fn glance(&self) -> Result<String, Error> {
+        let v = self
+            .client
+            .execute(GLANCE, Vec::new())
+            .await
+            .map_err(|e| Error::Page(format!("cannot read the page: {}", why(e))))?;
+        Ok(glance_line(&v))
+    }
+
     /// Ends the WebDriver session (Chromium quits), stops chromedriver and removes the profile.
     pub async fn close(self) {
         let _ = tokio::time::timeout(Duration::from_secs(10), self.client.close()).await;
@@ -543,6 +556,70 @@ impl Browser {
         // Only if empty: a download nobody moved stays for the reader.
         let _ = std::fs::remove_dir(&self.downloads);
     }
+}
+
+/// The page's address, title, alerts' texts and the start of its visible text.
+const GLANCE: &str = "var alerts = Array.prototype.map.call(document.querySelectorAll('[role=alert]'), \
+ function (e) { return (e.innerText || '').trim(); }).filter(function (t) { return t; });\
+ var body = document.body ? (document.body.innerText || '') : '';\
+ return { url: location.href, title: document.title, alerts: alerts, text: body };";
+
+/// Longest a glance's text gets, in characters.
+const GLANCE_CHARS: usize = 240;
+
+/// A word of the page as a glance shows it: one that could be a password the page shows once
+/// (12 or more characters mixing cases or letters and digits, with no `.`, `/` or `:` of a
+/// name, path or address) only by its length, since a failure's message goes into reports
+/// and it may not be a secret the scenario knows of yet (one it never managed to read).
+fn password_like(word: &str) -> String {
+    let n = word.chars().count();
+    let has = |f: fn(&char) -> bool| word.chars().any(|c| f(&c));
+    let classes = [
+        has(char::is_ascii_lowercase),
+        has(char::is_ascii_uppercase),
+        has(char::is_ascii_digit),
+    ]
+    .into_iter()
+    .filter(|x| *x)
+    .count();
+    if n >= 12 && classes >= 2 && !word.contains(['.', '/', ':']) {
+        format!("<{n} characters>")
+    } else {
+        word.to_string()
+    }
+}
+
+/// [`Browser::glance`]'s reply in words.
+pub fn glance_line(v: &Value) -> String {
+    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default();
+    let squeeze = |t: &str| {
+        let one: String = t.split_whitespace().map(password_like).collect::<Vec<_>>().join(" ");
+        match one.char_indices().nth(GLANCE_CHARS) {
+            Some((i, _)) => format!("{}...", &one[..i]),
+            None => one,
+        }
+    };
+    let alerts: Vec<String> = v
+        .get("alerts")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(|t| format!("{:?}", squeeze(t)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let shows = if !alerts.is_empty() {
+        format!("its alert(s): {}", alerts.join(", "))
+    } else {
+        let text = squeeze(s("text"));
+        if text.is_empty() {
+            "no text".to_string()
+        } else {
+            format!("no alert; its text begins {text:?}")
+        }
+    };
+    format!("{} ({:?}), {shows}", s("url"), s("title"))
 }
 
 /// The entries of chromedriver's log reply as `LEVEL message` lines.

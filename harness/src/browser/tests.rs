@@ -42,6 +42,31 @@ fn the_console_reads_as_level_and_message() {
 }
 
 #[test]
+fn a_glance_names_the_page_and_its_alerts_but_no_password_it_shows() {
+    let err = json!({
+        "url": "https://127.0.0.1:8443/control/snapshots/1/backup",
+        "title": "Backups",
+        "alerts": ["cannot start the backup: refused by polkit", "Copy it now: Zq3_x9ArT0-bbLmQ1c2d3e4f5g6h7i8j"],
+        "text": "ignored when there are alerts",
+    });
+    let line = glance_line(&err);
+    assert_eq!(
+        line,
+        "https://127.0.0.1:8443/control/snapshots/1/backup (\"Backups\"), its alert(s): \
+         \"cannot start the backup: refused by polkit\", \"Copy it now: <32 characters>\""
+    );
+    let plain = json!({"url": "https://x/control/", "title": "", "alerts": [], "text": "Forbidden:\n  bad   token tech.noreya.Backup1.Error.Busy"});
+    assert_eq!(
+        glance_line(&plain),
+        "https://x/control/ (\"\"), no alert; its text begins \"Forbidden: bad token tech.noreya.Backup1.Error.Busy\""
+    );
+    let long = json!({"url": "u", "title": "t", "alerts": [], "text": "word ".repeat(100)});
+    let cut = glance_line(&long);
+    assert!(cut.ends_with("...\"") && cut.len() < 300, "{cut}");
+    assert!(glance_line(&json!({"url": "u", "title": "t"})).ends_with("no text"));
+}
+
+#[test]
 fn the_session_asks_for_the_console_and_downloads_without_prompt() {
     let caps = capabilities(&["--headless".into()], Path::new("/w/dl"));
     assert_eq!(caps["acceptInsecureCerts"], json!(false));

@@ -251,7 +251,8 @@ pub struct ScenarioReport {
     /// Emulator start-to-ready time, when an emulator was started for it.
     pub ready_s: Option<f64>,
     pub steps: Vec<StepReport>,
-    /// The device's `nexus-backupd` journal, attached when the scenario did not pass.
+    /// The device's `nexus-backupd` and `nexus-controlui` journal, attached when the scenario
+    /// did not pass.
     pub journal: Option<String>,
     /// The end of the device's serial console during the scenario (its last [`CONSOLE_LINES`]
     /// lines), attached when the scenario did not pass; all of it is `console.log` in its work

@@ -39,7 +39,12 @@ pub async fn evidence(s: &Session<'_>) -> (String, String) {
             Err(e) => format!("({what} could not be fetched: {e})"),
         }
     };
-    let journal = fetch("journalctl -u nexus-backupd --no-pager -n 200".into(), "the journal").await;
+    // The daemon's and its web page's (a browser step's failure is often the page's answer).
+    let journal = fetch(
+        "journalctl -u nexus-backupd -u nexus-controlui --no-pager -n 200".into(),
+        "the journal",
+    )
+    .await;
     let state = fetch(device_state_command(), "the device's state").await;
     (journal, state)
 }

@@ -30,10 +30,13 @@ pub async fn run(
         s.browser = Some(b);
     }
     let left = timeout.saturating_sub(began.elapsed());
-    let r = act(s, step, left, log, &mut evidence).await;
-    if let Err(why) = &r {
+    let mut r = act(s, step, left, log, &mut evidence).await;
+    if let Err(why) = &mut r {
         log.lines.push(format!("failed: {}", s.mask(&why.to_string())));
-        failure_evidence(s, log, &mut evidence).await;
+        // What was there instead, in the failure's own words (the terminal and JUnit show it).
+        if let (Some(page), StepEnd::Failed(m)) = (failure_evidence(s, log, &mut evidence).await, why) {
+            *m = format!("{m}; the page: {page}");
+        }
     }
     if evidence != BrowserEvidence::default() {
         log.browser = Some(evidence);
@@ -280,17 +283,22 @@ async fn credentials(s: &Session<'_>) -> Result<(String, String, String), StepEn
 }
 
 /// The page as the failed step left it: a screenshot (a file of the work folder, and inline
-/// in the report when small enough) and the page's console.
-async fn failure_evidence(s: &Session<'_>, log: &mut StepLog, evidence: &mut BrowserEvidence) {
-    let Some(b) = s.browser.as_ref() else { return };
+/// in the report when small enough), the page's console, and a glance at what it shows
+/// ([`Browser::glance`]) for the failure's message.
+async fn failure_evidence(s: &Session<'_>, log: &mut StepLog, evidence: &mut BrowserEvidence) -> Option<String> {
+    let b = s.browser.as_ref()?;
     let got = tokio::time::timeout(EVIDENCE_TIME, async {
-        (b.screenshot(&s.secret_values()).await, b.console().await)
+        (
+            b.screenshot(&s.secret_values()).await,
+            b.console().await,
+            b.glance().await,
+        )
     })
     .await;
-    let Ok((png, console)) = got else {
+    let Ok((png, console, glance)) = got else {
         log.lines
             .push("the page's screenshot and console could not be fetched in time".into());
-        return;
+        return None;
     };
     match png {
         Ok((png, _)) => {
@@ -313,4 +321,8 @@ async fn failure_evidence(s: &Session<'_>, log: &mut StepLog, evidence: &mut Bro
         Ok(lines) => evidence.console = lines.iter().map(|l| s.mask(l)).collect(),
         Err(e) => log.lines.push(e.to_string()),
     }
+    glance
+        .map(|g| s.mask(&g))
+        .map_err(|e| log.lines.push(e.to_string()))
+        .ok()
 }
