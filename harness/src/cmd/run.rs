@@ -123,7 +123,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub flaky_fails: bool,
     /// How many scenarios run at once: emulators side by side (default 1; each scenario still
-    /// gets its own fresh container), or devices of --targets (default: all of them).
+    /// gets its own fresh container), or devices of --targets (default: all of them). The
+    /// longest expected start first (their recorded durations in the history; never recorded:
+    /// those that declare a timeout, the longer first); the reports keep the files' order.
     #[arg(long, short = 'j', overrides_with = "jobs")]
     pub jobs: Option<usize>,
     /// At a scenario's first failed step, keep its device as it is (no clean-up, no undo yet;
@@ -151,19 +153,25 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
             return Ok(ExitCode::from(e.exit()));
         }
     };
-    let durations = if args.balance {
-        let spec = crate::history::store_spec(args.history.as_deref(), &default_report_parent(&args));
-        match crate::history::recorded_durations(&spec).await {
-            Ok(d) => Some(d),
-            Err(e) => {
-                say(&format!("--balance: {e}"));
-                return Ok(ExitCode::from(Exit::Usage));
-            }
+    // The scenarios' recorded durations: the slots start the longest first, and --balance
+    // splits by them. Only --balance needs them; without, an unreadable history is no reason
+    // to stop (the files' order and their timeouts rank them instead).
+    let spec = crate::history::store_spec(args.history.as_deref(), &default_report_parent(&args));
+    let read = tokio::time::timeout(Duration::from_secs(10), crate::history::recorded_durations(&spec));
+    let recorded = match read.await {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) if args.balance => {
+            say(&format!("--balance: {e}"));
+            return Ok(ExitCode::from(Exit::Usage));
         }
-    } else {
-        None
+        Err(_) if args.balance => {
+            say("--balance: the history did not answer in 10 s");
+            return Ok(ExitCode::from(Exit::Usage));
+        }
+        _ => Default::default(),
     };
-    let scenarios = match load(&args, durations.as_ref()) {
+    let durations = args.balance.then_some(&recorded);
+    let scenarios = match load(&args, durations) {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
@@ -240,7 +248,8 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
             repeat: args.repeat as usize,
             retries: args.retries as usize,
         };
-        report.scenarios = schedule::run_all(&scenarios, slots, &report_dir, seed, plan, &bar).await;
+        let order = schedule::start_order(&scenarios, &recorded);
+        report.scenarios = schedule::run_all(&scenarios, &order, slots, &report_dir, seed, plan, &bar).await;
     }
     bar.finish_and_clear();
     held.release(&say).await;
