@@ -162,14 +162,33 @@ fn template_hash(path: &Path) -> Result<String, InfraError> {
     Ok(hash)
 }
 
+/// Which build of the image `files` are: their paths (the image's folder is named by the hash
+/// of its inputs) and each file's size, change time and inode. The same inputs built again (the
+/// folder removed, or pruned by another image's build) are another build, whose root's blocks
+/// differ: a state saved on the first one holds their page cache, and restored on the second
+/// it read files that are not there ("error while loading shared libraries").
+fn image_identity(files: [&Path; 3]) -> Result<String, InfraError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = String::new();
+    for p in files {
+        let m = std::fs::metadata(p).map_err(|e| InfraError::io(p.display(), e))?;
+        out.push_str(&format!(
+            "{} {} {}.{} {}\n",
+            p.display(),
+            m.len(),
+            m.ctime(),
+            m.ctime_nsec(),
+            m.ino()
+        ));
+    }
+    Ok(out)
+}
+
 /// The state's name: a hash of all it depends on.
 fn state_hash(spec: &StandinSpec<'_>, shape: &str) -> Result<String, InfraError> {
     let mut h = Sha256::new();
     h.update(format!("nexus-standin saved state v{GENERATOR}\n").as_bytes());
-    // The image's folder is named by the hash of its inputs.
-    for p in [&spec.image.root, &spec.image.kernel, &spec.image.initrd] {
-        h.update(format!("{}\n", p.display()).as_bytes());
-    }
+    h.update(image_identity([&spec.image.root, &spec.image.kernel, &spec.image.initrd])?.as_bytes());
     h.update(template_hash(spec.sdcard_template)?.as_bytes());
     let pubkey = spec.key.with_extension("pub");
     h.update(std::fs::read(&pubkey).map_err(|e| InfraError::io(pubkey.display(), e))?);
@@ -404,6 +423,27 @@ mod tests {
             "QEMU emulator version 8.2.2 (Debian 1:8.2.2+ds-0ubuntu1)"
         ));
         assert!(has_file_migration("QEMU emulator version 10.0.0"));
+    }
+
+    #[test]
+    fn an_image_built_again_from_the_same_inputs_is_another_build() {
+        let d = tempfile::tempdir().unwrap();
+        let files = ["root.img", "vmlinuz", "initrd.img"].map(|f| d.path().join(f));
+        for f in &files {
+            std::fs::write(f, b"first build").unwrap();
+        }
+        let of = |files: &[PathBuf; 3]| image_identity([&files[0], &files[1], &files[2]]).unwrap();
+        let first = of(&files);
+        assert_eq!(of(&files), first, "an untouched image is the same build");
+        // Built again: the folder replaced by a new one of the same name and the same sizes.
+        std::thread::sleep(Duration::from_millis(20));
+        let again = d.path().join("again");
+        std::fs::create_dir(&again).unwrap();
+        std::fs::write(again.join("root.img"), b"other build").unwrap();
+        std::fs::rename(again.join("root.img"), &files[0]).unwrap();
+        assert_ne!(of(&files), first, "the same paths and sizes, another build");
+        std::fs::remove_file(&files[2]).unwrap();
+        assert!(image_identity([&files[0], &files[1], &files[2]]).is_err());
     }
 
     #[test]
