@@ -123,9 +123,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub flaky_fails: bool,
     /// How many scenarios run at once: emulators side by side (default 1; each scenario still
-    /// gets its own fresh container), or devices of --targets (default: all of them). The
-    /// longest expected start first (their recorded durations in the history; never recorded:
-    /// those that declare a timeout, the longer first); the reports keep the files' order.
+    /// gets its own fresh container), or devices of --targets (default: all of them). Side by
+    /// side the longest expected start first (their recorded durations in the history; never
+    /// recorded: those that declare a timeout, the longer first); the reports keep the files'
+    /// order.
     #[arg(long, short = 'j', overrides_with = "jobs")]
     pub jobs: Option<usize>,
     /// At a scenario's first failed step, keep its device as it is (no clean-up, no undo yet;
@@ -153,25 +154,19 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
             return Ok(ExitCode::from(e.exit()));
         }
     };
-    // The scenarios' recorded durations: the slots start the longest first, and --balance
-    // splits by them. Only --balance needs them; without, an unreadable history is no reason
-    // to stop (the files' order and their timeouts rank them instead).
-    let spec = crate::history::store_spec(args.history.as_deref(), &default_report_parent(&args));
-    let read = tokio::time::timeout(Duration::from_secs(10), crate::history::recorded_durations(&spec));
-    let recorded = match read.await {
-        Ok(Ok(d)) => d,
-        Ok(Err(e)) if args.balance => {
-            say(&format!("--balance: {e}"));
-            return Ok(ExitCode::from(Exit::Usage));
+    // --balance splits by the scenarios' recorded durations, and cannot without them.
+    let durations = if args.balance {
+        match recorded_durations(&args).await {
+            Ok(d) => Some(d),
+            Err(e) => {
+                say(&format!("--balance: {e}"));
+                return Ok(ExitCode::from(Exit::Usage));
+            }
         }
-        Err(_) if args.balance => {
-            say("--balance: the history did not answer in 10 s");
-            return Ok(ExitCode::from(Exit::Usage));
-        }
-        _ => Default::default(),
+    } else {
+        None
     };
-    let durations = args.balance.then_some(&recorded);
-    let scenarios = match load(&args, durations) {
+    let scenarios = match load(&args, durations.as_ref()) {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
@@ -248,7 +243,18 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
             repeat: args.repeat as usize,
             retries: args.retries as usize,
         };
-        let order = schedule::start_order(&scenarios, &recorded);
+        // Side by side the longest start first, by their recorded durations where known (an
+        // unreadable history is no reason to stop: their timeouts rank them instead); one at a
+        // time they run in the files' order.
+        let order = if slots.width() > 1 && scenarios.len() > 1 {
+            let recorded = match durations {
+                Some(d) => d,
+                None => recorded_durations(&args).await.unwrap_or_default(),
+            };
+            schedule::start_order(&scenarios, &recorded)
+        } else {
+            (0..scenarios.len()).collect()
+        };
         report.scenarios = schedule::run_all(&scenarios, &order, slots, &report_dir, seed, plan, &bar).await;
     }
     bar.finish_and_clear();
@@ -263,6 +269,15 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
 
 /// What changed on each device since its last passing run in the history (none with
 /// --no-history; a history that cannot be read is said, not fatal).
+/// The scenarios' recorded durations in the run's history (by slug), or why not.
+async fn recorded_durations(args: &RunArgs) -> Result<std::collections::HashMap<String, f64>, String> {
+    let spec = crate::history::store_spec(args.history.as_deref(), &default_report_parent(args));
+    match tokio::time::timeout(Duration::from_secs(10), crate::history::recorded_durations(&spec)).await {
+        Ok(read) => read.map_err(|e| e.to_string()),
+        Err(_) => Err("the history did not answer in 10 s".into()),
+    }
+}
+
 async fn what_changed(args: &RunArgs, report: &RunReport, report_dir: &Path) -> Vec<crate::report::WhatChanged> {
     if args.no_history {
         return Vec::new();

@@ -81,7 +81,7 @@ pub async fn run_all(
         _ => Vec::new(),
     };
     let workers: Vec<(Option<&FleetMember>, Option<&Console>)> = match slots {
-        Slots::Fresh { jobs, .. } => vec![(None, None); (*jobs).max(1)],
+        Slots::Fresh { .. } => vec![(None, None); slots.width()],
         Slots::Devices(members) => members
             .iter()
             .zip(&consoles)

@@ -39,6 +39,16 @@ pub enum Slots {
     Devices(Vec<FleetMember>),
 }
 
+impl Slots {
+    /// How many scenarios run at once.
+    pub fn width(&self) -> usize {
+        match self {
+            Slots::Fresh { jobs, .. } => (*jobs).max(1),
+            Slots::Devices(members) => members.len(),
+        }
+    }
+}
+
 /// How a run's slots are made: its arguments that concern its devices.
 pub struct SlotOptions<'a> {
     /// `--target` as given (names a real device in errors).

@@ -297,7 +297,7 @@ async fn failure_evidence(s: &Session<'_>, log: &mut StepLog, evidence: &mut Bro
     .await;
     let Ok((png, console, glance)) = got else {
         log.lines
-            .push("the page's screenshot and console could not be fetched in time".into());
+            .push("the page's screenshot, console and text could not be fetched in time".into());
         return None;
     };
     match png {
