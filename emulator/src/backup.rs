@@ -147,7 +147,7 @@ impl BackupManager {
             }
         }
         if self.store.test_faults().has(TestFault::DeleteEarlierBackup) {
-            if let Some(first) = self.list().first() {
+            if let Some(first) = self.list().map_err(io::Error::other)?.first() {
                 tracing::warn!(
                     id = first.id,
                     "TEST FAULT delete-earlier-backup: deleting the first backup"
@@ -286,18 +286,27 @@ impl BackupManager {
         Ok(())
     }
 
-    /// The published backups, by id, with their SHA-256.
-    pub fn list(&self) -> Vec<BackupInfo> {
+    /// The published backups, by id, with their SHA-256. A card that cannot be read is an error
+    /// that says so, never an empty or short list.
+    pub fn list(&self) -> NexusResult<Vec<BackupInfo>> {
+        let dir = self.layout().backups_dir();
+        let unreadable = |e: io::Error| NexusError::io(&format!("cannot list the backups in {}", dir.display()), &e);
         let mut out = Vec::new();
-        let Ok(entries) = fs::read_dir(self.layout().backups_dir()) else {
-            return out;
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(unreadable(e)),
         };
-        for e in entries.filter_map(|e| e.ok()) {
+        for e in entries {
+            let e = e.map_err(unreadable)?;
             let Some(id) = e.file_name().to_str().and_then(Layout::parse_backup_name) else {
                 continue;
             };
-            let Ok(meta) = fs::symlink_metadata(e.path()) else {
-                continue;
+            let meta = match fs::symlink_metadata(e.path()) {
+                Ok(meta) => meta,
+                // Deleted since the folder was read.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(unreadable(e)),
             };
             if !meta.is_file() {
                 continue;
@@ -318,7 +327,7 @@ impl BackupManager {
             self.list_records(&mut out);
         }
         out.sort_by_key(|b| b.id);
-        out
+        Ok(out)
     }
 
     /// TEST FAULT list-phantom: every backup the daemon has a record of is listed, file or not.
@@ -598,6 +607,31 @@ mod tests {
         fs::write(&partial, b"synced data").unwrap();
         publish(&partial, &published, false, |_| Ok(())).unwrap();
         assert_eq!(fs::read(&published).unwrap(), b"synced data");
+    }
+
+    #[test]
+    fn a_backups_folder_that_cannot_be_read_is_an_error_never_an_empty_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let (broot, state_dir) = (dir.path().join("broot"), dir.path().join("state"));
+        let state = Arc::new(crate::state::SharedState::open(&state_dir).unwrap());
+        let layout = Layout::new(&broot, &state_dir);
+        let store = Arc::new(SnapshotStore::new(
+            layout.clone(),
+            crate::subvolume::Subvolumes::PlainCopy,
+            state,
+        ));
+        let backups = BackupManager::new(store, BackupConfig::default(), Arc::new(|_| {}));
+        assert!(backups.list().unwrap().is_empty(), "no folder yet: no backups");
+        fs::create_dir_all(&broot).unwrap();
+        fs::write(layout.backups_dir(), b"").unwrap();
+        let e = backups
+            .list()
+            .expect_err("an unreadable folder is not an empty one")
+            .to_string();
+        assert!(
+            e.contains("cannot list the backups in") && e.contains(&layout.backups_dir().display().to_string()),
+            "{e}"
+        );
     }
 
     #[test]

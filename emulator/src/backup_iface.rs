@@ -65,7 +65,7 @@ impl BackupService {
     async fn get_list(&self, #[zbus(header)] hdr: Header<'_>) -> Result<Vec<HashMap<String, OwnedValue>>, NexusError> {
         self.auth.check(sender(&hdr), action::BACKUP1_GETLIST).await?;
         let backups = self.backups.clone();
-        let list = blocking(move || Ok(backups.list())).await?;
+        let list = blocking(move || backups.list()).await?;
         Ok(list
             .into_iter()
             .map(|b| {

@@ -166,40 +166,61 @@ impl SnapshotStore {
             .unwrap_or(0)
     }
 
-    /// All complete snapshots, by id.
-    pub fn list(&self) -> Vec<SnapshotInfo> {
-        let mut list: Vec<SnapshotInfo> = match fs::read_dir(self.layout.snapshots_dir()) {
-            Ok(entries) => entries
-                .filter_map(|e| e.ok())
-                .filter_map(|e| {
-                    let id: u32 = e.file_name().to_str()?.parse().ok()?;
-                    self.info(id)
-                })
-                .collect(),
-            Err(e) => {
-                tracing::warn!("cannot list {}: {e}", self.layout.snapshots_dir().display());
-                Vec::new()
-            }
+    /// All complete snapshots, by id. A card that cannot be read is an error that says so, never
+    /// an empty or short list (which would read as "the snapshots are gone").
+    pub fn list(&self) -> NexusResult<Vec<SnapshotInfo>> {
+        let dir = self.layout.snapshots_dir();
+        let unreadable =
+            |e: std::io::Error| NexusError::io(&format!("cannot list the snapshots in {}", dir.display()), &e);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(unreadable(e)),
         };
-        list.sort_by_key(|i| i.id);
-        list
+        let mut list = Vec::new();
+        for e in entries {
+            let Some(id) = e.map_err(unreadable)?.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                continue;
+            };
+            list.extend(self.read_info(id).map_err(unreadable)?);
+        }
+        list.sort_by_key(|i: &SnapshotInfo| i.id);
+        Ok(list)
     }
 
-    /// The snapshot with this id, if it exists and is complete.
+    /// The snapshot with this id, if it exists and is complete; an error if its record cannot
+    /// be read (a torn or missing one is an incomplete snapshot: none).
+    fn read_info(&self, id: u32) -> std::io::Result<Option<SnapshotInfo>> {
+        match fs::read(self.layout.snapshot_dir(id).join("info.json")) {
+            Ok(bytes) => Ok(serde_json::from_slice::<SnapshotInfo>(&bytes)
+                .ok()
+                .filter(|i| i.id == id)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The snapshot with this id, if it exists, is complete and can be read.
     pub fn info(&self, id: u32) -> Option<SnapshotInfo> {
-        let bytes = fs::read(self.layout.snapshot_dir(id).join("info.json")).ok()?;
-        serde_json::from_slice::<SnapshotInfo>(&bytes)
-            .ok()
-            .filter(|i| i.id == id)
+        self.read_info(id).ok().flatten()
     }
 
-    /// The snapshot with this id, or `NoSuchSnapshot`.
+    /// The snapshot with this id, or `NoSuchSnapshot` (or the card's error if it cannot be read).
     pub fn get(&self, id: u32) -> NexusResult<SnapshotInfo> {
-        self.info(id).ok_or_else(|| {
-            NexusError::NoSuchSnapshot(format!(
-                "there is no snapshot {id}; call {SNAPSHOT1}.GetList for the existing ids"
-            ))
-        })
+        self.read_info(id)
+            .map_err(|e| NexusError::io(&format!("cannot read snapshot {id}"), &e))?
+            .ok_or_else(|| {
+                NexusError::NoSuchSnapshot(format!(
+                    "there is no snapshot {id}; call {SNAPSHOT1}.GetList for the existing ids"
+                ))
+            })
     }
 
     /// Deletes a snapshot; refused while a backup reads it or the system runs on it.
@@ -268,7 +289,11 @@ impl SnapshotStore {
             }
         }
         let reuse = self.faults.has(TestFault::ReuseId);
-        let complete = self.list().last().map_or(0, |i| i.id);
+        let complete = if reuse {
+            self.list()?.last().map_or(0, |i| i.id)
+        } else {
+            0
+        };
         self.state
             .update(|s| {
                 s.next_id = if reuse {
@@ -401,6 +426,38 @@ mod tests {
         });
         s.recover().unwrap();
         s
+    }
+
+    #[test]
+    fn a_card_that_cannot_be_read_is_an_error_never_an_empty_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path(), &[]);
+        assert!(s.list().unwrap().is_empty(), "a fresh card has no snapshots");
+        let id = s.create(true, true, "one").unwrap().id;
+        assert_eq!(s.list().unwrap().len(), 1);
+
+        // A snapshot whose record the card cannot read (here a folder where the file was).
+        let info = s.layout().snapshot_dir(id).join("info.json");
+        fs::remove_file(&info).unwrap();
+        fs::create_dir(&info).unwrap();
+        let e = s
+            .list()
+            .expect_err("an unreadable record is not a missing snapshot")
+            .to_string();
+        assert!(e.contains("cannot list the snapshots in"), "{e}");
+        let e = s.get(id).expect_err("nor is it there").to_string();
+        assert!(e.contains(&format!("cannot read snapshot {id}")), "{e}");
+        fs::remove_dir(&info).unwrap();
+
+        // The snapshots' folder the card cannot read.
+        let snapshots = s.layout().snapshots_dir();
+        fs::rename(&snapshots, dir.path().join("elsewhere")).unwrap();
+        fs::write(&snapshots, b"").unwrap();
+        let e = s
+            .list()
+            .expect_err("an unreadable folder is not an empty one")
+            .to_string();
+        assert!(e.contains(&snapshots.display().to_string()), "{e}");
     }
 
     #[test]

@@ -86,7 +86,7 @@ impl SnapshotService {
     async fn get_list(&self, #[zbus(header)] hdr: Header<'_>) -> Result<Vec<HashMap<String, OwnedValue>>, NexusError> {
         self.auth.check(sender(&hdr), action::SNAPSHOT1_GETLIST).await?;
         let store = self.store.clone();
-        let (list, active) = blocking(move || Ok((store.list(), store.state().get().active))).await?;
+        let (list, active) = blocking(move || Ok((store.list()?, store.state().get().active))).await?;
         Ok(list
             .into_iter()
             .map(|i| {
