@@ -267,8 +267,6 @@ pub async fn run(args: RunArgs) -> Result<ExitCode, InfraError> {
     Ok(exit_code(&args, &report))
 }
 
-/// What changed on each device since its last passing run in the history (none with
-/// --no-history; a history that cannot be read is said, not fatal).
 /// The scenarios' recorded durations in the run's history (by slug), or why not.
 async fn recorded_durations(args: &RunArgs) -> Result<std::collections::HashMap<String, f64>, String> {
     let spec = crate::history::store_spec(args.history.as_deref(), &default_report_parent(args));
@@ -278,6 +276,8 @@ async fn recorded_durations(args: &RunArgs) -> Result<std::collections::HashMap<
     }
 }
 
+/// What changed on each device since its last passing run in the history (none with
+/// --no-history; a history that cannot be read is said, not fatal).
 async fn what_changed(args: &RunArgs, report: &RunReport, report_dir: &Path) -> Vec<crate::report::WhatChanged> {
     if args.no_history {
         return Vec::new();
