@@ -206,50 +206,83 @@ fn fault_lines(report: &serde_json::Value) -> String {
     lines.join("\n")
 }
 
-/// The portable fault scenarios on the stand-in as a real device on a bench: reached only
-/// through `--targets` (SSH and HTTPS on 127.0.0.1), its power switched by a Shelly plug, a
-/// Tasmota plug and the bench's own command lines, each really cutting and restoring it.
+/// What a power switch is tested with on the bench: the device's own state made by the run (a
+/// snapshot), then the faults given as `faults` (YAML step lines), then the snapshot still
+/// listed, whole, on the device that came back. The scenarios of `scenarios/` run once in CI, on
+/// targets of their own (the default and faults suites on the emulator, the power ones on
+/// stand-ins whose power the harness owns); this checks the bench's switches and console.
+fn switch_scenario(dir: &Path, name: &str, faults: &str) -> std::path::PathBuf {
+    let file = dir.join(format!("{name}.yaml"));
+    let kept = format!(
+        "  - ssh.run: {{as: root, command: \"busctl call tech.noreya.Snapshot1 /tech/noreya/Snapshot1 \
+         tech.noreya.Snapshot1 GetList | grep -q 'made before the {name} faults' \
+         && test -s /broot/snapshot/snapshots/${{id}}/info.json && echo listed and whole\", \
+         expect_stdout: [listed and whole]}}\n"
+    );
+    std::fs::write(
+        &file,
+        format!(
+            "name: {name}\nneeds: [power]\nsteps:\n\
+             \x20 - dbus.call: {{as: root, service: tech.noreya.Snapshot1, method: Create, args: [true, true, \"made before the {name} faults\"], capture: id}}\n\
+             {faults}{kept}"
+        ),
+    )
+    .unwrap();
+    file
+}
+
+/// Runs the switch scenario `name` on the bench of `inventory`, asserting it passed, and returns
+/// the transcript lines of its fault steps.
+fn run_switch(dir: &Path, inventory: &Path, name: &str, faults: &str) -> String {
+    let scenario = switch_scenario(dir, name, faults);
+    let out = Command::new(env!("CARGO_BIN_EXE_nexus-hil"))
+        .args(["run", "--require-all", "--targets"])
+        .arg(inventory)
+        .arg("--pins")
+        .arg(dir.join("pins"))
+        .arg("--report-dir")
+        .arg(dir.join(name))
+        .arg(&scenario)
+        .output()
+        .unwrap();
+    fault_lines(&passed(&out, &dir.join(name)).1)
+}
+
+/// The stand-in as a real device on a bench: reached only through `--targets` (SSH and HTTPS on
+/// 127.0.0.1), its power switched by a Shelly plug, a Tasmota plug and the bench's own command
+/// lines, each really cutting and restoring it; the daemon killed and the device rebooted over
+/// SSH; its serial console read across a cut.
 #[test]
 #[ignore = "needs the arm64 stand-in booted: ci/standin runs it"]
 fn faults_run_on_the_standin_through_its_power_switch() {
     let dir = tempfile::tempdir().unwrap();
     let plug = Plug::start();
 
-    // Shelly Gen2: the daemon killed mid-backup (over SSH) and a reboot mid-backup.
+    // Shelly Gen2: the daemon killed (over SSH), a reboot (over SSH), a power cut (the plug).
     let inv = bench_inventory(dir.path(), &format!("driver = \"shelly\"\nplug = \"{}\"\n", plug.addr));
-    let report = run_on_bench(
+    let lines = run_switch(
         dir.path(),
         &inv,
         "shelly",
-        &[
-            "scenarios/faults/01-kill-daemon-mid-backup.yaml",
-            "scenarios/faults/02-reboot-mid-backup.yaml",
-        ],
+        "  - fault.kill_daemon: {}\n  - fault.reboot: {}\n  - fault.power_cut: {}\n",
     );
-    let lines = fault_lines(&report);
     assert!(lines.contains("rebooted; ready"), "{lines}");
-
-    // Tasmota: the power cut in the middle of a backup.
-    let inv = bench_inventory(dir.path(), &format!("driver = \"tasmota\"\nplug = \"{}\"\n", plug.addr));
-    let report = run_on_bench(
-        dir.path(),
-        &inv,
-        "tasmota",
-        &["scenarios/power/02-a-cut-in-the-middle-of-a-backup.yaml"],
+    assert!(
+        lines.contains(&format!("power off: Shelly {} switch 0 off", plug.addr))
+            && lines.contains(&format!("on: Shelly {} switch 0 on", plug.addr)),
+        "{lines}"
     );
-    let lines = fault_lines(&report);
+
+    // Tasmota: a power cut, the console read across it.
+    let inv = bench_inventory(dir.path(), &format!("driver = \"tasmota\"\nplug = \"{}\"\n", plug.addr));
+    let lines = run_switch(dir.path(), &inv, "tasmota", "  - fault.power_cut: {}\n");
     assert!(
         lines.contains(&format!("power off: Tasmota {} power OFF", plug.addr)),
         "{lines}"
     );
-    // The console was read across the power cut: the scenario's part holds the boot after it
-    // (the serial port closes with the power and opens again with it), and the whole run's
-    // log is in the device's folder.
-    let part = std::fs::read_to_string(
-        dir.path()
-            .join("tasmota/bench/a-power-cut-in-the-middle-of-a-backup/console.log"),
-    )
-    .unwrap();
+    // The scenario's part of the console holds the boot after the cut (the serial port closes
+    // with the power and opens again with it), and the whole run's log is in the device's folder.
+    let part = std::fs::read_to_string(dir.path().join("tasmota/bench/tasmota/console.log")).unwrap();
     assert!(
         part.contains("console connection lost")
             && part.contains("console reconnected")
@@ -264,8 +297,9 @@ fn faults_run_on_the_standin_through_its_power_switch() {
         "{seen:?}"
     );
 
-    // exec: the bench's command lines cut a snapshot Create. power/01 writes the card below the
-    // daemon, so it needs a throwaway device: on a bench it is skipped before its first step.
+    // exec: the bench's command lines cut the power. power/01 writes the card below the daemon,
+    // so it needs a throwaway device: on a bench it is skipped before its first step, and its
+    // skip fails a run that must run it.
     let hil = env!("CARGO_BIN_EXE_nexus-hil");
     let inv = bench_inventory(
         dir.path(),
@@ -289,13 +323,7 @@ fn faults_run_on_the_standin_through_its_power_switch() {
         "it must run, so its skip fails the run: {said}"
     );
     assert!(said.contains("needs a throwaway device"), "{said}");
-    let report = run_on_bench(
-        dir.path(),
-        &inv,
-        "exec",
-        &["scenarios/power/04-a-cut-during-snapshot-create.yaml"],
-    );
-    let lines = fault_lines(&report);
+    let lines = run_switch(dir.path(), &inv, "exec", "  - fault.power_cut: {}\n");
     assert!(
         lines.contains(&format!("power off: ran `{hil} emulator power off`")),
         "{lines}"

@@ -221,18 +221,33 @@ impl DeviceLock {
             .push((dev.clone(), token.clone()));
         let (d, t) = (dev.clone(), token.clone());
         let refresher = tokio::spawn(async move {
-            let mut good = Instant::now();
+            let (mut good, mut said) = (Instant::now(), false);
             loop {
                 tokio::time::sleep(timing.refresh).await;
                 match refresh(&d, &t, timing.ttl).await {
-                    Ok(()) => good = Instant::now(),
+                    Ok(()) => {
+                        if said {
+                            eprintln!("nexus-hil: {}: the device's lease is refreshed again", name_of(&d));
+                        }
+                        (good, said) = (Instant::now(), false);
+                    }
                     Err(Refresh::Lost(why)) => {
                         eprintln!("nexus-hil: {}: lost the device's lease: {why}", name_of(&d));
                         mark_lost(&t, why);
                         return;
                     }
                     Err(Refresh::Failed(e)) => {
-                        eprintln!("nexus-hil: {}: cannot refresh the device's lease: {e}", name_of(&d));
+                        // A device being cut, rebooted or flashed by the run misses a refresh
+                        // or two: said once it has missed them for half the lease.
+                        if !said && good.elapsed() >= timing.ttl / 2 {
+                            eprintln!(
+                                "nexus-hil: {}: the device's lease has not been refreshed for {} s (it lapses after {} s): {e}",
+                                name_of(&d),
+                                good.elapsed().as_secs(),
+                                timing.ttl.as_secs()
+                            );
+                            said = true;
+                        }
                         // Past its expiry another run may have taken it: this run holds nothing.
                         if good.elapsed() >= timing.ttl {
                             mark_lost(
