@@ -23,8 +23,11 @@ impl UpEmulator {
             "this test starts an emulator container and must run as root: use ci/test"
         );
         let backupd = Path::new(env!("CARGO_BIN_EXE_nexus-hil")).with_file_name("nexus-backupd");
+        // The functional suites' small card (32 MiB of content), as `run --target emulator`
+        // makes it: `emulator up` alone makes a device's 256 MiB, which every backup, download
+        // and comparison of these tests would go through for nothing they check.
         let mut child = Command::new(env!("CARGO_BIN_EXE_nexus-hil"))
-            .args(["emulator", "up", "--backupd"])
+            .args(["emulator", "up", "--card-content", "32MiB", "--backupd"])
             .arg(backupd)
             .stdout(Stdio::piped())
             .spawn()
