@@ -384,6 +384,21 @@ fn a_device_that_hangs_mid_run_names_the_step_that_timed_out() {
             && stdout.contains("did not finish within 5s"),
         "{stdout}"
     );
+    // The failure's evidence says why it is missing, and the frozen device is asked once.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reports.join("report.json")).unwrap()).unwrap();
+    let s = &json["scenarios"][0];
+    assert!(
+        s["journal"]
+            .as_str()
+            .unwrap()
+            .starts_with("(the journal could not be fetched: the device did not answer over SSH")
+            && s["device_state"]
+                .as_str()
+                .unwrap()
+                .starts_with("(the device's state was not asked for"),
+        "{s}"
+    );
     assert_eq!(our_containers(pid), 0, "the frozen emulator was left behind");
 }
 

@@ -31,21 +31,30 @@ fn device_state_command() -> String {
     )
 }
 
-/// The daemon's journal and the device's state, each or why it could not be fetched.
+/// The daemon's journal and the device's state, each or why it could not be fetched. A device
+/// that does not answer SSH for the journal is not asked again for its state (that would wait
+/// as long again, on a run that has already failed).
 pub async fn evidence(s: &Session<'_>) -> (String, String) {
-    let fetch = |cmd: String, what: &'static str| async move {
-        match s.ssh("root", &cmd, None, Duration::from_secs(20)).await {
-            Ok(o) => o.stdout + &o.stderr,
-            Err(e) => format!("({what} could not be fetched: {e})"),
-        }
-    };
+    let fetch = |cmd: String| async move { s.ssh("root", &cmd, None, Duration::from_secs(20)).await };
     // The daemon's and its web page's (a browser step's failure is often the page's answer).
-    let journal = fetch(
-        "journalctl -u nexus-backupd -u nexus-controlui --no-pager -n 200".into(),
-        "the journal",
-    )
-    .await;
-    let state = fetch(device_state_command(), "the device's state").await;
+    let journal = fetch("journalctl -u nexus-backupd -u nexus-controlui --no-pager -n 200".into()).await;
+    // 255 is ssh's own failure: the device did not answer (journalctl never exits with it).
+    let unanswered = match &journal {
+        Ok(o) if o.code == Some(255) => Some(o.stderr.trim().to_string()),
+        Ok(_) => None,
+        Err(e) => Some(e.to_string()),
+    };
+    if let Some(why) = unanswered {
+        return (
+            format!("(the journal could not be fetched: the device did not answer over SSH: {why})"),
+            "(the device's state was not asked for: the device had just not answered over SSH)".into(),
+        );
+    }
+    let journal = journal.map(|o| o.stdout + &o.stderr).unwrap_or_default();
+    let state = match fetch(device_state_command()).await {
+        Ok(o) => o.stdout + &o.stderr,
+        Err(e) => format!("(the device's state could not be fetched: {e})"),
+    };
     (journal, state)
 }
 
