@@ -157,7 +157,8 @@ fn bench_inventory(dir: &Path, power: &str) -> std::path::PathBuf {
     file
 }
 
-/// Runs `scenarios` on the bench with --require-all (a skip fails) and returns the report.
+/// Runs `scenarios` (paths in the repository, or absolute) on the bench with --require-all (a
+/// skip fails) and returns the report.
 fn run_on_bench(dir: &Path, inventory: &Path, report: &str, scenarios: &[&str]) -> serde_json::Value {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = Command::new(env!("CARGO_BIN_EXE_nexus-hil"))
@@ -234,18 +235,9 @@ fn switch_scenario(dir: &Path, name: &str, faults: &str) -> std::path::PathBuf {
 /// Runs the switch scenario `name` on the bench of `inventory`, asserting it passed, and returns
 /// the transcript lines of its fault steps.
 fn run_switch(dir: &Path, inventory: &Path, name: &str, faults: &str) -> String {
+    // An absolute path: run_on_bench's join with the repository keeps it as it is.
     let scenario = switch_scenario(dir, name, faults);
-    let out = Command::new(env!("CARGO_BIN_EXE_nexus-hil"))
-        .args(["run", "--require-all", "--targets"])
-        .arg(inventory)
-        .arg("--pins")
-        .arg(dir.join("pins"))
-        .arg("--report-dir")
-        .arg(dir.join(name))
-        .arg(&scenario)
-        .output()
-        .unwrap();
-    fault_lines(&passed(&out, &dir.join(name)).1)
+    fault_lines(&run_on_bench(dir, inventory, name, &[scenario.to_str().unwrap()]))
 }
 
 /// The stand-in as a real device on a bench: reached only through `--targets` (SSH and HTTPS on
