@@ -209,9 +209,10 @@ fn fault_lines(report: &serde_json::Value) -> String {
 
 /// What a power switch (on the bench, or the harness's own for a stand-in) is tested with: the
 /// device's own state made by the run (a snapshot), then the faults given as `faults` (YAML
-/// step lines), then the snapshot still listed, whole, on the device that came back. The scenarios of `scenarios/` run once in CI, on
-/// targets of their own (the default and faults suites on the emulator, the power ones on
-/// stand-ins whose power the harness owns); this checks the bench's switches and console.
+/// step lines), then the snapshot still listed, whole, on the device that came back. The
+/// scenarios of `scenarios/` run once in CI, on targets of their own (the default and faults
+/// suites on the emulator, the power ones on stand-ins whose power the harness owns); this
+/// checks the switches and the console.
 fn switch_scenario(dir: &Path, name: &str, faults: &str) -> std::path::PathBuf {
     let file = dir.join(format!("{name}.yaml"));
     let kept = format!(
